@@ -1,0 +1,3 @@
+"""pgolf: a literate research toolkit for the OpenAI Parameter Golf challenge."""
+
+__version__ = "0.1.0"

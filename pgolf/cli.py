@@ -1,0 +1,160 @@
+"""The ``pgolf`` command line. Each sub-command is a thin shell over a library call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError, apply_overrides, env_overrides, parse_override
+from .paths import runs_dir
+from .presets import PRESETS, describe, get_preset
+
+
+def resolve_config(preset: str | None, overrides: list[str], config_file: str | None = None,
+                   environ: dict[str, str] | None = None) -> Config:
+    """preset (or --config JSON) < official environment names < dotted command-line overrides."""
+    if config_file:
+        cfg = Config.from_json(config_file)
+    else:
+        cfg = get_preset(preset or "baseline")
+    env = env_overrides(environ if environ is not None else os.environ)
+    if env:
+        cfg = apply_overrides(cfg, env)
+    return apply_overrides(cfg, dict(parse_override(o) for o in overrides))
+
+
+def run_path(args: argparse.Namespace, default_name: str) -> Path:
+    if getattr(args, "run_dir", None):
+        return Path(args.run_dir).resolve()
+    name = args.name or os.environ.get("RUN_ID") or default_name
+    return runs_dir() / name
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", nargs="?", default="baseline", help=f"one of {sorted(PRESETS)}")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.num_layers=11")
+    p.add_argument("--config", help="start from this resolved config JSON instead of a preset")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args.preset, args.overrides, args.config)
+    path = run_path(args, f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    nproc, nnodes = args.nproc_per_node, args.nnodes
+    if nproc > 1 or nnodes > 1 or args.dry_run:
+        from .launch import launch
+        return launch(cfg, path, args)
+    from .runs import prepare_run_dir
+    from .train import train
+    prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
+    summary = train(cfg, path, resume=args.resume)
+    print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
+    print(f"run folder: {path}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Build the embedded corpus, train ``tiny`` on CPU, export, score, and compare with a unigram model."""
+    from .data.build import build_dataset
+    from .train import train
+
+    t0 = time.perf_counter()
+    ds_dir = build_dataset(None, None)
+    manifest = json.loads((Path(ds_dir) / "manifest.json").read_text())
+    cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
+    cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
+    path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
+    s = train(cfg, path)
+    unigram = manifest.get("unigram_val_bpb")
+    print("\n== pgolf quickstart ==")
+    print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
+    print(f"val_bpb after {s['artifact_format']} roundtrip: {s['q_val_bpb']:.4f} (gap {s['quant_gap_bpb']:+.4f})")
+    if unigram is not None:
+        print(f"unigram model of the corpus: {unigram:.4f} bpb")
+    print(f"artifact: {s['artifact_bytes']:,} bytes + code {s['code_bytes']:,} = {s['total_bytes']:,} "
+          f"of 16,000,000 ({'fits' if s['fits_16mb'] else 'DOES NOT FIT'})")
+    print(f"steps: {s['steps']}  train time: {s['train_time_ms'] / 1000:.1f}s  total: {time.perf_counter() - t0:.1f}s")
+    print(f"run folder: {path}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else sorted(PRESETS)
+    for n in names:
+        get_preset(n)
+        print(f"{n}\n    " + describe(n).replace("\n", "\n    ") + "\n")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(resolve_config(args.preset, args.overrides, args.config).to_json())
+    return 0
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    """Predict artifact bytes for a preset from freshly initialized (or a run's trained) weights."""
+    from .sizing import size_report_for
+    cfg = resolve_config(args.preset, args.overrides, args.config)
+    report = size_report_for(cfg, run_dir=Path(args.run) if args.run else None)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgolf", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train, export and score one run")
+    _add_config_args(t)
+    t.add_argument("--name", help="run name under runs/ (default: <preset>-<time>, or $RUN_ID)")
+    t.add_argument("--run-dir", help="explicit run folder (instead of runs/<name>)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run (old folder kept aside)")
+    from .launch import add_launch_args
+    add_launch_args(t)
+    t.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU, export and score")
+    q.add_argument("overrides", nargs="*")
+    q.add_argument("--name")
+    q.set_defaults(func=cmd_quickstart, run_dir=None)
+
+    pr = sub.add_parser("presets", help="list the named presets")
+    pr.add_argument("name", nargs="?")
+    pr.set_defaults(func=cmd_presets)
+
+    c = sub.add_parser("config", help="print a resolved config as JSON")
+    _add_config_args(c)
+    c.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("size", help="predicted artifact size report for a preset")
+    _add_config_args(s)
+    s.add_argument("--run", help="use the trained weights of this run folder")
+    s.set_defaults(func=cmd_size)
+
+    for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench"):
+        __import__(module, fromlist=["register"]).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"pgolf: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001
+        from .runs import RunExistsError
+        if isinstance(e, RunExistsError):
+            print(f"pgolf: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Export as pure functions: prune -> quantize -> (bit-pack) -> serialize -> compress, and back.
+
+At baseline settings the quantized object is the official ``int8_clean_per_row_v1`` format, so
+official artifacts load here and pgolf artifacts load in the official script. Mixed-bit exports
+use ``pgolf_mixed_v1``: the same layout plus per-tensor bit widths (and packed codes if asked).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .compress import compress, decompress
+from .config import ExportConfig
+from .quant import (TensorPlan, dequantize_rows, floor_fraction, plan_tensor, quantize_rows,
+                    quantize_tensor)
+
+OFFICIAL_FORMAT = "int8_clean_per_row_v1"
+MIXED_FORMAT = "pgolf_mixed_v1"
+
+
+def nbytes(t: Tensor) -> int:
+    return int(t.numel()) * int(t.element_size())
+
+
+# -- pruning --------------------------------------------------------------------------------
+
+def prune_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> dict[str, Tensor]:
+    """Zero the ``prune_frac`` smallest-|w| entries of every matrix the exporter will quantize."""
+    if cfg.prune_frac <= 0:
+        return dict(sd)
+    out = {}
+    for name, t in sd.items():
+        plan = plan_tensor(name, t, cfg)
+        if plan.action == "int" and t.ndim == 2:
+            a = t.detach().float().abs().flatten()
+            k = int(cfg.prune_frac * a.numel())
+            if k > 0:
+                thresh = torch.kthvalue(a, k).values
+                t = torch.where(t.abs() <= thresh.to(t.dtype), torch.zeros_like(t), t)
+        out[name] = t
+    return out
+
+
+# -- bit packing ----------------------------------------------------------------------------
+
+def pack_codes(q: Tensor, bits: int) -> Tensor:
+    """Signed codes in [-qmax, qmax] -> a dense little-endian bitstream of ``bits`` per code."""
+    qmax = 2 ** (bits - 1) - 1
+    u = (q.flatten().to(torch.int16) + qmax).numpy().astype(np.uint8)
+    b = np.unpackbits(u[:, None], axis=1, bitorder="little")[:, :bits]
+    return torch.from_numpy(np.packbits(b.reshape(-1), bitorder="little").copy())
+
+
+def unpack_codes(buf: Tensor, bits: int, shape: tuple[int, ...]) -> Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    n = int(np.prod(shape))
+    b = np.unpackbits(buf.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
+    u = np.packbits(np.pad(b, ((0, 0), (0, 8 - bits))), axis=1, bitorder="little").reshape(-1)
+    return torch.from_numpy((u.astype(np.int16) - qmax).astype(np.int8)).reshape(shape)
+
+
+# -- quantize / dequantize --------------------------------------------------------------------
+
+def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize a state dict. Returns the serializable object and a per-tensor plan report."""
+    quantized: dict[str, Tensor] = {}
+    scales: dict[str, Tensor] = {}
+    dtypes: dict[str, str] = {}
+    passthrough: dict[str, Tensor] = {}
+    orig_dtypes: dict[str, str] = {}
+    qmeta: dict[str, dict[str, Any]] = {}
+    bits: dict[str, int] = {}
+    packed: dict[str, list[int]] = {}
+    rows: list[dict[str, Any]] = []
+    for name, tensor in sd.items():
+        t = tensor.detach().to("cpu").contiguous()
+        plan: TensorPlan = plan_tensor(name, t, cfg)
+        row = {"name": name, "class": plan.cls, "action": plan.action, "params": int(t.numel()),
+               "raw_bytes": nbytes(t), "bits": None, "floor_frac": 0.0}
+        if plan.action == "raw":
+            passthrough[name] = t
+            row["payload_bytes"] = nbytes(t)
+        elif plan.action == "fp32":
+            passthrough[name] = t.float().contiguous()
+            row["payload_bytes"] = nbytes(passthrough[name])
+        elif plan.action == "fp16":
+            if t.dtype in (torch.float32, torch.bfloat16):
+                orig_dtypes[name] = str(t.dtype).removeprefix("torch.")
+                t = t.to(torch.float16).contiguous()
+            passthrough[name] = t
+            row["payload_bytes"] = nbytes(t)
+        else:
+            spec = plan.spec
+            assert spec is not None
+            if t.ndim == 2:
+                q, s = quantize_rows(t, spec)
+                qmeta[name] = {"scheme": "per_row", "axis": 0}
+                row["floor_frac"] = floor_fraction(t, spec)
+                b = spec.bits
+            else:
+                q, s = quantize_tensor(t, 8, spec.clip_quantile)
+                b = 8
+            bits[name] = b
+            if cfg.bitpack and b < 8:
+                packed[name] = list(q.shape)
+                q = pack_codes(q, b)
+            quantized[name], scales[name] = q, s
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+            row["bits"] = b
+            row["payload_bytes"] = nbytes(q) + nbytes(s)
+        rows.append(row)
+    mixed = bool(packed) or any(b != 8 for b in bits.values())
+    obj: dict[str, Any] = {
+        "__quant_format__": MIXED_FORMAT if mixed else OFFICIAL_FORMAT,
+        "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough,
+    }
+    if qmeta:
+        obj["qmeta"] = qmeta
+    if orig_dtypes:
+        obj["passthrough_orig_dtypes"] = orig_dtypes
+    if mixed:
+        obj["bits"] = bits
+        if packed:
+            obj["packed"] = packed
+    return obj, {"tensors": rows}
+
+
+def dequantize_state_dict(obj: dict[str, Any]) -> dict[str, Tensor]:
+    fmt = obj.get("__quant_format__")
+    if fmt not in (OFFICIAL_FORMAT, MIXED_FORMAT):
+        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected {OFFICIAL_FORMAT} or {MIXED_FORMAT}")
+    out: dict[str, Tensor] = {}
+    qmeta = obj.get("qmeta", {})
+    packed = obj.get("packed", {})
+    bits = obj.get("bits", {})
+    orig_dtypes = obj.get("passthrough_orig_dtypes", {})
+    for name, q in obj["quantized"].items():
+        dtype = getattr(torch, obj["dtypes"][name])
+        if name in packed:
+            q = unpack_codes(q, bits[name], tuple(packed[name]))
+        s = obj["scales"][name]
+        if qmeta.get(name, {}).get("scheme") == "per_row" or s.ndim > 0:
+            out[name] = dequantize_rows(q, s, dtype).contiguous()
+        else:
+            out[name] = (q.float() * float(s.item())).to(dtype).contiguous()
+    for name, t in obj["passthrough"].items():
+        t = t.detach().to("cpu").contiguous()
+        if isinstance(orig_dtypes.get(name), str):
+            t = t.to(getattr(torch, orig_dtypes[name])).contiguous()
+        out[name] = t
+    return out
+
+
+# -- artifact -------------------------------------------------------------------------------
+
+def serialize(obj: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, detail: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """prune -> quantize -> serialize -> compress. Returns the blob and a size report.
+
+    With ``detail`` the report also compresses each tensor class on its own (an estimate of where
+    the bytes go: classes compressed apart do not add up exactly to the artifact).
+    """
+    pruned = prune_state_dict(sd, cfg)
+    obj, plan = quantize_state_dict(pruned, cfg)
+    raw = serialize(obj)
+    blob = compress(raw, cfg.compressor, cfg.level)
+    report = size_report(plan["tensors"])
+    report.update({"format": obj["__quant_format__"], "compressor": cfg.compressor,
+                   "serialized_bytes": len(raw), "artifact_bytes": len(blob)})
+    if detail:
+        for cls, entry in report["classes"].items():
+            names = [r["name"] for r in plan["tensors"] if r["class"] == cls]
+            sub = {k: (v if not isinstance(v, dict) else {n: x for n, x in v.items() if n in names})
+                   for k, v in obj.items()}
+            entry["compressed_bytes"] = len(compress(serialize(sub), cfg.compressor, cfg.level))
+    return blob, report
+
+
+def size_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    classes: dict[str, dict[str, Any]] = defaultdict(lambda: {"tensors": 0, "params": 0, "raw_bytes": 0,
+                                                              "payload_bytes": 0, "bits": set(), "floor_rows": 0.0})
+    for r in rows:
+        c = classes[r["class"]]
+        c["tensors"] += 1
+        c["params"] += r["params"]
+        c["raw_bytes"] += r["raw_bytes"]
+        c["payload_bytes"] += r["payload_bytes"]
+        c["floor_rows"] += r["floor_frac"] * r["params"]
+        c["bits"].add(r["bits"] if r["bits"] else r["action"])
+    out = {}
+    for cls, c in classes.items():
+        out[cls] = {"tensors": c["tensors"], "params": c["params"], "raw_bytes": c["raw_bytes"],
+                    "payload_bytes": c["payload_bytes"], "storage": sorted(map(str, c["bits"])),
+                    "floor_frac": c["floor_rows"] / max(c["params"], 1)}
+    return {"classes": out, "raw_bytes": sum(r["raw_bytes"] for r in rows),
+            "payload_bytes": sum(r["payload_bytes"] for r in rows)}
+
+
+def load_artifact(blob: bytes) -> dict[str, Tensor]:
+    """Decompress (zlib/zstd/xz detected), load and dequantize an artifact (pgolf's or official)."""
+    obj = torch.load(io.BytesIO(decompress(blob)), map_location="cpu", weights_only=False)
+    return dequantize_state_dict(obj)

@@ -1,0 +1,40 @@
+"""Straight-through fake-quant QAT, wired from the export plan so both quantize the same tensors.
+
+The on/off state is explicit instance state on each CastedLinear. The trainer flips it with
+:func:`set_qat` and then rebuilds the compiled model after ``torch._dynamo.reset()``, so a compiled
+graph can never keep a stale value (the records' constant-folded class attribute).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import ExportConfig
+from .model.layers import CastedLinear
+from .quant import plan_tensor
+
+
+def assign_qat_specs(model: nn.Module, cfg: ExportConfig) -> list[str]:
+    """Give each CastedLinear whose weight the exporter quantizes to ints the exporter's QuantSpec."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, CastedLinear):
+            plan = plan_tensor(f"{name}.weight", m.weight, cfg)
+            m.qat_spec = plan.spec if plan.action == "int" and m.weight.ndim == 2 else None
+            if m.qat_spec is not None:
+                names.append(f"{name}.weight")
+    return names
+
+
+def set_qat(model: nn.Module, enabled: bool) -> int:
+    """Switch fake quantization on or off; returns how many layers changed state."""
+    changed = 0
+    for m in model.modules():
+        if isinstance(m, CastedLinear) and m.qat_spec is not None and m.qat_enabled != enabled:
+            m.qat_enabled = enabled
+            changed += 1
+    return changed
+
+
+def qat_active(model: nn.Module) -> bool:
+    return any(isinstance(m, CastedLinear) and m.qat_enabled for m in model.modules())

@@ -1,0 +1,468 @@
+"""One training loop for CPU and CUDA, single process or under torchrun.
+
+``train(cfg, run_dir)`` is the whole run as a library call: it trains, validates, averages, exports,
+scores the round-tripped artifact and returns the summary it writes to ``summary.json``. The loop
+follows the official ``train_gpt.py`` step for step (same token order, schedule, logging lines) and
+adds the seed-PR options, checkpoints and failure marking.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import accounting, optim
+from .averaging import WeightAverager
+from .config import Config
+from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
+from .export import export_artifact, load_artifact
+from .model import GPT, build_model
+from .model.layers import CastedLinear
+from .qat import assign_qat_specs, qat_active, set_qat
+from .runs import CHECKPOINT, RunWriter, environment, prepare_run_dir
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    distributed: bool
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(cfg: Config) -> Dist:
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        dist.barrier()
+    return Dist(rank, world_size, local_rank, device, distributed)
+
+
+def grad_accum_steps(cfg: Config, world_size: int) -> int:
+    if cfg.train.grad_accum_steps:
+        return cfg.train.grad_accum_steps
+    if 8 % world_size != 0:
+        raise ValueError(f"WORLD_SIZE={world_size} must divide 8 (official grad_accum rule) or set "
+                         f"train.grad_accum_steps")
+    return 8 // world_size
+
+
+def use_compile(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def prepare_model(cfg: Config, device: torch.device) -> GPT:
+    model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        # Official dtype layout: bf16 body, fp32 matrices (cast at matmul), fp32 small/control params.
+        model = model.bfloat16()
+        for m in model.modules():
+            if isinstance(m, CastedLinear):
+                m.float()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if (p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)) and p.dtype != torch.float32:
+                    p.data = p.data.float()
+    if cfg.qat.enabled:
+        assign_qat_specs(model, cfg.export)
+    return model
+
+
+def load_data(cfg: Config, d: Dist):
+    import sentencepiece as spm
+
+    from .data.loader import load_validation_tokens, resolve_dataset
+    from .data.tokenizer import build_byte_luts
+
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
+    if int(sp.vocab_size()) != cfg.model.vocab_size:
+        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
+                         f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
+    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
+    eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
+    official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
+    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    return ds, luts, val_periodic, val_final, official
+
+
+class Trainer:
+    """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
+
+    def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool):
+        self.cfg = cfg
+        self.d = setup_dist(cfg)
+        self.resume = resume
+        if self.d.master and run_dir is not None:
+            prepare_run_dir(Path(run_dir), resume=resume, overwrite=False)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.out = RunWriter(self.run_dir, enabled=self.d.master, console=console)
+        self.autocast = self.d.device.type == "cuda"
+        if self.d.device.type == "cpu":
+            torch.set_num_threads(cfg.train.num_threads or 1)
+        self.accum = grad_accum_steps(cfg, self.d.world_size)
+        self.compiled = use_compile(cfg, self.d.device)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def log(self, msg: str, console: bool = True) -> None:
+        self.out.log(msg, console)
+
+    def _sync(self) -> None:
+        if self.d.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _wrap(self) -> nn.Module:
+        m: nn.Module = self.base
+        if self.compiled:
+            m = torch.compile(self.base, dynamic=False, fullgraph=True)
+        if self.d.distributed:
+            ids = [self.d.local_rank] if self.d.device.type == "cuda" else None
+            m = DDP(m, device_ids=ids, broadcast_buffers=False)
+        return m
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
+
+    def _make_loader(self):
+        from .data.loader import DistributedTokenLoader
+        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
+
+    def _progress(self, step: int, elapsed_ms: float) -> float:
+        t = self.cfg.train
+        return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
+
+    def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
+        q = self.cfg.qat
+        if not q.enabled or qat_active(self.base) or self._progress(step, elapsed_ms) < q.start_frac:
+            return
+        n = set_qat(self.base, True)
+        recompile = self.compiled
+        if recompile:
+            torch._dynamo.reset()
+            self.model = self._wrap()
+        self.qat_step = step
+        self.log(f"qat:enabled step:{step} layers:{n} recompile:{int(recompile)}")
+        self.out.metric(event="qat_enabled", step=step, layers=n, recompile=recompile)
+
+    def _micro_step(self, loader) -> torch.Tensor:
+        total = torch.zeros((), device=self.d.device)
+        for micro in range(self.accum):
+            if self.d.distributed:
+                self.model.require_backward_grad_sync = micro == self.accum - 1
+            x, y = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
+            with self._autocast():
+                loss = self.model(x, y)
+            total += loss.detach()
+            (loss * (1.0 / self.accum)).backward()
+        return total / self.accum
+
+    def _zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def validate(self, tokens: torch.Tensor, final: bool) -> EvalResult:
+        c = self.cfg
+        if not final or self.official_eval:
+            return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
+                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.autocast)
+        # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
+        return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
+                            c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
+                            self.autocast)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
+        opt_states = [opt.state_dict() for opt in self.optimizers]
+        if self.d.distributed:  # Muon momentum lives only on the rank that owns each matrix
+            gathered: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(gathered, opt_states)
+        else:
+            gathered = [opt_states]
+        if self.d.master:
+            self.out.torch_save(CHECKPOINT, {
+                "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
+                "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
+                "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            })
+            self.out.metric(event="checkpoint", step=step)
+
+    def _restore(self, loader) -> tuple[int, float]:
+        assert self.run_dir is not None
+        ck = torch.load(self.run_dir / CHECKPOINT, map_location=self.d.device, weights_only=False)
+        if ck["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
+                             f"same config (see {self.run_dir / 'config.json'})")
+        self.base.load_state_dict(ck["model"], strict=True)
+        for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
+            opt.load_state_dict(state)
+        loader.load_state_dict(ck["loader"])
+        self.averager.load_state_dict(ck["averager"])
+        if ck["qat_active"]:
+            set_qat(self.base, True)
+            self.qat_step = ck["qat_step"]
+            if self.compiled:
+                torch._dynamo.reset()
+                self.model = self._wrap()
+        torch.set_rng_state(ck["rng"]["torch"].cpu())
+        np.random.set_state(ck["rng"]["numpy"])
+        random.setstate(ck["rng"]["python"])
+        self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
+        return ck["step"], ck["training_time_ms"]
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, d, t = self.cfg, self.d, self.cfg.train
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        if d.device.type == "cuda":
+            torch.cuda.manual_seed_all(t.seed)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if not self.resume:
+            self.out.json("config.json", cfg.to_dict())
+            self.out.json("environment.json", environment())
+        self.out.status("running", rank_count=d.world_size)
+        self.ds, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
+        self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
+        self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{val_periodic.numel() - 1}")
+
+        self.base = prepare_model(cfg, d.device)
+        self.model = self._wrap()
+        self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda")
+        if self.compiled:
+            self.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)
+        self.averager = WeightAverager(self.base, cfg.averaging)
+        self.qat_step: int | None = None
+        n_params = sum(p.numel() for p in self.base.parameters())
+        self.log(f"model_params:{n_params}")
+        self.log(f"world_size:{d.world_size} grad_accum_steps:{self.accum}")
+        self.log(f"device:{d.device.type} compile:{int(self.compiled)} threads:{torch.get_num_threads()}")
+        self.log(f"attention_mode:gqa num_heads:{cfg.model.num_heads} num_kv_heads:{cfg.model.num_kv_heads}")
+        o = cfg.optim
+        token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
+        self.log(f"tie_embeddings:{cfg.model.tie_embeddings} embed_lr:{token_lr} "
+                 f"head_lr:{o.head_lr if self.base.lm_head is not None else 0.0} "
+                 f"matrix_lr:{o.matrix_lr} scalar_lr:{o.scalar_lr}")
+        self.log(f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} "
+                 f"iterations:{t.iterations} warmup_steps:{t.warmup_steps} "
+                 f"max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
+        self.log(f"seed:{t.seed}")
+
+        loader = self._make_loader()
+        if cfg.qat.enabled and cfg.qat.start_frac <= 0:
+            self._maybe_enable_qat(0, 0.0)
+        compile_ms = 0.0
+        if t.warmup_steps > 0 and not self.resume:
+            compile_ms = self._prime(loader)
+            loader = self._make_loader()
+        step, training_time_ms = self._restore(loader) if self.resume else (0, 0.0)
+        max_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
+        stop_after: int | None = None
+        tokens_per_step = t.train_batch_tokens
+        self._sync()
+        t0 = time.perf_counter()
+        val = None
+        while True:
+            last = step == t.iterations or (stop_after is not None and step >= stop_after)
+            if last or (t.val_loss_every > 0 and step % t.val_loss_every == 0):
+                self._sync()
+                training_time_ms += 1000.0 * (time.perf_counter() - t0)
+                val = self.validate(val_periodic, final=False)
+                self.log(f"step:{step}/{t.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
+                         f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
+                self.out.metric(step=step, val_loss=val.val_loss, val_bpb=val.val_bpb, train_time_ms=training_time_ms)
+                self._sync()
+                t0 = time.perf_counter()
+            if last:
+                if stop_after is not None and step < t.iterations:
+                    self.log(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms "
+                             f"step:{step}/{t.iterations}")
+                break
+            elapsed_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+            self._maybe_enable_qat(step, elapsed_ms)
+            scale = optim.lr_multiplier(step, elapsed_ms, cfg)
+            self._zero_grad()
+            train_loss = self._micro_step(loader)
+            for g in self.muon.param_groups:
+                g["momentum"] = optim.muon_momentum(step, cfg)
+            for opt in self.optimizers:
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * scale
+            if o.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.base.parameters(), o.grad_clip_norm)
+            for opt in self.optimizers:
+                opt.step()
+            self._zero_grad()
+            step += 1
+            loss_value = train_loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"rank {d.rank}: train_loss is {loss_value} at step {step}")
+            if self.averager.update(self.base, step, scale) and cfg.averaging.mode == "swa":
+                self.out.metric(event="swa_snapshot", step=step, count=self.averager.count)
+            approx_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+            if t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0 or stop_after is not None):
+                self.log(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
+                         f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+            self.out.metric(step=step, train_loss=loss_value, lr_scale=scale, train_time_ms=approx_ms)
+            if t.checkpoint_every and step % t.checkpoint_every == 0:
+                self._sync()
+                training_time_ms += 1000.0 * (time.perf_counter() - t0)
+                self._checkpoint(step, training_time_ms, loader)
+                t0 = time.perf_counter()
+                approx_ms = training_time_ms
+            reached = max_ms is not None and approx_ms >= max_ms
+            if d.distributed and max_ms is not None:
+                flag = torch.tensor(int(reached), device=d.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if stop_after is None and reached:
+                stop_after = step
+        if d.device.type == "cuda":
+            self.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+                     f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
+        return self._finish(step, training_time_ms, val, val_final, n_params, compile_ms)
+
+    def _prime(self, loader) -> float:
+        """Official compile priming: run warmup steps, then restore the initial weights and optimizers."""
+        t = self.cfg.train
+        t_start = time.perf_counter()
+        init_model = {k: v.detach().cpu().clone() for k, v in self.base.state_dict().items()}
+        init_opts = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
+        self.model.train()
+        for i in range(t.warmup_steps):
+            self._zero_grad()
+            self._micro_step(loader)
+            for opt in self.optimizers:
+                opt.step()
+            self._zero_grad()
+            if t.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == t.warmup_steps:
+                self.log(f"warmup_step:{i + 1}/{t.warmup_steps}")
+        self.base.load_state_dict(init_model, strict=True)
+        for opt, state in zip(self.optimizers, init_opts, strict=True):
+            opt.load_state_dict(state)
+        self._zero_grad()
+        if self.d.distributed:
+            self.model.require_backward_grad_sync = True
+        self._sync()
+        return 1000.0 * (time.perf_counter() - t_start)
+
+    def _finish(self, step: int, training_time_ms: float, last_val: EvalResult | None, val_final,
+                n_params: int, compile_ms: float) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        avg = self.averager.averaged_state(self.base)
+        if avg is not None:
+            self.base.load_state_dict(avg, strict=True)
+            self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
+            self.out.metric(event=f"{cfg.averaging.mode}_applied", step=step, count=self.averager.count)
+        set_qat(self.base, False)  # evaluation and export see the real weights
+        if avg is not None or not self.official_eval:
+            pre = self.validate(val_final, final=True)
+        else:
+            pre = last_val
+        assert pre is not None
+        self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
+        code = accounting.code_bytes()
+        state = {k: v.detach().cpu() for k, v in self.base.state_dict().items()}
+        blob, report = export_artifact(state, cfg.export)
+        tag = export_tag(cfg)
+        if d.master:
+            if cfg.train.save_raw_model:
+                self.out.torch_save("final_model.pt", state)
+                raw_bytes = (self.run_dir / "final_model.pt").stat().st_size if self.run_dir else 0
+                self.log(f"Serialized model: {raw_bytes} bytes")
+            self.log(f"Code size: {code} bytes ({accounting.CODE_BYTES_NOTE})")
+            self.out.bytes(f"final_model.{tag}.ptz", blob)
+            self.log(f"Serialized model {tag}: {len(blob)} bytes (payload:{report['payload_bytes']} "
+                     f"raw_torch:{report['serialized_bytes']} payload_ratio:"
+                     f"{report['raw_bytes'] / max(report['payload_bytes'], 1):.2f}x)")
+            self.log(f"Total submission size {tag}: {len(blob) + code} bytes")
+            self.out.json("export_report.json", report)
+        if d.distributed:
+            dist.barrier()
+        self.base.load_state_dict(load_artifact(blob), strict=True)
+        t_q = time.perf_counter()
+        q = self.validate(val_final, final=True)
+        self.log(f"final_{tag}_roundtrip val_loss:{q.val_loss:.4f} val_bpb:{q.val_bpb:.4f} "
+                 f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
+        self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
+        summary = {
+            "status": "finished", "steps": step, "train_time_ms": training_time_ms,
+            "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
+            "compile_priming_ms": compile_ms, "model_params": n_params, "seed": cfg.train.seed,
+            "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
+            "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
+            "eval_mode": "official" if self.official_eval else
+            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
+            "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
+            "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
+            "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
+            "device": d.device.type, "world_size": d.world_size,
+        }
+        self.out.json("summary.json", summary)
+        self.out.status("finished")
+        return summary
+
+
+def export_tag(cfg: Config) -> str:
+    e = cfg.export
+    bits = {e.bits_attn, e.bits_mlp, e.bits_other}
+    return f"int{bits.pop()}_{e.compressor}" if len(bits) == 1 else f"mixed_{e.compressor}"
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True) -> dict[str, Any]:
+    """Train, export and score one run; returns the summary. Marks the run failed on any error."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console)
+    try:
+        return trainer.run()
+    except BaseException as e:
+        trainer.out.status("failed", rank=trainer.d.rank, error=f"{type(e).__name__}: {e}")
+        trainer.log(f"run_failed rank:{trainer.d.rank} error:{type(e).__name__}: {e}")
+        raise
+    finally:
+        if trainer.d.distributed and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from pgolf import figures
+from pgolf.results import load_metrics, load_runs
+
+
+def _write_run(root, ablation, arm, seed, q_val_bpb, status="finished"):
+    run_dir = root / ablation / f"{arm}_s{seed}"
+    run_dir.mkdir(parents=True)
+    summary = {"status": status, "name": f"{arm}_s{seed}", "arm": arm, "seed": seed, "steps": 20,
+               "train_time_ms": 1000, "val_loss": q_val_bpb / 0.59 - 0.01, "val_bpb": q_val_bpb - 0.006,
+               "q_val_loss": q_val_bpb / 0.59, "q_val_bpb": q_val_bpb, "artifact_bytes": 1000,
+               "code_bytes": 100, "total_bytes": 1100, "model_params": 5000}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    rows = [{"step": step, "train_loss": 4.0 - 0.1 * step, "train_time_ms": 50 * step, "lr_scale": 1.0}
+            for step in range(1, 21)]
+    rows += [{"step": step, "val_loss": 3.0 - 0.05 * step, "val_bpb": q_val_bpb + 0.5 - 0.02 * step}
+             for step in (0, 10, 20)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        _write_run(root, "lr_sweep", "base", seed, 1.30 + 0.01 * seed)
+        _write_run(root, "lr_sweep", "high_lr", seed, 1.28 + 0.01 * seed)
+        _write_run(root, "mlp", "relu2", seed, 1.25 + 0.01 * seed)
+    _write_run(root, "mlp", "swiglu", 0, 9.9, status="failed")
+    (root / "notebooks").mkdir()  # executed notebooks live beside the runs and are not runs
+    return root
+
+
+def test_load_runs_keeps_finished_runs_only(runs_root):
+    runs = load_runs(runs_root)
+    assert len(runs) == 9 and set(runs["ablation"]) == {"lr_sweep", "mlp"}
+    assert "swiglu" not in set(runs["arm"])
+    assert len(load_runs(runs_root, status=None)) == 10
+    assert len(load_runs(runs_root / "mlp")) == 3  # one ablation folder works as a root too
+
+
+def test_load_metrics_is_long_format_with_run_keys(runs_root):
+    metrics = load_metrics(runs_root)
+    assert len(metrics) == 9 * 23
+    val = metrics.dropna(subset=["val_bpb"])
+    assert len(val) == 9 * 3 and {"ablation", "arm", "seed", "step"} <= set(val.columns)
+
+
+def test_regenerate_writes_one_identical_figure_per_ablation(runs_root, tmp_path):
+    out_dir = tmp_path / "figures"
+    paths = figures.regenerate(["ablations"], runs_root=runs_root, out_dir=out_dir)
+    assert [p.name for p in paths] == ["lr_sweep.svg", "mlp.svg"]
+    first = [p.read_bytes() for p in paths]
+    again = figures.regenerate(["ablations"], runs_root=runs_root, out_dir=out_dir)
+    assert [p.read_bytes() for p in again] == first
+
+
+def test_unknown_figure_name_suggests_a_close_one():
+    with pytest.raises(KeyError, match="Did you mean 'ablations'"):
+        figures.regenerate(["ablation"])
+
+
+def test_empty_runs_folder_builds_nothing(tmp_path):
+    assert figures.regenerate(runs_root=tmp_path, out_dir=tmp_path / "figures") == []
