@@ -253,7 +253,10 @@ class Config:
             d = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_dict(d, where=str(p))
+        try:
+            return cls.from_dict(d, where=str(p))
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith(str(p)) else f"{p}: {e}") from None
 
     def replace(self, overrides: Mapping[str, Any] | list[str]) -> "Config":
         """A copy with dotted overrides applied ({'model.num_layers': 11} or ['model.num_layers=11'])."""
@@ -339,12 +342,10 @@ def _build(cls: type, d: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(types)}")
     kwargs = {}
     for name, value in d.items():
-        key = f"{where}.{name}" if where != "config" else name
-        tp = types[name]
         if cls is Config:
-            kwargs[name] = _build(_SECTION_TYPES[name], value, name)
+            kwargs[name] = _build(_SECTION_TYPES[name], value, name if where == "config" else f"{where}: {name}")
         else:
-            kwargs[name] = _coerce(value, tp, key)
+            kwargs[name] = _coerce(value, types[name], f"{where}.{name}")
     return cls(**kwargs)
 
 

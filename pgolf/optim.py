@@ -57,7 +57,7 @@ class Muon(torch.optim.Optimizer):
                 continue
             lr, momentum = group["lr"], group["momentum"]
             total = sum(int(p.numel()) for p in params)
-            updates_flat = torch.zeros(total, device=params[0].device, dtype=torch.bfloat16)
+            updates_flat = torch.zeros(total, device=params[0].device, dtype=self.ns_dtype)
             curr = 0
             for i, p in enumerate(params):
                 if i % world_size == rank and p.grad is not None:

@@ -1,24 +1,120 @@
 """Entry point of one training process: ``python -m pgolf.worker --config C.json --run-dir D``.
 
-The launcher starts it once per rank under torchrun; in-process runs call :func:`pgolf.train.train`.
+The launcher (:mod:`pgolf.launch`) starts it once per rank under torchrun; in-process runs call
+:func:`pgolf.train.train`. ``main`` is wrapped in torchrun's ``@record``, so an exception is written to the
+rank's ``error.json`` for torchrun's failure report. When the config lives in ``<run>/launch/`` (the launcher
+wrote it), each rank also keeps its own state in ``<run>/launch/ranks/rank<R>.json`` (running, then
+finished or failed with the error and traceback): a rank that is SIGKILLed stays "running" there, and the
+launcher uses these records to name the rank that failed first.
+
+Test-only fault injection (``tests/test_launch.py``; never set these in a real run):
+``PGOLF_TEST_FAIL_RANK=R`` (or ``all``), ``PGOLF_TEST_FAIL_STEP=S`` (default 1) and
+``PGOLF_TEST_FAIL_MODE=raise|kill|nan`` make rank R, when the trainer asks for the LR scale of step S
+(that is, after S optimizer steps and the checkpoint of step S), raise a RuntimeError, SIGKILL itself,
+or get a NaN learning rate (its weights turn NaN, so the next train loss is NaN).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
 import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Iterator
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from . import optim
+from . import train as train_mod
 from .config import Config
-from .train import train
+from .runs import atomic_write_json
+
+FAULT_ENV = ("PGOLF_TEST_FAIL_RANK", "PGOLF_TEST_FAIL_STEP", "PGOLF_TEST_FAIL_MODE")
 
 
+def install_test_fault(rank: int, environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """Test-only: arm the fault described by PGOLF_TEST_FAIL_* for this rank; returns its description."""
+    target = environ.get("PGOLF_TEST_FAIL_RANK")
+    if target is None or (target != "all" and int(target) != rank):
+        return None
+    fail_step = int(environ.get("PGOLF_TEST_FAIL_STEP", "1"))
+    mode = environ.get("PGOLF_TEST_FAIL_MODE", "raise")
+    if mode not in ("raise", "kill", "nan"):
+        raise ValueError(f"PGOLF_TEST_FAIL_MODE={mode!r}: expected raise, kill or nan")
+    real = optim.lr_multiplier
+
+    def lr_multiplier(step: int, elapsed_ms: float, cfg: Config) -> float:
+        if step == fail_step:
+            if mode == "raise":
+                raise RuntimeError(f"test fault injected on rank {rank} at step {step} (PGOLF_TEST_FAIL_MODE=raise)")
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return float("nan")
+        return real(step, elapsed_ms, cfg)
+
+    optim.lr_multiplier = lr_multiplier  # the trainer calls optim.lr_multiplier once per step
+    desc = f"TEST FAULT ARMED: rank {rank} mode {mode} at step {fail_step}"
+    print(f"pgolf.worker: {desc}", file=sys.stderr, flush=True)
+    return desc
+
+
+class RankRecord:
+    """``<run>/launch/ranks/rank<R>.json``: this rank's own view of how it ended."""
+
+    def __init__(self, run_dir: Path, rank: int):
+        self.path = Path(run_dir) / "launch" / "ranks" / f"rank{rank}.json"
+        err_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+        self.base = {"rank": rank, "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "pid": os.getpid(),
+                     "host": socket.gethostname(), "log_dir": str(Path(err_file).parent) if err_file else None}
+
+    def write(self, status: str, **extra) -> None:
+        atomic_write_json(self.path, {**self.base, "status": status, "time": time.time(),
+                                      "time_iso": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+@contextlib.contextmanager
+def _folder_claimed_by_launcher() -> Iterator[None]:
+    """The launcher already ran ``prepare_run_dir`` and wrote ``launch/`` into the folder, which the trainer's
+    own check would take for a foreign folder. TODO: drop once runs.prepare_run_dir ignores ``launch/``."""
+    check = train_mod.prepare_run_dir
+    train_mod.prepare_run_dir = lambda path, **_: Path(path)
+    try:
+        yield
+    finally:
+        train_mod.prepare_run_dir = check
+
+
+@record
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pgolf.worker")
     p.add_argument("--config", required=True, help="resolved config JSON")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
-    train(Config.from_json(a.config), a.run_dir, resume=a.resume)
+    run_dir = Path(a.run_dir).resolve()
+    rank = int(os.environ.get("RANK", "0"))
+    launched = Path(a.config).resolve().parent == run_dir / "launch"
+    rec = RankRecord(run_dir, rank) if launched else None
+    if rec:
+        rec.write("running")
+    fault = None
+    try:
+        fault = install_test_fault(rank)
+        cfg = Config.from_json(a.config)
+        with _folder_claimed_by_launcher() if launched else contextlib.nullcontext():
+            train_mod.train(cfg, run_dir, resume=a.resume)
+    except BaseException as e:
+        if rec:
+            rec.write("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                      **({"test_fault": fault} if fault else {}))
+        raise
+    if rec:
+        rec.write("finished")
     return 0
 
 

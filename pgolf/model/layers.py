@@ -23,6 +23,7 @@ class CastedLinear(nn.Linear):
 
     QAT state is explicit instance state: ``qat_spec`` (which quantizer; set once from the export
     plan) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
+    Fake quantization acts only in training mode: evaluation always sees the real weights.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, zero_init: bool = False):
@@ -33,7 +34,7 @@ class CastedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
-        if self.qat_enabled and self.qat_spec is not None:
+        if self.qat_enabled and self.training and self.qat_spec is not None:
             w = fake_quant(w, self.qat_spec)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, w.to(x.dtype), bias)
@@ -53,10 +54,6 @@ class Rotary(nn.Module):
         super().__init__()
         self.dim, self.base, self.train_seq_len, self.ntk = dim, base, train_seq_len, ntk
         self.register_buffer("inv_freq", self._inv_freq(base), persistent=False)
-        # Keyed on inference mode too: tables made under torch.inference_mode (validation) must never
-        # reach a training step's autograd graph.
-        self._cache: dict[tuple[int, torch.device, bool], tuple[Tensor, Tensor]] = {}
-
     def _inv_freq(self, base: float) -> Tensor:
         return 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
 
@@ -64,16 +61,14 @@ class Rotary(nn.Module):
         return ntk_base(self.base, self.dim, seq_len, self.train_seq_len) if self.ntk else self.base
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        key = (seq_len, device, torch.is_inference_mode_enabled())
-        c = self._cache.get(key)
-        if c is None:
-            base = self.base_for(seq_len)
-            inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base).to(device)
-            t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
-            freqs = torch.outer(t, inv_freq)  # (T, dim/2)
-            c = (freqs.cos()[None, None], freqs.sin()[None, None])  # (1, 1, T, dim/2)
-            self._cache[key] = c
-        return c[0].to(dtype=dtype), c[1].to(dtype=dtype)
+        # Recomputed per call (T x dim/2 elements: negligible). A cache would be shared between
+        # inference_mode validation and autograd training, which torch refuses, and checking the
+        # mode is something torch.compile cannot trace.
+        base = self.base_for(seq_len)
+        inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base).to(device)
+        t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
+        freqs = torch.outer(t, inv_freq)  # (T, dim/2)
+        return freqs.cos()[None, None].to(dtype=dtype), freqs.sin()[None, None].to(dtype=dtype)
 
 
 def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -1,0 +1,371 @@
+"""Build a challenge-format dataset (tokenizer + shards + manifest) from local text.
+
+Inputs: text files (``.txt``, ``.md`` or anything not ``.jsonl``), ``.jsonl`` files (one JSON object
+per line with a ``"text"`` key; each line is one document), or folders (searched recursively for
+``*.txt``, ``*.md``, ``*.jsonl`` in sorted path order). ``sources=None`` builds the embedded default
+corpus (:mod:`pgolf.data.corpus`). Plain text files are cut into ~4 KB documents with the same
+paragraph rule as the default corpus.
+
+Split rule: a document goes to validation when the first 8 hex digits of the SHA-256 of its UTF-8
+text, read as an integer and divided by 2**32, are below ``val_fraction``. The split depends only
+on the document itself, so it is stable when documents are added, removed or reordered, and
+identical documents always land in the same split.
+
+Output (the official names, so the official ``train_gpt.py`` reads it too): ``tokenizer.model``
+(+ ``.vocab``, trained on train documents only), ``fineweb_val_000000.bin``..., 
+``fineweb_train_000000.bin``... (each document is BOS, id 1, then its tokens; no EOS, like the
+official export; shards hold ``shard_tokens`` tokens except the last of each split), and
+``manifest.json``. The build happens in a hidden temp folder next to ``out_dir`` that is renamed
+into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
+of the source contents and every parameter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from pgolf import paths
+from pgolf.data import corpus
+from pgolf.data.shards import read_header, read_shard, write_shard
+from pgolf.data.tokenizer import (
+    BOS_ID,
+    DETERMINISM_OPTIONS,
+    OFFICIAL_TRAINER_OPTIONS,
+    build_byte_luts,
+    count_bytes,
+    load_tokenizer,
+    train_sentencepiece,
+)
+
+BUILD_FORMAT = 1  # bump when the build output changes for the same inputs (part of the cache key)
+MANIFEST_FORMAT = "pgolf-dataset"
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_SHARD_TOKENS = 1_000_000  # official exports use 100M; small shards exercise multi-shard reading
+TEXT_SUFFIXES = (".txt", ".md")
+SPLIT_RULE = "val iff int(sha256(utf8(text)).hexdigest()[:8], 16) / 2**32 < val_fraction"
+
+
+class BuildError(ValueError):
+    """A source or parameter is unusable; the message names the file, line or value."""
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _source_files(sources: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for src in sources:
+        src = Path(src).expanduser()
+        if src.is_dir():
+            found = sorted(
+                (p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in (*TEXT_SUFFIXES, ".jsonl")),
+                key=lambda p: p.relative_to(src).as_posix(),
+            )
+            if not found:
+                raise BuildError(f"source folder {src} has no *.txt, *.md or *.jsonl files")
+            files.extend(found)
+        elif src.is_file():
+            files.append(src)
+        else:
+            raise BuildError(f"source {src} does not exist")
+    return files
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BuildError(f"{path}: not UTF-8 text ({exc})") from exc
+
+
+def _jsonl_documents(path: Path) -> list[str]:
+    docs = []
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BuildError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise BuildError(f"{path}:{lineno}: expected a JSON object with a string \"text\" key")
+            if obj["text"]:
+                docs.append(obj["text"])
+    return docs
+
+
+def source_records(sources: list[Path] | None) -> list[dict]:
+    """One provenance record (with sha256) per input file; the cache key is built from these."""
+    if sources is None:
+        return [corpus.corpus_source()]
+    records = []
+    for path in _source_files(sources):
+        data = path.read_bytes()
+        records.append({"path": str(path.resolve()), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return records
+
+
+def load_documents(sources: list[Path] | None) -> list[str]:
+    """The documents of ``sources`` in a fixed order (file order, then order inside each file)."""
+    if sources is None:
+        return corpus.default_corpus_documents()
+    docs: list[str] = []
+    for path in _source_files(sources):
+        if path.suffix.lower() == ".jsonl":
+            docs.extend(_jsonl_documents(path))
+        else:
+            docs.extend(corpus.pack_paragraphs(corpus.paragraphs(_read_text(path))))
+    if not docs:
+        raise BuildError(f"no non-empty documents in {', '.join(str(s) for s in sources)}")
+    return docs
+
+
+def is_val_document(text: str, val_fraction: float) -> bool:
+    """The split rule (module docstring)."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) / 2**32 < val_fraction
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def default_out_dir(sources: list[Path] | None, vocab_size: int) -> Path:
+    if sources is None:
+        if vocab_size == 1024:
+            return paths.default_dataset_dir()
+        return paths.data_root() / "datasets" / f"default_sp{vocab_size}"
+    first = Path(sources[0]).expanduser().resolve()
+    return paths.data_root() / "datasets" / f"{first.stem or first.name}_sp{vocab_size}"
+
+
+def _cache_key(records: list[dict], params: dict) -> str:
+    payload = {"build_format": BUILD_FORMAT, "sources": [r["sha256"] for r in records], **params}
+    if records and records[0].get("kind") == "embedded":
+        payload["cleaning_version"] = records[0]["cleaning_version"]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(dataset_dir: Path) -> dict | None:
+    path = Path(dataset_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def _is_cached(out_dir: Path, key: str) -> bool:
+    manifest = read_manifest(out_dir)
+    if not manifest or manifest.get("format") != MANIFEST_FORMAT or manifest.get("cache_key") != key:
+        return False
+    files = manifest.get("files", {})
+    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size == info["bytes"] for name, info in files.items())
+
+
+class _ShardWriter:
+    """Appends token arrays and writes ``fineweb_{split}_{i:06d}.bin`` every ``shard_tokens`` tokens."""
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int):
+        self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
+        self.buf = np.empty(shard_tokens, dtype=np.uint16)
+        self.fill = 0
+        self.files: list[Path] = []
+
+    def add(self, tokens: np.ndarray) -> None:
+        pos = 0
+        while pos < tokens.size:
+            take = min(self.shard_tokens - self.fill, tokens.size - pos)
+            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.shard_tokens:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill:
+            path = self.out_dir / f"fineweb_{self.split}_{len(self.files):06d}.bin"
+            self.files.append(write_shard(path, self.buf[: self.fill]))
+            self.fill = 0
+
+
+def _encode_and_write(sp, docs: list[str], is_val: list[bool], tmp: Path, shard_tokens: int) -> dict:
+    from tqdm.auto import tqdm
+
+    writers = {"train": _ShardWriter(tmp, "train", shard_tokens), "val": _ShardWriter(tmp, "val", shard_tokens)}
+    stats = {s: {"docs": 0, "tokens": 0, "text_bytes": 0} for s in writers}
+    vocab = sp.vocab_size()
+    batch = 64
+    with tqdm(total=len(docs), unit="doc", desc="encode", disable=None) as bar:
+        for start in range(0, len(docs), batch):
+            texts = docs[start : start + batch]
+            for text, val, ids in zip(texts, is_val[start : start + batch], sp.encode(texts, out_type=int)):
+                toks = np.empty(len(ids) + 1, dtype=np.int64)
+                toks[0] = BOS_ID
+                toks[1:] = ids
+                if toks.size and (toks.min() < 0 or toks.max() >= vocab):
+                    raise BuildError(f"tokenizer produced an id outside [0, {vocab}) for document {start}")
+                split = "val" if val else "train"
+                writers[split].add(toks.astype(np.uint16))
+                stats[split]["docs"] += 1
+                stats[split]["tokens"] += int(toks.size)
+                stats[split]["text_bytes"] += len(text.encode("utf-8"))
+            bar.update(len(texts))
+    for w in writers.values():
+        w.flush()
+    return stats
+
+
+def unigram_val_bpb(train_files: list[Path], val_files: list[Path], luts, vocab_size: int) -> float:
+    """Bits per byte of an add-one-smoothed unigram model fit on train tokens, scored on val targets.
+
+    Targets and byte counts are those of the official eval over the whole val stream: every token
+    after the first, credited with :func:`count_bytes` given its predecessor.
+    """
+    table = max(vocab_size, luts[0].size)
+    counts = np.zeros(table, dtype=np.int64)
+    for f in train_files:
+        counts += np.bincount(read_shard(f), minlength=table)[:table]
+    log2p = np.log2(counts + 1.0) - np.log2(counts.sum() + table)
+    val = np.concatenate([np.asarray(read_shard(f), dtype=np.int64) for f in val_files])
+    bits = -float(log2p[val[1:]].sum())
+    return bits / count_bytes(val[1:], val[:-1], luts)
+
+
+def build_dataset(
+    sources: list[Path] | None,
+    out_dir: Path | None,
+    vocab_size: int = 1024,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    force: bool = False,
+) -> Path:
+    """Build (or return the cached) dataset folder; see the module docstring for every rule."""
+    if not 0.0 < val_fraction < 1.0:
+        raise BuildError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if shard_tokens <= 0:
+        raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
+    if not 0 < vocab_size <= 2**16:
+        raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
+    sources = None if sources is None else [Path(s) for s in sources]
+    out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir(sources, vocab_size)
+    t0 = time.perf_counter()
+    records = source_records(sources)
+    params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
+              "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS}}
+    key = _cache_key(records, params)
+    if not force and _is_cached(out_dir, key):
+        return out_dir
+    existing = read_manifest(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and (existing or {}).get("format") != MANIFEST_FORMAT:
+        raise BuildError(f"refusing to replace {out_dir}: it is not empty and has no pgolf manifest.json; choose another output folder")
+
+    docs = load_documents(sources)
+
+    is_val = [is_val_document(d, val_fraction) for d in docs]
+    n_val = sum(is_val)
+    if n_val == 0 or n_val == len(docs):
+        raise BuildError(
+            f"the split rule put {n_val} of {len(docs)} documents into val (val_fraction={val_fraction}); "
+            "use more documents or another val_fraction"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size)
+        sp = load_tokenizer(model_path)
+        if sp.vocab_size() != vocab_size:
+            raise BuildError(
+                f"the tokenizer trained on these sources has {sp.vocab_size()} pieces, not vocab_size={vocab_size}; "
+                "use more text or a smaller vocab_size"
+            )
+        split_stats = _encode_and_write(sp, docs, is_val, tmp, shard_tokens)
+        luts = build_byte_luts(sp, vocab_size)
+        train_files = sorted(tmp.glob("fineweb_train_*.bin"))
+        val_files = sorted(tmp.glob("fineweb_val_*.bin"))
+        for split, files in (("train", train_files), ("val", val_files)):
+            toks = np.concatenate([np.asarray(read_shard(f), dtype=np.int64) for f in files])
+            # Bytes as the official eval credits them, over the split as one stream (first token not a target).
+            metric = count_bytes(toks[1:], toks[:-1], luts)
+            split_stats[split].update(files=len(files), metric_bytes=metric, bytes_per_token=metric / max(1, toks.size - 1))
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "build_format": BUILD_FORMAT,
+            "pgolf_version": _pgolf_version(),
+            "cache_key": key,
+            "sources": records,
+            "document_rule": "jsonl: one document per line; text: paragraphs packed to >= "
+            f"{corpus.DOC_TARGET_CHARS} chars (pgolf.data.corpus.pack_paragraphs)",
+            "split_rule": SPLIT_RULE,
+            **params,
+            "tokenizer": "tokenizer.model",
+            "tokenizer_vocab": "tokenizer.vocab",
+            "bos_id": BOS_ID,
+            "append_eos": False,
+            "splits": split_stats,
+            "bytes_per_token_rule": "metric_bytes / (tokens - 1): bytes the official val_bpb credits per predicted "
+            "token, the split read as one stream (BOS tokens included, credited 0 bytes)",
+            "unigram_rule": "add-one smoothed unigram over vocab_size ids fit on train tokens; bits over val "
+            "targets / val metric bytes",
+            "unigram_val_bpb": unigram_val_bpb(train_files, val_files, luts, vocab_size),
+            "build_seconds": None,
+            "files": {},
+        }
+        for f in sorted(tmp.iterdir()):
+            info = {"bytes": f.stat().st_size, "sha256": _sha256_file(f)}
+            if f.suffix == ".bin":
+                info["tokens"] = read_header(f)["num_tokens"]
+            manifest["files"][f.name] = info
+        manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _swap_into_place(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished build to ``out_dir``; an old build is moved aside first, then deleted."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _pgolf_version() -> str:
+    import pgolf
+
+    return getattr(pgolf, "__version__", "unknown")
+
+
+def _main() -> int:  # python -m pgolf.data.build [SOURCES...]: a convenience for timing builds
+    out = build_dataset([Path(a) for a in sys.argv[1:]] or None, None)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

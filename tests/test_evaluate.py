@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from pgolf.config import Config, apply_overrides
+from pgolf.evaluate import ByteLUTs, eval_official, eval_windows, windows
+from pgolf.model import build_model
+
+
+@pytest.mark.parametrize("n, L, S", [(100, 16, 4), (97, 16, 16), (16, 16, 4), (17, 16, 5), (1000, 64, 64), (130, 32, 7)])
+def test_sliding_windows_score_every_token_once_with_context(n, L, S):
+    counts = torch.zeros(n, dtype=torch.long)
+    for start, end, score_from in windows(n, L, S, tail="score"):
+        assert end - start <= L and start <= score_from < end
+        counts[score_from:end] += 1
+        if start > 0:
+            assert score_from - start >= L - S  # at least L - S tokens of context
+    assert torch.all(counts == 1)
+
+
+def test_non_overlapping_tail_modes():
+    drop = windows(100, 16, 0, tail="drop")
+    assert len(drop) == 6 and drop[-1] == (80, 96, 80)
+    score = windows(100, 16, 0, tail="score")
+    assert score[-1] == (96, 100, 96)
+    assert sum(e - f for _, e, f in score) == 100
+
+
+def _model_and_luts():
+    c = apply_overrides(Config(), {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4,
+                                   "model.num_kv_heads": 2})
+    torch.manual_seed(0)
+    m = build_model(c)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    g = torch.Generator().manual_seed(1)
+    luts = ByteLUTs(torch.randint(1, 4, (1024,), generator=g, dtype=torch.int16),
+                    torch.rand(1024, generator=g) < 0.3, torch.rand(1024, generator=g) < 0.05)
+    return m, luts
+
+
+def test_window_evaluator_matches_official_on_full_windows():
+    m, luts = _model_and_luts()
+    tokens = torch.randint(0, 1024, (32 * 8 + 1,))
+    off = eval_official(m, tokens, luts, 32, 32 * 4, 0, 1, 1, torch.device("cpu"), False)
+    win = eval_windows(m, tokens, luts, 32, 0, "drop", 3, 0, 1, torch.device("cpu"), False)
+    assert win.tokens == off.tokens == 256 and win.bytes == off.bytes
+    assert win.val_loss == pytest.approx(off.val_loss, abs=1e-6)
+    full = eval_windows(m, torch.randint(0, 1024, (32 * 8 + 11,)), luts, 32, 0, "score", 3, 0, 1, torch.device("cpu"), False)
+    assert full.tokens == 32 * 8 + 10
+
+
+def test_sliding_eval_counts_and_rank_split():
+    m, luts = _model_and_luts()
+    tokens = torch.randint(0, 1024, (301,))
+    r = eval_windows(m, tokens, luts, 64, 16, "score", 4, 0, 1, torch.device("cpu"), False)
+    assert r.tokens == 300
+    halves = [eval_windows(m, tokens, luts, 64, 16, "score", 4, k, 2, torch.device("cpu"), False) for k in (0, 1)]
+    assert sum(h.tokens for h in halves) == 300  # without a process group each rank reports its own share
+    # byte count is exactly the LUT rule on every scored (prev, target) pair
+    x, y = tokens[:-1].long(), tokens[1:].long()
+    expected = (luts.base_bytes[y].long() + (luts.has_leading_space[y] & ~luts.is_boundary[x]).long()).sum()
+    assert r.bytes == int(expected)

@@ -1,0 +1,88 @@
+import math
+
+import pytest
+import torch
+
+from pgolf.config import Config, apply_overrides
+from pgolf.model import build_model
+from pgolf.optim import (Muon, build_optimizers, lr_multiplier, muon_momentum, split_params,
+                         zeropower_via_newtonschulz5)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 256), (256, 64)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_newton_schulz_orthogonalizes(shape, dtype):
+    torch.manual_seed(0)
+    G = torch.randn(*shape)
+    X = zeropower_via_newtonschulz5(G, steps=5, dtype=dtype).float()
+    sv = torch.linalg.svdvals(X)
+    # the quintic iteration maps singular values into roughly [0.7, 1.2], not exactly 1; the very
+    # smallest singular values of a random square matrix are not lifted in 5 steps
+    assert sv.max() < 1.3 and (sv > 0.5).float().mean() > 0.9
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    assert torch.nn.functional.cosine_similarity(X.flatten(), (U @ Vh).flatten(), dim=0) > 0.95
+
+
+def test_muon_step_scale_and_weight_decay():
+    p = torch.nn.Parameter(torch.ones(32, 64))
+    p.grad = torch.randn(32, 64)
+    opt = Muon([p], lr=0.1, momentum=0.0, backend_steps=5, nesterov=False, weight_decay=0.5, ns_dtype=torch.float32)
+    expected = torch.ones(32, 64) * (1 - 0.1 * 0.5) - 0.1 * zeropower_via_newtonschulz5(p.grad, 5, dtype=torch.float32)
+    opt.step()
+    assert torch.allclose(p.data, expected, atol=1e-6)
+    tall = torch.nn.Parameter(torch.zeros(128, 32))
+    tall.grad = torch.randn(128, 32)
+    Muon([tall], lr=1.0, momentum=0.0, backend_steps=5, nesterov=False, ns_dtype=torch.float32).step()
+    ref = zeropower_via_newtonschulz5(tall.grad, 5, dtype=torch.float32) * 2.0  # sqrt(128/32)
+    assert torch.allclose(tall.data, -ref, atol=1e-6)
+
+
+def test_param_groups_cover_everything_once():
+    c = apply_overrides(Config(), {"model.num_layers": 2, "model.smear_gate": "per_dim", "model.bigram_buckets": 64,
+                                   "model.tie_embeddings": False})
+    m = build_model(c)
+    groups = split_params(m, c.export.control_patterns)
+    ids = [id(p) for g in groups.values() for p in g]
+    assert len(ids) == len(set(ids)) == len(list(m.parameters()))
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert {names[id(p)] for p in groups["embed"]} == {"tok_emb.weight", "bigram.table.weight"}
+    assert "bigram.proj.weight" in {names[id(p)] for p in groups["matrix"]}
+    assert {"smear.gate", "bigram.scale", "skip_weights"} <= {names[id(p)] for p in groups["scalar"]}
+    assert [names[id(p)] for p in groups["head"]] == ["lm_head.weight"]
+    opts, muon = build_optimizers(m, c, fused=False)
+    assert len(opts) == 4 and muon in opts
+
+
+def test_momentum_warmup():
+    c = apply_overrides(Config(), {"optim.muon_momentum_warmup_start": 0.92, "optim.muon_momentum": 0.99,
+                                   "optim.muon_momentum_warmup_steps": 1500})
+    assert muon_momentum(0, c) == pytest.approx(0.92)
+    assert muon_momentum(750, c) == pytest.approx(0.955)
+    assert muon_momentum(5000, c) == pytest.approx(0.99)
+
+
+def test_linear_warmdown_by_iterations_and_by_wallclock():
+    c = apply_overrides(Config(), {"train.max_wallclock_seconds": 0, "train.iterations": 1000,
+                                   "schedule.warmdown_iters": 200})
+    assert lr_multiplier(0, 0, c) == 1.0 and lr_multiplier(799, 0, c) == 1.0
+    assert lr_multiplier(800, 0, c) == pytest.approx(1.0)
+    assert lr_multiplier(900, 0, c) == pytest.approx(0.5)
+    assert lr_multiplier(999, 0, c) == pytest.approx(0.005)
+    w = apply_overrides(c, {"train.max_wallclock_seconds": 100.0})
+    # 100 ms/step so far: warmdown = 200 steps * 100 ms = 20 s; 10 s remain -> 0.5
+    assert lr_multiplier(900, 90_000.0, w) == pytest.approx(0.5)
+    assert lr_multiplier(100, 10_000.0, w) == 1.0
+    # slow hardware: warmdown_ms exceeds the cap and the LR decays from the start (records.md s.7 pitfall)
+    slow = apply_overrides(w, {"schedule.warmdown_iters": 5000})
+    assert lr_multiplier(10, 1000.0, slow) < 1.0
+
+
+def test_cosine_fraction_and_floor():
+    c = apply_overrides(Config(), {"train.max_wallclock_seconds": 600.0, "schedule.warmdown": "cosine",
+                                   "schedule.warmdown_frac": 0.5, "schedule.min_lr_frac": 0.1})
+    assert lr_multiplier(0, 200_000.0, c) == 1.0
+    assert lr_multiplier(0, 300_000.0, c) == pytest.approx(1.0)
+    assert lr_multiplier(0, 450_000.0, c) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_multiplier(0, 599_000.0, c) == pytest.approx(0.1)  # floor
+    lin = apply_overrides(c, {"schedule.warmdown": "linear", "schedule.min_lr_frac": 0.0})
+    assert lr_multiplier(0, 450_000.0, lin) == pytest.approx(0.5)
