@@ -210,11 +210,13 @@ class EvalConfig:
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
+    max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 0, "eval.seq_len", "expected >= 0")
         _check(self.stride >= 0, "eval.stride", "expected >= 0")
         _check(self.batch_seqs > 0, "eval.batch_seqs", "expected > 0")
+        _check(self.max_tokens >= 0, "eval.max_tokens", "expected >= 0")
 
 
 @dataclass

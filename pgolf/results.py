@@ -32,6 +32,8 @@ def load_runs(root: str | Path, status: str | None = "finished") -> pd.DataFrame
     """
     rows = []
     for summary_path in sorted(Path(root).rglob("summary.json")):
+        if ".replaced-" in str(summary_path.parent):  # folders moved aside by --overwrite / rerun
+            continue
         summary = _read_summary(summary_path)
         if summary is None or (status is not None and summary.get("status") != status):
             continue

@@ -122,14 +122,20 @@ def load_data(cfg: Config, d: Dist):
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
     val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    if cfg.eval.max_tokens:
+        n = cfg.eval.max_tokens
+        val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
+        val_final = val_periodic if official else val_final[: n + 1]
     return ds, luts, val_periodic, val_final, official
 
 
 class Trainer:
     """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
 
-    def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool):
+    def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
+                 labels: dict[str, Any] | None = None):
         self.cfg = cfg
+        self.labels = dict(labels or {})
         self.d = setup_dist(cfg)
         self.resume = resume
         if self.d.master and run_dir is not None:
@@ -428,7 +434,7 @@ class Trainer:
                  f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
         self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
         summary = {
-            "status": "finished", "steps": step, "train_time_ms": training_time_ms,
+            "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step, "train_time_ms": training_time_ms,
             "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
             "compile_priming_ms": compile_ms, "model_params": n_params, "seed": cfg.train.seed,
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
@@ -451,9 +457,12 @@ def export_tag(cfg: Config) -> str:
     return f"int{bits.pop()}_{e.compressor}" if len(bits) == 1 else f"mixed_{e.compressor}"
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True) -> dict[str, Any]:
-    """Train, export and score one run; returns the summary. Marks the run failed on any error."""
-    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console)
+def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
+          labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, export and score one run; returns the summary. Marks the run failed on any error.
+
+    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels)
     try:
         return trainer.run()
     except BaseException as e:

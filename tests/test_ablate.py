@@ -1,0 +1,44 @@
+import pytest
+
+from pgolf.ablate import ablate, plan, run_key
+
+
+def test_ablation_runs_caches_and_reruns(micro, tmp_path):
+    base = micro(**{"train.iterations": 3})
+    arms = {"relu2": {}, "swiglu": {"model.mlp": "swiglu"}}
+    logs = []
+    df = ablate("t", base, arms, seeds=[0, 1], budget_steps=3, runs_root=tmp_path, jobs=2, log=logs.append)
+    assert len(df) == 4 and sorted(df["arm"]) == ["relu2", "relu2", "swiglu", "swiglu"]
+    assert set(df["seed"]) == {0, 1} and (df["steps"] == 3).all()
+    assert {"val_bpb", "q_val_bpb", "artifact_bytes", "path"} <= set(df.columns)
+    assert "4 to train" in logs[0]
+    logs.clear()
+    df2 = ablate("t", base, arms, seeds=[0, 1], budget_steps=3, runs_root=tmp_path, jobs=2, log=logs.append)
+    assert "4 cached, 0 to train" in logs[0]
+    assert list(df2["q_val_bpb"]) == list(df["q_val_bpb"])
+    logs.clear()
+    ablate("t", base, {"relu2": {}}, seeds=[0], budget_steps=3, runs_root=tmp_path, rerun=True, log=logs.append)
+    assert "0 cached, 1 to train" in logs[0]
+    assert len(list((tmp_path / "t").glob("relu2-s0-*.replaced-*"))) == 1  # the old run is kept aside
+
+
+def test_run_key_depends_on_config_not_labels(micro, tmp_path):
+    a = plan("x", micro(), {"a": {}, "b": {"model.mlp": "swiglu"}}, seeds=[0, 1], budget_steps=2, runs_root=tmp_path)
+    keys = {r.path.name.rsplit("-", 1)[1] for r in a}
+    assert len(keys) == 4
+    assert run_key(a[0].cfg) == run_key(a[0].cfg.replace({}))
+
+
+def test_reuse_only_mode_never_trains(micro, tmp_path, monkeypatch):
+    base = micro(**{"train.iterations": 2})
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")
+    with pytest.raises(RuntimeError, match="no finished run for arm 'a' seed 0"):
+        ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
+    monkeypatch.delenv("PGOLF_ABLATE_MODE")
+    ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
+    # simulate a code change: the run's folder key no longer matches, but its config does
+    (run,) = list((tmp_path / "r").glob("a-s0-*"))
+    run.rename(run.with_name("a-s0-oldcodekey"))
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")
+    df = ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
+    assert len(df) == 1 and bool(df["stale_code"].iloc[0]) and df["path"].iloc[0].endswith("a-s0-oldcodekey")

@@ -1,0 +1,26 @@
+"""Every preset at its real size trains a few steps on the embedded corpus and goes through export and
+scoring (tiny batches and a capped validation set, so it fits a CPU)."""
+
+import pytest
+
+from pgolf.presets import PRESETS, get_preset
+from pgolf.train import train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_trains_exports_and_scores(name, small_dataset, tmp_path):
+    cfg = get_preset(name).replace({
+        "data.path": str(small_dataset), "train.iterations": 2, "train.max_wallclock_seconds": 0,
+        "train.warmup_steps": 0, "train.val_loss_every": 0, "train.train_seq_len": 128,
+        "train.train_batch_tokens": 256, "train.grad_accum_steps": 1, "train.val_batch_size": 4096,
+        "eval.max_tokens": 2048, "eval.seq_len": 256 if get_preset(name).eval.seq_len else 0,
+        "qat.start_frac": 0.0, "averaging.swa_start_lr_scale": 1.1, "averaging.swa_every": 1,
+    })
+    s = train(cfg, tmp_path / name, console=False)
+    assert s["status"] == "finished" and s["steps"] == 2
+    assert s["artifact_bytes"] > 0 and s["q_val_bpb"] > 0
+    if cfg.qat.enabled:
+        assert s["qat_step"] == 0
+    if cfg.averaging.mode == "swa":
+        assert s["averaged_snapshots"] == 2
