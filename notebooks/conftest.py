@@ -1,12 +1,16 @@
 """Run the jupytext notebooks (``notebooks/NN_*.py``) as nbval tests, each once.
 
-    pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+    pytest --nbval-lax --nbval-current-env notebooks/      (also part of the plain ``pytest`` run)
 
 nbval only collects ``.ipynb``; here each ``NN_*.py`` notebook is read with ``jupytext.read`` instead,
 and the gitignored ``.ipynb`` copies are skipped so nothing runs twice. Helper modules and this file are
-not notebooks. The notebooks run with their default (tiny) parameters. Unless ``PGOLF_OUT`` is already
-set, it is pointed at a fresh temp dir so that smoke runs never write into the repo's ``runs/`` or
-``figures/``; set it yourself to keep the outputs.
+not notebooks. The notebooks run with their default parameters, which are the real study settings:
+they are cheap here because the committed runs are reused. Each notebook's kernel starts with
+- ``PGOLF_ABLATE_MODE=reuse``: the ablation engine never trains; a missing run fails the notebook;
+- ``PGOLF_OUT`` = a temp dir holding a copy of the repo's ``runs/``, so the notebooks see the committed
+  runs and nothing is written into the repository.
+Both are set only while a notebook kernel starts, so other tests in the same session are unaffected.
+The training path inside the notebooks is exercised by ``tests/test_notebooks_papermill.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ import jupytext
 from nbval.plugin import IPyNbFile
 
 NOTEBOOK_NAME = re.compile(r"[0-9][0-9]_.*\.py")
+REPO_RUNS = Path(__file__).resolve().parents[1] / "runs"
 _temp_out: str | None = None
+
+
+def _nbval_out() -> str:
+    global _temp_out
+    if _temp_out is None:
+        _temp_out = tempfile.mkdtemp(prefix="pgolf-nbval-")
+        if REPO_RUNS.is_dir():
+            shutil.copytree(REPO_RUNS, Path(_temp_out) / "runs")
+    return _temp_out
 
 
 class JupytextNbFile(IPyNbFile):
@@ -33,18 +47,14 @@ class JupytextNbFile(IPyNbFile):
         with mock.patch("nbval.plugin.nbformat", reader):
             return list(super().collect())
 
-
-def pytest_configure(config):
-    global _temp_out
-    if config.option.nbval or config.option.nbval_lax:
-        if "PGOLF_OUT" not in os.environ:
-            _temp_out = tempfile.mkdtemp(prefix="pgolf-nbval-")
-            os.environ["PGOLF_OUT"] = _temp_out  # kernels inherit it when they start
+    def setup(self):
+        env = {"PGOLF_ABLATE_MODE": "reuse", "PGOLF_OUT": _nbval_out()}
+        with mock.patch.dict(os.environ, env):  # the kernel inherits the environment when it starts
+            super().setup()
 
 
 def pytest_unconfigure(config):
     if _temp_out is not None:
-        os.environ.pop("PGOLF_OUT", None)
         shutil.rmtree(_temp_out, ignore_errors=True)
 
 

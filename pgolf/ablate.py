@@ -72,8 +72,10 @@ def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]
     if common:
         cfg0 = apply_overrides(cfg0, common)
     if not cfg0.data.path:
+        # Build the embedded corpus once, before parallel workers need it. The config keeps data.path
+        # empty (resolved at run time), so run keys do not depend on where the checkout lives.
         from .data.build import build_dataset
-        cfg0 = apply_overrides(cfg0, {"data.path": str(build_dataset(None, None))})
+        build_dataset(None, None)
     budget: dict[str, Any] = {}
     if budget_steps is not None:
         budget["train.iterations"] = budget_steps

@@ -98,7 +98,7 @@ def cmd_size(args: argparse.Namespace) -> int:
     """Predict artifact bytes for a preset from freshly initialized (or a run's trained) weights."""
     from .sizing import size_report_for
     cfg = resolve_config(args.preset, args.overrides, args.config)
-    report = size_report_for(cfg, run_dir=Path(args.run) if args.run else None)
+    report = size_report_for(cfg, run_dir=Path(args.run) if args.run else None, detail=not args.fast)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("size", help="predicted artifact size report for a preset")
     _add_config_args(s)
     s.add_argument("--run", help="use the trained weights of this run folder")
+    s.add_argument("--fast", action="store_true", help="skip the per-class compression estimate")
     s.set_defaults(func=cmd_size)
 
     for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench"):

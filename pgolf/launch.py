@@ -11,11 +11,16 @@ rank>/``, torchrun's own output in ``launch/torchrun.log``, and each rank's last
 ``launch/ranks/rank<R>.json`` (written by :mod:`pgolf.worker`).
 
 When torchrun exits non-zero the launcher names the failing rank and its error and marks the run failed.
-A dead rank makes its peers fail too ("connection closed by peer") a moment later, so the failing rank
-is chosen by :func:`find_failure` from torchrun's failure table and the rank records, a silent signal death
-(SIGKILL, SIGSEGV) or a rank's own error first, a peer-disconnect error last. ``status.json`` then says ``failed`` with that rank and error. If rank 0's trainer already marked the run
-failed for the same rank, its record is kept as it is; if it blamed itself for a peer's death, the
-launcher writes the real cause and keeps the trainer's record under ``rank0_status``.
+A dead rank makes its peers fail too ("connection closed by peer") a moment later, so
+:func:`find_failure` picks the cause from torchrun's failure table and the rank records: a silent signal
+death (SIGKILL, SIGSEGV) or a rank's own error first, a peer-disconnect error last. ``status.json`` then
+says ``failed`` with that rank and error. If rank 0's trainer already marked the run failed for the same
+rank, its record is kept as it is; if it blamed itself for a peer's death, the launcher writes the real
+cause and keeps the trainer's record under ``rank0_status``. A run whose summary says finished but whose
+job failed afterwards gets its summary marked failed too.
+
+``--resume`` with the same command continues from ``checkpoint.pt``; ``--slurm FILE`` writes a batch script
+(:func:`slurm_script`) instead of launching; ``--dry-run`` prints the command and starts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .runs import STATUS_FILE, RunWriter, atomic_write_json, prepare_run_dir, read_status
+from .runs import RunWriter, atomic_write_json, prepare_run_dir, read_status
 
 LAUNCH_DIR = "launch"  # the launcher's files inside a run folder
 RANKS_DIR = "ranks"  # launch/ranks/rank<R>.json: each rank's own state, written by pgolf.worker
@@ -166,7 +172,8 @@ def find_failure(run_dir: Path, torchrun_text: str, exit_code: int) -> RankFailu
     2. the earliest rank record with an error of its own;
     3. a rank that was terminated (SIGTERM/SIGINT) without reporting an error;
     4. the earliest rank record with a collateral error (a peer disconnected);
-    5. torchrun's root cause.
+    5. torchrun's root cause;
+    6. torchrun itself stopped by a signal (the job was cancelled), or an unknown failure.
     """
     records = read_rank_records(run_dir)
     failures, root = parse_torchrun_failures(torchrun_text)
@@ -179,17 +186,24 @@ def find_failure(run_dir: Path, torchrun_text: str, exit_code: int) -> RankFailu
     def killed(r: int) -> RankFailure:
         return RankFailure(r, f"killed by {_signal_name(silent[r])} (exit code {silent[r]})", log(r))
 
-    for r in sorted(r for r, code in silent.items() if code not in TERMINATION_SIGNALS):
-        return killed(r)
-    for r in own:
+    def reported(r: int) -> RankFailure:
         return RankFailure(r, records[r].get("error", "unknown error"), log(r))
-    for r in sorted(silent):
-        return killed(r)
-    for _, r in failed:
-        return RankFailure(r, records[r].get("error", "unknown error"), log(r))
+
+    hard = sorted(r for r, code in silent.items() if code not in TERMINATION_SIGNALS)
+    if hard:
+        return killed(hard[0])
+    if own:
+        return reported(own[0])
+    if silent:
+        return killed(min(silent))
+    if failed:
+        return reported(failed[0][1])
     if root is not None:
         code, msg = failures[root]
         return RankFailure(root, f"exit code {code}: {msg}", log(root))
+    stopped = re.search(r"SignalException: Process \d+ got signal: (\d+)", torchrun_text)
+    if stopped:
+        return RankFailure(None, f"job stopped: torchrun got {_signal_name(-int(stopped[1]))} and terminated the ranks")
     return RankFailure(None, f"torchrun exited with code {exit_code} before any rank reported a failure "
                              f"(see {Path(run_dir) / LAUNCH_DIR / TORCHRUN_LOG})")
 
@@ -217,8 +231,9 @@ def mark_failed(run_dir: Path, failure: RankFailure) -> dict[str, Any]:
     return read_status(run_dir) or {}
 
 
-def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "") -> tuple[int, str]:
-    """After torchrun ends: (exit code, message). Marks the folder failed when the job failed."""
+def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "", mark: bool = True) -> tuple[int, str]:
+    """After torchrun ends: (exit code, message). Marks the folder failed when the job failed (``mark``:
+    only node 0 does; ``status.json`` is rank 0's)."""
     run_dir = Path(run_dir)
     status = (read_status(run_dir) or {}).get("status")
     if exit_code == 0 and status == "finished":
@@ -228,10 +243,12 @@ def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "") -> tuple[in
         failure = RankFailure(0, f"every rank exited 0 but the run status is {status!r}")
     else:
         failure = find_failure(run_dir, torchrun_text, exit_code)
-    mark_failed(run_dir, failure)
+    if mark:
+        mark_failed(run_dir, failure)
     where = f" (rank log: {failure.log})" if failure.log else ""
     name = f"rank {failure.rank}" if failure.rank is not None else "torchrun"
-    return exit_code, f"run failed: {name}: {failure.error}{where}; run folder {run_dir} marked failed"
+    marked = f"run folder {run_dir} marked failed" if mark else "node 0's launcher marks the run folder"
+    return exit_code, f"run failed: {name}: {failure.error}{where}; {marked}"
 
 
 # -- launching -----------------------------------------------------------------------------------
@@ -249,6 +266,35 @@ def _stream(proc: subprocess.Popen, log_path: Path) -> str:
             sys.stdout.write(line)
             sys.stdout.flush()
     return "".join(chunks)
+
+
+def _run_torchrun(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[int, str]:
+    """Run torchrun to the end; SIGTERM to us is passed on (torchrun stops the ranks), so we still finalize."""
+    start = log_path.stat().st_size if log_path.exists() else 0  # earlier attempts' output stays above
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", bufsize=1)
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        text = _stream(proc, log_path)
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        # From a terminal, torchrun got the same SIGINT and is stopping the ranks; otherwise pass it on.
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait()
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        rc = rc or 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return rc, text
 
 
 def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
@@ -273,6 +319,8 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     if node_rank == 0:  # with a shared folder, node 0 alone claims it; the others only add to launch/
         prepare_run_dir(run_dir, resume=resume, overwrite=bool(_opt(args, "overwrite", False)))
     launch_dir.mkdir(parents=True, exist_ok=True)
+    if node_rank == 0:  # records of an earlier attempt must not be read as this one's
+        shutil.rmtree(launch_dir / RANKS_DIR, ignore_errors=True)
     atomic_write_json(launch_dir / "config.json", cfg.to_dict())
     record = {"command": cmd, "command_str": shlex.join(cmd), "env_overrides": env_overrides,
               "env_inherited": passthrough_env(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -284,20 +332,11 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
 
     env = {**os.environ, **env_overrides}
     print(f"launch: {shlex.join(cmd)}", flush=True)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1)
     log_path = launch_dir / (TORCHRUN_LOG if node_rank == 0 else f"torchrun.node{node_rank}.log")
-    try:
-        text = _stream(proc, log_path)
-        rc = proc.wait()
-    except KeyboardInterrupt:  # torchrun got the same SIGINT from the terminal and stops the ranks
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait()
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        rc = rc or 130
+    rc, text = _run_torchrun(cmd, env, log_path)
     if node_rank != 0 and rc == 0:
         return 0  # node 0's launcher judges the run's final state
-    rc, message = finalize(run_dir, rc, text)
+    rc, message = finalize(run_dir, rc, text, mark=node_rank == 0)
     print(f"pgolf: {message}", file=sys.stderr if rc else sys.stdout, flush=True)
     return rc
 
@@ -339,10 +378,10 @@ def slurm_script(cfg_path: Path, run_dir: Path, nnodes: int, nproc_per_node: int
                 f'--rdzv-id "$SLURM_JOB_ID" --log-dir {run}/{LAUNCH_DIR}/logs/node"$SLURM_NODEID" '
                 f"--redirects 3 --tee 3 -m pgolf.worker --config {cfg} --run-dir {run} $RESUME")
     lines += ["", f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c {shlex.quote(torchrun)} "
-                  f'2>&1 | tee -a "$RUN_DIR/{LAUNCH_DIR}/{TORCHRUN_LOG}"',
+                  f'2>&1 | tee "$RUN_DIR/{LAUNCH_DIR}/torchrun.$SLURM_JOB_ID.log"',
               "rc=${PIPESTATUS[0]}",
               f'{py} -m pgolf.launch finalize --run-dir "$RUN_DIR" --exit-code "$rc" '
-              f'--torchrun-log "$RUN_DIR/{LAUNCH_DIR}/{TORCHRUN_LOG}"',
+              f'--torchrun-log "$RUN_DIR/{LAUNCH_DIR}/torchrun.$SLURM_JOB_ID.log"',
               "exit $?", ""]
     return "\n".join(lines)
 

@@ -5,13 +5,16 @@ The launcher (:mod:`pgolf.launch`) starts it once per rank under torchrun; in-pr
 rank's ``error.json`` for torchrun's failure report. When the config lives in ``<run>/launch/`` (the launcher
 wrote it), each rank also keeps its own state in ``<run>/launch/ranks/rank<R>.json`` (running, then
 finished or failed with the error and traceback): a rank that is SIGKILLed stays "running" there, and the
-launcher uses these records to name the rank that failed first.
+launcher uses these records to name the rank that failed first. The launcher has also already checked the
+folder with ``prepare_run_dir``, so the trainer's own check is skipped there (see
+:func:`_folder_claimed_by_launcher`).
 
 Test-only fault injection (``tests/test_launch.py``; never set these in a real run):
 ``PGOLF_TEST_FAIL_RANK=R`` (or ``all``), ``PGOLF_TEST_FAIL_STEP=S`` (default 1) and
 ``PGOLF_TEST_FAIL_MODE=raise|kill|nan`` make rank R, when the trainer asks for the LR scale of step S
 (that is, after S optimizer steps and the checkpoint of step S), raise a RuntimeError, SIGKILL itself,
-or get a NaN learning rate (its weights turn NaN, so the next train loss is NaN).
+or take step S+1 with a NaN learning rate (its weights turn NaN, so the train loss of step S+2 is NaN and
+the trainer raises NonFiniteLossError). The hook replaces ``pgolf.optim.lr_multiplier`` in that process.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from . import optim
 from . import train as train_mod
 from .config import Config
 from .runs import atomic_write_json
-
-FAULT_ENV = ("PGOLF_TEST_FAIL_RANK", "PGOLF_TEST_FAIL_STEP", "PGOLF_TEST_FAIL_MODE")
 
 
 def install_test_fault(rank: int, environ: dict[str, str] | os._Environ = os.environ) -> str | None:

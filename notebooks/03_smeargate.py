@@ -1,0 +1,174 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · SmearGate: scalar vs per-dimension
+#
+# **Question.** SmearGate blends each token's embedding with the previous token's,
+# `x_t ← g·x_t + (1 − g)·x_{t−1}` with `g = sigmoid(gate)`, a cheap way to give the first layer bigram
+# context. Does it lower val_bpb, and is a gate per embedding dimension better than one scalar gate?
+#
+# **What was claimed.**
+# - Seed 004 (`shared/seeds/004_…txt`, PR #194, 1.1480 3-seed mean): "Per-Dimension SmearGate … More
+#   expressive than scalar gating — each embedding dimension gets its own blend ratio. Zero-initialized,
+#   512 params", as one of five techniques together with int6 QAT, SWA, Muon WD and an fp16 embedding. The PR
+#   publishes no ablation that isolates the gate (no scalar-gate or no-gate run).
+# - records.md §4.1: v1 (per-dim, gate initialized at 3.0, g≈0.95) in `2026-03-19_smeargate_orthoinit_muonwd`;
+#   v1′ (per-dim, gate at 0, g = 0.5, after the embedding norm) in the PR #162 lineage with no published
+#   ablation; removed in 04-01 ("less necessary after increasing vocab"); a 13-parameter input-dependent
+#   v2 returned in 04-16; SmearGate hurt looped models (DepthRecurrence non-record).
+# - The **BOS rule** (records.md §4.1, found in the PR #1797 audit): in a packed stream the last token of
+#   document N was smeared into the BOS of document N+1. pgolf's gate never blends across a BOS token
+#   (`model.bos_id`, default 1; every document in the shards starts with BOS), so no document sees the
+#   previous one through the gate.
+#
+# **Method.** `tiny` preset on CPU; arms `none` (control, no gate), `scalar` (`model.smear_gate=scalar`,
+# one parameter) and `per_dim` (`model.smear_gate=per_dim`, 128 parameters). Both gates start at seed
+# 004's zero init (`"model.smear_init": "half"` in `common`: logit 0, g = 0.5, an even mix of x_t and
+# x_{t-1}); `"identity"` (logit 3.0, g ≈ 0.95) starts almost as without the gate. The gate sits before the embedding RMSNorm and is trained by Adam with the other scalars; it is a
+# control tensor, so the export keeps it in fp32. Fixed: step budget, batch, schedule, seeds, int8 export with
+# every block matrix quantized. Arms are paired by seed.
+
+# %% tags=["parameters"]
+base_preset: str = "tiny"  # CPU-sized baseline (pgolf.presets.tiny): 4L d128 4H/2KV, seq 256
+seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
+budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
+common: dict = {  # fixed overrides for every arm
+    "train.train_batch_tokens": 4096,  # tokens per optimizer step
+    "train.max_wallclock_seconds": 0,  # step budget only
+    "schedule.warmdown_iters": 40,  # linear LR decay over the last 40 steps
+    "train.val_loss_every": 75,  # validation curve resolution (steps)
+    "optim.muon_momentum_warmup_steps": 50,  # Muon momentum 0.85 -> 0.95 over the first 50 steps
+    "export.keep_float_max_numel": 4096,  # quantize every block matrix, as at d512 (tiny's are all < 65,536)
+    "model.smear_init": "half",  # seed 004's zero-initialized gate (g = 0.5); no effect on the `none` arm
+}
+rerun: bool = False  # True: train again even if finished runs with these configs exist
+jobs: int = 0  # parallel training processes (0: one per CPU)
+
+# %%
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import SVG, Markdown, display
+
+from pgolf import figures
+from pgolf.ablate import ablate
+from pgolf.data.build import build_dataset
+from pgolf.model.embed import SMEAR_INIT_LOGIT
+from pgolf.paths import figures_dir, runs_dir
+from pgolf.stats import RULE_ALPHA, compare, summarize
+
+STUDY = "smeargate"
+CONTROL = "none"
+ARMS = {"none": {}, "scalar": {"model.smear_gate": "scalar"}, "per_dim": {"model.smear_gate": "per_dim"}}
+TABLE = {"q_val_bpb": ".4f", "val_bpb": ".4f", "quant_gap_bpb": "+.4f", "artifact_bytes": ",.0f",
+         "step_avg_ms": ".1f"}
+
+
+def arm_table(runs: pd.DataFrame, metrics: dict = TABLE) -> pd.DataFrame:
+    """mean ± std over seeds per arm (std omitted when an arm has one run)."""
+    cols = {"n": summarize(runs, "q_val_bpb")["n"]}
+    for metric, fmt in metrics.items():
+        s = summarize(runs, metric)
+        cols[metric] = pd.Series([f"{m:{fmt}} ± {sd:{fmt.lstrip('+')}}" if np.isfinite(sd) else f"{m:{fmt}}"
+                                  for m, sd in zip(s["mean"], s["std"])], index=s.index)
+    return pd.DataFrame(cols)
+
+
+def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
+    """One sentence that says only what the test supports."""
+    diff = f"`{arm}` − `{control}` = {row['diff']:+.4f} {metric}"
+    if not np.isfinite(row["p"]):
+        return f"{diff}; {row['note'] or 'no test possible'}."
+    if row["p"] >= RULE_ALPHA:
+        return (f"no significant difference at this scale: {diff} (p = {row['p']:.2g}, {row['test']} t-test over "
+                f"{row['n_pairs'] or row['n']} seeds).")
+    better = "better (lower)" if row["diff"] < 0 else "worse (higher)"
+    rule = "clears" if row["clears_rule"] else "does not clear"
+    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric} (p = {row['p']:.2g}); it {rule} the challenge's "
+            f"0.005-nat rule (threshold {row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")
+
+
+# %% [markdown]
+# ## Runs
+
+# %%
+runs = ablate(STUDY, base_preset, ARMS, seeds=seeds, budget_steps=budget_steps, common=common, rerun=rerun,
+              jobs=jobs or None)
+figures.write_selection(runs_dir(), STUDY, runs)
+runs[["arm", "seed", "steps", "model_params", "val_bpb", "q_val_bpb", "artifact_bytes", "step_avg_ms", "stale_code"]]
+
+# %% [markdown]
+# ## Results
+#
+# Mean ± std over seeds; `artifact_bytes` is the compressed weights only. The tests compare each gate with no
+# gate, and `per_dim` with `scalar` (seed 004's claim).
+
+# %%
+display(arm_table(runs))
+tests = pd.concat({
+    "vs none": compare(runs, CONTROL, "q_val_bpb"),
+    "vs scalar": compare(runs[runs["arm"].isin(["scalar", "per_dim"])], "scalar", "q_val_bpb"),
+}, names=["comparison"])
+display(tests[["n_pairs", "test", "diff", "p", "p_rule", "threshold", "clears_rule", "note"]])
+
+# %% [markdown]
+# ## What the gates learned
+#
+# `sigmoid(smear.gate)` from each run's final weights: the weight kept on the current token (the rest comes
+# from the previous token). 1.0 would mean the gate is unused; the start value is sigmoid(3) ≈ 0.953 under
+# the default init.
+
+# %%
+gate_rows = []
+for r in runs[runs["arm"] != CONTROL].to_dict("records"):
+    g = figures.smear_gate_values(r["path"])
+    gate_rows.append({"arm": r["arm"], "seed": r["seed"], "params": g.size, "mean": g.mean(), "min": g.min(),
+                      "max": g.max(), "share_from_previous": 1 - g.mean()})
+gates = pd.DataFrame(gate_rows)
+display(gates.style.format({c: "{:.3f}" for c in ("mean", "min", "max", "share_from_previous")}))
+
+# %%
+(fig_path,) = figures.smeargate_figure(runs_dir(), figures_dir())
+display(SVG(filename=str(fig_path)))
+
+# %% [markdown]
+# *Left: post-roundtrip val_bpb per arm (mean ± std, seeds in grey). Right: learned gate values, the
+# per-dimension gates sorted from largest to smallest (one line per seed), the scalar gates as horizontal lines.*
+#
+# ## Conclusion
+
+# %%
+manifest = json.loads((build_dataset(None, None) / "manifest.json").read_text())
+unigram = manifest["unigram_val_bpb"]
+control_bpb = summarize(runs, "val_bpb").loc[CONTROL, "mean"]
+gated = runs[runs["arm"] != CONTROL]
+smear_init = json.loads((Path(gated["path"].iloc[0]) / "config.json").read_text())["model"]["smear_init"]
+init_g = 1 / (1 + np.exp(-SMEAR_INIT_LOGIT[smear_init]))  # the gates' value at step 0
+lines = [
+    f"- The control reaches val_bpb {control_bpb:.4f}, {abs(unigram - control_bpb):.3f} bpb "
+    f"{'below' if control_bpb < unigram else 'above'} the corpus's unigram baseline ({unigram:.4f}).",
+    f"- Scalar gate vs none: {verdict(tests.loc[('vs none', 'scalar')], 'scalar', CONTROL, 'q_val_bpb')}",
+    f"- Per-dim gate vs none: {verdict(tests.loc[('vs none', 'per_dim')], 'per_dim', CONTROL, 'q_val_bpb')}",
+    f"- Per-dim vs scalar (seed 004's claim that per-dim is better): "
+    f"{verdict(tests.loc[('vs scalar', 'per_dim')], 'per_dim', 'scalar', 'q_val_bpb')}",
+]
+if len(gates):
+    moved = gates.groupby("arm")["mean"].mean()
+    lines.append("- Mean learned gate " + ", ".join(f"`{a}` {v:.3f}" for a, v in moved.items())
+                 + f" (start {init_g:.3f}): the models take on average "
+                 + ", ".join(f"{1 - v:.1%}" for v in moved.values) + " of each embedding from the previous token.")
+display(Markdown("\n".join(lines)))

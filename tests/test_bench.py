@@ -1,0 +1,76 @@
+"""pgolf.bench on a tiny CPU config: sane numbers, the FLOPs formula by hand, the option costs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from pgolf.bench import bench, bench_options, flops_per_token, matmul_params
+from pgolf.cli import main as cli_main
+from pgolf.config import apply_overrides
+from pgolf.model import build_model
+from pgolf.presets import get_preset
+
+SMALL = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
+         "model.vocab_size=384", "train.train_seq_len=128", "train.train_batch_tokens=1024",
+         "train.grad_accum_steps=1"]
+
+
+def small(*extra: str):
+    return apply_overrides(get_preset("tiny"), [*SMALL, *extra])
+
+
+def test_flops_formula_by_hand():
+    # per block: c_q 64*64 + c_k 64*32 + c_v 64*32 + proj 64*64 + fc 64*128 + proj 128*64 = 28,672
+    # 2 blocks = 57,344; tied head 384*64 = 24,576 -> N_matmul = 81,920
+    # 6 * 81,920 + 12 * L(2) * T(128) * d(64) = 491,520 + 196,608 = 688,128
+    cfg = small()
+    assert matmul_params(build_model(cfg)) == 81_920
+    assert flops_per_token(cfg, 81_920) == 688_128
+    # an untied head is a CastedLinear of the same size; a BigramHash adds only its projection (8*64)
+    cfg2 = small("model.tie_embeddings=false", "model.bigram_buckets=16", "model.bigram_dim=8")
+    assert matmul_params(build_model(cfg2)) == 81_920 + 512
+
+
+def test_bench_tiny_cpu_numbers_are_sane():
+    r = bench(small(), steps=2, warmup=1)
+    assert r["device"] == "cpu" and r["compile"] is False and r["compile_ms"] is None
+    assert r["step_ms"] > 0 and r["first_step_ms"] > 0 and r["step_ms_min"] <= r["step_ms_median"]
+    assert r["tokens_per_step"] == 1024
+    assert r["tokens_per_s"] == pytest.approx(1024 / (r["step_ms"] / 1000))
+    assert r["flops_per_token"] == 688_128 and r["flops_formula_values"] == "6 * 81920 + 12 * 2 * 128 * 64"
+    assert 0 < r["mfu"] < 2 and r["peak_flops"] > 0 and r["peak_memory_mb"] > 0
+    assert r["projected_8gpu_step_ms"] is None  # grad_accum_steps 1 cannot be split over 8 GPUs
+
+
+def test_projection_from_grad_accum_8():
+    r = bench(small("train.grad_accum_steps=8"), steps=1, warmup=1)
+    assert r["grad_accum_steps"] == 8
+    assert r["projected_8gpu_step_ms"] == pytest.approx(r["step_ms"] / 8 + r["projected_8gpu_comm_ms"])
+    assert 0 < r["projected_8gpu_comm_ms"] < 1
+
+
+def test_option_costs():
+    cfg = small("model.smear_gate=per_dim", "eval.batch_seqs=8")
+    base = bench(cfg, steps=1, warmup=1)
+    o = bench_options(cfg, steps=1, warmup=1, base=base, eval_windows_count=4)
+    rows = {r["option"]: r for r in o["options"]}
+    assert set(rows) == {"qat", "smear_gate", "bigram_hash"}
+    assert rows["smear_gate"]["in_config"] and rows["smear_gate"]["step_ms_with"] == base["step_ms_median"]
+    assert not rows["qat"]["in_config"] and rows["qat"]["step_ms_without"] == base["step_ms_median"]
+    assert all(r["step_ms_with"] > 0 and r["step_ms_without"] > 0 for r in rows.values())
+    assert o["averaging"]["swa_snapshot_ms"] > 0 and o["averaging"]["ema_update_ms_per_step"] > 0
+    ev = o["eval"]
+    assert ev["non_overlapping"]["tokens_scored"] == 4 * 128 == ev["sliding"]["tokens_scored"]
+    assert ev["sliding"]["stride"] == 64 and ev["sliding"]["tokens_per_s"] > 0
+
+
+def test_cli_bench_json():
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli_main(["bench", "tiny", *SMALL, "--steps", "1", "--warmup", "1", "--json"]) == 0
+    r = json.loads(buf.getvalue())["bench"]
+    assert r["flops_per_token"] == 688_128 and r["step_ms"] > 0
