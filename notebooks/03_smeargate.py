@@ -66,6 +66,7 @@ from IPython.display import SVG, Markdown, display
 
 from pgolf import figures
 from pgolf.ablate import ablate
+from pgolf.report import arm_table, verdict
 from pgolf.data.build import build_dataset
 from pgolf.model.embed import SMEAR_INIT_LOGIT
 from pgolf.paths import figures_dir, runs_dir
@@ -74,34 +75,6 @@ from pgolf.stats import RULE_ALPHA, compare, summarize
 STUDY = "smeargate"
 CONTROL = "none"
 ARMS = {"none": {}, "scalar": {"model.smear_gate": "scalar"}, "per_dim": {"model.smear_gate": "per_dim"}}
-TABLE = {"q_val_bpb": ".4f", "val_bpb": ".4f", "quant_gap_bpb": "+.4f", "artifact_bytes": ",.0f",
-         "step_avg_ms": ".1f"}
-
-
-def arm_table(runs: pd.DataFrame, metrics: dict = TABLE) -> pd.DataFrame:
-    """mean ± std over seeds per arm (std omitted when an arm has one run)."""
-    cols = {"n": summarize(runs, "q_val_bpb")["n"]}
-    for metric, fmt in metrics.items():
-        s = summarize(runs, metric)
-        cols[metric] = pd.Series([f"{m:{fmt}} ± {sd:{fmt.lstrip('+')}}" if np.isfinite(sd) else f"{m:{fmt}}"
-                                  for m, sd in zip(s["mean"], s["std"])], index=s.index)
-    return pd.DataFrame(cols)
-
-
-def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
-    """One sentence that says only what the test supports."""
-    diff = f"`{arm}` − `{control}` = {row['diff']:+.4f} {metric}"
-    if not np.isfinite(row["p"]):
-        return f"{diff}; {row['note'] or 'no test possible'}."
-    if row["p"] >= RULE_ALPHA:
-        return (f"no significant difference at this scale: {diff} (p = {row['p']:.2g}, {row['test']} t-test over "
-                f"{row['n_pairs'] or row['n']} seeds).")
-    better = "better (lower)" if row["diff"] < 0 else "worse (higher)"
-    rule = "clears" if row["clears_rule"] else "does not clear"
-    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric} (p = {row['p']:.2g}); it {rule} the challenge's "
-            f"0.005-nat rule (threshold {row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")
-
-
 # %% [markdown]
 # ## Runs
 

@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, args.config)
     path = run_path(args, f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     nproc, nnodes = args.nproc_per_node, args.nnodes
-    if nproc > 1 or nnodes > 1 or args.dry_run:
+    if nproc > 1 or nnodes > 1 or args.dry_run or args.slurm:
         from .launch import launch
         return launch(cfg, path, args)
     from .runs import prepare_run_dir

@@ -66,7 +66,8 @@ def prepare_run_dir(path: Path, *, resume: bool = False, overwrite: bool = False
     path = Path(path)
     status = read_status(path)
     if status is None:
-        if path.exists() and any(path.iterdir()) and not overwrite:
+        # A folder holding only the launcher's ``launch/`` is a run being started under torchrun.
+        if path.exists() and any(p.name != "launch" for p in path.iterdir()) and not overwrite:
             raise RunExistsError(f"{path}: folder exists and is not a pgolf run; choose another run name")
         return path
     state = status.get("status")

@@ -5,9 +5,8 @@ The launcher (:mod:`pgolf.launch`) starts it once per rank under torchrun; in-pr
 rank's ``error.json`` for torchrun's failure report. When the config lives in ``<run>/launch/`` (the launcher
 wrote it), each rank also keeps its own state in ``<run>/launch/ranks/rank<R>.json`` (running, then
 finished or failed with the error and traceback): a rank that is SIGKILLed stays "running" there, and the
-launcher uses these records to name the rank that failed first. The launcher has also already checked the
-folder with ``prepare_run_dir``, so the trainer's own check is skipped there (see
-:func:`_folder_claimed_by_launcher`).
+launcher uses these records to name the rank that failed first. The run folder already holds ``launch/``
+when rank 0 starts, which :func:`pgolf.runs.prepare_run_dir` allows.
 
 Test-only fault injection (``tests/test_launch.py``; never set these in a real run):
 ``PGOLF_TEST_FAIL_RANK=R`` (or ``all``), ``PGOLF_TEST_FAIL_STEP=S`` (default 1) and
@@ -20,7 +19,7 @@ the trainer raises NonFiniteLossError). The hook replaces ``pgolf.optim.lr_multi
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import os
 import signal
 import socket
@@ -28,7 +27,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Iterator
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -78,18 +76,6 @@ class RankRecord:
                                       "time_iso": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
 
 
-@contextlib.contextmanager
-def _folder_claimed_by_launcher() -> Iterator[None]:
-    """The launcher already ran ``prepare_run_dir`` and wrote ``launch/`` into the folder, which the trainer's
-    own check would take for a foreign folder. TODO: drop once runs.prepare_run_dir ignores ``launch/``."""
-    check = train_mod.prepare_run_dir
-    train_mod.prepare_run_dir = lambda path, **_: Path(path)
-    try:
-        yield
-    finally:
-        train_mod.prepare_run_dir = check
-
-
 @record
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pgolf.worker")
@@ -107,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fault = install_test_fault(rank)
         cfg = Config.from_json(a.config)
-        with _folder_claimed_by_launcher() if launched else contextlib.nullcontext():
-            train_mod.train(cfg, run_dir, resume=a.resume)
+        labels = json.loads(os.environ.get("PGOLF_RUN_LABELS", "{}"))  # set by the ablation engine
+        train_mod.train(cfg, run_dir, resume=a.resume, labels=labels)
     except BaseException as e:
         if rec:
             rec.write("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
