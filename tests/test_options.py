@@ -38,7 +38,6 @@ def test_smear_never_crosses_a_document_boundary():
     torch.nn.init.normal_(m.blocks[0].attn.proj.weight, std=0.1)
     a = torch.tensor([[5, 6, 7, 1, 8, 9]])
     b = torch.tensor([[5, 6, 3, 1, 8, 9]])  # previous document differs only in its last token
-    h_a, h_b = m.hidden(a), m.hidden(b)
     # attention still sees the previous document (flat-stream eval allows it) but the embedding path does not:
     emb = lambda ids: m.smear(m.tok_emb(ids) + m.bigram(ids), ids)
     assert torch.equal(emb(a)[:, 3:], emb(b)[:, 3:])

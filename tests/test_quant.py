@@ -15,6 +15,18 @@ SMALL = {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "mo
          "model.vocab_size": 1024}
 
 
+def qat_model(seed: int, bits: int = 4):
+    """A small model with large random weights, QAT specs assigned (QAT still off), and a batch."""
+    c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": bits, "export.bits_attn": bits,
+                                   "export.keep_float_max_numel": 1000})
+    torch.manual_seed(seed)
+    m = build_model(c)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    assign_qat_specs(m, c.export)
+    return c, m, torch.randint(0, 1024, (2, 16))
+
+
 @pytest.mark.parametrize("n", [64, 512, 1536, 4096])
 def test_row_quantile_equals_torch_quantile(n):
     a = torch.randn(33, n).abs()
@@ -130,14 +142,7 @@ def test_qat_applies_to_exactly_what_export_quantizes():
 
 
 def test_qat_forward_equals_dequantized_model_and_is_off_in_eval():
-    c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": 4, "export.bits_attn": 4,
-                                   "export.keep_float_max_numel": 1000})
-    torch.manual_seed(0)
-    m = build_model(c)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    assign_qat_specs(m, c.export)
-    x = torch.randint(0, 1024, (2, 16))
+    c, m, x = qat_model(0)
     plain = m(x, x).item()
     set_qat(m, True)
     qat = m(x, x).item()
@@ -158,14 +163,7 @@ def test_qat_forward_equals_dequantized_model_and_is_off_in_eval():
 def test_qat_switch_takes_effect_under_torch_compile():
     """The records' bug: a flag constant-folded by torch.compile. Here the flip is followed by a reset +
     recompile (as the trainer does) and the compiled output must change."""
-    c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": 4, "export.bits_attn": 4,
-                                   "export.keep_float_max_numel": 1000})
-    torch.manual_seed(0)
-    m = build_model(c)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    assign_qat_specs(m, c.export)
-    x = torch.randint(0, 1024, (2, 16))
+    c, m, x = qat_model(0)
     torch._dynamo.reset()
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     before = compiled(x, x).item()
@@ -179,14 +177,7 @@ def test_qat_switch_takes_effect_under_torch_compile():
 
 def test_qat_flip_without_reset_is_still_seen_by_dynamo_guards():
     """Even without the explicit reset, the instance attribute is guarded (not constant-folded)."""
-    c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": 4, "export.bits_attn": 4,
-                                   "export.keep_float_max_numel": 1000})
-    torch.manual_seed(1)
-    m = build_model(c)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    assign_qat_specs(m, c.export)
-    x = torch.randint(0, 1024, (2, 16))
+    c, m, x = qat_model(1)
     torch._dynamo.reset()
     compiled = torch.compile(m, backend="aot_eager")
     before = compiled(x, x).item()

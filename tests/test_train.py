@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from pgolf import train as train_mod
-from pgolf.export import load_artifact
 from pgolf.runs import RunExistsError, read_status
 from pgolf.train import train
 
