@@ -1,4 +1,5 @@
-"""Weight averaging: SWA (uniform over snapshots once the LR has decayed) and EMA, both in fp32.
+"""Weight averaging: SWA (uniform over snapshots once the LR has decayed) and EMA, both in fp32
+(SWA optionally in the parameter dtype, as the records sum it).
 
 The average is *applied* (loaded into the model) before the final evaluation and export; the
 trainer logs how many snapshots went in, and a test checks the exported weights are the average.
@@ -32,16 +33,22 @@ class WeightAverager:
             return True
         if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and step % self.cfg.swa_every == 0:
             if not self.avg:
-                self.avg = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in sd.items() if v.is_floating_point()}
-            for k, v in self.avg.items():
-                v.add_(sd[k].detach().float())
+                # swa_accum="param" sums in each tensor's own dtype (bf16 embeddings on GPU), as the records do
+                self.avg = {k: v.detach().clone() if self.cfg.swa_accum == "param" else v.detach().float().clone()
+                            for k, v in sd.items() if v.is_floating_point()}
+            else:
+                for k, v in self.avg.items():
+                    v.add_(sd[k].detach().to(v.dtype))
             self.count += 1
             return True
         return False
 
     def averaged_state(self, model: nn.Module) -> dict[str, Tensor] | None:
-        """The averaged state dict in the model's dtypes, or None if nothing was collected."""
+        """The averaged state dict in the model's dtypes, or None if nothing (or, for SWA, fewer than
+        ``swa_min_snapshots``) was collected."""
         if self.cfg.mode == "none" or self.count == 0:
+            return None
+        if self.cfg.mode == "swa" and self.count < self.cfg.swa_min_snapshots:
             return None
         sd = model.state_dict()
         out = {}

@@ -49,10 +49,13 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
+    smear_gate_on: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_scale_init: float = 0.05  # learned output scale of BigramHash
+    bigram_init: Literal["table", "proj"] = "table"  # N(0,.01) table + zero proj, or zero table + orthogonal/sqrt(2L) proj
+    options_first: bool = False  # build BigramHash/SmearGate before the blocks (records' module and RNG order)
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
@@ -72,6 +75,12 @@ class ModelConfig:
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
+        if self.bigram_buckets and self.bigram_init == "proj":
+            # The records zero the table; without an orthogonal projection both stay zero and never train.
+            _check(self.init == "orthogonal", "model.bigram_init",
+                   f"'proj' needs model.init='orthogonal', got {self.init!r}")
+            _check(min(self.bigram_dim, self.model_dim) >= 64, "model.bigram_init",
+                   f"'proj' needs bigram_dim and model_dim >= 64 (orthogonal init), got {self.bigram_dim}")
 
 
 @dataclass
@@ -144,9 +153,12 @@ class ScheduleConfig:
     warmdown_iters: int = 1200  # decay length in steps (converted to wallclock under a cap)
     warmdown_frac: float = 0.0  # >0: decay over this fraction of wallclock (or iterations) instead
     min_lr_frac: float = 0.0  # floor of the LR multiplier
+    warmdown_cap_frac: float = 0.0  # >0: a wallclock warmdown lasts at most this fraction of the cap (PR #326: 0.5)
 
     def __post_init__(self) -> None:
         _check(self.warmdown_iters >= 0, "schedule.warmdown_iters", "expected >= 0")
+        _check(0 <= self.warmdown_cap_frac <= 1, "schedule.warmdown_cap_frac",
+               f"expected in [0, 1], got {self.warmdown_cap_frac}")
         _check(0 <= self.warmdown_frac <= 1, "schedule.warmdown_frac", f"expected in [0, 1], got {self.warmdown_frac}")
         _check(0 <= self.min_lr_frac < 1, "schedule.min_lr_frac", f"expected in [0, 1), got {self.min_lr_frac}")
 
@@ -165,10 +177,13 @@ class AveragingConfig:
     mode: Literal["none", "swa", "ema"] = "none"
     swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
     swa_every: int = 50  # steps between SWA snapshots
+    swa_min_snapshots: int = 1  # apply the SWA average only with at least this many snapshots (records: 2)
+    swa_accum: Literal["fp32", "param"] = "fp32"  # sum snapshots in fp32, or in each tensor's dtype (records: bf16 emb)
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:
         _check(self.swa_every > 0, "averaging.swa_every", "expected > 0")
+        _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots", f"expected >= 1, got {self.swa_min_snapshots}")
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 
@@ -208,6 +223,7 @@ class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    sliding: Literal["exactly_once", "full_windows"] = "exactly_once"  # full_windows: records' rule, tail unscored
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)

@@ -139,12 +139,16 @@ def muon_momentum(step: int, cfg: Config) -> float:
     return (1 - frac) * o.muon_momentum_warmup_start + frac * o.muon_momentum
 
 
+def _cosine(t: float) -> float:
+    """Cosine decay at progress t (0 -> 1 over the warmdown)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
 def _shape(remaining: float, sched: ScheduleConfig) -> float:
     """Map the linear remaining fraction (1 -> 0 over the warmdown) to the configured shape."""
     remaining = min(max(remaining, 0.0), 1.0)
     if sched.warmdown == "cosine":
-        t = 1.0 - remaining
-        return 0.5 * (1.0 + math.cos(math.pi * t))
+        return _cosine(1.0 - remaining)
     return remaining
 
 
@@ -165,11 +169,17 @@ def lr_multiplier(step: int, elapsed_ms: float, cfg: Config) -> float:
         mult = 1.0
     elif max_ms is None:
         warmdown_start = max(t.iterations - s.warmdown_iters, 0)
-        in_warmdown = warmdown_start <= step < t.iterations
-        mult = _shape((t.iterations - step) / max(s.warmdown_iters, 1), s) if in_warmdown else 1.0
+        if not warmdown_start <= step < t.iterations:
+            mult = 1.0
+        elif s.warmdown == "cosine":  # PR #326's progress formula (also when warmdown_iters > iterations)
+            mult = _cosine((step - warmdown_start) / max(s.warmdown_iters, 1))
+        else:
+            mult = _shape((t.iterations - step) / max(s.warmdown_iters, 1), s)
     else:
         step_ms = elapsed_ms / max(step, 1)
         warmdown_ms = s.warmdown_iters * step_ms
+        if s.warmdown_cap_frac > 0:
+            warmdown_ms = min(warmdown_ms, max_ms * s.warmdown_cap_frac)
         remaining_ms = max(max_ms - elapsed_ms, 0.0)
         mult = _shape(remaining_ms / max(warmdown_ms, 1e-9), s) if remaining_ms <= warmdown_ms else 1.0
     return max(mult, s.min_lr_frac)

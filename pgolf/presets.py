@@ -109,20 +109,38 @@ def pr314_11l_int4mlp_bigram_swa() -> Config:
 
 @preset
 def pr326_qat_ntk_cosine_swa() -> Config:
-    """Seed 001 / PR #326: 10L MLP 3x relu^2, phase-transition resid_mix init, SmearGate + BigramHash
-    (10240x128), U-Net skips, orthogonal init with gain-scaled projections, cosine warmdown, SWA from
-    LR scale < 0.35 every 25, Muon WD 0.04, grad clip 0.3, momentum 0.92->0.99/1500, int5 MLP / int6
-    attention QAT, lzma extreme, 5% pruning, train seq 2048, NTK sliding eval at 4096 stride 64.
-    Claimed: pre-quant 1.1702 at step 6606 on 8xH100; no final roundtrip score (pod killed)."""
+    """Seed 001 / PR #326 (https://github.com/openai/parameter-golf/pull/326), the PR script's defaults plus
+    its run command (EVAL_SEQ_LEN=4096 EVAL_STRIDE=64): 10L MLP 3x relu^2, phase-transition resid_mix init,
+    SmearGate (after the embedding norm) + BigramHash 10240x128 (zero table, orthogonal projection),
+    U-Net skips, orthogonal init, 786,432 tokens/step at seq 2048, Muon/Adam LR 0.02/0.02/0.03, WD 0.04 on
+    Muon and AdamW, grad clip 0.3, momentum 0.92->0.99 over 1500, cosine warmdown 3000 (at most half the
+    wallclock), SWA from LR scale < 0.35 every 25, int5 MLP / int6 attention+bigram QAT from step 0, fp16
+    embedding, 5% magnitude pruning, lzma extreme, NTK sliding eval at 4096 stride 64.
+    Claimed: pre-quant val_bpb 1.1702 at step 6606 on 8xH100 (seed 42); no final roundtrip score (pod
+    killed during eval); artifact 15,818,344 bytes + 56,766 code bytes.
+
+    Deliberate differences (pgolf's fixes; the switch in brackets restores the PR):
+    - SmearGate and BigramHash never cross a BOS token [model.bos_id=-1];
+    - SWA sums snapshots in fp32, not in bf16 for the embeddings [averaging.swa_accum=param];
+    - every validation token is scored exactly once; the PR cuts the stream to a multiple of 4096 and
+      scores only full windows [eval.sliding=full_windows]."""
     return apply_overrides(Config(), {
-        "model.num_layers": 10, "model.mlp_mult": 3.0, "model.resid_mix_init": "phase",
-        "model.smear_gate": "per_dim", "model.smear_init": "half", "model.bigram_buckets": 10240,
-        "model.bigram_dim": 128, "model.init": "orthogonal", "model.proj_init_gain": 1.0,
-        "qat.enabled": True, "export.bits_attn": 6, "export.bits_mlp": 5, "export.bits_other": 6,
-        "export.embed_fp16": True, "export.compressor": "lzma", "export.prune_frac": 0.05,
-        "train.train_seq_len": 2048, "eval.seq_len": 4096, "eval.stride": 64, "eval.ntk": True,
+        "model.num_layers": 10, "model.mlp_mult": 3.0, "model.resid_mix_init": "phase", "model.init": "orthogonal",
+        "model.smear_gate": "per_dim", "model.smear_init": "half", "model.smear_placement": "post_norm",
+        "model.smear_gate_on": "previous", "model.bigram_buckets": 10240, "model.bigram_dim": 128,
+        "model.bigram_init": "proj", "model.options_first": True,
+        "train.seed": 42, "train.train_seq_len": 2048, "train.train_batch_tokens": 786_432,
+        "train.val_loss_every": 500, "train.train_log_every": 100,
+        "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
         "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
-        "optim.muon_momentum_warmup_steps": 1500, "optim.muon_weight_decay": 0.04,
-        "optim.grad_clip_norm": 0.3, "schedule.warmdown": "cosine", "schedule.warmdown_iters": 3000,
+        "optim.muon_momentum_warmup_steps": 1500, "optim.muon_weight_decay": 0.04, "optim.adam_weight_decay": 0.04,
+        "optim.grad_clip_norm": 0.3,
+        "schedule.warmdown": "cosine", "schedule.warmdown_iters": 3000, "schedule.warmdown_cap_frac": 0.5,
         "averaging.mode": "swa", "averaging.swa_start_lr_scale": 0.35, "averaging.swa_every": 25,
+        "averaging.swa_min_snapshots": 2,
+        "qat.enabled": True,
+        "export.bits_attn": 6, "export.bits_mlp": 5, "export.bits_other": 6, "export.embed_fp16": True,
+        "export.clip": "amax", "export.scale_floor": False, "export.keep_float_max_numel": 8192,
+        "export.compressor": "lzma", "export.prune_frac": 0.05,
+        "eval.seq_len": 4096, "eval.stride": 64, "eval.ntk": True, "eval.batch_seqs": 32,
     })

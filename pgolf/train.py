@@ -121,7 +121,9 @@ def load_data(cfg: Config, d: Dist):
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    # The records' full-windows sliding rule scores a stream cut to a multiple of the eval length.
+    final_tail = "drop" if cfg.eval.stride and cfg.eval.sliding == "full_windows" else "score"
+    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
@@ -213,7 +215,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast)
+                            self.autocast, c.eval.sliding)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
@@ -402,6 +404,9 @@ class Trainer:
             self.base.load_state_dict(avg, strict=True)
             self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
             self.out.metric(event=f"{cfg.averaging.mode}_applied", step=step, count=self.averager.count)
+        elif self.averager.count:
+            self.log(f"{cfg.averaging.mode}:not_applied snapshots:{self.averager.count} "
+                     f"(fewer than averaging.swa_min_snapshots={cfg.averaging.swa_min_snapshots})")
         set_qat(self.base, False)  # evaluation and export see the real weights
         if avg is not None or not self.official_eval:
             pre = self.validate(val_final, final=True)
@@ -439,8 +444,7 @@ class Trainer:
             "compile_priming_ms": compile_ms, "model_params": n_params, "seed": cfg.train.seed,
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
-            "eval_mode": "official" if self.official_eval else
-            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
+            "eval_mode": eval_mode(cfg, self.official_eval),
             "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
@@ -449,6 +453,14 @@ class Trainer:
         self.out.json("summary.json", summary)
         self.out.status("finished")
         return summary
+
+
+def eval_mode(cfg: Config, official: bool) -> str:
+    if official:
+        return "official"
+    e = cfg.eval
+    rule = f",sliding={e.sliding}" if e.stride and e.sliding != "exactly_once" else ""
+    return f"windows(seq_len={e.seq_len or cfg.train.train_seq_len},stride={e.stride},tail={e.tail}{rule})"
 
 
 def export_tag(cfg: Config) -> str:

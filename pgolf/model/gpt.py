@@ -46,6 +46,8 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         # Creation order matters: it fixes the RNG draws of the default init (official order).
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        if cfg.options_first:  # the records' order: their same-seed init, and bigram.proj first in the init loop
+            self._build_options()
         self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else 0
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
         if cfg.unet_skips:
@@ -55,12 +57,17 @@ class GPT(nn.Module):
         self.final_norm = RMSNorm()
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._official_init()
-        # Options beyond the baseline are created after the official init so they never shift it.
-        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id)
-                      if cfg.smear_gate != "off" else None)
-        self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id)
-                       if cfg.bigram_buckets else None)
+        # By default options beyond the baseline are created after the official init so they never shift it.
+        if not cfg.options_first:
+            self._build_options()
         self._option_init()
+
+    def _build_options(self) -> None:
+        cfg = self.cfg
+        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gate_on)
+                      if cfg.smear_gate != "off" else None)
+        self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
+                                  cfg.bigram_init) if cfg.bigram_buckets else None)
 
     # -- init -------------------------------------------------------------------------------
     def _official_init(self) -> None:
@@ -74,10 +81,13 @@ class GPT(nn.Module):
     def _option_init(self) -> None:
         cfg = self.cfg
         if cfg.init == "orthogonal":
-            for name, m in self.named_modules():
-                if not isinstance(m, CastedLinear) or name.startswith("bigram"):
+            for name, m in self.named_modules():  # module order = RNG order
+                if not isinstance(m, CastedLinear):
                     continue
-                if m.zero_init:
+                if name == "bigram.proj":
+                    if cfg.bigram_init == "proj":  # the records' loop reaches it: not flagged zero-init there
+                        nn.init.orthogonal_(m.weight, gain=1.0 / math.sqrt(2 * cfg.num_layers))
+                elif m.zero_init:
                     if cfg.proj_init_gain > 0:
                         nn.init.orthogonal_(m.weight, gain=cfg.proj_init_gain / math.sqrt(2 * cfg.num_layers))
                 elif min(m.weight.shape) >= 64:
@@ -85,9 +95,10 @@ class GPT(nn.Module):
         if cfg.resid_mix_init == "phase":
             L = cfg.num_layers
             for i, block in enumerate(self.blocks):
-                p = 1.0 / (1.0 + math.exp(-3.0 * (i / max(L - 1, 1) - 0.5)))
+                # fp32 sigmoid and fp32 1 - p, as the records compute it (a float64 formula is 1 ulp off)
+                p = torch.sigmoid(torch.tensor(3.0 * (i / max(L - 1, 1) - 0.5)))
                 block.resid_mix[0].fill_(p)
-                block.resid_mix[1].fill_(1.0 - p)
+                block.resid_mix[1].fill_(1 - p)
         if cfg.embed_init == "overtone":
             w = torch.randn_like(self.tok_emb.weight) * cfg.tied_embed_init_std
             u, s, vh = torch.linalg.svd(w, full_matrices=False)
