@@ -64,10 +64,14 @@ class GPT(nn.Module):
 
     def _build_options(self) -> None:
         cfg = self.cfg
-        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gate_on)
-                      if cfg.smear_gate != "off" else None)
-        self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
-                                  cfg.bigram_init) if cfg.bigram_buckets else None)
+        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gate_on)
+                 if cfg.smear_gate != "off" else None)
+        bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
+                             cfg.bigram_init) if cfg.bigram_buckets else None)
+        if cfg.options_first:  # the records register bigram first: same parameter order (and grad-clip sum order)
+            self.bigram, self.smear = bigram, smear
+        else:
+            self.smear, self.bigram = smear, bigram
 
     # -- init -------------------------------------------------------------------------------
     def _official_init(self) -> None:
