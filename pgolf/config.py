@@ -54,7 +54,7 @@ class ModelConfig:
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_scale_init: float = 0.05  # learned output scale of BigramHash
-    bigram_init: Literal["table", "proj"] = "table"  # N(0,.01) table + zero proj, or zero table + orthogonal/sqrt(2L) proj
+    bigram_init: Literal["table", "proj"] = "table"  # N(0,.01) table, zero proj | zero table, orthogonal/sqrt(2L) proj
     options_first: bool = False  # build BigramHash/SmearGate before the blocks (records' module and RNG order)
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
@@ -183,7 +183,8 @@ class AveragingConfig:
 
     def __post_init__(self) -> None:
         _check(self.swa_every > 0, "averaging.swa_every", "expected > 0")
-        _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots", f"expected >= 1, got {self.swa_min_snapshots}")
+        _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots",
+               f"expected >= 1, got {self.swa_min_snapshots}")
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 

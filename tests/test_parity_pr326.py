@@ -317,7 +317,8 @@ def test_expected_difference_bos(pr):
 
 # -- 5. schedule --------------------------------------------------------------------------------------
 
-def pr_lr_mul(step: int, elapsed_ms: float, iterations: int, warmdown_iters: int, max_wallclock_seconds: float) -> float:
+def pr_lr_mul(step: int, elapsed_ms: float, iterations: int, warmdown_iters: int,
+              max_wallclock_seconds: float) -> float:
     """``lr_mul`` of the PR's ``main()`` (L1073-1089), restated: it is a closure there."""
     max_wallclock_ms = 1000.0 * max_wallclock_seconds if max_wallclock_seconds > 0 else None
     if warmdown_iters <= 0:
