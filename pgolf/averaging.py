@@ -33,8 +33,8 @@ class WeightAverager:
             return True
         if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and step % self.cfg.swa_every == 0:
             if not self.avg:
-                # swa_accum="param" sums in each tensor's own dtype (bf16 embeddings on GPU), as the records do
-                self.avg = {k: v.detach().clone() if self.cfg.swa_accum == "param" else v.detach().float().clone()
+                # swa_dtype="param" sums in each tensor's own dtype (bf16 embeddings on GPU), as the records do
+                self.avg = {k: v.detach().clone() if self.cfg.swa_dtype == "param" else v.detach().float().clone()
                             for k, v in sd.items() if v.is_floating_point()}
             else:
                 for k, v in self.avg.items():

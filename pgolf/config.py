@@ -49,13 +49,13 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
-    smear_gate_on: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
+    smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_scale_init: float = 0.05  # learned output scale of BigramHash
-    bigram_init: Literal["table", "proj"] = "table"  # N(0,.01) table, zero proj | zero table, orthogonal/sqrt(2L) proj
-    options_first: bool = False  # build BigramHash/SmearGate before the blocks (records' module and RNG order)
+    bigram_init: Literal["normal_table", "ortho_proj"] = "normal_table"  # ortho_proj: 0 table, orthogonal proj/sqrt(2L)
+    module_order: Literal["official", "records"] = "official"  # records: BigramHash/SmearGate built before the blocks
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
@@ -75,12 +75,12 @@ class ModelConfig:
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
-        if self.bigram_buckets and self.bigram_init == "proj":
+        if self.bigram_buckets and self.bigram_init == "ortho_proj":
             # The records zero the table; without an orthogonal projection both stay zero and never train.
             _check(self.init == "orthogonal", "model.bigram_init",
-                   f"'proj' needs model.init='orthogonal', got {self.init!r}")
+                   f"'ortho_proj' needs model.init='orthogonal', got {self.init!r}")
             _check(min(self.bigram_dim, self.model_dim) >= 64, "model.bigram_init",
-                   f"'proj' needs bigram_dim and model_dim >= 64 (orthogonal init), got {self.bigram_dim}")
+                   f"'ortho_proj' needs bigram_dim and model_dim >= 64 (orthogonal init), got {self.bigram_dim}")
 
 
 @dataclass
@@ -178,7 +178,7 @@ class AveragingConfig:
     swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
     swa_every: int = 50  # steps between SWA snapshots
     swa_min_snapshots: int = 1  # apply the SWA average only with at least this many snapshots (records: 2)
-    swa_accum: Literal["fp32", "param"] = "fp32"  # sum snapshots in fp32, or in each tensor's dtype (records: bf16 emb)
+    swa_dtype: Literal["fp32", "param"] = "fp32"  # sum snapshots in fp32, or in each tensor's dtype (records: bf16 emb)
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:
@@ -224,7 +224,7 @@ class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
-    sliding: Literal["exactly_once", "full_windows"] = "exactly_once"  # full_windows: records' rule, tail unscored
+    window_rule: Literal["once", "full_windows"] = "once"  # stride > 0: every target once | records' full windows only
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)

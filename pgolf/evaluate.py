@@ -9,7 +9,7 @@ Window selection (``windows``): every target position in the stream is scored ex
 - sliding (stride S): windows start every S tokens; the first scores all of its positions, each
   later one only its last S, so every scored token beyond the first window sees >= L - S tokens of
   context. Windows stop once every position is scored (no double-counted tail, records.md s.8).
-  ``sliding="full_windows"`` is the records' rule instead (PR #326 and its lineage): only windows
+  ``rule="full_windows"`` is the records' rule instead (PR #326 and its lineage): only windows
   of the full length L, so the targets after the last one are never scored (the trainer also cuts
   the stream to a multiple of L first, as their loader does).
 """
@@ -54,7 +54,7 @@ class EvalResult:
 
 
 def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
-            sliding: str = "exactly_once") -> list[tuple[int, int, int]]:
+            rule: str = "once") -> list[tuple[int, int, int]]:
     """(start, end, score_from) triples: inputs tokens[start:end], targets tokens[start+1:end+1],
     losses counted for positions score_from..end-1 (absolute target indices)."""
     L = seq_len
@@ -65,7 +65,7 @@ def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
         if tail == "score" and full * L < n_targets:
             out.append((full * L, n_targets, full * L))
         return out
-    if sliding == "full_windows":
+    if rule == "full_windows":
         return [(ws, ws + L, ws if ws == 0 else ws + L - stride) for ws in range(0, n_targets - L + 1, stride)]
     ws = 0
     while True:
@@ -122,10 +122,10 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 sliding: str = "exactly_once") -> EvalResult:
+                 rule: str = "once") -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64."""
     n_targets = val_tokens.numel() - 1
-    wins = windows(n_targets, seq_len, stride, tail, sliding)
+    wins = windows(n_targets, seq_len, stride, tail, rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     tok = torch.zeros((), device=device, dtype=torch.float64)

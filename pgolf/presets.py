@@ -121,14 +121,14 @@ def pr326_qat_ntk_cosine_swa() -> Config:
 
     Deliberate differences (pgolf's fixes; the switch in brackets restores the PR):
     - SmearGate and BigramHash never cross a BOS token [model.bos_id=-1];
-    - SWA sums snapshots in fp32, not in bf16 for the embeddings [averaging.swa_accum=param];
+    - SWA sums snapshots in fp32, not in bf16 for the embeddings [averaging.swa_dtype=param];
     - every validation token is scored exactly once; the PR cuts the stream to a multiple of 4096 and
-      scores only full windows [eval.sliding=full_windows]."""
+      scores only full windows [eval.window_rule=full_windows]."""
     return apply_overrides(Config(), {
         "model.num_layers": 10, "model.mlp_mult": 3.0, "model.resid_mix_init": "phase", "model.init": "orthogonal",
         "model.smear_gate": "per_dim", "model.smear_init": "half", "model.smear_placement": "post_norm",
-        "model.smear_gate_on": "previous", "model.bigram_buckets": 10240, "model.bigram_dim": 128,
-        "model.bigram_init": "proj", "model.options_first": True,
+        "model.smear_gated": "previous", "model.bigram_buckets": 10240, "model.bigram_dim": 128,
+        "model.bigram_init": "ortho_proj", "model.module_order": "records",
         "train.seed": 42, "train.train_seq_len": 2048, "train.train_batch_tokens": 786_432,
         "train.val_loss_every": 500, "train.train_log_every": 100,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,

@@ -122,7 +122,7 @@ def load_data(cfg: Config, d: Dist):
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
     # The records' full-windows sliding rule scores a stream cut to a multiple of the eval length.
-    final_tail = "drop" if cfg.eval.stride and cfg.eval.sliding == "full_windows" else "score"
+    final_tail = "drop" if cfg.eval.stride and cfg.eval.window_rule == "full_windows" else "score"
     val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
@@ -215,7 +215,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast, c.eval.sliding)
+                            self.autocast, c.eval.window_rule)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
@@ -459,7 +459,7 @@ def eval_mode(cfg: Config, official: bool) -> str:
     if official:
         return "official"
     e = cfg.eval
-    rule = f",sliding={e.sliding}" if e.stride and e.sliding != "exactly_once" else ""
+    rule = f",window_rule={e.window_rule}" if e.stride and e.window_rule != "once" else ""
     return f"windows(seq_len={e.seq_len or cfg.train.train_seq_len},stride={e.stride},tail={e.tail}{rule})"
 
 

@@ -200,9 +200,9 @@ def test_code_constants(pr):
     cfg = preset()
     m, e = cfg.model, cfg.export
     assert (m.mlp, m.unet_skips, m.init, m.resid_mix_init) == ("relu2", True, "orthogonal", "phase")
-    assert (m.smear_gate, m.smear_init, m.smear_placement, m.smear_gate_on) == ("per_dim", "half", "post_norm",
+    assert (m.smear_gate, m.smear_init, m.smear_placement, m.smear_gated) == ("per_dim", "half", "post_norm",
                                                                                 "previous")
-    assert (m.bigram_init, m.options_first, m.proj_init_gain) == ("proj", True, 0.0)
+    assert (m.bigram_init, m.module_order, m.proj_init_gain) == ("ortho_proj", "records", 0.0)
     assert m.bigram_scale_init == pytest.approx(0.05)  # torch.tensor(0.05) in the PR (L708)
     assert (cfg.schedule.warmdown, cfg.schedule.warmdown_cap_frac) == ("cosine", 0.5)  # L1083
     assert cfg.averaging.swa_min_snapshots == 2  # applied only if swa_count > 1 (L1231)
@@ -257,12 +257,12 @@ def test_same_seed_init_bitwise(pr, layers):
 
 
 def test_switches_needed_for_same_seed_init(pr):
-    """Without options_first / bigram_init=proj the init differs: the switches are what make it match."""
+    """Without module_order=records / bigram_init=ortho_proj the init differs: the switches are what make it match."""
     cfg = small()
     torch.manual_seed(42)
     so = to_pgolf(pr_gpt(pr, cfg).state_dict())
-    for override, changed in (({"model.options_first": False}, "tok_emb.weight"),
-                              ({"model.bigram_init": "table"}, "bigram.table.weight")):
+    for override, changed in (({"model.module_order": "official"}, "tok_emb.weight"),
+                              ({"model.bigram_init": "normal_table"}, "bigram.table.weight")):
         torch.manual_seed(42)
         sp = build_model(apply_overrides(cfg, override)).state_dict()
         assert not torch.equal(so[changed], sp[changed]), override
@@ -435,16 +435,16 @@ def test_swa_single_snapshot_is_not_applied():
     assert got1 is not None  # pgolf's default would apply it
 
 
-def test_expected_difference_swa_accumulation_dtype():
+def test_expected_difference_swa_dtypeulation_dtype():
     """The PR sums snapshots in the parameter dtype (bf16 tok_emb and bigram table on GPU); pgolf sums in
-    fp32. Equal for fp32 tensors; for bf16 ones averaging.swa_accum=param restores the PR bit for bit."""
+    fp32. Equal for fp32 tensors; for bf16 ones averaging.swa_dtype=param restores the PR bit for bit."""
     cfg = small()
     model = Weights(torch.bfloat16)
     states = _weight_sequence(model, 100)
     scales = [0.1] * 100  # snapshots at 25, 50, 75, 100
     want, _ = pr_swa(states, scales, 0.35, 25)
     got_fp32, _ = _swa_run(cfg, model, states, scales)
-    got_param, _ = _swa_run(small(**{"averaging.swa_accum": "param"}), model, states, scales)
+    got_param, _ = _swa_run(small(**{"averaging.swa_dtype": "param"}), model, states, scales)
     assert all(torch.equal(want[k], got_param[k]) for k in want)
     diff = max(max_abs_diff(want[k], got_fp32[k]) for k in want)
     print(f"\nSWA of bf16 weights: max |PR (bf16 sum) - pgolf (fp32 sum)| = {diff:.3e}")
@@ -482,8 +482,8 @@ def pr_scored_targets(pr, monkeypatch, val: torch.Tensor, seq_len: int, stride: 
     return seen
 
 
-def pg_scored_targets(n_targets: int, seq_len: int, stride: int, sliding: str) -> list[int]:
-    return [t for s, e, f in windows(n_targets, seq_len, stride, "drop", sliding) for t in range(f, e)]
+def pg_scored_targets(n_targets: int, seq_len: int, stride: int, rule: str) -> list[int]:
+    return [t for s, e, f in windows(n_targets, seq_len, stride, "drop", rule) for t in range(f, e)]
 
 
 @pytest.mark.parametrize("stride, world_size", [(64, 1), (64, 3), (48, 2)])
@@ -505,7 +505,7 @@ def test_expected_difference_every_token_scored_once(pr, monkeypatch, val_dir):
     files = sorted(val_dir.glob("fineweb_val_*.bin"))
     full = pg_loader.load_validation_tokens(files, L, tail="score")
     n = full.numel() - 1
-    pg = pg_scored_targets(n, L, S, "exactly_once")
+    pg = pg_scored_targets(n, L, S, "once")
     assert sorted(pg) == list(range(n))
     seen = set(pr_scored_targets(pr, monkeypatch, pr.load_validation_tokens(str(val_dir / "fineweb_val_*.bin"), L),
                                  L, S, 1))

@@ -42,16 +42,17 @@ class BigramHash(nn.Module):
 
     bucket = (36313 * cur XOR 27191 * prev) mod (buckets - 1); position 0 (and a BOS token) use the
     reserved bucket buckets - 1. Only input tokens at t and t-1 are read, so it is causal.
-    ``init="table"``: the table starts N(0, 0.01) and the projection at zero: with both at zero (as in
-    some records) neither would ever receive a gradient. ``init="proj"`` (the records' #314/#326): the
+    ``init="normal_table"``: the table starts N(0, 0.01) and the projection at zero: with both at zero (as
+    in some records) neither would ever receive a gradient. ``init="ortho_proj"`` (records #314/#326): the
     table starts at zero and the GPT gives the projection an orthogonal init (see GPT._option_init).
     """
 
-    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float, bos_id: int, init: str = "table"):
+    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float, bos_id: int,
+                 init: str = "normal_table"):
         super().__init__()
         self.buckets, self.bos_id = buckets, bos_id
         self.table = nn.Embedding(buckets, dim)
-        if init == "table":
+        if init == "normal_table":
             nn.init.normal_(self.table.weight, std=0.01)
         else:
             nn.init.zeros_(self.table.weight)

@@ -46,7 +46,7 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         # Creation order matters: it fixes the RNG draws of the default init (official order).
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
-        if cfg.options_first:  # the records' order: their same-seed init, and bigram.proj first in the init loop
+        if cfg.module_order == "records":  # their same-seed init, and bigram.proj first in the init loop
             self._build_options()
         self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else 0
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
@@ -58,17 +58,17 @@ class GPT(nn.Module):
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._official_init()
         # By default options beyond the baseline are created after the official init so they never shift it.
-        if not cfg.options_first:
+        if cfg.module_order == "official":
             self._build_options()
         self._option_init()
 
     def _build_options(self) -> None:
         cfg = self.cfg
-        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gate_on)
+        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
                  if cfg.smear_gate != "off" else None)
         bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
                              cfg.bigram_init) if cfg.bigram_buckets else None)
-        if cfg.options_first:  # the records register bigram first: same parameter order (and grad-clip sum order)
+        if cfg.module_order == "records":  # bigram registered first: same parameter order (and grad-clip sum)
             self.bigram, self.smear = bigram, smear
         else:
             self.smear, self.bigram = smear, bigram
@@ -89,7 +89,7 @@ class GPT(nn.Module):
                 if not isinstance(m, CastedLinear):
                     continue
                 if name == "bigram.proj":
-                    if cfg.bigram_init == "proj":  # the records' loop reaches it: not flagged zero-init there
+                    if cfg.bigram_init == "ortho_proj":  # the records' loop reaches it: not flagged zero-init there
                         nn.init.orthogonal_(m.weight, gain=1.0 / math.sqrt(2 * cfg.num_layers))
                 elif m.zero_init:
                     if cfg.proj_init_gain > 0:
