@@ -79,7 +79,7 @@ def resolve_eval_config(cfg: Config, *, dataset: str | None, seq_len: int | None
 
 def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult, str]:
     """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score."""
-    from .train import Dist, grad_accum_steps, load_data, prepare_model
+    from .train import Dist, eval_mode, grad_accum_steps, load_data, prepare_model
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     d = Dist(0, 1, 0, device, False)
     _, luts, _, val_final, official = load_data(cfg, d)
@@ -92,8 +92,8 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult
         return res, "official"
     L = cfg.eval.seq_len or cfg.train.train_seq_len
     res = eval_windows(model, val_final, luts, L, cfg.eval.stride, cfg.eval.tail, cfg.eval.batch_seqs, 0, 1, device,
-                       autocast)
-    return res, f"windows(seq_len={L},stride={cfg.eval.stride},tail={cfg.eval.tail})"
+                       autocast, cfg.eval.window_rule)
+    return res, eval_mode(cfg, official)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
