@@ -126,11 +126,20 @@ def pr326_qat_ntk_cosine_swa() -> Config:
     Claimed: pre-quant val_bpb 1.1702 at step 6606 on 8xH100 (seed 42); no final roundtrip score (pod
     killed during eval); artifact 15,818,344 bytes + 56,766 code bytes.
 
-    Deliberate differences (pgolf's fixes; the switch in brackets restores the PR):
+    Deliberate differences (pgolf's fixes; the switches in brackets restore the PR):
     - SmearGate and BigramHash never cross a BOS token [model.bos_id=-1];
-    - SWA sums snapshots in fp32, not in bf16 for the embeddings [averaging.swa_dtype=param];
+    - control tensors (scales, resid_mix, q_gain, skip weights, smear gate, bigram scale) are stored fp32;
+      the PR's small-tensor rule runs first and stores them fp16 [export.control_fp32=false];
+    - QAT goes through the export quantizer, so training sees the artifact's weights (fp16-rounded scales);
+      the PR's fake quantizer keeps an fp32 scale and, on GPU, quantizes the bf16-cast weight
+      [qat.clip=amax qat.scale_floor=none qat.scale_dtype=fp32 qat.weight_dtype=activation];
+    - SWA sums snapshots in fp32, not in bf16 for the embedding and bigram table [averaging.swa_dtype=param];
     - every validation token is scored exactly once; the PR cuts the stream to a multiple of 4096 and
-      scores only full windows [eval.window_rule=full_windows]."""
+      scores only full windows [eval.window_rule=full_windows].
+    Not switchable: the PR's final eval runs in train mode, so QAT re-quantizes the dequantized weights (exact
+    except rows with max below ~1e-3, at fp16's scale floor); pgolf also scores the averaged model before export; the
+    artifact container differs (same codes and scales); the bigram table is named bigram.table (PR:
+    bigram.embed); pgolf's STE is fq + (w - w.detach()) (the PR's w + (w_q - w).detach(): <= 1 ulp)."""
     return apply_overrides(Config(), {
         "model.num_layers": 10, "model.mlp_mult": 3.0, "model.resid_mix_init": "phase", "model.init": "orthogonal",
         "model.smear_gate": "per_dim", "model.smear_init": "half", "model.smear_placement": "post_norm",
@@ -145,9 +154,10 @@ def pr326_qat_ntk_cosine_swa() -> Config:
         "schedule.warmdown": "cosine", "schedule.warmdown_iters": 3000, "schedule.warmdown_cap_frac": 0.5,
         "averaging.mode": "swa", "averaging.swa_start_lr_scale": 0.35, "averaging.swa_every": 25,
         "averaging.swa_min_snapshots": 2,
-        "qat.enabled": True,
+        "qat.enabled": True, "qat.start_frac": 0.0,
         "export.bits_attn": 6, "export.bits_mlp": 5, "export.bits_other": 6, "export.embed_fp16": True,
-        "export.clip": "amax", "export.scale_floor": False, "export.keep_float_max_numel": 8192,
-        "export.compressor": "lzma", "export.prune_frac": 0.05,
+        "export.clip": "amax", "export.scale_floor": False, "export.scale_dtype": "fp16",
+        "export.keep_float_max_numel": 8192, "export.compressor": "lzma",
+        "export.prune_frac": 0.05, "export.prune_scope": "matrices", "export.prune_rule": "quantile",
         "eval.seq_len": 4096, "eval.stride": 64, "eval.ntk": True, "eval.batch_seqs": 32,
     })

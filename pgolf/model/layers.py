@@ -22,7 +22,8 @@ class CastedLinear(nn.Linear):
     """fp32 weights cast to the activation dtype at matmul time.
 
     QAT state is explicit instance state: ``qat_spec`` (which quantizer; set once from the export
-    plan) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
+    plan), ``qat_cast_first`` (quantize the weight as cast to the activation dtype, as PR #326 does;
+    set with the spec) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
     Fake quantization acts only in training mode: evaluation always sees the real weights.
     """
 
@@ -30,12 +31,13 @@ class CastedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.zero_init = zero_init
         self.qat_spec: QuantSpec | None = None
+        self.qat_cast_first: bool = False
         self.qat_enabled: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
         if self.qat_enabled and self.training and self.qat_spec is not None:
-            w = fake_quant(w, self.qat_spec)
+            w = fake_quant(w.to(x.dtype) if self.qat_cast_first else w, self.qat_spec)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, w.to(x.dtype), bias)
 
