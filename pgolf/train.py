@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import accounting, optim
 from .averaging import WeightAverager
 from .config import Config
+from .data.identity import check_same_dataset
 from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
 from .export import export_artifact, load_artifact
 from .model import GPT, build_model
@@ -109,6 +110,7 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
 def load_data(cfg: Config, d: Dist):
     import sentencepiece as spm
 
+    from .data.identity import verify_dataset
     from .data.loader import load_validation_tokens, resolve_dataset
     from .data.tokenizer import build_byte_luts
 
@@ -117,6 +119,7 @@ def load_data(cfg: Config, d: Dist):
     if int(sp.vocab_size()) != cfg.model.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
                          f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
+    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
     luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
@@ -126,7 +129,7 @@ def load_data(cfg: Config, d: Dist):
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
         val_final = val_periodic if official else val_final[: n + 1]
-    return ds, luts, val_periodic, val_final, official
+    return ds, identity, luts, val_periodic, val_final, official
 
 
 class Trainer:
@@ -170,7 +173,8 @@ class Trainer:
 
     def _make_loader(self):
         from .data.loader import DistributedTokenLoader
-        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
+        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
+                                      vocab_size=self.cfg.model.vocab_size)
 
     def _progress(self, step: int, elapsed_ms: float) -> float:
         t = self.cfg.train
@@ -228,6 +232,7 @@ class Trainer:
                 "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
                 "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
                 "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
+                "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             })
             self.out.metric(event="checkpoint", step=step)
@@ -238,6 +243,10 @@ class Trainer:
         if ck["config"] != self.cfg.to_dict():
             raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
                              f"same config (see {self.run_dir / 'config.json'})")
+        note = check_same_dataset(self.run_dir / CHECKPOINT, ck.get("dataset_sha256"), ck.get("dataset_path"),
+                                  self.dataset_id)
+        if note:
+            self.log(note)
         self.base.load_state_dict(ck["model"], strict=True)
         for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
             opt.load_state_dict(state)
@@ -269,7 +278,11 @@ class Trainer:
             self.out.json("config.json", cfg.to_dict())
             self.out.json("environment.json", environment())
         self.out.status("running", rank_count=d.world_size)
-        self.ds, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        self.ds, self.dataset_id, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        if not self.resume:
+            self.out.json("dataset.json", self.dataset_id.record())
+        for line in self.dataset_id.log_lines():
+            self.log(line)
         self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
         self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
         self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{val_periodic.numel() - 1}")
@@ -445,6 +458,7 @@ class Trainer:
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
             "device": d.device.type, "world_size": d.world_size,
+            "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
         }
         self.out.json("summary.json", summary)
         self.out.status("finished")

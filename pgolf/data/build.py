@@ -15,9 +15,12 @@ Output (the official names, so the official ``train_gpt.py`` reads it too): ``to
 (+ ``.vocab``, trained on train documents only), ``fineweb_val_000000.bin``..., 
 ``fineweb_train_000000.bin``... (each document is BOS, id 1, then its tokens; no EOS, like the
 official export; shards hold ``shard_tokens`` tokens except the last of each split), and
-``manifest.json``. The build happens in a hidden temp folder next to ``out_dir`` that is renamed
+``manifest.json`` (every file's size and SHA-256; per shard also its token count, largest token id,
+vocabulary size and tokenizer SHA-256; nothing that differs between identical builds, so its SHA-256
+is the dataset's identity, see :mod:`pgolf.data.identity`). The build happens in a hidden temp folder next to ``out_dir`` that is renamed
 into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
-of the source contents and every parameter).
+of the source contents and every parameter) once every file listed in the cached manifest matches its
+recorded SHA-256; a file that does not (corrupted, replaced, even at the same size) triggers a rebuild.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import json
 import os
 import shutil
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -35,7 +37,8 @@ import numpy as np
 
 from pgolf import paths
 from pgolf.data import corpus
-from pgolf.data.shards import read_header, read_shard, write_shard
+from pgolf.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
+from pgolf.data.shards import read_shard, write_shard
 from pgolf.data.tokenizer import (
     BOS_ID,
     DETERMINISM_OPTIONS,
@@ -46,8 +49,8 @@ from pgolf.data.tokenizer import (
     train_sentencepiece,
 )
 
-BUILD_FORMAT = 1  # bump when the build output changes for the same inputs (part of the cache key)
-MANIFEST_FORMAT = "pgolf-dataset"
+BUILD_FORMAT = 2  # bump when the build output changes for the same inputs (part of the cache key)
+MANIFEST_FORMAT = BUILT_MANIFEST
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SHARD_TOKENS = 1_000_000  # official exports use 100M; small shards exercise multi-shard reading
 TEXT_SUFFIXES = (".txt", ".md")
@@ -155,14 +158,6 @@ def _cache_key(records: list[dict], params: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(dataset_dir: Path) -> dict | None:
     path = Path(dataset_dir) / "manifest.json"
     if not path.is_file():
@@ -178,7 +173,17 @@ def _is_cached(out_dir: Path, key: str) -> bool:
     if not manifest or manifest.get("format") != MANIFEST_FORMAT or manifest.get("cache_key") != key:
         return False
     files = manifest.get("files", {})
-    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size == info["bytes"] for name, info in files.items())
+    strays = [p for p in out_dir.glob("*.bin") if p.name not in files]
+    if strays:
+        print(f"pgolf data build: {strays[0]} is not in the cached {out_dir / 'manifest.json'}; rebuilding", file=sys.stderr)
+        return False
+    for name, info in files.items():
+        path = out_dir / name
+        if not path.is_file() or path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            print(f"pgolf data build: cached {path} is missing or differs from {out_dir / 'manifest.json'}; rebuilding",
+                  file=sys.stderr)
+            return False
+    return True
 
 
 class _ShardWriter:
@@ -267,7 +272,6 @@ def build_dataset(
         raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
     sources = None if sources is None else [Path(s) for s in sources]
     out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir(sources, vocab_size)
-    t0 = time.perf_counter()
     records = source_records(sources)
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
               "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS}}
@@ -327,16 +331,15 @@ def build_dataset(
             "unigram_rule": "add-one smoothed unigram over vocab_size ids fit on train tokens; bits over val "
             "targets / val metric bytes",
             "unigram_val_bpb": unigram_val_bpb(train_files, val_files, luts, vocab_size),
-            "build_seconds": None,
+            "tokenizer_sha256": sha256_file(model_path),
             "files": {},
         }
         for f in sorted(tmp.iterdir()):
-            info = {"bytes": f.stat().st_size, "sha256": _sha256_file(f)}
             if f.suffix == ".bin":
-                info["tokens"] = read_header(f)["num_tokens"]
-            manifest["files"][f.name] = info
-        manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+                manifest["files"][f.name] = shard_entry(f, vocab_size, manifest["tokenizer_sha256"])
+            else:
+                manifest["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        write_manifest(tmp / "manifest.json", manifest)
         _swap_into_place(tmp, out_dir)
     finally:
         if tmp.exists():
