@@ -179,10 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001
+        from .accounting import OverCapError
         from .runs import RunExistsError
         if isinstance(e, RunExistsError):
             print(f"pgolf: error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, OverCapError):  # the run is complete but failed; its folder says so
+            print(f"pgolf: run failed: {e}", file=sys.stderr)
+            return 1
         raise
 
 

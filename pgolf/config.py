@@ -196,6 +196,9 @@ class ExportConfig:
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
     level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
+    # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
+    # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
+    require_fit: bool = False
 
     def __post_init__(self) -> None:
         for k in ("bits_attn", "bits_mlp", "bits_other"):

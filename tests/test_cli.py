@@ -157,3 +157,29 @@ def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp
     assert seen["cfg"].data.path == str(tmp_path) and seen["args"][1].name == "q1"
     assert main(["quickstart", "tiny"]) == 2  # quickstart always trains tiny; a preset word is a mistake
     assert "this command takes no preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("require_fit", [False, True])
+def test_over_cap_run_says_so_and_fails_only_when_required(require_fit, micro, tmp_path, monkeypatch, capsys):
+    """A tiny model cannot exceed 16 MB, so the cap is lowered to 1,000 bytes for this run."""
+    import pgolf.accounting
+    from pgolf.runs import read_status
+
+    monkeypatch.setattr(pgolf.accounting, "CAP_BYTES", 1000)
+    cfg_file = tmp_path / "micro.json"
+    cfg_file.write_text(micro().to_json())
+    run = tmp_path / "run"
+    rc = main(["train", "--config", str(cfg_file), "--run-dir", str(run), f"export.require_fit={require_fit}"])
+    captured = capsys.readouterr()
+    summary = json.loads((run / "summary.json").read_text())  # written either way
+    line = next(x for x in (run / "train.log").read_text().splitlines() if x.startswith("over_cap: "))
+    total = summary["total_bytes"]
+    assert line == (f"over_cap: total {total:,} bytes > 1,000 by {total - 1000:,} "
+                    f"(artifact {summary['artifact_bytes']:,} + code {summary['code_bytes']:,})")
+    assert line in captured.out and summary["fits_16mb"] is False
+    if require_fit:
+        assert rc == 1 and "pgolf: run failed: export.require_fit: over_cap: total" in captured.err
+        assert summary["status"] == "failed" and summary["error"] == f"export.require_fit: {line}"
+        assert read_status(run)["status"] == "failed"
+    else:
+        assert rc == 0 and summary["status"] == "finished" and read_status(run)["status"] == "finished"
