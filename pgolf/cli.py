@@ -32,8 +32,9 @@ def split_config_items(items: list[str], config_file: str | None, presets: bool 
     overrides = [i for i in items if "=" in i]
     names = [i for i in items if "=" not in i]
     for n in names:
-        if "." in n:  # presets have no dots; this is an override that lost its value
-            parse_override(n)
+        if "." in n:  # presets have no dots: an override without its value, or a file meant for --config
+            raise ConfigError(f"{n!r}: expected a preset name or section.key=value (a config file goes after "
+                              f"--config)")
     if names and not presets:
         raise ConfigError(f"{names[0]!r}: this command takes no preset; expected section.key=value overrides")
     if len(names) > 1:

@@ -9,7 +9,8 @@ from pgolf import accounting
 
 @pytest.mark.parametrize("artifact, code, cap, line", [
     (15_900_000, 100_000, None, None),  # exactly at the cap fits
-    (15_900_001, 100_000, None, "over_cap: total 16,000,001 bytes > 16,000,000 by 1 (artifact 15,900,001 + code 100,000)"),
+    (15_900_001, 100_000, None, "over_cap: total 16,000,001 bytes > 16,000,000 by 1 "
+                                "(artifact 15,900,001 + code 100,000)"),
     (16_023_456, 100_000, None, "over_cap: total 16,123,456 bytes > 16,000,000 by 123,456 "
                                 "(artifact 16,023,456 + code 100,000)"),
     (900, 200, 1000, "over_cap: total 1,100 bytes > 1,000 by 100 (artifact 900 + code 200)"),

@@ -85,7 +85,8 @@ def test_no_preset_is_the_baseline_and_later_overrides_win(capsys):
     (["--config", "{f}", "tiny"], "preset 'tiny' and --config"),
     (["tiny", "--config", "{f}"], "preset 'tiny' and --config"),
     (["tiny", "baseline"], "more than one preset given: ['tiny', 'baseline']"),
-    (["tiny", "model.num_layers"], "override 'model.num_layers': expected section.key=value"),
+    (["tiny", "model.num_layers"], "'model.num_layers': expected a preset name or section.key=value"),
+    (["{f}"], "expected a preset name or section.key=value (a config file goes after --config)"),
     (["model.num_layers=2=3"], "model.num_layers: expected an integer, got '2=3'"),
     (["nope"], "preset 'nope': unknown"),
 ])
