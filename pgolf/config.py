@@ -5,7 +5,8 @@ Every default equals the official baseline ``train_gpt.py`` of openai/parameter-
 
 Three ways in, all validated the same way:
 - presets (``pgolf.presets``), then dotted overrides: ``model.num_layers=11``;
-- the official environment names (``NUM_LAYERS=11``), mapped in :data:`ENV_KEYS` only;
+- the official environment names (``NUM_LAYERS=11``), mapped in :data:`ENV_KEYS` and the switches of
+  :data:`ENV_SPECIAL` only (:func:`from_env`; an error names the variable, e.g. ``QAT='2': expected 0/1/...``);
 - JSON (``Config.to_json`` / ``Config.from_json``), which round-trips exactly.
 Unknown keys and invalid values raise :class:`ConfigError` naming the key and what was expected.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +222,9 @@ class ExportConfig:
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
     level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
+    # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
+    # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
+    require_fit: bool = False
 
     def __post_init__(self) -> None:
         for k in ("bits_attn", "bits_mlp", "bits_other"):
@@ -311,6 +316,11 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+BOOL_TRUE = ("1", "true", "yes", "on")
+BOOL_FALSE = ("0", "false", "no", "off")
+BOOL_HELP = "expected 0/1/true/false/yes/no/on/off"  # for environment switches
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (possibly a string from the command line or env) to ``tp``."""
     origin = typing.get_origin(tp)
@@ -324,9 +334,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, (int,)) and value in (0, 1):
             return bool(value)
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{key}: expected a boolean (true/false/1/0), got {value!r}")
+        if isinstance(value, str) and value.lower() in BOOL_TRUE + BOOL_FALSE:
+            return value.lower() in BOOL_TRUE
+        raise ConfigError(f"{key}: expected a boolean ({'/'.join(BOOL_TRUE + BOOL_FALSE)}), got {value!r}")
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -457,7 +467,6 @@ ENV_KEYS: dict[str, str] = {
     "EVAL_STRIDE": "eval.stride",
     "EVAL_SEQ_LEN": "eval.seq_len",
     "EVAL_BATCH_SEQS": "eval.batch_seqs",
-    "QAT_FRACTION": "qat.start_frac",
     "SWA_START_FRAC": "averaging.swa_start_lr_scale",
     "SWA_EVERY": "averaging.swa_every",
     "BIGRAM_BUCKETS": "model.bigram_buckets",
@@ -465,44 +474,124 @@ ENV_KEYS: dict[str, str] = {
 }
 
 
+# Environment switches take the boolean words of BOOL_TRUE / BOOL_FALSE (any case, surrounding spaces
+# ignored) and nothing else. The seed scripts parse them with ``bool(int(value))``, which reads QAT=2 as on
+# and crashes on QAT=true; pgolf refuses QAT=2, naming the variable, rather than guess.
+SMEAR_MODES = typing.get_args(_field_types(ModelConfig)["smear_gate"])
+
+
+def _env_error(name: str, value: str, msg: str, key: str | None = None) -> ConfigError:
+    return ConfigError(f"{name}={value!r}{f' ({key})' if key else ''}: {msg}")
+
+
+def _env_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return v in BOOL_TRUE
+    raise _env_error(name, value, BOOL_HELP)
+
+
+def _env_smear(name: str, value: str) -> str:
+    v = value.strip().lower()
+    if v in SMEAR_MODES:
+        return v
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return "per_dim" if v in BOOL_TRUE else "off"
+    raise _env_error(name, value, f"{BOOL_HELP} (1 = per_dim) or a mode, one of {list(SMEAR_MODES)}")
+
+
+def _env_quant_bits(name: str, value: str) -> int:
+    try:
+        bits = int(value.strip())
+    except ValueError:
+        bits = None
+    if bits not in BITS:
+        raise _env_error(name, value, f"expected one of {BITS} (bits of attention and MLP matrices)")
+    return bits
+
+
+def _env_qat_fraction(name: str, value: str) -> dict[str, Any]:
+    # The seed scripts' QAT_FRACTION is the trailing fraction of training with QAT on.
+    try:
+        frac = float(value)
+    except ValueError:
+        frac = math.nan
+    if not 0 < frac <= 1:
+        raise _env_error(name, value, "expected a number in (0, 1], the trailing fraction of training with QAT on "
+                                      "(to turn QAT off, unset it or set QAT=0)")
+    return {"qat.enabled": True, "qat.start_frac": 1.0 - frac}
+
+
 def _env_special(name: str, value: str) -> dict[str, Any]:
     """Seed-PR switches that do not map one-to-one onto a single field."""
-    on = value.strip().lower() in ("1", "true", "yes", "on")
     if name == "USE_SWIGLU":
-        return {"model.mlp": "swiglu" if on else "relu2"}
+        return {"model.mlp": "swiglu" if _env_bool(name, value) else "relu2"}
     if name == "QAT":
-        return {"qat.enabled": on}
+        return {"qat.enabled": _env_bool(name, value)}
     if name == "QUANT_BITS":
-        return {"export.bits_attn": value, "export.bits_mlp": value}
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
     if name == "FP16_EMBED":
-        return {"export.embed_fp16": on}
+        return {"export.embed_fp16": _env_bool(name, value)}
     if name == "SMEAR_GATE":
-        return {"model.smear_gate": "per_dim" if on else "off"}
-    if name == "BIGRAM_HASH":
-        return {} if on else {"model.bigram_buckets": 0}
+        return {"model.smear_gate": _env_smear(name, value)}
+    if name == "BIGRAM_HASH":  # on: the table size comes from BIGRAM_BUCKETS or the preset (checked in from_env)
+        return {} if _env_bool(name, value) else {"model.bigram_buckets": 0}
     if name == "SWA_ENABLED":
-        return {"averaging.mode": "swa" if on else "none"}
+        return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
+    if name == "QAT_FRACTION":
+        return _env_qat_fraction(name, value)
     raise KeyError(name)
 
 
-ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED")
+ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
+               "QAT_FRACTION")
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Dotted overrides from the official environment names present in ``environ``."""
-    out: dict[str, Any] = {}
-    for name in ENV_SPECIAL:
-        if name in environ:
-            out.update(_env_special(name, environ[name]))
-    if "QAT_FRACTION" in environ:
-        out["qat.enabled"] = True
-        # The seed PR's QAT_FRACTION is the trailing fraction of training with QAT on.
-        out["qat.start_frac"] = str(1.0 - float(environ["QAT_FRACTION"]))
-    for name, key in ENV_KEYS.items():
-        if name in environ and name != "QAT_FRACTION":
-            out[key] = environ[name]
+def _env_mapped(name: str, value: str) -> dict[str, Any]:
+    key = ENV_KEYS[name]
+    section, field_name = key.split(".")
+    try:
+        return {key: _coerce(value, _field_types(_SECTION_TYPES[section])[field_name], key)}
+    except ConfigError as e:
+        raise _env_error(name, value, str(e).split(": ", 1)[1], key) from None
+
+
+def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name in (*ENV_SPECIAL, *ENV_KEYS):
+        if name not in environ:
+            continue
+        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        for key, value in parsed.items():
+            if key in out and out[key][0] != value:
+                other = out[key][1]
+                raise ConfigError(f"{other}={environ[other]!r} and {name}={environ[name]!r} disagree on {key} "
+                                  f"({out[key][0]!r} vs {value!r}); set only one")
+            out[key] = (value, name)
     return out
 
 
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Typed dotted overrides from the official environment names present in ``environ``.
+
+    A malformed value raises :class:`ConfigError` naming the variable, its value and what it accepts."""
+    return {key: value for key, (value, _) in _env_sources(environ).items()}
+
+
 def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
-    return apply_overrides(cfg, env_overrides(environ))
+    """``cfg`` with the environment's overrides; a value the config refuses names its variable."""
+    sources = _env_sources(environ)
+    try:
+        out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        if key in sources:
+            name = sources[key][1]
+            raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
+        raise
+    if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:
+        raise _env_error("BIGRAM_HASH", environ["BIGRAM_HASH"], "BigramHash needs a table size: set BIGRAM_BUCKETS=N "
+                                                                 "too (e.g. 4096), or use a preset that has one")
+    return out

@@ -29,7 +29,7 @@ from .averaging import WeightAverager
 from .config import Config
 from .data.identity import check_same_dataset
 from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
-from .export import export_artifact, load_artifact
+from .export import artifact_filename, artifact_format, export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
 from .qat import assign_qat_specs, qat_active, set_qat
@@ -425,19 +425,22 @@ class Trainer:
         code = accounting.code_bytes()
         state = {k: v.detach().cpu() for k, v in self.base.state_dict().items()}
         blob, report = export_artifact(state, cfg.export)
-        tag = export_tag(cfg)
+        tag = artifact_format(report)
         if d.master:
             if cfg.train.save_raw_model:
                 self.out.torch_save("final_model.pt", state)
                 raw_bytes = (self.run_dir / "final_model.pt").stat().st_size if self.run_dir else 0
                 self.log(f"Serialized model: {raw_bytes} bytes")
             self.log(f"Code size: {code} bytes ({accounting.CODE_BYTES_NOTE})")
-            self.out.bytes(f"final_model.{tag}.ptz", blob)
+            self.out.bytes(artifact_filename(report), blob)
             self.log(f"Serialized model {tag}: {len(blob)} bytes (payload:{report['payload_bytes']} "
                      f"raw_torch:{report['serialized_bytes']} payload_ratio:"
                      f"{report['raw_bytes'] / max(report['payload_bytes'], 1):.2f}x)")
             self.log(f"Total submission size {tag}: {len(blob) + code} bytes")
             self.out.json("export_report.json", report)
+        over_cap = accounting.over_cap_line(len(blob), code)  # None when it fits
+        if over_cap:
+            self.log(over_cap)
         if d.distributed:
             dist.barrier()
         self.base.load_state_dict(load_artifact(blob), strict=True)
@@ -454,21 +457,20 @@ class Trainer:
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
             f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
-            "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
+            "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
+            "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
             "device": d.device.type, "world_size": d.world_size,
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
         }
+        if over_cap and cfg.export.require_fit:
+            summary.update(status="failed", error=f"export.require_fit: {over_cap}")
         self.out.json("summary.json", summary)
+        if over_cap and cfg.export.require_fit:
+            raise accounting.OverCapError(summary["error"])
         self.out.status("finished")
         return summary
-
-
-def export_tag(cfg: Config) -> str:
-    e = cfg.export
-    bits = {e.bits_attn, e.bits_mlp, e.bits_other}
-    return f"int{bits.pop()}_{e.compressor}" if len(bits) == 1 else f"mixed_{e.compressor}"
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
