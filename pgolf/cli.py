@@ -170,11 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and (not hasattr(args, "config_items") or any(e.startswith("-") for e in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(args, "config_items"):
+        stray = [e for e in extra if e.startswith("-")]
+    elif hasattr(args, "overrides"):  # other commands with overrides take them after options too
+        stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    else:
+        stray = extra
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
     try:
         if hasattr(args, "config_items"):
             args.preset, args.overrides = split_config_items(args.items + extra, args.config, args.config_items)
+        elif extra:  # e.g. ``pgolf eval RUN --stride 64 model.x=1``: overrides after options
+            args.overrides = [*args.overrides, *extra]
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pgolf: error: {e}", file=sys.stderr)

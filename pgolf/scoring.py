@@ -82,7 +82,7 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult
     from .train import Dist, grad_accum_steps, load_data, prepare_model
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     d = Dist(0, 1, 0, device, False)
-    _, luts, _, val_final, official = load_data(cfg, d)
+    _, _, luts, _, val_final, official = load_data(cfg, d)
     model = prepare_model(apply_overrides(cfg, {"qat.enabled": False}), device)
     model.load_state_dict(state, strict=True)
     autocast = device.type == "cuda"

@@ -463,6 +463,7 @@ class Trainer:
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
             "device": d.device.type, "world_size": d.world_size,
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+            "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
         }
         if over_cap and cfg.export.require_fit:
             summary.update(status="failed", error=f"export.require_fit: {over_cap}")

@@ -118,6 +118,7 @@ class DatasetIdentity:
     val_shards: int
     train_hashed: bool  # every train shard's contents were hashed and compared with the manifest
     ids_checked_as_read: int  # train shards whose token range the stream checks while reading them
+    unigram_val_bpb: float | None = None  # the manifest's unigram baseline of the validation split, if any
 
     def record(self) -> dict:
         return {"dataset_sha256": self.sha256, **{k: v for k, v in asdict(self).items() if k != "sha256"}}
@@ -169,7 +170,8 @@ def verify_dataset(ds, vocab_size: int) -> DatasetIdentity:
         sha, rule = hashlib.sha256(blob.encode()).hexdigest(), NO_MANIFEST_RULE
     return DatasetIdentity(sha, str(root), str(manifest_path) if manifest is not None else None, rule,
                            str(ds.tokenizer_path), tok_sha, vocab_size, len(ds.train_files), len(ds.val_files),
-                           hash_train and manifest is not None, as_read)
+                           hash_train and manifest is not None, as_read,
+                           (manifest or {}).get("unigram_val_bpb"))
 
 
 def check_same_dataset(checkpoint: Path, saved_sha256: str | None, saved_path: str | None,
