@@ -173,6 +173,8 @@ class AveragingConfig:
 
 
 BITS = (4, 5, 6, 8)
+# Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
 DEFAULT_CONTROL_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
     "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
@@ -192,7 +194,7 @@ class ExportConfig:
     control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS  # always fp32, checked first
     prune_frac: float = 0.0  # zero this fraction of smallest-|w| entries of each quantized matrix
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
-    level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
 
     def __post_init__(self) -> None:
@@ -200,6 +202,9 @@ class ExportConfig:
             _check(getattr(self, k) in BITS, f"export.{k}", f"expected one of {BITS}, got {getattr(self, k)}")
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
         _check(0 <= self.prune_frac < 1, "export.prune_frac", f"expected in [0, 1), got {self.prune_frac}")
+        lo, hi = COMPRESSION_LEVELS.get(self.compressor, (-1, -1))
+        _check(self.level == -1 or lo <= self.level <= hi, "export.level",
+               f"expected -1 (default) or {lo}..{hi} for export.compressor={self.compressor}, got {self.level}")
         self.control_patterns = tuple(self.control_patterns)
 
 

@@ -71,3 +71,17 @@ def test_every_preset_builds_and_validates():
         assert Config.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match="unknown; expected one of"):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("compressor,level,ok", [
+    ("zlib", 99, False), ("zlib", 9, True), ("zlib", 0, True), ("zlib", -1, True), ("zlib", -2, False),
+    ("zstd", 22, True), ("zstd", 23, False), ("zstd", 0, False), ("lzma", 9, True), ("lzma", 10, False),
+])
+def test_export_level_is_checked_per_compressor_at_config_time(compressor, level, ok):
+    """An out-of-range level used to fail only in export, after the whole training run."""
+    overrides = {"export.compressor": compressor, "export.level": level}
+    if ok:
+        assert apply_overrides(Config(), overrides).export.level == level
+    else:
+        with pytest.raises(ConfigError, match=rf"export\.level: .*{compressor}.*got {level}"):
+            apply_overrides(Config(), overrides)
