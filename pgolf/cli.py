@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,18 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="start from this resolved config JSON instead of a preset")
 
 
+def interrupted(path: Path) -> int:
+    """Ctrl-C during a run: one line saying where the run is and how to go on; exit code 130 (SIGINT)."""
+    from .runs import CHECKPOINT
+    if (path / CHECKPOINT).exists():
+        how = (f"continue with: pgolf train --config {shlex.quote(str(path / 'config.json'))} "
+               f"--run-dir {shlex.quote(str(path))} --resume")
+    else:
+        how = "it has no checkpoint (train.checkpoint_every=0), so start it again with --overwrite"
+    print(f"pgolf: interrupted: run folder {path}; {how}", file=sys.stderr)
+    return 130
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, args.config)
     path = run_path(args, f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -50,7 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runs import prepare_run_dir
     from .train import train
     prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
-    summary = train(cfg, path, resume=args.resume)
+    try:
+        summary = train(cfg, path, resume=args.resume)
+    except KeyboardInterrupt:
+        return interrupted(path)
     print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
     print(f"run folder: {path}")
     return 0
@@ -67,7 +83,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    s = train(cfg, path)
+    try:
+        s = train(cfg, path)
+    except KeyboardInterrupt:
+        return interrupted(path)
     unigram = manifest.get("unigram_val_bpb")
     print("\n== pgolf quickstart ==")
     print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
@@ -149,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("pgolf: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001
         from .runs import RunExistsError
         if isinstance(e, RunExistsError):

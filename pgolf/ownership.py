@@ -146,7 +146,7 @@ def lock_holder(folder: Path) -> dict[str, Any] | None:
     instant is refused as if the folder were in use, which only happens when two processes claim one folder."""
     try:
         fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # never locked, or not ours to lock (then we cannot train there)
         return None
     try:
         if _try_flock(fd):
