@@ -176,7 +176,8 @@ def test_a_second_process_cannot_train_into_a_running_folder(micro, tmp_path):
             time.sleep(0.2)
         assert read_status(run)["status"] == "running"
         for resume in (True, False):
-            with pytest.raises(RunLockedError, match=rf"{re.escape(str(run))}: run folder is in use by pid {proc.pid} on host "):
+            in_use = rf"{re.escape(str(run))}: run folder is in use by pid {proc.pid} on host "
+            with pytest.raises(RunLockedError, match=in_use):
                 train(cfg, run, resume=resume, console=False)
         with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
             prepare_run_dir(run, overwrite=True)  # must not move a live run's folder aside
@@ -270,7 +271,8 @@ def test_overflowing_run_fails_naming_the_tensors(micro, tmp_path):
 
 def test_non_finite_score_check_names_metric_and_weights():
     state = {"a": torch.ones(2), "b": torch.tensor([1.0, float("inf")])}
-    with pytest.raises(NonFiniteScoreError, match=r"final_prequant: val_loss=nan val_bpb=nan \(non-finite weights: b\)"):
+    expected = r"final_prequant: val_loss=nan val_bpb=nan \(non-finite weights: b\)"
+    with pytest.raises(NonFiniteScoreError, match=expected):
         check_finite_score("final_prequant", EvalResult(float("nan"), float("nan"), 10, 20), state)
     check_finite_score("ok", EvalResult(1.0, 2.0, 10, 20), state)
 
