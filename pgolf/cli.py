@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,18 @@ def _add_config_args(p: argparse.ArgumentParser, presets: bool = True) -> None:
     p.set_defaults(config_items=presets, config=None)
 
 
+def interrupted(path: Path) -> int:
+    """Ctrl-C during a run: one line saying where the run is and how to go on; exit code 130 (SIGINT)."""
+    from .runs import CHECKPOINT
+    if (path / CHECKPOINT).exists():
+        how = (f"continue with: pgolf train --config {shlex.quote(str(path / 'config.json'))} "
+               f"--run-dir {shlex.quote(str(path))} --resume")
+    else:
+        how = "it has no checkpoint (train.checkpoint_every=0), so start it again with --overwrite"
+    print(f"pgolf: interrupted: run folder {path}; {how}", file=sys.stderr)
+    return 130
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, args.config)
     stem = Path(args.config).stem if args.config else args.preset
@@ -76,7 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runs import prepare_run_dir
     from .train import train
     prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
-    summary = train(cfg, path, resume=args.resume)
+    try:
+        summary = train(cfg, path, resume=args.resume)
+    except KeyboardInterrupt:
+        return interrupted(path)
     print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
     print(f"run folder: {path}")
     return 0
@@ -93,7 +109,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    s = train(cfg, path)
+    try:
+        s = train(cfg, path)
+    except KeyboardInterrupt:
+        return interrupted(path)
     unigram = manifest.get("unigram_val_bpb")
     print("\n== pgolf quickstart ==")
     print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
@@ -187,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("pgolf: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001
         from .accounting import OverCapError
         from .runs import RunExistsError

@@ -194,6 +194,8 @@ class AveragingConfig:
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 
+# Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
 DEFAULT_CONTROL_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
     "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
@@ -220,7 +222,7 @@ class ExportConfig:
     prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
     prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
-    level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
     # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
     # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
@@ -234,6 +236,9 @@ class ExportConfig:
         _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
                f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")
         _check(self.prune_min_numel >= 0, "export.prune_min_numel", f"expected >= 0, got {self.prune_min_numel}")
+        lo, hi = COMPRESSION_LEVELS.get(self.compressor, (-1, -1))
+        _check(self.level == -1 or lo <= self.level <= hi, "export.level",
+               f"expected -1 (default) or {lo}..{hi} for export.compressor={self.compressor}, got {self.level}")
         self.control_patterns = tuple(self.control_patterns)
         self.fp16_patterns = tuple(self.fp16_patterns)
         _check(all(self.fp16_patterns), "export.fp16_patterns", "expected non-empty name substrings")

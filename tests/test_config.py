@@ -118,3 +118,17 @@ def test_environment_switches_that_agree_and_bigram_with_a_table():
     assert (c.export.bits_attn, c.export.bits_mlp, c.export.bits_other) == (6, 6, 8)
     assert from_env(get_preset("pr314_11l_int4mlp_bigram_swa"), {"BIGRAM_HASH": "1"}).model.bigram_buckets > 0
     assert from_env(get_preset("pr314_11l_int4mlp_bigram_swa"), {"BIGRAM_HASH": "0"}).model.bigram_buckets == 0
+
+
+@pytest.mark.parametrize("compressor,level,ok", [
+    ("zlib", 99, False), ("zlib", 9, True), ("zlib", 0, True), ("zlib", -1, True), ("zlib", -2, False),
+    ("zstd", 22, True), ("zstd", 23, False), ("zstd", 0, False), ("lzma", 9, True), ("lzma", 10, False),
+])
+def test_export_level_is_checked_per_compressor_at_config_time(compressor, level, ok):
+    """An out-of-range level used to fail only in export, after the whole training run."""
+    overrides = {"export.compressor": compressor, "export.level": level}
+    if ok:
+        assert apply_overrides(Config(), overrides).export.level == level
+    else:
+        with pytest.raises(ConfigError, match=rf"export\.level: .*{compressor}.*got {level}"):
+            apply_overrides(Config(), overrides)

@@ -173,3 +173,40 @@ def test_default_corpus_build(tmp_path, monkeypatch):
     cfg = SimpleNamespace(path="", train_pattern="fineweb_train_*.bin", val_pattern="fineweb_val_*.bin", tokenizer_path="")
     ds = resolve_dataset(cfg, 1024)
     assert ds.tokenizer_path == out / "tokenizer.model" and ds.manifest["cache_key"] == manifest["cache_key"]
+
+
+def test_build_removes_only_dead_builders_temp_folders(built, corpus_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from pgolf.ownership import host_tag
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, live, me = proc.pid, os.getpid(), host_tag()
+    out = tmp_path / "ds"
+    names = {
+        f".ds.building-{dead}@{me}-0123abcd": False,  # its builder died: removed
+        f".ds.old-{dead}@{me}-0123abcd": False,
+        ".ds.building-89abcdef": False,  # older unnamed form, two days old: removed
+        f".ds.building-{live}@{me}-0123abcd": True,  # a live builder's work in progress
+        f".ds.building-{dead}@other-host-0123abcd": True,  # another host: cannot be checked
+        ".ds.building-fedcba98": True,  # older unnamed form, recent
+        f".other.building-{dead}@{me}-0123abcd": True,  # another dataset's
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer.model").write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(tmp_path / ".ds.building-89abcdef", (two_days_ago, two_days_ago))
+    removed = build_mod.remove_stale_build_dirs(out)
+    assert sorted(p.name for p in removed) == sorted(n for n, keep in names.items() if not keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, keep in names.items() if keep)
+
+    # build_dataset cleans up before it starts, even when the result is cached
+    leftover = built.parent / f".{built.name}.building-{dead}@{me}-0123abcd"
+    leftover.mkdir()
+    assert build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS) == built
+    assert not leftover.exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import micro_config
+from pgolf_testing import micro_config
 from pgolf import train as train_mod
 from pgolf.data import identity as identity_mod
 from pgolf.data.build import build_dataset

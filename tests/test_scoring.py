@@ -6,12 +6,12 @@ import shutil
 import pytest
 
 from pgolf.cli import main
+from pgolf_testing import micro_config
 from pgolf.train import train
 
 
 @pytest.fixture(scope="module")
 def finished_run(small_dataset, tmp_path_factory):
-    from tests.conftest import micro_config
     run = tmp_path_factory.mktemp("score") / "run"
     summary = train(micro_config(small_dataset), run, console=False)
     return run, summary

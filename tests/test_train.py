@@ -22,7 +22,7 @@ def metric_rows(run: Path, key: str) -> dict[int, float]:
     out = {}
     for r in rows:
         if key in r:
-            out[r["step"]] = r[key]  # the last write of a step wins (a resumed run re-logs it)
+            out[r["step"]] = r[key]
     return out
 
 
@@ -90,7 +90,7 @@ def test_resume_reproduces_uninterrupted_losses(micro, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod.Trainer, "_micro_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "cut", console=False)
-    assert read_status(tmp_path / "cut")["status"] == "failed"
+    assert read_status(tmp_path / "cut")["status"] == "interrupted"  # Ctrl-C, resumable
     monkeypatch.setattr(train_mod.Trainer, "_micro_step", original)
     s = train(cfg, tmp_path / "cut", resume=True, console=False)
     resumed = metric_rows(tmp_path / "cut", "train_loss")

@@ -21,6 +21,11 @@ is the dataset's identity, see :mod:`pgolf.data.identity`). The build happens in
 into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
 of the source contents and every parameter) once every file listed in the cached manifest matches its
 recorded SHA-256; a file that does not (corrupted, replaced, even at the same size) triggers a rebuild.
+The temp folder (``.<out>.building-<pid>@<host>-<id>``, and
+``.<out>.old-...`` for a replaced build on its way out) names its builder, so each build first deletes the
+leftovers of builders that died on this host (:func:`remove_stale_build_dirs`); a live builder's folder, or
+one from another host, is never touched. Folders of the older unnamed form (``.building-<id>``) are deleted
+once they are a day old (no build takes that long).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -39,6 +46,7 @@ from pgolf import paths
 from pgolf.data import corpus
 from pgolf.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
 from pgolf.data.shards import read_shard, write_shard
+from pgolf.ownership import host_tag, writer_alive
 from pgolf.data.tokenizer import (
     BOS_ID,
     DETERMINISM_OPTIONS,
@@ -55,6 +63,8 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SHARD_TOKENS = 1_000_000  # official exports use 100M; small shards exercise multi-shard reading
 TEXT_SUFFIXES = (".txt", ".md")
 SPLIT_RULE = "val iff int(sha256(utf8(text)).hexdigest()[:8], 16) / 2**32 < val_fraction"
+LEGACY_TEMP_MAX_AGE_S = 24 * 3600  # unnamed temp folders of older builds older than this are stale
+_TEMP_DIR_TAIL = r"(?:building|old)-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)-)?[0-9a-f]{8}"  # legacy: no pid@host
 
 
 class BuildError(ValueError):
@@ -272,6 +282,8 @@ def build_dataset(
         raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
     sources = None if sources is None else [Path(s) for s in sources]
     out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir(sources, vocab_size)
+    for stale in remove_stale_build_dirs(out_dir):
+        print(f"pgolf data: removed {stale} (temp folder of a build that died)", file=sys.stderr)
     records = source_records(sources)
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
               "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS}}
@@ -292,7 +304,7 @@ def build_dataset(
             "use more documents or another val_fraction"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / _temp_dir_name(out_dir, "building")
     tmp.mkdir()
     try:
         model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size)
@@ -347,11 +359,35 @@ def build_dataset(
     return out_dir
 
 
+def _temp_dir_name(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}-{os.getpid()}@{host_tag()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_build_dirs(out_dir: Path) -> list[Path]:
+    """Delete temp folders next to ``out_dir`` left by builds that died; returns them (see the module doc)."""
+    removed: list[Path] = []
+    if not out_dir.parent.is_dir():
+        return removed
+    pattern = re.compile(re.escape(f".{out_dir.name}.") + _TEMP_DIR_TAIL)
+    for p in sorted(out_dir.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if m is None:
+            continue
+        if m["pid"] is not None:
+            stale = writer_alive(int(m["pid"]), m["host"]) is False
+        else:
+            stale = time.time() - p.stat().st_mtime > LEGACY_TEMP_MAX_AGE_S
+        if stale and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     """Rename the finished build to ``out_dir``; an old build is moved aside first, then deleted."""
     old = None
     if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        old = out_dir.parent / _temp_dir_name(out_dir, "old")
         os.rename(out_dir, old)
     os.rename(tmp, out_dir)
     if old is not None:
