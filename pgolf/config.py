@@ -208,6 +208,7 @@ class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    sliding_tail: Literal["once", "rescore"] = "once"  # once: each target scored once; rescore: PR #128's windows
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
@@ -236,6 +237,8 @@ class Config:
         if ev.stride:
             L = ev.seq_len or self.train.train_seq_len
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
+        _check(ev.sliding_tail == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
+               "eval.sliding_tail", "'rescore' needs sliding windows (0 < eval.stride < eval seq_len)")
 
     # -- dict / JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

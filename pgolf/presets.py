@@ -63,9 +63,11 @@ def pr128_int6_mlp3x_qat_sliding() -> Config:
     return apply_overrides(Config(), {
         "model.mlp_mult": 3.0, "qat.enabled": True, "qat.start_frac": 0.0,
         "export.bits_attn": 6, "export.bits_mlp": 6, "export.embed_fp16": True, "export.compressor": "zstd",
-        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "eval.stride": 64,
+        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "train.val_loss_every": 0,
+        "eval.stride": 64, "eval.batch_seqs": 16,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
-        "optim.muon_momentum": 0.99, "schedule.warmdown_iters": 3000,
+        "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
+        "optim.muon_momentum_warmup_steps": 1500, "schedule.warmdown_iters": 3000,
     })
 
 

@@ -120,12 +120,14 @@ def load_data(cfg: Config, d: Dist):
     luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
+    truncated = official or cfg.eval.sliding_tail == "rescore"
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail="score")
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
-        val_final = val_periodic if official else val_final[: n + 1]
+        val_final = val_periodic if truncated else val_final[: n + 1]
     return ds, luts, val_periodic, val_final, official
 
 
@@ -213,7 +215,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast)
+                            self.autocast, c.eval.sliding_tail)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:

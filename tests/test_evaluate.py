@@ -17,6 +17,25 @@ def test_sliding_windows_score_every_token_once_with_context(n, L, S):
     assert torch.all(counts == 1)
 
 
+@pytest.mark.parametrize("n, L, S, repeated", [
+    (1024, 256, 64, {(960, 1024): 4}),  # last full window + 3 trailing windows all score [960, 1024)
+    (1000, 256, 64, {(936, 960): 4, (960, 1000): 3}),  # trailing windows score [936, 1000); ws=960 has < S
+])
+def test_sliding_rescore_tail_repeats_the_last_stride(n, L, S, repeated):
+    """PR #128's rule: windows start every S while >= S targets remain; trailing ones re-score their last S."""
+    wins = windows(n, L, S, sliding_tail="rescore")
+    counts = torch.zeros(n, dtype=torch.long)
+    for start, end, score_from in wins:
+        assert start % S == 0 and end == min(start + L, n) and end - start >= S
+        assert score_from == (0 if start == 0 else end - S)
+        counts[score_from:end] += 1
+    want = torch.ones(n, dtype=torch.long)
+    for (a, b), c in repeated.items():
+        want[a:b] = c
+    assert torch.equal(counts, want)
+    assert windows(n, L, S) != wins  # the default ("once") scores each target once
+
+
 def test_non_overlapping_tail_modes():
     drop = windows(100, 16, 0, tail="drop")
     assert len(drop) == 6 and drop[-1] == (80, 96, 80)
@@ -60,3 +79,18 @@ def test_sliding_eval_counts_and_rank_split():
     x, y = tokens[:-1].long(), tokens[1:].long()
     expected = (luts.base_bytes[y].long() + (luts.has_leading_space[y] & ~luts.is_boundary[x]).long()).sum()
     assert r.bytes == int(expected)
+
+
+def test_sliding_rescore_config_and_truncated_stream(small_dataset):
+    from pgolf.config import ConfigError
+    from pgolf.train import Dist, load_data
+
+    with pytest.raises(ConfigError, match="eval.sliding_tail"):
+        apply_overrides(Config(), {"eval.sliding_tail": "rescore"})  # needs sliding windows
+    base = {"data.path": str(small_dataset), "train.train_seq_len": 1000, "eval.stride": 64}
+    d = Dist(0, 1, 0, torch.device("cpu"), False)
+    *_, once_final, official = load_data(apply_overrides(Config(), base), d)
+    _, _, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.sliding_tail": "rescore"}), d)
+    assert not official
+    assert torch.equal(final, periodic) and (final.numel() - 1) % 1000 == 0  # the PRs' truncated stream
+    assert once_final.numel() > final.numel()  # "once" scores the tail too
