@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import accounting, optim
 from .averaging import WeightAverager
 from .config import Config
-from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
+from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_mode
 from .export import export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
@@ -102,7 +102,7 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
                 if (p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)) and p.dtype != torch.float32:
                     p.data = p.data.float()
     if cfg.qat.enabled:
-        assign_qat_specs(model, cfg.export)
+        assign_qat_specs(model, cfg.export, cfg.qat)
     return model
 
 
@@ -121,7 +121,7 @@ def load_data(cfg: Config, d: Dist):
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
-    truncated = official or cfg.eval.sliding_tail == "rescore"
+    truncated = official or cfg.eval.window_rule == "rescore_tail"
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
     val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail="score")
     if cfg.eval.max_tokens:
@@ -215,7 +215,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast, c.eval.sliding_tail)
+                            self.autocast, c.eval.window_rule)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
@@ -442,7 +442,7 @@ class Trainer:
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
-            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
+            window_mode(cfg.eval.seq_len or cfg.train.train_seq_len, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule),
             "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,

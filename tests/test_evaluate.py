@@ -23,7 +23,7 @@ def test_sliding_windows_score_every_token_once_with_context(n, L, S):
 ])
 def test_sliding_rescore_tail_repeats_the_last_stride(n, L, S, repeated):
     """PR #128's rule: windows start every S while >= S targets remain; trailing ones re-score their last S."""
-    wins = windows(n, L, S, sliding_tail="rescore")
+    wins = windows(n, L, S, window_rule="rescore_tail")
     counts = torch.zeros(n, dtype=torch.long)
     for start, end, score_from in wins:
         assert start % S == 0 and end == min(start + L, n) and end - start >= S
@@ -85,12 +85,32 @@ def test_sliding_rescore_config_and_truncated_stream(small_dataset):
     from pgolf.config import ConfigError
     from pgolf.train import Dist, load_data
 
-    with pytest.raises(ConfigError, match="eval.sliding_tail"):
-        apply_overrides(Config(), {"eval.sliding_tail": "rescore"})  # needs sliding windows
+    with pytest.raises(ConfigError, match="eval.window_rule"):
+        apply_overrides(Config(), {"eval.window_rule": "rescore_tail"})  # needs sliding windows
     base = {"data.path": str(small_dataset), "train.train_seq_len": 1000, "eval.stride": 64}
     d = Dist(0, 1, 0, torch.device("cpu"), False)
     *_, once_final, official = load_data(apply_overrides(Config(), base), d)
-    _, _, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.sliding_tail": "rescore"}), d)
+    _, _, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.window_rule": "rescore_tail"}), d)
     assert not official
     assert torch.equal(final, periodic) and (final.numel() - 1) % 1000 == 0  # the PRs' truncated stream
     assert once_final.numel() > final.numel()  # "once" scores the tail too
+
+
+def test_sliding_eval_equals_per_window_reference():
+    """The batched, masked accounting equals scoring each window on its own (loss summed per window)."""
+    m, luts = _model_and_luts()
+    m.eval()
+    tokens = torch.randint(0, 1024, (413,), generator=torch.Generator().manual_seed(3))
+    for L, S, tail, rule in ((64, 16, "score", "once"), (64, 0, "score", "once"), (64, 48, "drop", "once"),
+                             (64, 16, "drop", "rescore_tail")):
+        got = eval_windows(m, tokens, luts, L, S, tail, 5, 0, 1, torch.device("cpu"), False, rule)
+        loss, n, nbytes = 0.0, 0, 0
+        with torch.no_grad():
+            for s, e, f in windows(tokens.numel() - 1, L, S, tail, rule):
+                x, y = tokens[s:e][None].long(), tokens[s + 1:e + 1][None].long()
+                nll = m(x, y, reduction="none").double()[f - s:]
+                loss += float(nll.sum())
+                n += e - f
+                nbytes += int(luts.count(x[0, f - s:], y[0, f - s:]))
+        assert (got.tokens, got.bytes) == (n, nbytes)
+        assert got.val_loss == pytest.approx(loss / n, rel=1e-12)

@@ -277,7 +277,8 @@ def test_loss_gradients_and_logits_equal(pr):
 # -- 9. sliding-window selection ---------------------------------------------------------------------
 
 class RecordingLUT:
-    """A byte table that records every target-id tensor the evaluator looks up (= the scored targets)."""
+    """A byte table that records every target-id tensor the PR's evaluator looks up (= its scored targets:
+    it indexes the table with each window's scored slice)."""
 
     def __init__(self, table: torch.Tensor):
         self.table, self.calls = table, []
@@ -289,7 +290,7 @@ class RecordingLUT:
 
 class PositionModel(torch.nn.Module):
     """Uniform logits over a vocabulary as large as the stream: with tokens[i] = i, the target ids the
-    evaluators look up are the absolute target positions."""
+    PR's evaluator looks up are the absolute target positions (+1)."""
 
     def __init__(self, vocab: int):
         super().__init__()
@@ -321,18 +322,21 @@ def scored_counts_pr(pr, monkeypatch, n_targets: int, L: int, S: int, batch_seqs
     return torch.bincount(torch.cat(lut.calls) - 1, minlength=n_targets)
 
 
-def scored_counts_pgolf(n_targets: int, L: int, S: int, sliding_tail: str) -> torch.Tensor:
-    lut = RecordingLUT(torch.ones(n_targets + 1, dtype=torch.int16))
-    flags = torch.zeros(n_targets + 1, dtype=torch.bool)
-    eval_windows(PositionModel(n_targets + 1), torch.arange(n_targets + 1), ByteLUTs(lut, flags, flags), L, S,
-                 "drop", 5, 0, 1, CPU, False, sliding_tail)
-    return torch.bincount(torch.cat(lut.calls) - 1, minlength=n_targets)
-
-
-def window_counts(n_targets: int, L: int, S: int, sliding_tail: str) -> torch.Tensor:
+def window_counts(n_targets: int, L: int, S: int, window_rule: str) -> torch.Tensor:
+    """How often pgolf's evaluator scores each target: the windows it is given (its masked accounting
+    equals per-window scoring of these windows: tests/test_evaluate.py)."""
     counts = torch.zeros(n_targets, dtype=torch.long)
-    for _, e, f in windows(n_targets, L, S, sliding_tail=sliding_tail):
+    for _, e, f in windows(n_targets, L, S, window_rule=window_rule):
         counts[f:e] += 1
+    return counts
+
+
+def scored_counts_pgolf(n_targets: int, L: int, S: int, window_rule: str) -> torch.Tensor:
+    counts = window_counts(n_targets, L, S, window_rule)
+    luts = ByteLUTs(torch.ones(n_targets + 1, dtype=torch.int16), *[torch.zeros(n_targets + 1, dtype=torch.bool)] * 2)
+    r = eval_windows(PositionModel(n_targets + 1), torch.arange(n_targets + 1), luts, L, S, "drop", 5, 0, 1, CPU,
+                     False, window_rule)
+    assert r.tokens == r.bytes == int(counts.sum())  # the evaluator scores exactly these targets
     return counts
 
 
@@ -341,29 +345,29 @@ def window_counts(n_targets: int, L: int, S: int, sliding_tail: str) -> torch.Te
 @pytest.mark.parametrize("n_targets, L, S", [(256, 64, 16), (192, 64, 64), (229, 64, 16), (300, 64, 7)])
 def test_sliding_selection_rescore_equals_pr(pr, monkeypatch, n_targets, L, S):
     want = scored_counts_pr(pr, monkeypatch, n_targets, L, S, batch_seqs=3)
-    got = scored_counts_pgolf(n_targets, L, S, "rescore")
+    got = scored_counts_pgolf(n_targets, L, S, "rescore_tail")
     assert torch.equal(want, got)
-    starts = [w[0] for w in windows(n_targets, L, S, sliding_tail="rescore")]
+    starts = [w[0] for w in windows(n_targets, L, S, window_rule="rescore_tail")]
     assert starts == [ws for ws in range(0, n_targets, S) if min(ws + L, n_targets) - ws >= S]
 
 
-def test_expected_difference_sliding_tail_scored_once(pr, monkeypatch):
+def test_expected_difference_window_rule_scored_once(pr, monkeypatch):
     """pgolf's default scores every target once; the PR re-scores the last S targets in each of its
-    L/S - 1 trailing windows (its stream is a multiple of L). Restored by eval.sliding_tail=rescore."""
+    L/S - 1 trailing windows (its stream is a multiple of L). Restored by eval.window_rule=rescore_tail."""
     n, L, S = 256, 64, 16
     expected = torch.ones(n, dtype=torch.long)
     expected[n - S:] = L // S  # the last full window + (L/S - 1) trailing windows
     assert torch.equal(scored_counts_pr(pr, monkeypatch, n, L, S, batch_seqs=16), expected)
     assert torch.equal(scored_counts_pgolf(n, L, S, "once"), torch.ones(n, dtype=torch.long))
     # At the preset's 4096/64 on a 4-sequence stream: the last 64 targets count 64 times (4032 extra).
-    big = window_counts(4 * 4096, 4096, 64, "rescore")
+    big = window_counts(4 * 4096, 4096, 64, "rescore_tail")
     assert int(big.sum()) - 4 * 4096 == 63 * 64 and torch.all(big[-64:] == 64) and torch.all(big[:-64] == 1)
     assert torch.all(window_counts(4 * 4096, 4096, 64, "once") == 1)
-    assert get_preset(PRESET).eval.sliding_tail == "once"
+    assert get_preset(PRESET).eval.window_rule == "once"
 
 
 def test_sliding_eval_values_equal_on_a_real_model(pr, monkeypatch):
-    """PR eval_val_sliding vs pgolf eval_windows(sliding_tail="rescore") on the same weights and stream."""
+    """PR eval_val_sliding vs pgolf eval_windows(window_rule="rescore_tail") on the same weights and stream."""
     cfg = small_cfg()
     o, p = pr_gpt(pr, cfg), build_model(cfg)
     sd = random_state(o, 5)
@@ -375,7 +379,7 @@ def test_sliding_eval_values_equal_on_a_real_model(pr, monkeypatch):
                     torch.rand(1024, generator=g) < 0.3, torch.rand(1024, generator=g) < 0.05)
     vl_o, vb_o = run_pr_sliding(pr, monkeypatch, o, tokens, luts.base_bytes, luts.has_leading_space,
                                 luts.is_boundary, 64, 16, batch_seqs=16)
-    r = eval_windows(p, tokens, luts, 64, 16, "drop", 16, 0, 1, CPU, False, "rescore")
+    r = eval_windows(p, tokens, luts, 64, 16, "drop", 16, 0, 1, CPU, False, "rescore_tail")
     d = max(abs(vl_o - r.val_loss), abs(vb_o - r.val_bpb))
     print(f"\nsliding pr=({vl_o:.9f}, {vb_o:.9f}) pgolf=({r.val_loss:.9f}, {r.val_bpb:.9f}) max diff {d:.2e}")
     assert d < 1e-6  # batch composition differs (PR: zero-padded windows of L), so not bitwise
