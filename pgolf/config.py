@@ -168,6 +168,7 @@ class QATConfig:
     clip: Literal["export", "quantile", "amax"] = "export"  # per-row clip value
     scale_floor: Literal["export", "qmax", "none"] = "export"  # qmax: scale >= 1/qmax; none: max(clip,1e-12)/qmax
     scale_dtype: Literal["export", "fp32", "fp16"] = "export"  # dtype of the scale the codes are computed with
+    cast_first: bool = False  # quantize weight.to(activation dtype) (bf16 under autocast) as PR #128; off: fp32
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_frac < 1, "qat.start_frac", f"expected in [0, 1), got {self.start_frac}")
@@ -252,6 +253,7 @@ class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    window_rule: Literal["once", "rescore_tail"] = "once"  # sliding: each target once, or PR #128's tail rule
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
@@ -280,6 +282,8 @@ class Config:
         if ev.stride:
             L = ev.seq_len or self.train.train_seq_len
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
+        _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
+               "eval.window_rule", "'rescore_tail' needs sliding windows (0 < eval.stride < eval seq_len)")
 
     # -- dict / JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -64,15 +64,40 @@ def swiglu_qat() -> Config:
 
 @preset
 def pr128_int6_mlp3x_qat_sliding() -> Config:
-    """Seed 003 / PR #128: 9L, MLP 3x, int6 STE QAT, int6 per-row + zstd-22, fp16 tied embedding,
-    seq 4096, batch 393,216, sliding stride 64, matrix lr 0.02, Muon momentum 0.99, warmdown 3000.
-    Claimed 1.1594 (seed 1337; 3-seed mean 1.16306), artifact 15,162,777 bytes."""
+    """Seed 003 / PR #128 (https://github.com/openai/parameter-golf/pull/128, rsavitt): 9L d512 8H/4KV,
+    MLP 3x (hidden 1536), fp16 tied embedding, int6 STE QAT on every attention/MLP matrix from step 0,
+    int6 per-row export (row-max clip, scale max(amax/31, 1/31) rounded to fp16 before the codes) +
+    zstd-22, seq 4096, 393,216 tokens/step, Muon lr 0.02 with momentum 0.92 -> 0.99 over 1500 steps,
+    Adam lr 0.03 (embedding) / 0.02 (scalars), warmdown 3000, validation only at the end, sliding eval
+    stride 64 (16 windows per batch). 21,778,504 parameters. Claimed (seed 1337, 8xH100, 10,535 steps):
+    val_bpb 1.1594 after the int6+zstd round trip with sliding eval; artifact 15,105,576 + code 57,201
+    = 15,162,777 bytes.
+
+    Deliberate differences (pgolf's fix is the default; the switch restores the PR's behaviour):
+    - QAT through the export quantizer: training sees exactly the weights the artifact will hold. The
+      PR's fake quantizer uses a 0.9999984-quantile clip, no scale floor and an fp32 scale, while its
+      export uses the row max, a 1/31 floor and fp16 scales: ``qat.clip=quantile qat.scale_floor=none
+      qat.scale_dtype=fp32``. Left over: its clip floor 1e-8 (pgolf's 1e-12; only rows below 1e-8
+      differ) and its STE form ``w + (w_q - w).detach()`` (at most one ulp).
+    - QAT reads the fp32 weight the export quantizes; the PR reads it cast to bf16 under autocast:
+      ``qat.cast_first=true``.
+    - Control tensors (scales, resid_mix, q_gain, skip weights) stored fp32; the PR's small-tensor check
+      runs before its control check, so it stores them fp16: ``export.control_fp32=false``.
+    - Every validation target scored exactly once. The PR truncates validation to a multiple of 4096
+      and its 63 trailing windows re-score the last 64 targets: ``eval.window_rule=rescore_tail``.
+    Not switchable (numerics or bookkeeping only): the artifact container (pgolf's layout compresses
+    ~0.5% larger under zstd at full size; same tensors), the PR's flash-only attention backend and
+    zero-padded eval batches, pgolf's extra pre-quant sliding eval, and the log tag ("mixed_zstd":
+    bits_other stays 8 as in the PR, though no tensor here uses it)."""
     return apply_overrides(Config(), {
         "model.mlp_mult": 3.0, "qat.enabled": True, "qat.start_frac": 0.0,
         "export.bits_attn": 6, "export.bits_mlp": 6, "export.embed_fp16": True, "export.compressor": "zstd",
-        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "eval.stride": 64,
+        "export.clip": "amax", "export.scale_dtype": "fp16",
+        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "train.val_loss_every": 0,
+        "eval.stride": 64, "eval.batch_seqs": 16,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
-        "optim.muon_momentum": 0.99, "schedule.warmdown_iters": 3000,
+        "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
+        "optim.muon_momentum_warmup_steps": 1500, "schedule.warmdown_iters": 3000,
     })
 
 

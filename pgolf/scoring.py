@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .config import Config, apply_overrides, parse_override
-from .evaluate import EvalResult, eval_official, eval_windows
+from .evaluate import EvalResult, eval_official, eval_windows, window_mode
 
 
 def find_weights(path: Path, weights: str) -> tuple[Path, Path | None]:
@@ -92,8 +92,8 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult
         return res, "official"
     L = cfg.eval.seq_len or cfg.train.train_seq_len
     res = eval_windows(model, val_final, luts, L, cfg.eval.stride, cfg.eval.tail, cfg.eval.batch_seqs, 0, 1, device,
-                       autocast)
-    return res, f"windows(seq_len={L},stride={cfg.eval.stride},tail={cfg.eval.tail})"
+                       autocast, cfg.eval.window_rule)
+    return res, window_mode(L, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from . import accounting, optim
 from .averaging import WeightAverager
 from .config import Config, ConfigError
 from .data.identity import check_same_dataset
-from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
+from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_mode
 from .export import artifact_filename, artifact_format, export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
@@ -135,12 +135,14 @@ def load_data(cfg: Config, d: Dist):
     luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
+    truncated = official or cfg.eval.window_rule == "rescore_tail"
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail="score")
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
-        val_final = val_periodic if official else val_final[: n + 1]
+        val_final = val_periodic if truncated else val_final[: n + 1]
     return ds, identity, luts, val_periodic, val_final, official
 
 
@@ -283,7 +285,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast)
+                            self.autocast, c.eval.window_rule)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
@@ -546,7 +548,7 @@ class Trainer:
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
-            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
+            window_mode(cfg.eval.seq_len or cfg.train.train_seq_len, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule),
             "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
             "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
