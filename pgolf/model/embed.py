@@ -16,19 +16,30 @@ class SmearGate(nn.Module):
 
     Position 0 of a sequence has a zero predecessor. A BOS token (a document start) never takes
     anything from the previous position, so nothing leaks across documents in a packed stream.
+
+    ``form="gate_previous"`` is PR #194's parametrization: x_t <- (1 - g) * x_t + g * x_{t-1}, with the
+    gate cast to the activation dtype before the sigmoid (its op order, so its weights load bit for bit).
+    The init logit is negated so that an init name means the same mix in both forms.
     """
 
-    def __init__(self, dim: int, mode: str, init: str, bos_id: int):
+    def __init__(self, dim: int, mode: str, init: str, bos_id: int, form: str = "gate_current"):
         super().__init__()
         n = dim if mode == "per_dim" else 1
-        self.gate = nn.Parameter(torch.full((n,), SMEAR_INIT_LOGIT[init], dtype=torch.float32))
+        logit = SMEAR_INIT_LOGIT[init]
+        if form == "gate_previous":
+            logit = -logit or 0.0  # same mix as the other form; "or 0.0" avoids storing a -0.0 gate
+        self.gate = nn.Parameter(torch.full((n,), logit, dtype=torch.float32))
         self.bos_id = bos_id
+        self.form = form
 
     def forward(self, x: Tensor, input_ids: Tensor) -> Tensor:
-        g = torch.sigmoid(self.gate).to(x.dtype)
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t=0
         if self.bos_id >= 0:
             prev = prev * (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)
+        if self.form == "gate_previous":
+            g = torch.sigmoid(self.gate.to(x.dtype))
+            return (1 - g) * x + g * prev
+        g = torch.sigmoid(self.gate).to(x.dtype)
         return g * x + (1 - g) * prev
 
 
