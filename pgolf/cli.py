@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fast", action="store_true", help="skip the per-class compression estimate")
     s.set_defaults(func=cmd_size)
 
-    for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench"):
+    for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench", "pgolf.scoring", "pgolf.doctor"):
         __import__(module, fromlist=["register"]).register(sub)
     return p
 

@@ -156,13 +156,33 @@ class ScheduleConfig:
         _check(0 <= self.min_lr_frac < 1, "schedule.min_lr_frac", f"expected in [0, 1), got {self.min_lr_frac}")
 
 
+BITS = (4, 5, 6, 8)
+QAT_CLASSES = ("attn", "mlp", "other")
+
+
 @dataclass
 class QATConfig:
     enabled: bool = False  # straight-through fake quantization with the export quantizer
     start_frac: float = 0.0  # switch on at this fraction of wallclock (or of iterations without a cap)
+    scope: tuple[str, ...] = QAT_CLASSES  # tensor classes fake-quantized (of the matrices exported as ints)
+    bits: int = 0  # 0: each class's export bits; else this width for every fake-quantized matrix
+    # The quantizer. "export" (pgolf): exactly the export's codes and fp16-stored scales, so QAT trains on
+    # the weights the artifact will hold. Any other value gives a PR-style quantizer computed in fp32.
+    clip: Literal["export", "quantile", "amax"] = "export"  # per-row clip value
+    scale_floor: Literal["export", "qmax", "none"] = "export"  # qmax: scale >= 1/qmax; none: max(clip,1e-12)/qmax
+    scale_dtype: Literal["export", "fp32", "fp16"] = "export"  # dtype of the scale the codes are computed with
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_frac < 1, "qat.start_frac", f"expected in [0, 1), got {self.start_frac}")
+        self.scope = tuple(self.scope)
+        bad = sorted(set(self.scope) - set(QAT_CLASSES))
+        _check(not bad, "qat.scope", f"expected classes among {list(QAT_CLASSES)}, got {bad}")
+        _check(self.bits == 0 or self.bits in BITS, "qat.bits", f"expected 0 or one of {BITS}, got {self.bits}")
+
+    @property
+    def own_quantizer(self) -> bool:
+        """True when QAT uses its own (PR-style) quantizer rather than the export's."""
+        return (self.clip, self.scale_floor, self.scale_dtype) != ("export", "export", "export")
 
 
 @dataclass
@@ -180,7 +200,6 @@ class AveragingConfig:
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 
-BITS = (4, 5, 6, 8)
 DEFAULT_CONTROL_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
     "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
@@ -195,10 +214,17 @@ class ExportConfig:
     embed_fp16: bool = False  # keep the tied embedding as fp16 passthrough
     clip: Literal["quantile", "amax"] = "quantile"  # per-row clip value
     clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
-    scale_floor: bool = True  # scale >= 1/qmax (official); off: relative grid for tiny rows
-    keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized
-    control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS  # always fp32, checked first
-    prune_frac: float = 0.0  # zero this fraction of smallest-|w| entries of each quantized matrix
+    scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
+    scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
+    keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
+    control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS  # fp32 passthrough
+    control_fp32: bool = True  # control check before the small-tensor rule; False: records' order (bug 9)
+    fp16_patterns: tuple[str, ...] = ()  # name substrings kept as fp16 passthrough (e.g. "blocks.9.attn.c_k")
+    prune_frac: float = 0.0  # zero this fraction of smallest-|w| entries of each pruned matrix
+    prune_frac_mlp: float = -1.0  # fraction for ".mlp." matrices; -1: same as prune_frac
+    prune_scope: Literal["quantized", "matrices"] = "quantized"  # int-exported matrices, or all 2-D floats
+    prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
+    prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
     level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
@@ -208,7 +234,15 @@ class ExportConfig:
             _check(getattr(self, k) in BITS, f"export.{k}", f"expected one of {BITS}, got {getattr(self, k)}")
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
         _check(0 <= self.prune_frac < 1, "export.prune_frac", f"expected in [0, 1), got {self.prune_frac}")
+        _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
+               f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")
+        _check(self.prune_min_numel >= 0, "export.prune_min_numel", f"expected >= 0, got {self.prune_min_numel}")
         self.control_patterns = tuple(self.control_patterns)
+        self.fp16_patterns = tuple(self.fp16_patterns)
+        _check(all(self.fp16_patterns), "export.fp16_patterns", "expected non-empty name substrings")
+
+    def prune_frac_for(self, name: str) -> float:
+        return self.prune_frac_mlp if self.prune_frac_mlp >= 0 and ".mlp." in name else self.prune_frac
 
 
 @dataclass

@@ -30,19 +30,40 @@ def nbytes(t: Tensor) -> int:
 
 # -- pruning --------------------------------------------------------------------------------
 
+def prune_targets(name: str, t: Tensor, cfg: ExportConfig) -> bool:
+    """Whether magnitude pruning touches this entry (``export.prune_scope``)."""
+    if not t.is_floating_point() or t.ndim != 2:
+        return False
+    if cfg.prune_scope == "matrices":
+        return t.numel() > cfg.prune_min_numel
+    return plan_tensor(name, t, cfg).action == "int"
+
+
+def prune_tensor(t: Tensor, frac: float, rule: str) -> Tensor:
+    """Zero the smallest-|w| entries of ``t``.
+
+    kthvalue (pgolf): |w| <= the k-th smallest |w|, k = floor(frac * n), so exactly k entries when
+    magnitudes are distinct. quantile (the seed PRs): |w| < torch.quantile(|w|, frac), interpolated.
+    """
+    a = t.detach().float().abs().flatten()
+    if rule == "quantile":
+        thresh = torch.quantile(a, frac)
+        return t.masked_fill(t.abs() < thresh.to(t.dtype), 0.0)
+    k = int(frac * a.numel())
+    if k == 0:
+        return t
+    thresh = torch.kthvalue(a, k).values
+    return torch.where(t.abs() <= thresh.to(t.dtype), torch.zeros_like(t), t)
+
+
 def prune_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> dict[str, Tensor]:
-    """Zero the ``prune_frac`` smallest-|w| entries of every matrix the exporter will quantize."""
-    if cfg.prune_frac <= 0:
-        return dict(sd)
+    """Magnitude-prune the entries ``export.prune_scope`` selects, at ``prune_frac`` (``prune_frac_mlp``
+    for MLP matrices), by ``export.prune_rule``. Runs before quantization."""
     out = {}
     for name, t in sd.items():
-        plan = plan_tensor(name, t, cfg)
-        if plan.action == "int" and t.ndim == 2:
-            a = t.detach().float().abs().flatten()
-            k = int(cfg.prune_frac * a.numel())
-            if k > 0:
-                thresh = torch.kthvalue(a, k).values
-                t = torch.where(t.abs() <= thresh.to(t.dtype), torch.zeros_like(t), t)
+        frac = cfg.prune_frac_for(name)
+        if frac > 0 and prune_targets(name, t, cfg):
+            t = prune_tensor(t, frac, cfg.prune_rule)
         out[name] = t
     return out
 

@@ -7,20 +7,42 @@ graph can never keep a stale value (the records' constant-folded class attribute
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
-from .config import ExportConfig
+from .config import ExportConfig, QATConfig
 from .model.layers import CastedLinear
-from .quant import plan_tensor
+from .quant import QuantSpec, plan_tensor
 
 
-def assign_qat_specs(model: nn.Module, cfg: ExportConfig) -> list[str]:
-    """Give each CastedLinear whose weight the exporter quantizes to ints the exporter's QuantSpec."""
+def qat_spec(export_spec: QuantSpec, cls: str, cfg: QATConfig) -> QuantSpec | None:
+    """The fake quantizer for a matrix the export quantizes with ``export_spec`` (None: not in scope)."""
+    if cls not in cfg.scope:
+        return None
+    bits = cfg.bits or export_spec.bits
+    if not cfg.own_quantizer:
+        return dataclasses.replace(export_spec, bits=bits)
+    return QuantSpec(
+        bits,
+        clip=export_spec.clip if cfg.clip == "export" else cfg.clip,
+        clip_quantile=export_spec.clip_quantile,
+        scale_floor=export_spec.scale_floor if cfg.scale_floor == "export" else cfg.scale_floor == "qmax",
+        scale_dtype=export_spec.scale_dtype if cfg.scale_dtype == "export" else cfg.scale_dtype,
+        stored=False,
+    )
+
+
+def assign_qat_specs(model: nn.Module, export: ExportConfig, cfg: QATConfig | None = None) -> list[str]:
+    """Give each CastedLinear whose weight the exporter quantizes to ints (and whose class is in the
+    QAT scope) its fake quantizer: the exporter's own QuantSpec unless ``cfg`` asks for another."""
+    cfg = cfg or QATConfig()
     names = []
     for name, m in model.named_modules():
         if isinstance(m, CastedLinear):
-            plan = plan_tensor(f"{name}.weight", m.weight, cfg)
-            m.qat_spec = plan.spec if plan.action == "int" and m.weight.ndim == 2 else None
+            plan = plan_tensor(f"{name}.weight", m.weight, export)
+            m.qat_spec = (qat_spec(plan.spec, plan.cls, cfg)
+                          if plan.action == "int" and plan.spec is not None and m.weight.ndim == 2 else None)
             if m.qat_spec is not None:
                 names.append(f"{name}.weight")
     return names

@@ -102,7 +102,7 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
                 if (p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)) and p.dtype != torch.float32:
                     p.data = p.data.float()
     if cfg.qat.enabled:
-        assign_qat_specs(model, cfg.export)
+        assign_qat_specs(model, cfg.export, cfg.qat)
     return model
 
 

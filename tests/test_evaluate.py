@@ -60,3 +60,22 @@ def test_sliding_eval_counts_and_rank_split():
     x, y = tokens[:-1].long(), tokens[1:].long()
     expected = (luts.base_bytes[y].long() + (luts.has_leading_space[y] & ~luts.is_boundary[x]).long()).sum()
     assert r.bytes == int(expected)
+
+
+def test_sliding_eval_equals_per_window_reference():
+    """The batched, masked accounting equals scoring each window on its own (loss summed per window)."""
+    m, luts = _model_and_luts()
+    m.eval()
+    tokens = torch.randint(0, 1024, (413,), generator=torch.Generator().manual_seed(3))
+    for L, S, tail in ((64, 16, "score"), (64, 0, "score"), (64, 48, "drop")):
+        got = eval_windows(m, tokens, luts, L, S, tail, 5, 0, 1, torch.device("cpu"), False)
+        loss, n, nbytes = 0.0, 0, 0
+        with torch.no_grad():
+            for s, e, f in windows(tokens.numel() - 1, L, S, tail):
+                x, y = tokens[s:e][None].long(), tokens[s + 1:e + 1][None].long()
+                nll = m(x, y, reduction="none").double()[f - s:]
+                loss += float(nll.sum())
+                n += e - f
+                nbytes += int(luts.count(x[0, f - s:], y[0, f - s:]))
+        assert (got.tokens, got.bytes) == (n, nbytes)
+        assert got.val_loss == pytest.approx(loss / n, rel=1e-12)
