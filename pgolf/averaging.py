@@ -25,7 +25,7 @@ class WeightAverager:
         """Call after each optimizer step (``step`` counts finished steps). Returns True if it took a sample.
 
         SWA samples when the LR multiplier of that step was below ``swa_start_lr_scale`` and the step
-        number (``swa_step``: finished steps, or the records' 0-based index ``step - 1``) divides by
+        number (``swa_step``: finished steps, or PR #194's 0-based index ``step - 1``) divides by
         ``swa_every``."""
         sd = model.state_dict()
         if self.cfg.mode == "ema":

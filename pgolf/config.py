@@ -49,8 +49,7 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
-    # gate_current: x_t <- g x_t + (1-g) x_{t-1}; gate_previous: x_t <- (1-g) x_t + g x_{t-1} (PR #194's form)
-    smear_form: Literal["gate_current", "gate_previous"] = "gate_current"
+    smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
@@ -190,8 +189,8 @@ class AveragingConfig:
     mode: Literal["none", "swa", "ema"] = "none"
     swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
     swa_every: int = 50  # steps between SWA snapshots
-    # which number must divide by swa_every: "done" = steps finished (50, 100, ...); "index" = the 0-based
-    # index of the step just taken, as the records do (snapshots after 1, 51, 101, ... finished steps)
+    # which number must divide by swa_every: "done" = steps finished (pgolf, PR #314/#326: 50, 100, ...);
+    # "index" = the 0-based index of the step just taken (PR #194: snapshots after 1, 51, 101, ... steps)
     swa_step: Literal["done", "index"] = "done"
     ema_decay: float = 0.997
 

@@ -39,7 +39,7 @@ from pgolf.averaging import WeightAverager
 from pgolf.config import Config, apply_overrides
 from pgolf.data.shards import write_shard
 from pgolf.evaluate import windows
-from pgolf.export import export_artifact, prune_state_dict, quantize_state_dict
+from pgolf.export import export_artifact, load_artifact, prune_state_dict, quantize_state_dict
 from pgolf.model import build_model
 from pgolf.presets import get_preset
 
@@ -217,13 +217,19 @@ def test_hyperparameter_table(pr):
     # the PR's hard-coded rules, which have no environment name
     assert cfg.optim.smear_beta2 == 0.99 and cfg.optim.beta1 == 0.9  # Adam(betas=(0.9, 0.99)) for the gate
     assert (cfg.model.init, cfg.model.ortho_min_dim, cfg.model.proj_init_gain) == ("orthogonal", 0, 0.0)
-    assert (cfg.model.smear_form, cfg.model.smear_init, cfg.model.smear_placement) == \
-        ("gate_previous", "half", "pre_norm")
+    assert (cfg.model.smear_gated, cfg.model.smear_init, cfg.model.smear_placement) == \
+        ("previous", "half", "pre_norm")
     assert cfg.averaging.swa_step == "index" and cfg.schedule.warmdown == "linear"
     assert cfg.export.keep_float_max_numel == pr.INT8_KEEP_FLOAT_MAX_NUMEL
     assert np.float32(cfg.export.clip_quantile) == np.float32(pr.INT8_CLIP_Q)  # 0.9999984 vs 99.99984 / 100
     assert (cfg.export.clip, cfg.export.scale_floor, cfg.export.compressor) == ("quantile", True, "zstd")
-    assert cfg.export.level in (-1, 22) and cfg.export.prune_frac == 0.0
+    assert cfg.export.level in (-1, 22) and cfg.export.prune_frac == 0.0 and cfg.export.prune_frac_mlp == -1.0
+    # int6 codes computed with the fp32 scale, control tensors checked before the small-tensor rule (the
+    # PR's keep_float_tensor does that too), only the embedding kept fp16 (LATE_K_LAYERS off at int6)
+    assert (cfg.export.scale_dtype, cfg.export.control_fp32, cfg.export.fp16_patterns) == ("fp32", True, ())
+    # QAT: _QAT_QUANT_BITS = QUANT_BITS, every CastedLinear, the PR's fake_quantize_int6_per_row
+    assert cfg.qat.bits == args.quant_bits and set(cfg.qat.scope) == {"attn", "mlp", "other"}
+    assert (cfg.qat.clip, cfg.qat.scale_floor, cfg.qat.scale_dtype) == ("amax", "qmax", "fp32")
     assert cfg.eval.seq_len in (0, args.train_seq_len) and cfg.qat.start_frac == 0.0
 
 
@@ -498,6 +504,7 @@ def test_expected_difference_compressed_bytes_label_only(pr, export_pair):
     torch.save(obj_r, raw_r)
     assert raw_o.getvalue() == raw_r.getvalue()
     blob_o = zstandard.ZstdCompressor(level=22).compress(raw_o.getvalue())
+    assert_same_tensors(pr.dequantize_state_dict_int6(obj_o), load_artifact(blob_o), "pgolf loads the PR's artifact")
     blob_p, report = export_artifact(sd, cfg_r.export)
     print(f"\nartifact bytes PR={len(blob_o)} pgolf={len(blob_p)} (label + bits dict: {len(blob_p) - len(blob_o):+d})")
     assert report["compressor"] == "zstd" and blob_p != blob_o and abs(len(blob_p) - len(blob_o)) < 400
@@ -511,7 +518,93 @@ def test_no_pruning(export_pair):
     assert all(pruned[k] is v or torch.equal(pruned[k], v) for k, v in to_pgolf(sd).items())
 
 
-# -- 7. SWA ------------------------------------------------------------------------------------------------
+# -- 7. QAT --------------------------------------------------------------------------------------------------
+
+def pr_dequantized(w: torch.Tensor) -> torch.Tensor:
+    """The w_deq of the PR's fake_quantize_int6_per_row (restated; checked against it below)."""
+    scale = w.detach().abs().amax(dim=-1, keepdim=True).div_(31.0).clamp_(min=1.0 / 31.0)
+    return (w / scale).round().clamp_(-31, 31) * scale
+
+
+def pgolf_qat_spec(cfg: Config, name: str, w: torch.Tensor):
+    from pgolf.qat import qat_spec
+    from pgolf.quant import plan_tensor
+    plan = plan_tensor(name, w, cfg.export)
+    return qat_spec(plan.spec, plan.cls, cfg.qat)
+
+
+def qat_matrix(seed: int = 31) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(1536, 512, generator=g) * 0.02
+    w[:4] *= 1e-3  # rows under the 1/31 floor
+    w[4] = 0.0
+    w[5, :3] = torch.tensor([0.9, -1.3, 0.4])  # outliers: the row max sets the scale
+    return w
+
+
+def test_qat_fake_quant_values(pr):
+    from pgolf.quant import fake_quant
+    w = qat_matrix()
+    out_pr = pr.fake_quantize_int6_per_row(w)
+    wdq = pr_dequantized(w)
+    assert torch.equal(out_pr, w + (wdq - w)), "restated quantizer differs from the PR's"
+    spec = pgolf_qat_spec(preset(), "blocks.0.mlp.fc.weight", w)
+    assert (spec.bits, spec.clip, spec.scale_floor, spec.scale_dtype, spec.stored) == (6, "amax", True, "fp32", False)
+    out_pg = fake_quant(w, spec)
+    assert torch.equal(out_pg, wdq), f"dequantized weights differ: {max_abs_diff(out_pg, wdq):.3e}"
+
+
+def test_qat_ste_forms_agree_with_a_row_max_clip(pr):
+    """pgolf's STE is ``w_q + (w - w.detach())`` (exactly w_q); the PR's is ``w + (w_q - w).detach()``, which
+    can be one ulp off w_q when w is clipped far below itself. With PR #194's row-max clip no entry is
+    clipped: each w_q is 0 or within a factor of 2 of w, so w_q - w and w + (w_q - w) are exact (Sterbenz)
+    and the two forms agree bit for bit, gradients included (straight-through)."""
+    from pgolf.quant import fake_quant
+    w = qat_matrix().requires_grad_(True)
+    out_pr = pr.fake_quantize_int6_per_row(w)
+    out_pg = fake_quant(w, pgolf_qat_spec(preset(), "blocks.0.mlp.fc.weight", w))
+    assert torch.equal(out_pr, out_pg)
+    g = torch.randn(w.shape)
+    (grad_pr,) = torch.autograd.grad((out_pr * g).sum(), w)
+    (grad_pg,) = torch.autograd.grad((out_pg * g).sum(), w)
+    assert torch.equal(grad_pr, g) and torch.equal(grad_pg, g)
+
+
+def test_qat_covers_every_block_matrix_at_full_size(pr):
+    from pgolf.qat import assign_qat_specs
+    cfg = preset()
+    torch.manual_seed(0)
+    o, p = pr_gpt(pr, cfg), build_model(cfg)
+    want = [f"{n}.weight" for n, m in o.named_modules() if isinstance(m, pr.CastedLinear)]
+    got = assign_qat_specs(p, cfg.export, cfg.qat)
+    assert got == want and len(got) == 6 * cfg.model.num_layers
+
+
+def test_qat_training_loss_and_gradients_equal(pr, monkeypatch):
+    """Training-mode loss with QAT on. At this CPU shape the PR fake-quantizes matrices its export keeps fp16
+    (<= 65,536 entries); pgolf follows its export, so the test lowers that limit to reach the same set."""
+    from pgolf.qat import assign_qat_specs, set_qat
+    cfg = small({**MHA, "export.keep_float_max_numel": 4096})
+    o, p = _loaded_pair(pr, cfg, 33)
+    monkeypatch.setattr(pr, "_QAT_QUANT_BITS", 6)
+    for m in o.modules():
+        if isinstance(m, pr.CastedLinear):
+            m._qat = True
+    assert len(assign_qat_specs(p, cfg.export, cfg.qat)) == 6 * cfg.model.num_layers
+    set_qat(p, True)
+    x, y = tokens(cfg.model.vocab_size, 2, 64, 34), tokens(cfg.model.vocab_size, 2, 64, 35)
+    lo, lp = o(x, y), p(x, y)
+    lo.backward()
+    lp.backward()
+    gp = dict(p.named_parameters())
+    d_grad = max(max_abs_diff(t.grad, gp[NAME_MAP.get(n, n)].grad) for n, t in o.named_parameters())
+    print(f"\nQAT loss PR={lo.item():.9f} pgolf={lp.item():.9f} max|dgrad|={d_grad:.3e}")
+    assert lo.item() == lp.item() and d_grad == 0.0
+    set_qat(p, False)
+    assert p(x, y).item() != lp.item()  # QAT really was on
+
+
+# -- 8. SWA ------------------------------------------------------------------------------------------------
 
 def pr_swa(states: list[dict], scales: list[float], start: float, every: int):
     """The PR's SWA (inline in its ``main()``, restated): ``step`` is the index before ``step += 1``."""
@@ -566,7 +659,8 @@ def test_swa_average_equal(pr):
 
 
 def test_expected_difference_swa_step_numbering():
-    """pgolf's default counts finished steps; the preset's swa_step=index follows the records (one step earlier)."""
+    """pgolf's default (and PR #314/#326) counts finished steps; PR #194 tests the index of the step just taken,
+    before its ``step += 1``: the preset's swa_step=index, one step earlier."""
     states, scales = _swa_run()
     _, taken_done = _pgolf_swa(states, scales, apply_overrides(preset(), {"averaging.swa_step": "done"}))
     _, taken_index = _pgolf_swa(states, scales, preset())
@@ -582,7 +676,7 @@ def test_expected_difference_swa_single_snapshot():
     assert torch.equal(got["w"], states[200]["w"])
 
 
-# -- 8. sliding-window selection ------------------------------------------------------------------------------
+# -- 9. sliding-window selection ------------------------------------------------------------------------------
 
 class _Probe(torch.nn.Module):
     """Logits that give NLL 0 for every target except ``hit`` (NLL ln V), on the stream 0, 1, 2, ...:
@@ -647,11 +741,11 @@ def test_expected_difference_sliding_window_selection(pr, tmp_path, capsys):
 # -- pgolf's own switches (no PR script needed) ---------------------------------------------------------
 
 def test_smear_forms_are_mirror_images():
-    """gate_previous with gate a computes what gate_current computes with gate -a (up to rounding)."""
+    """gate_on="previous" with gate a computes what "current" computes with gate -a (up to rounding)."""
     from pgolf.model.embed import SmearGate
 
     x, ids = torch.randn(2, 9, 16), torch.randint(2, 50, (2, 9))
-    prev_form = SmearGate(16, "per_dim", "half", -1, "gate_previous")
+    prev_form = SmearGate(16, "per_dim", "half", -1, "previous")
     cur_form = SmearGate(16, "per_dim", "half", -1)
     assert torch.equal(prev_form(x, ids), cur_form(x, ids))  # both start at g = 0.5 (and logit +0.0)
     assert not torch.signbit(prev_form.gate).any()
@@ -659,7 +753,7 @@ def test_smear_forms_are_mirror_images():
         prev_form.gate.normal_()
         cur_form.gate.copy_(-prev_form.gate)
     torch.testing.assert_close(prev_form(x, ids), cur_form(x, ids))
-    ident = SmearGate(4, "scalar", "identity", -1, "gate_previous")
+    ident = SmearGate(4, "scalar", "identity", -1, "previous")
     assert ident.gate.item() == -3.0  # "identity" still means ~95% of x_t
 
 
