@@ -86,7 +86,9 @@ def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
     steps, grad clip 0.3, SWA every 50 steps once the LR scale is below 0.5 (PR #194's step index),
     seq 2048, warmdown 3000, sliding eval stride 64. Values: the PR script's defaults plus its README run
     command. Claimed val_bpb 1.1480 (3-seed mean; best 1.1453, seed 1337); artifact 15,992,249 bytes +
-    84,488 bytes of code (seed 1337).
+    84,488 bytes of code (seed 1337; 16,076,737 in all, over the 16,000,000 cap; seeds 7 and 42: 15,861,468
+    and 15,838,474). The seed-1337 log (same code) has no "swa:averaging" line where seeds 7 and 42 log 29
+    and 27 snapshots: that run apparently trained without SWA; this preset follows the run command.
 
     Deliberate differences (pgolf's fixes, kept; the override restores the PR):
     - SmearGate never crosses a BOS token (no leak between documents): ``model.bos_id=-1``.

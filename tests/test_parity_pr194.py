@@ -3,9 +3,10 @@
 PR: https://github.com/openai/parameter-golf/pull/194 (seed 004, "11L int6 QAT per-dim SmearGate SWA", 1.1480).
 The script is not part of this repository. Get it from a clone of https://github.com/openai/parameter-golf:
 
-    git fetch origin pull/194/head && git show FETCH_HEAD:records/<the PR's record folder>/train_gpt.py > pr194.py
+    git fetch origin pull/194/head
+    git show FETCH_HEAD:records/track_10min_16mb/2026-03-20_11L_SmearV2_SWA/train_gpt.py > pr194.py
 
-(``git show --stat FETCH_HEAD`` names the folder) and point ``PGOLF_PR194_TRAIN_GPT`` at it:
+(84,488 bytes, the "Code size" of the PR's logs) and point ``PGOLF_PR194_TRAIN_GPT`` at it:
 
     PGOLF_PR194_TRAIN_GPT=pr194.py python -m pytest -q tests/test_parity_pr194.py
 
@@ -39,7 +40,8 @@ from pgolf.averaging import WeightAverager
 from pgolf.config import Config, apply_overrides
 from pgolf.data.shards import write_shard
 from pgolf.evaluate import windows
-from pgolf.export import export_artifact, load_artifact, prune_state_dict, quantize_state_dict
+from pgolf.export import (dequantize_state_dict, export_artifact, load_artifact, prune_state_dict,
+                          quantize_state_dict)
 from pgolf.model import build_model
 from pgolf.presets import get_preset
 
@@ -400,7 +402,8 @@ def test_training_steps_equal(pr):
     opts_p, muon_p = pg_optim.build_optimizers(p, cfg, fused=False)
     assert [type(x).__name__ for x in opts_p] == ["Adam", "Muon", "Adam", "Adam"]
     gate_group = opts_p[3].param_groups[0]
-    assert gate_group["betas"] == (0.9, 0.99) and len(gate_group["params"]) == 1 and gate_group["params"][0] is p.smear.gate
+    assert gate_group["betas"] == (0.9, 0.99)
+    assert len(gate_group["params"]) == 1 and gate_group["params"][0] is p.smear.gate
     for step, scale in enumerate([1.0, 0.6, 0.3, 0.1]):
         x = tokens(cfg.model.vocab_size, 2, 64, 100 + step)
         y = tokens(cfg.model.vocab_size, 2, 64, 200 + step)
@@ -464,15 +467,10 @@ def test_export_int6_codes_scales_and_passthrough_bitwise_equal(pr, export_pair)
     assert pass_p["tok_emb.weight"].dtype == torch.float16 and pass_p["blocks.0.resid_mix"].dtype == torch.float32
     # each dequantizer on the other's object (the gate: test_expected_difference_smear_gate_stored_fp32)
     deq_o = {k: v for k, v in to_pgolf(pr.dequantize_state_dict_int6(obj_o)).items() if k != gate}
-    deq_pg = load_quantized(obj_p)
+    deq_pg = dequantize_state_dict(obj_p)
     assert_same_tensors(deq_o, {k: v for k, v in deq_pg.items() if k != gate}, "dequantized", ordered=False)
     assert_same_tensors(deq_pg, pr.dequantize_state_dict_int6(obj_p), "PR dequantizer on pgolf's object",
                         ordered=False)
-
-
-def load_quantized(obj):
-    from pgolf.export import dequantize_state_dict
-    return dequantize_state_dict(obj)
 
 
 def test_expected_difference_smear_gate_stored_fp32(pr, export_pair):
