@@ -51,11 +51,13 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
+    smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_scale_init: float = 0.05  # learned output scale of BigramHash
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
+    ortho_min_dim: int = 64  # orthogonal init skips matrices with a side below this (PR #194: 0, every matrix)
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
     embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
@@ -73,6 +75,7 @@ class ModelConfig:
         _check(self.mlp_hidden >= 0, "model.mlp_hidden", f"expected >= 0, got {self.mlp_hidden}")
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
+        _check(self.ortho_min_dim >= 0, "model.ortho_min_dim", f"expected >= 0, got {self.ortho_min_dim}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
 
 
@@ -130,12 +133,13 @@ class OptimConfig:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0  # global-norm clip over all parameters; 0 = off
+    smear_beta2: float = 0.0  # >0: the SmearGate gate gets its own Adam, betas (beta1, this) (PR #194: 0.99)
 
     def __post_init__(self) -> None:
         for k in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
                   "muon_weight_decay", "adam_weight_decay", "grad_clip_norm"):
             _check(getattr(self, k) >= 0, f"optim.{k}", f"expected >= 0, got {getattr(self, k)}")
-        for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
+        for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2", "smear_beta2"):
             _check(0 <= getattr(self, k) < 1, f"optim.{k}", f"expected in [0, 1), got {getattr(self, k)}")
         _check(self.muon_backend_steps > 0, "optim.muon_backend_steps", "expected > 0")
 
@@ -188,6 +192,9 @@ class AveragingConfig:
     mode: Literal["none", "swa", "ema"] = "none"
     swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
     swa_every: int = 50  # steps between SWA snapshots
+    # which number must divide by swa_every: "done" = steps finished (pgolf, PR #314/#326: 50, 100, ...);
+    # "index" = the 0-based index of the step just taken (PR #194: snapshots after 1, 51, 101, ... steps)
+    swa_step: Literal["done", "index"] = "done"
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:

@@ -22,6 +22,8 @@ from .quant import (TensorPlan, dequantize_rows, floor_fraction, plan_tensor, qu
 
 OFFICIAL_FORMAT = "int8_clean_per_row_v1"
 MIXED_FORMAT = "pgolf_mixed_v1"
+# Seed-PR formats with the official layout (int codes in int8 containers, per-row scales): they load as is.
+RECORD_FORMATS = ("int6_in_int8_per_row_v1",)  # PR #194
 
 
 def nbytes(t: Tensor) -> int:
@@ -154,8 +156,9 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[
 
 def dequantize_state_dict(obj: dict[str, Any]) -> dict[str, Tensor]:
     fmt = obj.get("__quant_format__")
-    if fmt not in (OFFICIAL_FORMAT, MIXED_FORMAT):
-        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected {OFFICIAL_FORMAT} or {MIXED_FORMAT}")
+    known = (OFFICIAL_FORMAT, MIXED_FORMAT, *RECORD_FORMATS)
+    if fmt not in known:
+        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected one of {list(known)}")
     out: dict[str, Tensor] = {}
     qmeta = obj.get("qmeta", {})
     packed = obj.get("packed", {})

@@ -56,7 +56,7 @@ class GPT(nn.Module):
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._official_init()
         # Options beyond the baseline are created after the official init so they never shift it.
-        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id)
+        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
                       if cfg.smear_gate != "off" else None)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id)
                        if cfg.bigram_buckets else None)
@@ -80,7 +80,7 @@ class GPT(nn.Module):
                 if m.zero_init:
                     if cfg.proj_init_gain > 0:
                         nn.init.orthogonal_(m.weight, gain=cfg.proj_init_gain / math.sqrt(2 * cfg.num_layers))
-                elif min(m.weight.shape) >= 64:
+                elif min(m.weight.shape) >= cfg.ortho_min_dim:
                     nn.init.orthogonal_(m.weight, gain=1.0)
         if cfg.resid_mix_init == "phase":
             L = cfg.num_layers
