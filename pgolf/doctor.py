@@ -17,7 +17,6 @@ On CUDA it adds, within about 10 minutes on one GPU:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import socket
 import sys

@@ -9,9 +9,15 @@ Window selection (``windows``): every target position in the stream is scored ex
 - sliding (stride S): windows start every S tokens; the first scores all of its positions, each
   later one only its last S, so every scored token beyond the first window sees >= L - S tokens of
   context. Windows stop once every position is scored (no double-counted tail, records.md s.8).
-  ``rule="full_windows"`` is the records' rule instead (PR #326 and its lineage): only windows
-  of the full length L, so the targets after the last one are never scored (the trainer also cuts
-  the stream to a multiple of L first, as their loader does).
+- sliding with ``window_rule="rescore_tail"``: the rule of the seed PRs' evaluator (e.g.
+  https://github.com/openai/parameter-golf/pull/128): a window starts every S tokens while it still
+  has >= S targets, and each short trailing window scores its last S targets again, so the last S
+  targets of the stream are counted up to L/S times. The trainer also gives it the official
+  validation stream (truncated to a multiple of train_seq_len), as those PRs do.
+- sliding with ``window_rule="full_windows"``: PR #326's rule
+  (https://github.com/openai/parameter-golf/pull/326): only windows of the full length L, so the
+  targets after the last one are never scored; the trainer first cuts the stream to a multiple of
+  the eval length L, as that PR's loader does.
 """
 
 from __future__ import annotations
@@ -57,19 +63,22 @@ class EvalResult:
 
 
 def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
-            rule: str = "once") -> list[tuple[int, int, int]]:
+            window_rule: str = "once") -> list[tuple[int, int, int]]:
     """(start, end, score_from) triples: inputs tokens[start:end], targets tokens[start+1:end+1],
     losses counted for positions score_from..end-1 (absolute target indices)."""
     L = seq_len
     out: list[tuple[int, int, int]] = []
+    if 0 < stride < L and window_rule == "full_windows":
+        return [(ws, ws + L, ws if ws == 0 else ws + L - stride) for ws in range(0, n_targets - L + 1, stride)]
+    if 0 < stride < L and window_rule == "rescore_tail":
+        starts = [ws for ws in range(0, n_targets, stride) if min(ws + L, n_targets) - ws >= stride]
+        return [(ws, min(ws + L, n_targets), 0 if ws == 0 else min(ws + L, n_targets) - stride) for ws in starts]
     if stride <= 0 or stride >= L:
         full = n_targets // L
         out = [(i * L, (i + 1) * L, i * L) for i in range(full)]
         if tail == "score" and full * L < n_targets:
             out.append((full * L, n_targets, full * L))
         return out
-    if rule == "full_windows":
-        return [(ws, ws + L, ws if ws == 0 else ws + L - stride) for ws in range(0, n_targets - L + 1, stride)]
     ws = 0
     while True:
         end = min(ws + L, n_targets)
@@ -83,8 +92,14 @@ def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
     return out
 
 
+def window_mode(seq_len: int, stride: int, tail: str, window_rule: str = "once") -> str:
+    """The label runs and ``pgolf eval`` report for a window evaluation (the rule only when not the default)."""
+    rule = "" if window_rule == "once" else f",rule={window_rule}"
+    return f"windows(seq_len={seq_len},stride={stride},tail={tail}{rule})"
+
+
 def _equal_length_batches(wins: list[tuple[int, int, int]], batch_seqs: int) -> list[list[tuple[int, int, int]]]:
-    """Consecutive runs of at most ``batch_seqs`` windows of one length (only a tail window is shorter)."""
+    """Consecutive runs of at most ``batch_seqs`` windows of one length (only tail windows are shorter)."""
     out: list[list[tuple[int, int, int]]] = []
     for w in wins:
         if out and len(out[-1]) < batch_seqs and out[-1][0][1] - out[-1][0][0] == w[1] - w[0]:
@@ -136,13 +151,13 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 rule: str = "once") -> EvalResult:
+                 window_rule: str = "once") -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64.
 
     The accounting is masks over each batch (no per-window Python work), so at FineWeb scale
     (stride 64: ~1M windows) the forward passes, not the bookkeeping, set the pace."""
     n_targets = val_tokens.numel() - 1
-    wins = windows(n_targets, seq_len, stride, tail, rule)
+    wins = windows(n_targets, seq_len, stride, tail, window_rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     tok = torch.zeros((), device=device, dtype=torch.float64)

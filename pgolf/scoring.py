@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .config import Config, apply_overrides, parse_override
-from .evaluate import EvalResult, eval_official, eval_windows
+from .evaluate import EvalResult, eval_official, eval_windows, window_mode
 
 
 def find_weights(path: Path, weights: str) -> tuple[Path, Path | None]:
@@ -79,10 +79,10 @@ def resolve_eval_config(cfg: Config, *, dataset: str | None, seq_len: int | None
 
 def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult, str]:
     """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score."""
-    from .train import Dist, eval_mode, grad_accum_steps, load_data, prepare_model
+    from .train import Dist, grad_accum_steps, load_data, prepare_model
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     d = Dist(0, 1, 0, device, False)
-    _, luts, _, val_final, official = load_data(cfg, d)
+    _, _, luts, _, val_final, official = load_data(cfg, d)
     model = prepare_model(apply_overrides(cfg, {"qat.enabled": False}), device)
     model.load_state_dict(state, strict=True)
     autocast = device.type == "cuda"
@@ -93,7 +93,7 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult
     L = cfg.eval.seq_len or cfg.train.train_seq_len
     res = eval_windows(model, val_final, luts, L, cfg.eval.stride, cfg.eval.tail, cfg.eval.batch_seqs, 0, 1, device,
                        autocast, cfg.eval.window_rule)
-    return res, eval_mode(cfg, official)
+    return res, window_mode(L, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

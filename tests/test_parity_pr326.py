@@ -771,27 +771,26 @@ def test_expected_difference_roundtrip_eval_in_train_mode(pr):
           f"(only the floored row moved)")
 
 
-def test_qat_weight_dtype_activation_bf16(pr):
+def test_qat_cast_first_bf16(pr):
     """On GPU the PR fake-quantizes ``weight.to(x.dtype)``, i.e. the bf16-rounded weight (L556-562).
-    qat.weight_dtype=activation does the same (run here with bf16 activations on CPU); the fp32 default
+    qat.cast_first=true does the same (run here with bf16 activations on CPU); the fp32 default
     quantizes the fp32 master, so the two differ. What remains is the STE form, rounded in bf16 in the PR."""
     from pgolf.model.layers import CastedLinear
     pr_q = {"qat.clip": "amax", "qat.scale_floor": "none", "qat.scale_dtype": "fp32"}
     worst, ulp_ok = {}, {}
-    for weight_dtype in ("activation", "fp32"):
-        cfg = apply_overrides(preset(), {**MID, **pr_q, "qat.weight_dtype": weight_dtype})
+    for cast_first in (True, False):
+        cfg = apply_overrides(preset(), {**MID, **pr_q, "qat.cast_first": cast_first})
         o, p = qat_models(pr, cfg)
         pairs = zip((m for m in o.modules() if isinstance(m, pr.CastedLinear)),
                     (m for m in p.modules() if isinstance(m, CastedLinear)))
-        worst[weight_dtype], ulp_ok[weight_dtype] = 0.0, True
+        worst[cast_first], ulp_ok[cast_first] = 0.0, True
         for a, b in pairs:
             eye = torch.eye(a.in_features, dtype=torch.bfloat16)
             with torch.no_grad():
                 wa, wb = a(eye).T.float(), b(eye).T.float()
             d = (wa - wb).abs()
-            worst[weight_dtype] = max(worst[weight_dtype], float(d.max()))
-            ulp_ok[weight_dtype] &= bool((d <= 2 ** -8 * wb.abs()).all())
-    print(f"\nbf16 QAT forward weights, max abs diff: activation {worst['activation']:.2e}, "
-          f"fp32 master {worst['fp32']:.2e}")
-    assert ulp_ok["activation"]  # at most one bf16 ulp (the PR's double rounding)
-    assert not ulp_ok["fp32"] and worst["fp32"] > 1e-3  # codes flip where the bf16 rounding crosses a boundary
+            worst[cast_first] = max(worst[cast_first], float(d.max()))
+            ulp_ok[cast_first] &= bool((d <= 2 ** -8 * wb.abs()).all())
+    print(f"\nbf16 QAT forward weights, max abs diff: cast_first {worst[True]:.2e}, fp32 master {worst[False]:.2e}")
+    assert ulp_ok[True]  # at most one bf16 ulp (the PR's double rounding)
+    assert not ulp_ok[False] and worst[False] > 1e-3  # codes flip where the bf16 rounding crosses a boundary

@@ -6,12 +6,12 @@ import shutil
 import pytest
 
 from pgolf.cli import main
+from pgolf_testing import micro_config
 from pgolf.train import train
 
 
 @pytest.fixture(scope="module")
 def finished_run(small_dataset, tmp_path_factory):
-    from tests.conftest import micro_config
     run = tmp_path_factory.mktemp("score") / "run"
     summary = train(micro_config(small_dataset), run, console=False)
     return run, summary
@@ -52,3 +52,17 @@ def test_bad_paths_are_named(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"not a pickle")
     assert main(["eval", str(tmp_path / "x.pt")]) == 2
     assert "x.pt: not a state dict" in capsys.readouterr().err
+
+
+def test_overrides_after_options_are_kept(finished_run, capsys):
+    run, summary = finished_run
+    out = _eval(capsys, run, "--stride", 16, "eval.tail=score")
+    assert out["eval_mode"] == "windows(seq_len=64,stride=16,tail=score)"
+    with pytest.raises(SystemExit):  # a stray word that is not an override is an argparse error
+        main(["eval", str(run), "--json", "nonsense"])
+
+
+def test_summary_records_the_corpus_unigram_baseline(finished_run):
+    """Figures read the quickstart's unigram line from the run, never from the dataset."""
+    _, summary = finished_run
+    assert 1.0 < summary["unigram_val_bpb"] < 20.0

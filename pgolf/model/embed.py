@@ -14,8 +14,10 @@ SMEAR_INIT_LOGIT = {"identity": 3.0, "half": 0.0}  # sigmoid(3) ~ 0.95 on x_t; s
 class SmearGate(nn.Module):
     """x_t <- g * x_t + (1 - g) * x_{t-1}, g = sigmoid(gate), scalar or per dimension.
 
-    ``gate_on="previous"`` is the records' parametrization, (1 - g) * x_t + g * x_{t-1}: the same
-    family with the gate's sign flipped, kept so their checkpoints load and their forward is bitwise.
+    ``gate_on="previous"`` is the records' parametrization (PR #194 and later), (1 - g) * x_t + g * x_{t-1},
+    with their op order (the gate cast to the activation dtype before the sigmoid): the same family with the
+    gate's sign flipped, kept so their checkpoints load and their forward is bitwise. The init logit is
+    negated so that an init name means the same mix in both forms.
     Position 0 of a sequence has a zero predecessor. A BOS token (a document start) never takes
     anything from the previous position, so nothing leaks across documents in a packed stream.
     """
@@ -28,12 +30,13 @@ class SmearGate(nn.Module):
         self.bos_id, self.gate_on = bos_id, gate_on
 
     def forward(self, x: Tensor, input_ids: Tensor) -> Tensor:
-        g = torch.sigmoid(self.gate).to(x.dtype)
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t=0
         if self.bos_id >= 0:
             prev = prev * (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)
         if self.gate_on == "previous":
+            g = torch.sigmoid(self.gate.to(x.dtype))
             return (1 - g) * x + g * prev
+        g = torch.sigmoid(self.gate).to(x.dtype)
         return g * x + (1 - g) * prev
 
 

@@ -94,7 +94,7 @@ class GPT(nn.Module):
                 elif m.zero_init:
                     if cfg.proj_init_gain > 0:
                         nn.init.orthogonal_(m.weight, gain=cfg.proj_init_gain / math.sqrt(2 * cfg.num_layers))
-                elif min(m.weight.shape) >= 64:
+                elif min(m.weight.shape) >= cfg.ortho_min_dim:
                     nn.init.orthogonal_(m.weight, gain=1.0)
         if cfg.resid_mix_init == "phase":
             L = cfg.num_layers

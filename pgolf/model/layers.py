@@ -22,17 +22,18 @@ class CastedLinear(nn.Linear):
     """fp32 weights cast to the activation dtype at matmul time.
 
     QAT state is explicit instance state: ``qat_spec`` (which quantizer; set once from the export
-    plan), ``qat_cast_first`` (quantize the weight as cast to the activation dtype, as PR #326 does;
-    set with the spec) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
-    Fake quantization acts only in training mode: evaluation always sees the real weights.
+    plan) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
+    Fake quantization acts only in training mode: evaluation always sees the real weights. It reads
+    the fp32 weight (what the export quantizes) unless ``qat_cast_first`` asks for the weight cast to
+    the activation dtype first (the seed PRs' CastedLinear: bf16 under autocast).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=bias)
         self.zero_init = zero_init
         self.qat_spec: QuantSpec | None = None
-        self.qat_cast_first: bool = False
         self.qat_enabled: bool = False
+        self.qat_cast_first: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
