@@ -90,7 +90,7 @@ def test_sliding_rescore_config_and_truncated_stream(small_dataset):
     base = {"data.path": str(small_dataset), "train.train_seq_len": 1000, "eval.stride": 64}
     d = Dist(0, 1, 0, torch.device("cpu"), False)
     *_, once_final, official = load_data(apply_overrides(Config(), base), d)
-    _, _, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.window_rule": "rescore_tail"}), d)
+    _, _, _, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.window_rule": "rescore_tail"}), d)
     assert not official
     assert torch.equal(final, periodic) and (final.numel() - 1) % 1000 == 0  # the PRs' truncated stream
     assert once_final.numel() > final.numel()  # "once" scores the tail too
