@@ -28,9 +28,9 @@ def test_preset_trains_exports_and_scores(name, small_dataset, tmp_path):
 
 # Seeds that state their artifact fits under the cap (seed 000 states no size; PR #194 states "15.33 MiB",
 # which is 16,074,670 decimal bytes, i.e. over the 16,000,000-byte cap as written), with the code bytes the
-# PR counted where pgolf's own (~133 KB of modules) would decide the answer: PR #326's single file is
-# 56,766 bytes; with pgolf's code its Gaussian surrogate total is 16,013,788 (artifact 15,880,876 vs the
-# PR's measured 15,818,344).
+# PR counted where pgolf's own (its modules: ~166 KB) would decide the answer: PR #326's single file is
+# 56,766 bytes; its Gaussian surrogate artifact is 15,880,876 bytes (the PR measured 15,818,344 on its
+# trained weights), which fits with the PR's code and not with pgolf's.
 SEEDS_CLAIMING_FIT = {"pr128_int6_mlp3x_qat_sliding": None, "pr314_11l_int4mlp_bigram_swa": None,
                       "pr326_qat_ntk_cosine_swa": 56_766}
 
