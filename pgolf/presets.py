@@ -178,7 +178,8 @@ def pr326_qat_ntk_cosine_swa() -> Config:
     wallclock), SWA from LR scale < 0.35 every 25, int5 MLP / int6 attention+bigram QAT from step 0, fp16
     embedding, 5% magnitude pruning, lzma extreme, NTK sliding eval at 4096 stride 64.
     Claimed: pre-quant val_bpb 1.1702 at step 6606 on 8xH100 (seed 42); no final roundtrip score (pod
-    killed during eval); artifact 15,818,344 bytes + 56,766 code bytes.
+    killed during eval); artifact 15,818,344 bytes + 56,766 code bytes. pgolf size: Gaussian-surrogate
+    artifact 15,880,876 bytes, which fits with the PR's code but not with pgolf's own modules (~166 KB).
 
     Deliberate differences (pgolf's fixes; the switches in brackets restore the PR):
     - SmearGate and BigramHash never cross a BOS token [model.bos_id=-1];
