@@ -114,3 +114,16 @@ def test_sliding_eval_equals_per_window_reference():
                 nbytes += int(luts.count(x[0, f - s:], y[0, f - s:]))
         assert (got.tokens, got.bytes) == (n, nbytes)
         assert got.val_loss == pytest.approx(loss / n, rel=1e-12)
+
+
+def test_sliding_full_windows_rule():
+    """eval.window_rule=full_windows (PR #326): full windows only, first scores all, later ones their last
+    S; the targets after the last full window are not scored."""
+    n, L, S = 1000, 256, 48
+    wins = windows(n, L, S, window_rule="full_windows")
+    assert all(e - s == L for s, e, _ in wins) and wins[0] == (0, L, 0)
+    scored = [t for _, e, f in wins for t in range(f, e)]
+    last_end = wins[-1][1]
+    assert scored == list(range(last_end)) and wins[-1][0] == 720 and last_end == 976  # 976..999 unscored
+    with pytest.raises(Exception, match="eval.window_rule"):
+        apply_overrides(Config(), {"eval.window_rule": "full_windows"})  # needs sliding windows

@@ -86,3 +86,21 @@ def test_cosine_fraction_and_floor():
     assert lr_multiplier(0, 599_000.0, c) == pytest.approx(0.1)  # floor
     lin = apply_overrides(c, {"schedule.warmdown": "linear", "schedule.min_lr_frac": 0.0})
     assert lr_multiplier(0, 450_000.0, lin) == pytest.approx(0.5)
+
+
+def test_cosine_warmdown_by_iterations_and_wallclock_cap():
+    """PR #326's cosine: progress (step - start) / warmdown_iters (iterations), and a wallclock warmdown
+    capped at schedule.warmdown_cap_frac of the cap."""
+    c = apply_overrides(Config(), {"train.max_wallclock_seconds": 0, "train.iterations": 1000,
+                                   "schedule.warmdown": "cosine", "schedule.warmdown_iters": 200})
+    assert lr_multiplier(799, 0, c) == 1.0 and lr_multiplier(800, 0, c) == 1.0
+    assert lr_multiplier(900, 0, c) == 0.5 * (1.0 + math.cos(math.pi * 0.5))
+    long = apply_overrides(c, {"schedule.warmdown_iters": 4000})  # longer than the run: starts at 1, never 0
+    assert lr_multiplier(0, 0, long) == 1.0
+    assert lr_multiplier(999, 0, long) == 0.5 * (1.0 + math.cos(math.pi * 999 / 4000))
+    w = apply_overrides(c, {"train.max_wallclock_seconds": 600.0, "schedule.warmdown_iters": 3000})
+    step, elapsed = 500, 500 * 688.0  # 688 ms/step: 3000 steps of warmdown would be 2064 s
+    capped = apply_overrides(w, {"schedule.warmdown_cap_frac": 0.5})
+    assert lr_multiplier(step, elapsed, capped) == 0.5 * (1.0 + math.cos(math.pi * (1.0 - 256_000.0 / 300_000.0)))
+    assert lr_multiplier(step, elapsed, w) < lr_multiplier(step, elapsed, capped)
+    assert lr_multiplier(100, 100 * 688.0, capped) == 1.0  # 531 s left: before the capped 300 s warmdown

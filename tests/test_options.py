@@ -99,3 +99,54 @@ def test_options_are_off_by_default_and_baseline_unchanged():
     torch.manual_seed(0)
     b = build_model(apply_overrides(Config(), {"model.smear_gate": "scalar", "model.bigram_buckets": 128})).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # options never shift the baseline's init
+
+
+RECORDS_EMB = {**SMALL, "model.model_dim": 128, "model.smear_gate": "per_dim", "model.bigram_buckets": 97,
+               "model.bigram_dim": 64, "model.init": "orthogonal"}
+
+
+def test_records_module_order_and_bigram_init():
+    """module_order=records builds BigramHash/SmearGate right after tok_emb (the records' parameter order and
+    init RNG stream); bigram_init=ortho_proj zeroes the table and gives the projection orthogonal/sqrt(2L)."""
+    c = apply_overrides(Config(), {**RECORDS_EMB, "model.module_order": "records", "model.bigram_init": "ortho_proj"})
+    torch.manual_seed(0)
+    m = build_model(c)
+    names = [n for n, _ in m.named_parameters()]
+    assert names[:6] == ["skip_weights", "tok_emb.weight", "bigram.scale", "bigram.table.weight",
+                         "bigram.proj.weight", "smear.gate"]
+    assert not m.bigram.table.weight.any()
+    w = m.bigram.proj.weight  # (128, 64)
+    assert torch.allclose(w.T @ w, torch.eye(64) / (2 * 2), atol=1e-6)
+    torch.manual_seed(0)
+    official = build_model(apply_overrides(c, {"model.module_order": "official"}))
+    assert not torch.equal(official.tok_emb.weight, m.tok_emb.weight)  # the bigram's draws now come first
+    x = torch.randint(0, 1024, (2, 16))
+    m(x, x).backward()  # both branches train from step 1: the table gets a gradient through the projection
+    assert m.bigram.table.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("override, match", [({"model.init": "default"}, "needs model.init='orthogonal'"),
+                                             ({"model.bigram_dim": 32}, ">= 64")])
+def test_ortho_proj_bigram_init_refuses_a_dead_branch(override, match):
+    from pgolf.config import ConfigError
+    with pytest.raises(ConfigError, match=f"model.bigram_init.*{match}"):
+        apply_overrides(Config(), {**RECORDS_EMB, "model.bigram_init": "ortho_proj", **override})
+
+
+def test_swa_min_snapshots_and_param_dtype():
+    from pgolf.averaging import WeightAverager
+    from pgolf.config import AveragingConfig
+    m = torch.nn.Linear(4, 3, bias=False).bfloat16()
+    seq = [torch.randn(3, 4).bfloat16() for _ in range(3)]
+
+    def run(**kw):
+        avg = WeightAverager(m, AveragingConfig(mode="swa", swa_every=1, swa_start_lr_scale=1.0, **kw))
+        for i, w in enumerate(seq):
+            m.weight.data.copy_(w)
+            avg.update(m, i + 1, 0.5)
+        return avg
+    fp32 = run().averaged_state(m)["weight"]
+    assert torch.equal(fp32, (sum(w.float() for w in seq) / 3).bfloat16())
+    param = run(swa_dtype="param").averaged_state(m)["weight"]
+    assert torch.equal(param, ((seq[0] + seq[1] + seq[2]) / 3).bfloat16())  # summed in bf16, as the records
+    assert run(swa_min_snapshots=4).averaged_state(m) is None and run(swa_min_snapshots=3).averaged_state(m) is not None
