@@ -1,5 +1,8 @@
 """Weight averaging: SWA (uniform over snapshots once the LR has decayed) and EMA, both in fp32.
 
+``averaging.swa_dtype="param"`` sums SWA snapshots in each tensor's own dtype instead, as the records do
+(bf16 for the embeddings on CUDA), and ``swa_min_snapshots`` restores their "apply only from 2" rule.
+
 The average is *applied* (loaded into the model) before the final evaluation and export; the
 trainer logs how many snapshots went in, and a test checks the exported weights are the average.
 """
@@ -32,16 +35,23 @@ class WeightAverager:
             return True
         if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and step % self.cfg.swa_every == 0:
             if not self.avg:
-                self.avg = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in sd.items() if v.is_floating_point()}
+                self.avg = {k: torch.zeros_like(v, dtype=self._sum_dtype(v)) for k, v in sd.items()
+                            if v.is_floating_point()}
             for k, v in self.avg.items():
-                v.add_(sd[k].detach().float())
+                v.add_(sd[k].detach().to(v.dtype))
             self.count += 1
             return True
         return False
 
+    def _sum_dtype(self, v: Tensor) -> torch.dtype:
+        return v.dtype if self.cfg.swa_dtype == "param" else torch.float32
+
     def averaged_state(self, model: nn.Module) -> dict[str, Tensor] | None:
-        """The averaged state dict in the model's dtypes, or None if nothing was collected."""
+        """The averaged state dict in the model's dtypes, or None if nothing (or, for SWA, fewer than
+        ``swa_min_snapshots`` snapshots) was collected."""
         if self.cfg.mode == "none" or self.count == 0:
+            return None
+        if self.cfg.mode == "swa" and self.count < self.cfg.swa_min_snapshots:
             return None
         sd = model.state_dict()
         out = {}

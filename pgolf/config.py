@@ -49,10 +49,19 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
+    # which input g = sigmoid(gate) weights: current: g*x_t + (1-g)*x_{t-1}; previous: (1-g)*x_t + g*x_{t-1}
+    # (the PR #162 lineage's form, sigmoid taken in the activation dtype as there)
+    smear_gated: Literal["current", "previous"] = "current"
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_scale_init: float = 0.05  # learned output scale of BigramHash
+    # normal_table: table N(0, 0.01), projection zero; ortho_proj: table zero, projection orthogonal * 1/sqrt(2L)
+    # (the PR #162 lineage: its "muP" .proj scaling only ever hits this matrix); needs init=orthogonal
+    bigram_init: Literal["normal_table", "ortho_proj"] = "normal_table"
+    # official: SmearGate/BigramHash created after the official init (it draws exactly the baseline's RNG);
+    # records: created right after tok_emb as in the PR #162 lineage (its state-dict order and init RNG draws)
+    module_order: Literal["official", "records"] = "official"
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
@@ -72,6 +81,8 @@ class ModelConfig:
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
+        _check(self.bigram_init == "normal_table" or self.init == "orthogonal", "model.bigram_init",
+               f"{self.bigram_init!r} is part of the orthogonal init; expected model.init='orthogonal', got {self.init!r}")
 
 
 @dataclass
@@ -185,10 +196,13 @@ class AveragingConfig:
     mode: Literal["none", "swa", "ema"] = "none"
     swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
     swa_every: int = 50  # steps between SWA snapshots
+    swa_dtype: Literal["fp32", "param"] = "fp32"  # SWA sum dtype; param: each tensor's own (records: bf16 tok_emb)
+    swa_min_snapshots: int = 1  # apply the SWA average only with at least this many snapshots (records: 2)
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:
         _check(self.swa_every > 0, "averaging.swa_every", "expected > 0")
+        _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots", f"expected >= 1, got {self.swa_min_snapshots}")
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 
@@ -244,6 +258,10 @@ class EvalConfig:
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
+    # once: every validation target scored exactly once (pgolf); rescore_tail: PR #124's rule kept by the
+    # records (stream cut to a multiple of seq_len, windows every stride while >= stride targets remain, each
+    # scoring its last stride, so the final stride targets are scored once per trailing window)
+    window_rule: Literal["once", "rescore_tail"] = "once"
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
 
     def __post_init__(self) -> None:

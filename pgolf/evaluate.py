@@ -9,6 +9,10 @@ Window selection (``windows``): every target position in the stream is scored ex
 - sliding (stride S): windows start every S tokens; the first scores all of its positions, each
   later one only its last S, so every scored token beyond the first window sees >= L - S tokens of
   context. Windows stop once every position is scored (no double-counted tail, records.md s.8).
+- ``rule="rescore_tail"`` restores the sliding rule of PR #124 kept by the records (e.g. PR #314): a
+  window starts every S tokens while at least S targets remain, and each window after the first scores
+  its last S targets, so the last S targets are scored again by every trailing (shorter) window. The
+  trainer pairs it with the records' stream cut to a multiple of L.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class EvalResult:
     bytes: int
 
 
-def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop") -> list[tuple[int, int, int]]:
+def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
+            rule: str = "once") -> list[tuple[int, int, int]]:
     """(start, end, score_from) triples: inputs tokens[start:end], targets tokens[start+1:end+1],
     losses counted for positions score_from..end-1 (absolute target indices)."""
     L = seq_len
@@ -60,6 +65,12 @@ def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop") -
         out = [(i * L, (i + 1) * L, i * L) for i in range(full)]
         if tail == "score" and full * L < n_targets:
             out.append((full * L, n_targets, full * L))
+        return out
+    if rule == "rescore_tail":
+        starts = [ws for ws in range(0, n_targets, stride) if ws == 0 or min(ws + L, n_targets) - ws >= stride]
+        for ws in starts:
+            end = min(ws + L, n_targets)
+            out.append((ws, end, ws if ws == 0 else max(end - stride, ws)))
         return out
     ws = 0
     while True:
@@ -115,10 +126,11 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
 
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
-                 batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool) -> EvalResult:
+                 batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
+                 rule: str = "once") -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64."""
     n_targets = val_tokens.numel() - 1
-    wins = windows(n_targets, seq_len, stride, tail)
+    wins = windows(n_targets, seq_len, stride, tail, rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     tok = torch.zeros((), device=device, dtype=torch.float64)

@@ -121,7 +121,8 @@ def load_data(cfg: Config, d: Dist):
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail="score")
+    final_tail = "drop" if cfg.eval.window_rule == "rescore_tail" else "score"  # the records cut the stream
+    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
@@ -213,7 +214,7 @@ class Trainer:
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast)
+                            self.autocast, c.eval.window_rule)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
@@ -398,6 +399,8 @@ class Trainer:
                 n_params: int, compile_ms: float) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
         avg = self.averager.averaged_state(self.base)
+        if avg is None and self.averager.count and cfg.averaging.mode == "swa":
+            self.log(f"swa:not_applied snapshots:{self.averager.count} (< averaging.swa_min_snapshots)")
         if avg is not None:
             self.base.load_state_dict(avg, strict=True)
             self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
@@ -440,7 +443,8 @@ class Trainer:
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
-            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail})",
+            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail}"
+            + (f",rule={cfg.eval.window_rule})" if cfg.eval.window_rule != "once" else ")"),
             "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,

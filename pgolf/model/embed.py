@@ -12,23 +12,30 @@ SMEAR_INIT_LOGIT = {"identity": 3.0, "half": 0.0}  # sigmoid(3) ~ 0.95 on x_t; s
 
 
 class SmearGate(nn.Module):
-    """x_t <- g * x_t + (1 - g) * x_{t-1}, g = sigmoid(gate), scalar or per dimension.
+    """Blend each embedding with the previous one, g = sigmoid(gate), scalar or per dimension.
 
+    ``gated="current"``: x_t <- g * x_t + (1 - g) * x_{t-1}. ``gated="previous"``: x_t <- (1 - g) * x_t
+    + g * x_{t-1}, the PR #162 lineage's form (the same function with the gate negated), with the sigmoid
+    taken in the activation dtype as there, so its weights load and compute bit for bit.
     Position 0 of a sequence has a zero predecessor. A BOS token (a document start) never takes
     anything from the previous position, so nothing leaks across documents in a packed stream.
     """
 
-    def __init__(self, dim: int, mode: str, init: str, bos_id: int):
+    def __init__(self, dim: int, mode: str, init: str, bos_id: int, gated: str = "current"):
         super().__init__()
         n = dim if mode == "per_dim" else 1
         self.gate = nn.Parameter(torch.full((n,), SMEAR_INIT_LOGIT[init], dtype=torch.float32))
         self.bos_id = bos_id
+        self.gated = gated
 
     def forward(self, x: Tensor, input_ids: Tensor) -> Tensor:
-        g = torch.sigmoid(self.gate).to(x.dtype)
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t=0
         if self.bos_id >= 0:
             prev = prev * (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)
+        if self.gated == "previous":
+            g = torch.sigmoid(self.gate.to(x.dtype))
+            return (1 - g) * x + g * prev
+        g = torch.sigmoid(self.gate).to(x.dtype)
         return g * x + (1 - g) * prev
 
 
@@ -37,15 +44,20 @@ class BigramHash(nn.Module):
 
     bucket = (36313 * cur XOR 27191 * prev) mod (buckets - 1); position 0 (and a BOS token) use the
     reserved bucket buckets - 1. Only input tokens at t and t-1 are read, so it is causal.
-    The table starts N(0, 0.01) and the projection at zero: with both at zero (as in some records)
-    neither would ever receive a gradient.
+    ``init="normal_table"``: the table starts N(0, 0.01) and the projection at zero (with both at zero
+    neither would ever receive a gradient). ``init="ortho_proj"``: the table starts at zero and the
+    projection is left to the model's orthogonal init (``GPT._option_init``), as in the PR #162 lineage.
     """
 
-    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float, bos_id: int):
+    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float, bos_id: int,
+                 init: str = "normal_table"):
         super().__init__()
         self.buckets, self.bos_id = buckets, bos_id
         self.table = nn.Embedding(buckets, dim)
-        nn.init.normal_(self.table.weight, std=0.01)
+        if init == "normal_table":
+            nn.init.normal_(self.table.weight, std=0.01)
+        else:
+            nn.init.zeros_(self.table.weight)
         self.proj = CastedLinear(dim, model_dim, zero_init=True)
         nn.init.zeros_(self.proj.weight)
         self.scale = nn.Parameter(torch.tensor(scale_init, dtype=torch.float32))

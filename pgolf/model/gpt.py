@@ -46,6 +46,8 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         # Creation order matters: it fixes the RNG draws of the default init (official order).
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        if cfg.module_order == "records":  # the PR #162 lineage creates them here, before the blocks
+            self._build_embed_options()
         self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else 0
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
         if cfg.unet_skips:
@@ -55,12 +57,22 @@ class GPT(nn.Module):
         self.final_norm = RMSNorm()
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._official_init()
-        # Options beyond the baseline are created after the official init so they never shift it.
-        self.smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id)
-                      if cfg.smear_gate != "off" else None)
-        self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id)
-                       if cfg.bigram_buckets else None)
+        if cfg.module_order == "official":  # created after the official init so they never shift it
+            self._build_embed_options()
         self._option_init()
+
+    def _build_embed_options(self) -> None:
+        cfg = self.cfg
+        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
+                 if cfg.smear_gate != "off" else None)  # draws nothing from the RNG
+        bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
+                             cfg.bigram_init)
+                  if cfg.bigram_buckets else None)
+        # Registration order is the state-dict order: the records register bigram before smear.
+        if cfg.module_order == "records":
+            self.bigram, self.smear = bigram, smear
+        else:
+            self.smear, self.bigram = smear, bigram
 
     # -- init -------------------------------------------------------------------------------
     def _official_init(self) -> None:
@@ -74,8 +86,15 @@ class GPT(nn.Module):
     def _option_init(self) -> None:
         cfg = self.cfg
         if cfg.init == "orthogonal":
-            for name, m in self.named_modules():
-                if not isinstance(m, CastedLinear) or name.startswith("bigram"):
+            for name, m in self.named_modules():  # module order = RNG draw order
+                if not isinstance(m, CastedLinear):
+                    continue
+                if name.startswith("bigram"):
+                    # ortho_proj: the records' rule treats this projection as a plain matrix, then their
+                    # 1/sqrt(2L) ".proj" scaling (meant for the zero-init block projections) lands on it.
+                    if name == "bigram.proj" and cfg.bigram_init == "ortho_proj" and min(m.weight.shape) >= 64:
+                        nn.init.orthogonal_(m.weight, gain=1.0)
+                        m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
                     continue
                 if m.zero_init:
                     if cfg.proj_init_gain > 0:
