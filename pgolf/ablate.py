@@ -116,6 +116,7 @@ def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: in
     pending = list(todo)
     active: list[tuple[PlannedRun, subprocess.Popen, float, Any]] = []
     failures = []
+    finished, t_start = 0, time.time()
     while pending or active:
         while pending and len(active) < (jobs if nproc_per_node == 1 else 1):
             r = pending.pop(0)
@@ -131,11 +132,13 @@ def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: in
                 continue
             out.close()
             active.remove(item)
+            finished += 1
+            where = f"[{finished}/{len(todo)}] {r.path.name}"
             if proc.returncode == 0:
-                log(f"  {r.path.name}: done in {time.time() - t0:.0f}s")
+                log(f"  {where}: done in {time.time() - t0:.0f}s (elapsed {time.time() - t_start:.0f}s)")
             else:
                 failures.append(f"{r.path.name} (exit {proc.returncode}; see {out.name})")
-                log(f"  {r.path.name}: FAILED exit {proc.returncode}; output in {out.name}")
+                log(f"  {where}: FAILED exit {proc.returncode}; output in {out.name}")
     return failures
 
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent
 SUBMISSION_MODULES = (
     "config.py", "quant.py", "qat.py", "export.py", "compress.py", "optim.py", "evaluate.py", "averaging.py",
     "train.py", "model/__init__.py", "model/gpt.py", "model/layers.py", "model/mlp.py", "model/embed.py",
-    "data/loader.py", "data/shards.py", "data/tokenizer.py",
+    "data/loader.py", "data/shards.py", "data/tokenizer.py", "data/identity.py",
 )
 CODE_BYTES_NOTE = "pgolf training+eval modules (pgolf.accounting.SUBMISSION_MODULES), no single-file exporter yet"
 
@@ -24,5 +24,21 @@ def code_bytes() -> int:
                if (PACKAGE / m).exists())
 
 
-def fits(artifact_bytes: int, code: int) -> bool:
-    return artifact_bytes + code <= CAP_BYTES
+class OverCapError(RuntimeError):
+    """A run with ``export.require_fit`` produced a submission over the cap."""
+
+
+def fits(artifact_bytes: int, code: int, cap_bytes: int | None = None) -> bool:
+    return artifact_bytes + code <= (CAP_BYTES if cap_bytes is None else cap_bytes)
+
+
+def over_cap_line(artifact_bytes: int, code: int, cap_bytes: int | None = None) -> str | None:
+    """The console/train.log line for a submission over the cap (None when it fits).
+
+    ``cap_bytes`` None reads :data:`CAP_BYTES` at call time (tests lower it to reach this path)."""
+    cap = CAP_BYTES if cap_bytes is None else cap_bytes
+    total = artifact_bytes + code
+    if total <= cap:
+        return None
+    return (f"over_cap: total {total:,} bytes > {cap:,} by {total - cap:,} "
+            f"(artifact {artifact_bytes:,} + code {code:,})")

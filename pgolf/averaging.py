@@ -25,7 +25,11 @@ class WeightAverager:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int, lr_scale: float) -> bool:
-        """Call after each optimizer step (``step`` counts finished steps). Returns True if it took a sample."""
+        """Call after each optimizer step (``step`` counts finished steps). Returns True if it took a sample.
+
+        SWA samples when the LR multiplier of that step was below ``swa_start_lr_scale`` and the step
+        number (``swa_step``: finished steps, or PR #194's 0-based index ``step - 1``) divides by
+        ``swa_every``."""
         sd = model.state_dict()
         if self.cfg.mode == "ema":
             d = self.cfg.ema_decay
@@ -33,7 +37,8 @@ class WeightAverager:
                 v.mul_(d).add_(sd[k].detach().float(), alpha=1 - d)
             self.count += 1
             return True
-        if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and step % self.cfg.swa_every == 0:
+        number = step if self.cfg.swa_step == "done" else step - 1
+        if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and number % self.cfg.swa_every == 0:
             if not self.avg:
                 self.avg = {k: torch.zeros_like(v, dtype=self._sum_dtype(v)) for k, v in sd.items()
                             if v.is_floating_point()}

@@ -298,6 +298,42 @@ def bench_options(cfg: Config, steps: int = 10, warmup: int = 3, base: dict[str,
     return {"options": rows, "averaging": averaging, "eval": evals}
 
 
+class _FreeForward(torch.nn.Module):
+    """Stands in for a model whose forward costs nothing: per-token losses from a fixed table. With it,
+    the evaluator's own bookkeeping (window selection, batching, masks, byte counts) is all that is timed,
+    which is what dominates a sliding evaluation on a GPU."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.register_buffer("nll", torch.rand(vocab_size, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "none") -> torch.Tensor:
+        return self.nll[y].reshape(-1)
+
+
+def bench_eval(cfg: Config, n_windows: int = 2048) -> dict[str, Any]:
+    """Sliding-window evaluation throughput: with the config's model, and with a free forward."""
+    tr = build_trainer(cfg)
+    device = tr.d.device
+    seq_len = cfg.eval.seq_len or cfg.train.train_seq_len
+    stride = cfg.eval.stride or 64
+    v = cfg.model.vocab_size
+    tokens = torch.randint(0, v, (seq_len + stride * (n_windows - 1) + 1,), generator=torch.Generator().manual_seed(0))
+    luts = ByteLUTs(torch.ones(v, dtype=torch.int16, device=device), torch.zeros(v, dtype=torch.bool, device=device),
+                    torch.zeros(v, dtype=torch.bool, device=device))
+    out: dict[str, Any] = {"seq_len": seq_len, "stride": stride, "batch_seqs": cfg.eval.batch_seqs}
+    for label, model, count in (("model", tr.base, max(n_windows // 32, 8)), ("free_forward", _FreeForward(v).to(device),
+                                                                                n_windows)):
+        part = tokens[: seq_len + stride * (count - 1) + 1]
+        run = lambda m=model, t=part: eval_windows(m, t, luts, seq_len, stride, "drop", cfg.eval.batch_seqs,  # noqa: E731
+                                                    0, 1, device, tr.autocast)
+        res = run()
+        ms = _median_ms(run, 3)
+        out[label] = {"windows": count, "tokens_scored": res.tokens, "eval_ms": ms,
+                      "tokens_per_s": res.tokens / (ms / 1000.0), "windows_per_s": count / (ms / 1000.0)}
+    return out
+
+
 # -- command line -----------------------------------------------------------------------------------
 
 
@@ -347,6 +383,19 @@ def format_report(name: str, r: dict[str, Any], opts: dict[str, Any] | None = No
 def cmd_bench(args: argparse.Namespace) -> int:
     from .cli import resolve_config
     cfg = resolve_config(args.preset, args.overrides, args.config)
+    if args.eval:
+        e = bench_eval(cfg, args.eval_windows)
+        if args.json:
+            print(json.dumps({"eval": e}, indent=2))
+        else:
+            print(f"bench_eval:{args.preset} device:{torch.device('cuda' if torch.cuda.is_available() else 'cpu')} "
+                  f"threads:{torch.get_num_threads()} seq_len:{e['seq_len']} stride:{e['stride']} "
+                  f"batch_seqs:{e['batch_seqs']}")
+            for k in ("model", "free_forward"):
+                print(f"  {k}: windows:{e[k]['windows']} tokens_per_s:{e[k]['tokens_per_s']:.0f} "
+                      f"windows_per_s:{e[k]['windows_per_s']:.0f} ({e[k]['tokens_scored']} tokens in "
+                      f"{e[k]['eval_ms']:.1f}ms)")
+        return 0
     r = bench(cfg, args.steps, args.warmup)
     opts = bench_options(cfg, args.steps, args.warmup, base=r) if args.options else None
     if args.json:
@@ -365,5 +414,8 @@ def register(subparsers) -> None:
     b.add_argument("--warmup", type=int, default=3, help="untimed steps before (the first one timed apart)")
     b.add_argument("--options", action="store_true",
                    help="also time QAT, SmearGate, BigramHash, SWA/EMA updates and sliding-window evaluation")
+    b.add_argument("--eval", action="store_true",
+                   help="time only sliding-window evaluation: with the model, and with a free forward (bookkeeping)")
+    b.add_argument("--eval-windows", type=int, default=2048, help="windows for --eval's free-forward timing")
     b.add_argument("--json", action="store_true", help="print the numbers as JSON")
     b.set_defaults(func=cmd_bench)

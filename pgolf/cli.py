@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from .config import Config, ConfigError, apply_overrides, env_overrides, parse_override
+from .config import Config, ConfigError, apply_overrides, from_env, parse_override
 from .paths import runs_dir
 from .presets import PRESETS, describe, get_preset
 
@@ -17,14 +18,29 @@ from .presets import PRESETS, describe, get_preset
 def resolve_config(preset: str | None, overrides: list[str], config_file: str | None = None,
                    environ: dict[str, str] | None = None) -> Config:
     """preset (or --config JSON) < official environment names < dotted command-line overrides."""
-    if config_file:
-        cfg = Config.from_json(config_file)
-    else:
-        cfg = get_preset(preset or "baseline")
-    env = env_overrides(environ if environ is not None else os.environ)
-    if env:
-        cfg = apply_overrides(cfg, env)
+    if config_file and preset:
+        raise ConfigError(f"preset {preset!r} and --config {config_file}: the config file replaces the preset; "
+                          f"give one or the other")
+    cfg = Config.from_json(config_file) if config_file else get_preset(preset or "baseline")
+    cfg = from_env(cfg, environ if environ is not None else os.environ)
     return apply_overrides(cfg, dict(parse_override(o) for o in overrides))
+
+
+def split_config_items(items: list[str], config_file: str | None, presets: bool = True) -> tuple[str | None, list[str]]:
+    """Positional words -> (preset, overrides). A word with ``=`` is always an override; a word without
+    one is the preset (at most one; none on a command without presets). No preset: ``baseline``, or
+    None with --config (a preset given with --config is refused by :func:`resolve_config`)."""
+    overrides = [i for i in items if "=" in i]
+    names = [i for i in items if "=" not in i]
+    for n in names:
+        if "." in n:  # presets have no dots: an override without its value, or a file meant for --config
+            raise ConfigError(f"{n!r}: expected a preset name or section.key=value (a config file goes after "
+                              f"--config)")
+    if names and not presets:
+        raise ConfigError(f"{names[0]!r}: this command takes no preset; expected section.key=value overrides")
+    if len(names) > 1:
+        raise ConfigError(f"more than one preset given: {names}; expected one preset and section.key=value overrides")
+    return (names[0] if names else None if config_file else "baseline"), overrides
 
 
 def run_path(args: argparse.Namespace, default_name: str) -> Path:
@@ -34,15 +50,38 @@ def run_path(args: argparse.Namespace, default_name: str) -> Path:
     return runs_dir() / name
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", nargs="?", default="baseline", help=f"one of {sorted(PRESETS)}")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.num_layers=11")
-    p.add_argument("--config", help="start from this resolved config JSON instead of a preset")
+def _add_config_args(p: argparse.ArgumentParser, presets: bool = True) -> None:
+    """[PRESET] and section.key=value overrides, in any order, also between and after the options.
+
+    argparse gives the positional words up to the first option to ``items`` and returns the later ones as
+    unrecognized; :func:`main` appends those (the ``config_items`` marker) and splits them with
+    :func:`split_config_items`, so no override is taken for a preset name or dropped."""
+    if presets:
+        p.add_argument("items", nargs="*", metavar="PRESET|KEY=VALUE",
+                       help=f"a preset (one of {sorted(PRESETS)}; default baseline) and dotted overrides, "
+                            f"e.g. model.num_layers=11")
+        p.add_argument("--config", help="start from this resolved config JSON instead of a preset")
+    else:
+        p.add_argument("items", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.seed=1")
+    p.set_defaults(config_items=presets, config=None)
+
+
+def interrupted(path: Path) -> int:
+    """Ctrl-C during a run: one line saying where the run is and how to go on; exit code 130 (SIGINT)."""
+    from .runs import CHECKPOINT
+    if (path / CHECKPOINT).exists():
+        how = (f"continue with: pgolf train --config {shlex.quote(str(path / 'config.json'))} "
+               f"--run-dir {shlex.quote(str(path))} --resume")
+    else:
+        how = "it has no checkpoint (train.checkpoint_every=0), so start it again with --overwrite"
+    print(f"pgolf: interrupted: run folder {path}; {how}", file=sys.stderr)
+    return 130
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, args.config)
-    path = run_path(args, f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    stem = Path(args.config).stem if args.config else args.preset
+    path = run_path(args, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     nproc, nnodes = args.nproc_per_node, args.nnodes
     if nproc > 1 or nnodes > 1 or args.dry_run or args.slurm:
         from .launch import launch
@@ -50,7 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runs import prepare_run_dir
     from .train import train
     prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
-    summary = train(cfg, path, resume=args.resume)
+    try:
+        summary = train(cfg, path, resume=args.resume)
+    except KeyboardInterrupt:
+        return interrupted(path)
     print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
     print(f"run folder: {path}")
     return 0
@@ -67,7 +109,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    s = train(cfg, path)
+    try:
+        s = train(cfg, path)
+    except KeyboardInterrupt:
+        return interrupted(path)
     unigram = manifest.get("unigram_val_bpb")
     print("\n== pgolf quickstart ==")
     print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
@@ -118,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU, export and score")
-    q.add_argument("overrides", nargs="*")
+    _add_config_args(q, presets=False)
     q.add_argument("--name")
     q.set_defaults(func=cmd_quickstart, run_dir=None)
 
@@ -136,24 +181,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fast", action="store_true", help="skip the per-class compression estimate")
     s.set_defaults(func=cmd_size)
 
-    for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench"):
+    for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench", "pgolf.scoring", "pgolf.doctor"):
         __import__(module, fromlist=["register"]).register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "config_items"):
+        stray = [e for e in extra if e.startswith("-")]
+    elif hasattr(args, "overrides"):  # other commands with overrides take them after options too
+        stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    else:
+        stray = extra
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
     try:
+        if hasattr(args, "config_items"):
+            args.preset, args.overrides = split_config_items(args.items + extra, args.config, args.config_items)
+        elif extra:  # e.g. ``pgolf eval RUN --stride 64 model.x=1``: overrides after options
+            args.overrides = [*args.overrides, *extra]
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("pgolf: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001
+        from .accounting import OverCapError
         from .runs import RunExistsError
         if isinstance(e, RunExistsError):
             print(f"pgolf: error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, OverCapError):  # the run is complete but failed; its folder says so
+            print(f"pgolf: run failed: {e}", file=sys.stderr)
+            return 1
         raise
 
 

@@ -5,7 +5,8 @@ Every default equals the official baseline ``train_gpt.py`` of openai/parameter-
 
 Three ways in, all validated the same way:
 - presets (``pgolf.presets``), then dotted overrides: ``model.num_layers=11``;
-- the official environment names (``NUM_LAYERS=11``), mapped in :data:`ENV_KEYS` only;
+- the official environment names (``NUM_LAYERS=11``), mapped in :data:`ENV_KEYS` and the switches of
+  :data:`ENV_SPECIAL` only (:func:`from_env`; an error names the variable, e.g. ``QAT='2': expected 0/1/...``);
 - JSON (``Config.to_json`` / ``Config.from_json``), which round-trips exactly.
 Unknown keys and invalid values raise :class:`ConfigError` naming the key and what was expected.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +51,7 @@ class ModelConfig:
     smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
-    # which input g = sigmoid(gate) weights: current: g*x_t + (1-g)*x_{t-1}; previous: (1-g)*x_t + g*x_{t-1}
-    # (the PR #162 lineage's form, sigmoid taken in the activation dtype as there)
-    smear_gated: Literal["current", "previous"] = "current"
+    smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
     bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
     bigram_buckets: int = 0  # BigramHash table rows; 0 = off
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
@@ -63,6 +63,7 @@ class ModelConfig:
     # records: created right after tok_emb as in the PR #162 lineage (its state-dict order and init RNG draws)
     module_order: Literal["official", "records"] = "official"
     init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
+    ortho_min_dim: int = 64  # orthogonal init skips matrices with a side below this (PR #194: 0, every matrix)
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
     embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
@@ -80,6 +81,7 @@ class ModelConfig:
         _check(self.mlp_hidden >= 0, "model.mlp_hidden", f"expected >= 0, got {self.mlp_hidden}")
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
+        _check(self.ortho_min_dim >= 0, "model.ortho_min_dim", f"expected >= 0, got {self.ortho_min_dim}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
         _check(self.bigram_init == "normal_table" or self.init == "orthogonal", "model.bigram_init",
                f"{self.bigram_init!r} is part of the orthogonal init; expected model.init='orthogonal', got {self.init!r}")
@@ -139,12 +141,13 @@ class OptimConfig:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0  # global-norm clip over all parameters; 0 = off
+    smear_beta2: float = 0.0  # >0: the SmearGate gate gets its own Adam, betas (beta1, this) (PR #194: 0.99)
 
     def __post_init__(self) -> None:
         for k in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
                   "muon_weight_decay", "adam_weight_decay", "grad_clip_norm"):
             _check(getattr(self, k) >= 0, f"optim.{k}", f"expected >= 0, got {getattr(self, k)}")
-        for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
+        for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2", "smear_beta2"):
             _check(0 <= getattr(self, k) < 1, f"optim.{k}", f"expected in [0, 1), got {getattr(self, k)}")
         _check(self.muon_backend_steps > 0, "optim.muon_backend_steps", "expected > 0")
 
@@ -177,6 +180,7 @@ class QATConfig:
     clip: Literal["export", "quantile", "amax"] = "export"  # per-row clip value
     scale_floor: Literal["export", "qmax", "none"] = "export"  # qmax: scale >= 1/qmax; none: max(clip,1e-12)/qmax
     scale_dtype: Literal["export", "fp32", "fp16"] = "export"  # dtype of the scale the codes are computed with
+    cast_first: bool = False  # quantize weight.to(activation dtype) (bf16 under autocast) as PR #128; off: fp32
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_frac < 1, "qat.start_frac", f"expected in [0, 1), got {self.start_frac}")
@@ -198,6 +202,9 @@ class AveragingConfig:
     swa_every: int = 50  # steps between SWA snapshots
     swa_dtype: Literal["fp32", "param"] = "fp32"  # SWA sum dtype; param: each tensor's own (records: bf16 tok_emb)
     swa_min_snapshots: int = 1  # apply the SWA average only with at least this many snapshots (records: 2)
+    # which number must divide by swa_every: "done" = steps finished (pgolf, PR #314/#326: 50, 100, ...);
+    # "index" = the 0-based index of the step just taken (PR #194: snapshots after 1, 51, 101, ... steps)
+    swa_step: Literal["done", "index"] = "done"
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:
@@ -206,6 +213,8 @@ class AveragingConfig:
         _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
 
 
+# Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
 DEFAULT_CONTROL_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
     "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
@@ -232,8 +241,11 @@ class ExportConfig:
     prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
     prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
     compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
-    level: int = -1  # -1: zlib 9, zstd 22, lzma 9|EXTREME
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
+    # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
+    # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
+    require_fit: bool = False
 
     def __post_init__(self) -> None:
         for k in ("bits_attn", "bits_mlp", "bits_other"):
@@ -243,6 +255,9 @@ class ExportConfig:
         _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
                f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")
         _check(self.prune_min_numel >= 0, "export.prune_min_numel", f"expected >= 0, got {self.prune_min_numel}")
+        lo, hi = COMPRESSION_LEVELS.get(self.compressor, (-1, -1))
+        _check(self.level == -1 or lo <= self.level <= hi, "export.level",
+               f"expected -1 (default) or {lo}..{hi} for export.compressor={self.compressor}, got {self.level}")
         self.control_patterns = tuple(self.control_patterns)
         self.fp16_patterns = tuple(self.fp16_patterns)
         _check(all(self.fp16_patterns), "export.fp16_patterns", "expected non-empty name substrings")
@@ -256,12 +271,9 @@ class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
     tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    window_rule: Literal["once", "rescore_tail"] = "once"  # sliding: each target once, or PR #128's tail rule
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
-    # once: every validation target scored exactly once (pgolf); rescore_tail: PR #124's rule kept by the
-    # records (stream cut to a multiple of seq_len, windows every stride while >= stride targets remain, each
-    # scoring its last stride, so the final stride targets are scored once per trailing window)
-    window_rule: Literal["once", "rescore_tail"] = "once"
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
 
     def __post_init__(self) -> None:
@@ -288,6 +300,8 @@ class Config:
         if ev.stride:
             L = ev.seq_len or self.train.train_seq_len
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
+        _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
+               "eval.window_rule", "'rescore_tail' needs sliding windows (0 < eval.stride < eval seq_len)")
 
     # -- dict / JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -329,6 +343,11 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+BOOL_TRUE = ("1", "true", "yes", "on")
+BOOL_FALSE = ("0", "false", "no", "off")
+BOOL_HELP = "expected 0/1/true/false/yes/no/on/off"  # for environment switches
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (possibly a string from the command line or env) to ``tp``."""
     origin = typing.get_origin(tp)
@@ -342,9 +361,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, (int,)) and value in (0, 1):
             return bool(value)
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{key}: expected a boolean (true/false/1/0), got {value!r}")
+        if isinstance(value, str) and value.lower() in BOOL_TRUE + BOOL_FALSE:
+            return value.lower() in BOOL_TRUE
+        raise ConfigError(f"{key}: expected a boolean ({'/'.join(BOOL_TRUE + BOOL_FALSE)}), got {value!r}")
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -475,7 +494,6 @@ ENV_KEYS: dict[str, str] = {
     "EVAL_STRIDE": "eval.stride",
     "EVAL_SEQ_LEN": "eval.seq_len",
     "EVAL_BATCH_SEQS": "eval.batch_seqs",
-    "QAT_FRACTION": "qat.start_frac",
     "SWA_START_FRAC": "averaging.swa_start_lr_scale",
     "SWA_EVERY": "averaging.swa_every",
     "BIGRAM_BUCKETS": "model.bigram_buckets",
@@ -483,44 +501,124 @@ ENV_KEYS: dict[str, str] = {
 }
 
 
+# Environment switches take the boolean words of BOOL_TRUE / BOOL_FALSE (any case, surrounding spaces
+# ignored) and nothing else. The seed scripts parse them with ``bool(int(value))``, which reads QAT=2 as on
+# and crashes on QAT=true; pgolf refuses QAT=2, naming the variable, rather than guess.
+SMEAR_MODES = typing.get_args(_field_types(ModelConfig)["smear_gate"])
+
+
+def _env_error(name: str, value: str, msg: str, key: str | None = None) -> ConfigError:
+    return ConfigError(f"{name}={value!r}{f' ({key})' if key else ''}: {msg}")
+
+
+def _env_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return v in BOOL_TRUE
+    raise _env_error(name, value, BOOL_HELP)
+
+
+def _env_smear(name: str, value: str) -> str:
+    v = value.strip().lower()
+    if v in SMEAR_MODES:
+        return v
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return "per_dim" if v in BOOL_TRUE else "off"
+    raise _env_error(name, value, f"{BOOL_HELP} (1 = per_dim) or a mode, one of {list(SMEAR_MODES)}")
+
+
+def _env_quant_bits(name: str, value: str) -> int:
+    try:
+        bits = int(value.strip())
+    except ValueError:
+        bits = None
+    if bits not in BITS:
+        raise _env_error(name, value, f"expected one of {BITS} (bits of attention and MLP matrices)")
+    return bits
+
+
+def _env_qat_fraction(name: str, value: str) -> dict[str, Any]:
+    # The seed scripts' QAT_FRACTION is the trailing fraction of training with QAT on.
+    try:
+        frac = float(value)
+    except ValueError:
+        frac = math.nan
+    if not 0 < frac <= 1:
+        raise _env_error(name, value, "expected a number in (0, 1], the trailing fraction of training with QAT on "
+                                      "(to turn QAT off, unset it or set QAT=0)")
+    return {"qat.enabled": True, "qat.start_frac": 1.0 - frac}
+
+
 def _env_special(name: str, value: str) -> dict[str, Any]:
     """Seed-PR switches that do not map one-to-one onto a single field."""
-    on = value.strip().lower() in ("1", "true", "yes", "on")
     if name == "USE_SWIGLU":
-        return {"model.mlp": "swiglu" if on else "relu2"}
+        return {"model.mlp": "swiglu" if _env_bool(name, value) else "relu2"}
     if name == "QAT":
-        return {"qat.enabled": on}
+        return {"qat.enabled": _env_bool(name, value)}
     if name == "QUANT_BITS":
-        return {"export.bits_attn": value, "export.bits_mlp": value}
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
     if name == "FP16_EMBED":
-        return {"export.embed_fp16": on}
+        return {"export.embed_fp16": _env_bool(name, value)}
     if name == "SMEAR_GATE":
-        return {"model.smear_gate": "per_dim" if on else "off"}
-    if name == "BIGRAM_HASH":
-        return {} if on else {"model.bigram_buckets": 0}
+        return {"model.smear_gate": _env_smear(name, value)}
+    if name == "BIGRAM_HASH":  # on: the table size comes from BIGRAM_BUCKETS or the preset (checked in from_env)
+        return {} if _env_bool(name, value) else {"model.bigram_buckets": 0}
     if name == "SWA_ENABLED":
-        return {"averaging.mode": "swa" if on else "none"}
+        return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
+    if name == "QAT_FRACTION":
+        return _env_qat_fraction(name, value)
     raise KeyError(name)
 
 
-ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED")
+ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
+               "QAT_FRACTION")
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Dotted overrides from the official environment names present in ``environ``."""
-    out: dict[str, Any] = {}
-    for name in ENV_SPECIAL:
-        if name in environ:
-            out.update(_env_special(name, environ[name]))
-    if "QAT_FRACTION" in environ:
-        out["qat.enabled"] = True
-        # The seed PR's QAT_FRACTION is the trailing fraction of training with QAT on.
-        out["qat.start_frac"] = str(1.0 - float(environ["QAT_FRACTION"]))
-    for name, key in ENV_KEYS.items():
-        if name in environ and name != "QAT_FRACTION":
-            out[key] = environ[name]
+def _env_mapped(name: str, value: str) -> dict[str, Any]:
+    key = ENV_KEYS[name]
+    section, field_name = key.split(".")
+    try:
+        return {key: _coerce(value, _field_types(_SECTION_TYPES[section])[field_name], key)}
+    except ConfigError as e:
+        raise _env_error(name, value, str(e).split(": ", 1)[1], key) from None
+
+
+def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name in (*ENV_SPECIAL, *ENV_KEYS):
+        if name not in environ:
+            continue
+        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        for key, value in parsed.items():
+            if key in out and out[key][0] != value:
+                other = out[key][1]
+                raise ConfigError(f"{other}={environ[other]!r} and {name}={environ[name]!r} disagree on {key} "
+                                  f"({out[key][0]!r} vs {value!r}); set only one")
+            out[key] = (value, name)
     return out
 
 
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Typed dotted overrides from the official environment names present in ``environ``.
+
+    A malformed value raises :class:`ConfigError` naming the variable, its value and what it accepts."""
+    return {key: value for key, (value, _) in _env_sources(environ).items()}
+
+
 def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
-    return apply_overrides(cfg, env_overrides(environ))
+    """``cfg`` with the environment's overrides; a value the config refuses names its variable."""
+    sources = _env_sources(environ)
+    try:
+        out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        if key in sources:
+            name = sources[key][1]
+            raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
+        raise
+    if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:
+        raise _env_error("BIGRAM_HASH", environ["BIGRAM_HASH"], "BigramHash needs a table size: set BIGRAM_BUCKETS=N "
+                                                                 "too (e.g. 4096), or use a preset that has one")
+    return out

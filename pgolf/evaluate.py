@@ -9,10 +9,11 @@ Window selection (``windows``): every target position in the stream is scored ex
 - sliding (stride S): windows start every S tokens; the first scores all of its positions, each
   later one only its last S, so every scored token beyond the first window sees >= L - S tokens of
   context. Windows stop once every position is scored (no double-counted tail, records.md s.8).
-- ``rule="rescore_tail"`` restores the sliding rule of PR #124 kept by the records (e.g. PR #314): a
-  window starts every S tokens while at least S targets remain, and each window after the first scores
-  its last S targets, so the last S targets are scored again by every trailing (shorter) window. The
-  trainer pairs it with the records' stream cut to a multiple of L.
+- sliding with ``window_rule="rescore_tail"``: the rule of the seed PRs' evaluator (e.g.
+  https://github.com/openai/parameter-golf/pull/128): a window starts every S tokens while it still
+  has >= S targets, and each short trailing window scores its last S targets again, so the last S
+  targets of the stream are counted up to L/S times. The trainer also gives it the official
+  validation stream (truncated to a multiple of train_seq_len), as those PRs do.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ class ByteLUTs:
                    torch.as_tensor(s, dtype=torch.bool, device=device),
                    torch.as_tensor(z, dtype=torch.bool, device=device))
 
-    def count(self, prev_ids: Tensor, tgt_ids: Tensor) -> Tensor:
+    def token_bytes(self, prev_ids: Tensor, tgt_ids: Tensor) -> Tensor:
+        """Bytes of each target token (int16, same shape as the ids)."""
         nb = self.base_bytes[tgt_ids].to(torch.int16)
-        nb += (self.has_leading_space[tgt_ids] & ~self.is_boundary[prev_ids]).to(torch.int16)
-        return nb.to(torch.float64).sum()
+        return nb + (self.has_leading_space[tgt_ids] & ~self.is_boundary[prev_ids]).to(torch.int16)
+
+    def count(self, prev_ids: Tensor, tgt_ids: Tensor) -> Tensor:
+        return self.token_bytes(prev_ids, tgt_ids).to(torch.float64).sum()
 
 
 @dataclass
@@ -55,22 +59,19 @@ class EvalResult:
 
 
 def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
-            rule: str = "once") -> list[tuple[int, int, int]]:
+            window_rule: str = "once") -> list[tuple[int, int, int]]:
     """(start, end, score_from) triples: inputs tokens[start:end], targets tokens[start+1:end+1],
     losses counted for positions score_from..end-1 (absolute target indices)."""
     L = seq_len
     out: list[tuple[int, int, int]] = []
+    if 0 < stride < L and window_rule == "rescore_tail":
+        starts = [ws for ws in range(0, n_targets, stride) if min(ws + L, n_targets) - ws >= stride]
+        return [(ws, min(ws + L, n_targets), 0 if ws == 0 else min(ws + L, n_targets) - stride) for ws in starts]
     if stride <= 0 or stride >= L:
         full = n_targets // L
         out = [(i * L, (i + 1) * L, i * L) for i in range(full)]
         if tail == "score" and full * L < n_targets:
             out.append((full * L, n_targets, full * L))
-        return out
-    if rule == "rescore_tail":
-        starts = [ws for ws in range(0, n_targets, stride) if ws == 0 or min(ws + L, n_targets) - ws >= stride]
-        for ws in starts:
-            end = min(ws + L, n_targets)
-            out.append((ws, end, ws if ws == 0 else max(end - stride, ws)))
         return out
     ws = 0
     while True:
@@ -82,6 +83,23 @@ def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
         if end >= n_targets:
             break
         ws += stride
+    return out
+
+
+def window_mode(seq_len: int, stride: int, tail: str, window_rule: str = "once") -> str:
+    """The label runs and ``pgolf eval`` report for a window evaluation (the rule only when not the default)."""
+    rule = "" if window_rule == "once" else f",rule={window_rule}"
+    return f"windows(seq_len={seq_len},stride={stride},tail={tail}{rule})"
+
+
+def _equal_length_batches(wins: list[tuple[int, int, int]], batch_seqs: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive runs of at most ``batch_seqs`` windows of one length (only tail windows are shorter)."""
+    out: list[list[tuple[int, int, int]]] = []
+    for w in wins:
+        if out and len(out[-1]) < batch_seqs and out[-1][0][1] - out[-1][0][0] == w[1] - w[0]:
+            out[-1].append(w)
+        else:
+            out.append([w])
     return out
 
 
@@ -127,10 +145,13 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 rule: str = "once") -> EvalResult:
-    """Score the windows of :func:`windows` with per-token losses summed in float64."""
+                 window_rule: str = "once") -> EvalResult:
+    """Score the windows of :func:`windows` with per-token losses summed in float64.
+
+    The accounting is masks over each batch (no per-window Python work), so at FineWeb scale
+    (stride 64: ~1M windows) the forward passes, not the bookkeeping, set the pace."""
     n_targets = val_tokens.numel() - 1
-    wins = windows(n_targets, seq_len, stride, tail, rule)
+    wins = windows(n_targets, seq_len, stride, tail, window_rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     tok = torch.zeros((), device=device, dtype=torch.float64)
@@ -138,23 +159,19 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
     was_training = model.training
     model.eval()
     ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if autocast else nullcontext()
-    i = 0
-    while i < len(mine):
-        length = mine[i][1] - mine[i][0]
-        j = i
-        while j < len(mine) and j - i < batch_seqs and mine[j][1] - mine[j][0] == length:
-            j += 1
-        batch = mine[i:j]
-        x = torch.stack([val_tokens[s:e] for s, e, _ in batch]).to(device=device, dtype=torch.int64)
-        y = torch.stack([val_tokens[s + 1:e + 1] for s, e, _ in batch]).to(device=device, dtype=torch.int64)
+    for batch in _equal_length_batches(mine, batch_seqs):
+        length = batch[0][1] - batch[0][0]
+        starts = torch.tensor([w[0] for w in batch], dtype=torch.int64)
+        offsets = torch.tensor([w[2] - w[0] for w in batch], dtype=torch.int64, device=device)
+        idx = starts[:, None] + torch.arange(length, dtype=torch.int64)[None, :]  # (B, T) input positions
+        x = val_tokens[idx].to(device=device, dtype=torch.int64)
+        y = val_tokens[idx + 1].to(device=device, dtype=torch.int64)
         with ctx:
             nll = model(x, y, reduction="none").detach().view(len(batch), length)
-        for r, (s, e, f) in enumerate(batch):
-            off = f - s
-            loss_sum += nll[r, off:].to(torch.float64).sum()
-            tok += e - f
-            byt += luts.count(x[r, off:], y[r, off:])
-        i = j
+        scored = torch.arange(length, device=device)[None, :] >= offsets[:, None]  # (B, T): this window's targets
+        loss_sum += torch.where(scored, nll.to(torch.float64), 0.0).sum()
+        tok += scored.sum()
+        byt += torch.where(scored, luts.token_bytes(x, y), 0).to(torch.float64).sum()
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()

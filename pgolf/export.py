@@ -22,6 +22,8 @@ from .quant import (TensorPlan, dequantize_rows, floor_fraction, plan_tensor, qu
 
 OFFICIAL_FORMAT = "int8_clean_per_row_v1"
 MIXED_FORMAT = "pgolf_mixed_v1"
+# Seed-PR formats with the official layout (int codes in int8 containers, per-row scales): they load as is.
+RECORD_FORMATS = ("int6_in_int8_per_row_v1",)  # PR #194
 
 
 def nbytes(t: Tensor) -> int:
@@ -154,8 +156,9 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[
 
 def dequantize_state_dict(obj: dict[str, Any]) -> dict[str, Tensor]:
     fmt = obj.get("__quant_format__")
-    if fmt not in (OFFICIAL_FORMAT, MIXED_FORMAT):
-        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected {OFFICIAL_FORMAT} or {MIXED_FORMAT}")
+    known = (OFFICIAL_FORMAT, MIXED_FORMAT, *RECORD_FORMATS)
+    if fmt not in known:
+        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected one of {list(known)}")
     out: dict[str, Tensor] = {}
     qmeta = obj.get("qmeta", {})
     packed = obj.get("packed", {})
@@ -226,6 +229,41 @@ def size_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "floor_frac": c["floor_rows"] / max(c["params"], 1)}
     return {"classes": out, "raw_bytes": sum(r["raw_bytes"] for r in rows),
             "payload_bytes": sum(r["payload_bytes"] for r in rows)}
+
+
+# -- naming ---------------------------------------------------------------------------------
+
+PASSTHROUGH_CLASSES = ("small", "control", "nonfloat")  # float/raw in every format, so naming them tells nothing
+SHORT_CLASS = {"embed": "emb"}
+
+
+def artifact_contents(report: dict[str, Any]) -> str:
+    """What an artifact holds, from its export report: ``int8``, ``int6+fp16emb``, ``mixed-int4-int6``.
+
+    The integer bit widths really used (a class's configured bits do not count when it has no tensors,
+    and 1-D tensors are always int8) and each class of large tensors kept as fp16 passthrough."""
+    storage = {cls: entry["storage"] for cls, entry in report["classes"].items()}
+    bits = sorted({int(s) for kinds in storage.values() for s in kinds if s.isdigit()})
+    ints = [f"int{b}" for b in bits]
+    fp16 = [f"fp16{SHORT_CLASS.get(c, c)}" for c in sorted(storage)
+            if c not in PASSTHROUGH_CLASSES and "fp16" in storage[c]]
+    parts = (["mixed-" + "-".join(ints)] if len(ints) > 1 else ints) + fp16
+    return "+".join(parts) or "float"
+
+
+def artifact_format(report: dict[str, Any]) -> str:
+    """Contents and compressor, e.g. ``int8_zlib``: the tag of the log lines (``final_int8_zlib_roundtrip``
+    at baseline settings, as in the official log) and of ``summary.json``."""
+    return f"{artifact_contents(report)}_{report['compressor']}"
+
+
+def artifact_filename(report: dict[str, Any]) -> str:
+    """``final_model.int8.ptz`` at baseline settings (the official name); otherwise contents and compressor,
+    e.g. ``final_model.int6+fp16emb.zstd.ptz``."""
+    contents = artifact_contents(report)
+    if contents == "int8" and report["compressor"] == "zlib":
+        return "final_model.int8.ptz"
+    return f"final_model.{contents}.{report['compressor']}.ptz"
 
 
 def load_artifact(blob: bytes) -> dict[str, Tensor]:

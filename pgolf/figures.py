@@ -27,7 +27,7 @@ import pandas as pd
 
 from pgolf import plots
 from pgolf.accounting import CAP_BYTES
-from pgolf.paths import default_dataset_dir, figures_dir, runs_dir
+from pgolf.paths import figures_dir, runs_dir
 from pgolf.results import load_metrics, load_runs
 from pgolf.runs import atomic_write_json
 
@@ -56,25 +56,6 @@ def regenerate(names: list[str] | None = None, runs_root: Path | None = None,
     runs_root = Path(runs_root) if runs_root is not None else runs_dir()
     out_dir = Path(out_dir) if out_dir is not None else figures_dir()
     return [path for name in names for path in FIGURES[name](runs_root, out_dir)]
-
-
-@figure("ablations")
-def ablation_overview(runs_root: Path, out_dir: Path) -> list[Path]:
-    """One figure per ablation folder: post-quant bpb per arm (seeds overlaid) and validation curves."""
-    runs = load_runs(runs_root)
-    if runs.empty:
-        return []
-    metrics = load_metrics(runs_root)
-    written = []
-    for ablation, ablation_runs in runs.groupby("ablation", sort=True):
-        has_quant = "q_val_bpb" in ablation_runs and ablation_runs["q_val_bpb"].notna().any()
-        metric = "q_val_bpb" if has_quant else "val_bpb"
-        fig, (left, right) = plots.new_figure(ncols=2)
-        plots.plot_metric_by_arm(ablation_runs, metric=metric, ax=left)
-        plots.plot_curves(metrics[metrics["ablation"] == ablation], y="val_bpb", ax=right)
-        fig.suptitle(str(ablation))
-        written.append(plots.savefig(fig, out_dir / "ablations" / f"{ablation}.svg"))
-    return written
 
 
 # ---- notebook <-> builder contracts ----------------------------------------------------------------
@@ -148,18 +129,10 @@ def cached_table(path: Path, inputs: dict[str, Any], compute: Callable[[], pd.Da
 
 # ---- per-notebook figures --------------------------------------------------------------------------
 
-def _unigram_bpb(run_path: str) -> float | None:
-    """The corpus's unigram baseline from the run's dataset manifest (None if the data is not here)."""
-    try:
-        data_path = Path(json.loads((Path(run_path) / "config.json").read_text())["data"]["path"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-    for folder in (data_path, default_dataset_dir()):  # the run's own path may be another checkout's
-        try:
-            return float(json.loads((folder / "manifest.json").read_text())["unigram_val_bpb"])
-        except (OSError, KeyError, ValueError, TypeError):
-            continue
-    return None
+def _unigram_bpb(run: dict[str, Any]) -> float | None:
+    """The corpus's unigram baseline as the run recorded it (figures read runs/ only, never the dataset)."""
+    value = run.get("unigram_val_bpb")
+    return None if value is None or pd.isna(value) else float(value)
 
 
 @figure("quickstart")
@@ -173,7 +146,7 @@ def quickstart_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     plots.plot_curves(metrics, y="train_loss", ax=left)
     left.set_ylabel("train_loss (nats/token)")
     plots.plot_curves(metrics, y="val_bpb", ax=right)
-    unigram = _unigram_bpb(runs["path"].iloc[0])
+    unigram = _unigram_bpb(runs.iloc[0].to_dict())
     if unigram is not None:
         right.axhline(unigram, color="0.5", linestyle="--", linewidth=1)
         right.annotate(f"unigram {unigram:.3f}", (0, unigram), xytext=(2, -10), textcoords="offset points",

@@ -17,7 +17,9 @@ death (SIGKILL, SIGSEGV) or a rank's own error first, a peer-disconnect error la
 says ``failed`` with that rank and error. If rank 0's trainer already marked the run failed for the same
 rank, its record is kept as it is; if it blamed itself for a peer's death, the launcher writes the real
 cause and keeps the trainer's record under ``rank0_status``. A run whose summary says finished but whose
-job failed afterwards gets its summary marked failed too.
+job failed afterwards gets its summary marked failed too. Ctrl-C on the launcher stops the job and marks the
+run ``interrupted`` (resumable), never leaving it ``running``. A folder that another live run has locked
+(:mod:`pgolf.ownership`) is never marked: this job did not own it.
 
 ``--resume`` with the same command continues from ``checkpoint.pt``; ``--slurm FILE`` writes a batch script
 (:func:`slurm_script`) instead of launching; ``--dry-run`` prints the command and starts nothing.
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .ownership import describe_holder, lock_holder
 from .runs import RunWriter, atomic_write_json, prepare_run_dir, read_status
 
 LAUNCH_DIR = "launch"  # the launcher's files inside a run folder
@@ -231,13 +234,36 @@ def mark_failed(run_dir: Path, failure: RankFailure) -> dict[str, Any]:
     return read_status(run_dir) or {}
 
 
-def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "", mark: bool = True) -> tuple[int, str]:
-    """After torchrun ends: (exit code, message). Marks the folder failed when the job failed (``mark``:
-    only node 0 does; ``status.json`` is rank 0's)."""
+def mark_interrupted(run_dir: Path) -> dict[str, Any]:
+    """After Ctrl-C stopped the job: the run folder says ``interrupted`` (a failure recorded first is kept
+    under ``previous_status``)."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir) or {}
+    extra: dict[str, Any] = {"marked_by": "launcher", "error": "KeyboardInterrupt (the launcher was interrupted)"}
+    if status.get("status") == "failed":
+        extra["previous_status"] = status
+    writer = RunWriter(run_dir, console=False)
+    writer.status("interrupted", **extra)
+    writer.log("run_interrupted (marked by launcher)", console=False)
+    return read_status(run_dir) or {}
+
+
+def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "", mark: bool = True,
+             interrupted: bool = False) -> tuple[int, str]:
+    """After torchrun ends: (exit code, message). Marks the folder failed when the job failed, or interrupted
+    when the launcher got Ctrl-C (``mark``: only node 0 does; ``status.json`` is rank 0's)."""
     run_dir = Path(run_dir)
     status = (read_status(run_dir) or {}).get("status")
     if exit_code == 0 and status == "finished":
         return 0, f"run finished: {run_dir}"
+    holder = lock_holder(run_dir) if mark and run_dir.is_dir() else None
+    if holder is not None:  # all of node 0's ranks have exited, so another run owns the folder now
+        return exit_code or 1, (f"this job failed (exit code {exit_code}); run folder {run_dir} is in use by "
+                                f"{describe_holder(holder)}, so it was left as it is")
+    if interrupted and status != "finished":
+        if mark:
+            mark_interrupted(run_dir)
+        return 130, f"interrupted: run folder {run_dir} marked interrupted; continue with the same command and --resume"
     if exit_code == 0:
         exit_code = 1
         failure = RankFailure(0, f"every rank exited 0 but the run status is {status!r}")
@@ -268,8 +294,9 @@ def _stream(proc: subprocess.Popen, log_path: Path) -> str:
     return "".join(chunks)
 
 
-def _run_torchrun(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[int, str]:
-    """Run torchrun to the end; SIGTERM to us is passed on (torchrun stops the ranks), so we still finalize."""
+def _run_torchrun(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[int, str, bool]:
+    """Run torchrun to the end; SIGTERM to us is passed on (torchrun stops the ranks), so we still finalize.
+    Returns (exit code, output, whether we got Ctrl-C)."""
     start = log_path.stat().st_size if log_path.exists() else 0  # earlier attempts' output stays above
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1)
@@ -277,10 +304,12 @@ def _run_torchrun(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[
         previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     except ValueError:  # not the main thread
         previous = None
+    interrupted = False
     try:
         text = _stream(proc, log_path)
         rc = proc.wait()
     except KeyboardInterrupt:
+        interrupted = True
         # From a terminal, torchrun got the same SIGINT and is stopping the ranks; otherwise pass it on.
         try:
             rc = proc.wait(timeout=5)
@@ -294,7 +323,7 @@ def _run_torchrun(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return rc, text
+    return rc, text, interrupted
 
 
 def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
@@ -333,10 +362,10 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     env = {**os.environ, **env_overrides}
     print(f"launch: {shlex.join(cmd)}", flush=True)
     log_path = launch_dir / (TORCHRUN_LOG if node_rank == 0 else f"torchrun.node{node_rank}.log")
-    rc, text = _run_torchrun(cmd, env, log_path)
+    rc, text, interrupted = _run_torchrun(cmd, env, log_path)
     if node_rank != 0 and rc == 0:
         return 0  # node 0's launcher judges the run's final state
-    rc, message = finalize(run_dir, rc, text, mark=node_rank == 0)
+    rc, message = finalize(run_dir, rc, text, mark=node_rank == 0, interrupted=interrupted)
     print(f"pgolf: {message}", file=sys.stderr if rc else sys.stdout, flush=True)
     return rc
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import json
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -97,11 +100,14 @@ def check_params(path: Path, params: dict) -> None:
 
 
 def run_notebook(name: str | Path, params: dict, out_dir: Path | None = None,
-                 kernel: str = "python3", cwd: Path | None = None) -> Path:
+                 kernel: str = "python3", cwd: Path | None = None, log_output: bool = False) -> Path:
     """Execute one notebook and return the executed ``.ipynb`` (default ``runs/notebooks/<stem>.ipynb``).
 
     The kernel's working directory defaults to notebooks/ (as under nbval), never the caller's cwd.
-    A failing cell raises papermill's ``PapermillExecutionError``; the output still shows the error.
+    A failing cell raises papermill's ``PapermillExecutionError``; what ran is kept as
+    ``<stem>.failed.ipynb``. An output that differs from the existing one only in execution timestamps
+    leaves the existing file untouched. ``log_output`` streams the cells' output (the ablation engine's
+    progress lines) to this process's stdout/stderr while the notebook runs.
     """
     import papermill  # slow import, only when running
 
@@ -110,12 +116,42 @@ def run_notebook(name: str | Path, params: dict, out_dir: Path | None = None,
     out_dir = Path(out_dir) if out_dir is not None else runs_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}.ipynb"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not end in one of")  # .py input is intended
-        papermill.execute_notebook(
-            f"jupytext://{path}", str(output), parameters=params, kernel_name=kernel,
-            cwd=str(cwd or path.parent), progress_bar=False)
+    tmp = out_dir / f".{path.stem}.{os.getpid()}.ipynb"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not end in one of")  # .py input is intended
+            papermill.execute_notebook(
+                f"jupytext://{path}", str(tmp), parameters=params, kernel_name=kernel,
+                cwd=str(cwd or path.parent), progress_bar=False, log_output=log_output,
+                stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None)
+        if output.is_file() and same_but_timestamps(tmp, output):
+            tmp.unlink()  # a tracked executed notebook is not rewritten for new timestamps alone
+        else:
+            os.replace(tmp, output)
+    finally:
+        if tmp.exists():  # a failed cell: keep what ran, beside the previous output
+            os.replace(tmp, out_dir / f"{path.stem}.failed.ipynb")
     return output
+
+
+VOLATILE_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+
+def _without_timestamps(nb: dict) -> dict:
+    """The notebook without what changes on every execution: papermill's times and paths, nbclient's
+    ``execution`` timestamps, and the random cell ids jupytext gives a .py notebook on each read."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb.get("cells", []):
+        cell.pop("id", None)
+    for meta in [nb.get("metadata", {})] + [c.get("metadata", {}) for c in nb.get("cells", [])]:
+        meta.pop("execution", None)
+        for key in VOLATILE_KEYS:
+            meta.get("papermill", {}).pop(key, None)
+    return nb
+
+
+def same_but_timestamps(a: Path, b: Path) -> bool:
+    return _without_timestamps(json.loads(Path(a).read_text())) == _without_timestamps(json.loads(Path(b).read_text()))
 
 
 def run_notebooks(names: list[str], params: dict, **kwargs) -> list[Path]:
@@ -123,7 +159,12 @@ def run_notebooks(names: list[str], params: dict, **kwargs) -> list[Path]:
     paths = [resolve_notebook(n) for n in names]
     for path in paths:
         check_params(path, params)
-    return [run_notebook(path, params, **kwargs) for path in paths]
+    out = []
+    t0 = time.perf_counter()
+    for i, path in enumerate(paths, 1):
+        print(f"notebooks: [{i}/{len(paths)}] {path.stem} (elapsed {time.perf_counter() - t0:.0f}s)", flush=True)
+        out.append(run_notebook(path, params, **kwargs))
+    return out
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -171,12 +212,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         params = _cli_params(args.param, args.names)
-        outputs = run_notebooks(args.names, params, out_dir=args.out_dir, kernel=args.kernel)
+        outputs = run_notebooks(args.names, params, out_dir=args.out_dir, kernel=args.kernel,
+                                log_output=not args.quiet)
     except (NotebookParameterError, FileNotFoundError, ValueError, SyntaxError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except PapermillExecutionError as err:
-        print(f"notebook failed: {err}", file=sys.stderr)
+        print(f"notebook failed (the cells that ran are in runs/notebooks/<name>.failed.ipynb): {err}",
+              file=sys.stderr)
         return 1
     for output in outputs:
         print(output)
@@ -192,5 +235,6 @@ def register(subparsers) -> None:
                      help="override a parameter of the notebook's parameters cell")
     run.add_argument("--out-dir", type=Path, default=None, help="default: runs/notebooks/")
     run.add_argument("--kernel", default="python3")
+    run.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress) here")
     run.set_defaults(func=_cmd_run)
     commands.add_parser("list", help="list the notebooks and their parameters").set_defaults(func=_cmd_list)

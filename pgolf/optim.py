@@ -114,13 +114,15 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
     groups = split_params(model, cfg.export.control_patterns)
     token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
 
-    def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-        kw = dict(betas=(o.beta1, o.beta2), eps=o.adam_eps, fused=fused)
+    def adam(params: list[nn.Parameter], lr: float, beta2: float = o.beta2) -> torch.optim.Optimizer:
+        kw = dict(betas=(o.beta1, beta2), eps=o.adam_eps, fused=fused)
         group = [{"params": params, "lr": lr, "base_lr": lr}]
         if o.adam_weight_decay:
             return torch.optim.AdamW(group, weight_decay=o.adam_weight_decay, **kw)
         return torch.optim.Adam(group, **kw)
 
+    smear = [p for n, p in model.named_parameters() if n.startswith("smear.")] if o.smear_beta2 > 0 else []
+    groups["scalar"] = [p for p in groups["scalar"] if all(p is not q for q in smear)]
     opt_tok = adam(groups["embed"], token_lr)
     muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
                 weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device))
@@ -130,6 +132,8 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
     optimizers: list[torch.optim.Optimizer] = [opt_tok, muon, opt_scalar]
     if groups["head"]:
         optimizers.insert(1, adam(groups["head"], o.head_lr))
+    if smear:  # PR #194: the gate's own Adam with a longer second-moment memory, appended last
+        optimizers.append(adam(smear, o.scalar_lr, o.smear_beta2))
     return optimizers, muon
 
 

@@ -50,39 +50,100 @@ def tiny() -> Config:
 
 @preset
 def swiglu_qat() -> Config:
-    """Seed 000: baseline + SwiGLU (hidden 2/3*mlp_mult*dim -> 704) + int8 STE QAT over the last 15% of
-    wallclock (QAT_FRACTION=0.15). Claimed: ~0.009 bpb better than baseline, est. 1.2155 (not run)."""
+    """Seed 000 (a proposal with no PR code; this preset follows its description): baseline + SwiGLU
+    (hidden 2/3*mlp_mult*dim rounded to 64 -> 704 at d512) + int8 STE QAT through the export quantizer
+    (quantile clip, per-row scales, only the matrices the export quantizes: > 65,536 params) over the last
+    15% of wallclock (QAT_FRACTION=0.15; step fraction without a cap). Claimed: ~0.009 bpb better than the
+    baseline, est. 1.2155 (not run).
+
+    How pgolf realizes the description: the proposal's global ``_qat_enabled`` flag relies on Dynamo
+    guarding a Python global; pgolf keeps the flag on each layer and recompiles after flipping it (logged
+    ``qat:enabled``), so the switch provably takes effect under torch.compile."""
     return apply_overrides(Config(), {"model.mlp": "swiglu", "qat.enabled": True, "qat.start_frac": 0.85})
 
 
 @preset
 def pr128_int6_mlp3x_qat_sliding() -> Config:
-    """Seed 003 / PR #128: 9L, MLP 3x, int6 STE QAT, int6 per-row + zstd-22, fp16 tied embedding,
-    seq 4096, batch 393,216, sliding stride 64, matrix lr 0.02, Muon momentum 0.99, warmdown 3000.
-    Claimed 1.1594 (seed 1337; 3-seed mean 1.16306), artifact 15,162,777 bytes."""
+    """Seed 003 / PR #128 (https://github.com/openai/parameter-golf/pull/128, rsavitt): 9L d512 8H/4KV,
+    MLP 3x (hidden 1536), fp16 tied embedding, int6 STE QAT on every attention/MLP matrix from step 0,
+    int6 per-row export (row-max clip, scale max(amax/31, 1/31) rounded to fp16 before the codes) +
+    zstd-22, seq 4096, 393,216 tokens/step, Muon lr 0.02 with momentum 0.92 -> 0.99 over 1500 steps,
+    Adam lr 0.03 (embedding) / 0.02 (scalars), warmdown 3000, validation only at the end, sliding eval
+    stride 64 (16 windows per batch). 21,778,504 parameters. Claimed (seed 1337, 8xH100, 10,535 steps):
+    val_bpb 1.1594 after the int6+zstd round trip with sliding eval; artifact 15,105,576 + code 57,201
+    = 15,162,777 bytes.
+
+    Deliberate differences (pgolf's fix is the default; the switch restores the PR's behaviour):
+    - QAT through the export quantizer: training sees exactly the weights the artifact will hold. The
+      PR's fake quantizer uses a 0.9999984-quantile clip, no scale floor and an fp32 scale, while its
+      export uses the row max, a 1/31 floor and fp16 scales: ``qat.clip=quantile qat.scale_floor=none
+      qat.scale_dtype=fp32``. Left over: its clip floor 1e-8 (pgolf's 1e-12; only rows below 1e-8
+      differ) and its STE form ``w + (w_q - w).detach()`` (at most one ulp).
+    - QAT reads the fp32 weight the export quantizes; the PR reads it cast to bf16 under autocast:
+      ``qat.cast_first=true``.
+    - Control tensors (scales, resid_mix, q_gain, skip weights) stored fp32; the PR's small-tensor check
+      runs before its control check, so it stores them fp16: ``export.control_fp32=false``.
+    - Every validation target scored exactly once. The PR truncates validation to a multiple of 4096
+      and its 63 trailing windows re-score the last 64 targets: ``eval.window_rule=rescore_tail``.
+    Not switchable (numerics or bookkeeping only): the artifact container (pgolf's layout compresses
+    ~0.5% larger under zstd at full size; same tensors), the PR's flash-only attention backend and
+    zero-padded eval batches, pgolf's extra pre-quant sliding eval, and the log tag ("mixed_zstd":
+    bits_other stays 8 as in the PR, though no tensor here uses it)."""
     return apply_overrides(Config(), {
         "model.mlp_mult": 3.0, "qat.enabled": True, "qat.start_frac": 0.0,
         "export.bits_attn": 6, "export.bits_mlp": 6, "export.embed_fp16": True, "export.compressor": "zstd",
-        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "eval.stride": 64,
+        "export.clip": "amax", "export.scale_dtype": "fp16",
+        "train.train_seq_len": 4096, "train.train_batch_tokens": 393_216, "train.val_loss_every": 0,
+        "eval.stride": 64, "eval.batch_seqs": 16,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
-        "optim.muon_momentum": 0.99, "schedule.warmdown_iters": 3000,
+        "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
+        "optim.muon_momentum_warmup_steps": 1500, "schedule.warmdown_iters": 3000,
     })
 
 
 @preset
 def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
-    """Seed 004 / PR #194: 11L MLP 3x (~26.5M params), per-dim SmearGate (zero-init gate), int6 QAT,
-    fp16 embedding, Muon WD 0.038, momentum 0.92->0.99 over 1500, SWA every 50 over the last half of
-    the warmdown, seq 2048, warmdown 3000, zstd-22, stride 64. Claimed 1.1480 (3-seed mean), 15.33 MiB."""
+    """Seed 004 / PR #194 (https://github.com/openai/parameter-golf/pull/194): 11L MLP 3x, 26,502,232
+    params, orthogonal init of every matrix, per-dim SmearGate before the embedding norm (the PR's form,
+    zero-init gate, its own Adam with beta2 0.99), int6 STE QAT on every block matrix from step 0 (the
+    PR's fake quantizer: row max / 31, floor 1/31, fp32), int6 per-row export (quantile clip, fp16
+    scales) with the tied embedding as fp16, zstd-22, Muon WD 0.038, momentum 0.92 -> 0.99 over 1500
+    steps, grad clip 0.3, SWA every 50 steps once the LR scale is below 0.5 (PR #194's step index),
+    seq 2048, warmdown 3000, sliding eval stride 64. Values: the PR script's defaults plus its README run
+    command. Claimed val_bpb 1.1480 (3-seed mean; best 1.1453, seed 1337); artifact 15,992,249 bytes +
+    84,488 bytes of code (seed 1337; 16,076,737 in all, over the 16,000,000 cap; seeds 7 and 42: 15,861,468
+    and 15,838,474). The seed-1337 log (same code) has no "swa:averaging" line where seeds 7 and 42 log 29
+    and 27 snapshots: that run apparently trained without SWA; this preset follows the run command.
+
+    Deliberate differences (pgolf's fixes, kept; the override restores the PR):
+    - SmearGate never crosses a BOS token (no leak between documents): ``model.bos_id=-1``.
+    - The smear gate is a control tensor stored fp32 in the artifact (the PR's patterns miss it and
+      store it fp16): ``export.control_patterns`` without ``smear``.
+    - Sliding evaluation scores every validation target exactly once, tail included; the PR truncates
+      the stream to a multiple of 2048 and re-scores its last 64 targets in every tail window (32x).
+      No switch (1,984 extra scores among 62M; the PR also leaves the tokens past the last multiple
+      of 2048 unscored).
+    - SWA sums in fp32; on CUDA the PR sums the bf16 embedding in bf16. SWA also applies a single
+      snapshot, where the PR keeps the final weights (never the case in its 10-minute runs). No switch.
+    - Attention uses ``enable_gqa`` (as the official baseline); the PR expands K/V first: equal losses,
+      gradients equal up to float summation order. No switch.
+    - The artifact is labelled ``pgolf_mixed_v1`` with a per-tensor bits map (same codes, scales and
+      passthrough tensors as the PR's ``int6_in_int8_per_row_v1``; pgolf loads both)."""
     return apply_overrides(Config(), {
-        "model.num_layers": 11, "model.mlp_mult": 3.0, "model.smear_gate": "per_dim", "model.smear_init": "half",
-        "qat.enabled": True, "export.bits_attn": 6, "export.bits_mlp": 6, "export.embed_fp16": True,
-        "export.compressor": "zstd", "eval.stride": 64,
+        "model.num_layers": 11, "model.mlp_mult": 3.0, "model.init": "orthogonal", "model.ortho_min_dim": 0,
+        "model.smear_gate": "per_dim", "model.smear_init": "half", "model.smear_gated": "previous",
+        "qat.enabled": True, "qat.bits": 6, "qat.clip": "amax", "qat.scale_floor": "qmax",
+        "qat.scale_dtype": "fp32",
+        "export.bits_attn": 6, "export.bits_mlp": 6, "export.bits_other": 6,
+        "export.embed_fp16": True, "export.compressor": "zstd", "eval.stride": 64,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
         "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
         "optim.muon_momentum_warmup_steps": 1500, "optim.muon_weight_decay": 0.038,
-        "train.train_seq_len": 2048, "schedule.warmdown_iters": 3000,
+        "optim.grad_clip_norm": 0.3, "optim.smear_beta2": 0.99,
+        "train.train_seq_len": 2048, "train.val_loss_every": 200, "train.train_log_every": 50,
+        "schedule.warmdown_iters": 3000,
         "averaging.mode": "swa", "averaging.swa_start_lr_scale": 0.5, "averaging.swa_every": 50,
+        "averaging.swa_step": "index",
     })
 
 

@@ -43,6 +43,7 @@ def assign_qat_specs(model: nn.Module, export: ExportConfig, cfg: QATConfig | No
             plan = plan_tensor(f"{name}.weight", m.weight, export)
             m.qat_spec = (qat_spec(plan.spec, plan.cls, cfg)
                           if plan.action == "int" and plan.spec is not None and m.weight.ndim == 2 else None)
+            m.qat_cast_first = cfg.cast_first
             if m.qat_spec is not None:
                 names.append(f"{name}.weight")
     return names

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .runs import STATUS_FILE, read_status
+
 RUN_KEYS = ["ablation", "name", "arm", "seed"]  # copied onto every metrics row
 
 
@@ -28,17 +30,31 @@ def _read_summary(path: Path) -> dict | None:
 def load_runs(root: str | Path, status: str | None = "finished") -> pd.DataFrame:
     """One row per run with ``status`` (None: any), summary fields plus ``ablation`` and ``path``.
 
+    A run's status is its ``status.json`` as :func:`pgolf.runs.read_status` reports it (a ``running`` run whose
+    process died reads ``interrupted``), so a summary that says finished never hides a later failure. Runs
+    without a summary (failed, interrupted or still running) have a row too, with only status, name and path.
     Rows are sorted by path, so the same folders always give the same table.
     """
+    root = Path(root)
+    found = {p.parent for name in ("summary.json", STATUS_FILE) for p in root.rglob(name)}
     rows = []
-    for summary_path in sorted(Path(root).rglob("summary.json")):
-        if ".replaced-" in str(summary_path.parent):  # folders moved aside by --overwrite / rerun
+    for run_dir in sorted(found, key=lambda d: str(d / "summary.json")):
+        if ".replaced-" in str(run_dir):  # folders moved aside by --overwrite / rerun
             continue
-        summary = _read_summary(summary_path)
-        if summary is None or (status is not None and summary.get("status") != status):
+        summary = _read_summary(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+        if summary is None:
             continue
-        run_dir = summary_path.parent
-        rows.append({"ablation": run_dir.parent.name, **summary, "path": str(run_dir)})
+        try:
+            recorded = read_status(run_dir)
+        except (OSError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping unreadable {run_dir / STATUS_FILE}: {err}")
+            continue
+        state = recorded["status"] if recorded else summary.get("status")
+        if status is not None and state != status:
+            continue
+        row = {"ablation": run_dir.parent.name, **summary, "status": state, "path": str(run_dir)}
+        row.setdefault("name", run_dir.name)
+        rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else ["ablation", "name", "arm", "seed", "path"])
 
 

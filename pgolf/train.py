@@ -4,6 +4,13 @@
 scores the round-tripped artifact and returns the summary it writes to ``summary.json``. The loop
 follows the official ``train_gpt.py`` step for step (same token order, schedule, logging lines) and
 adds the seed-PR options, checkpoints and failure marking.
+
+Nothing is lost or silent when a run ends early: rank 0 holds the run folder's lock for the whole run;
+eval settings that only the data can check are checked before the model is built; the trained (averaged)
+weights go to ``final_model.pt`` before export and final scoring (written even with
+``train.save_raw_model=false`` when export or scoring then fails); a non-finite final score fails the run
+(:class:`NonFiniteScoreError`) instead of finishing with NaN; Ctrl-C marks the run ``interrupted``; a resume
+cuts the log and metrics rows the interrupted attempt wrote after its checkpoint.
 """
 
 from __future__ import annotations
@@ -26,17 +33,23 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import accounting, optim
 from .averaging import WeightAverager
-from .config import Config
-from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
-from .export import export_artifact, load_artifact
+from .config import Config, ConfigError
+from .data.identity import check_same_dataset
+from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_mode
+from .export import artifact_filename, artifact_format, export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
 from .qat import assign_qat_specs, qat_active, set_qat
-from .runs import CHECKPOINT, RunWriter, environment, prepare_run_dir
+from .ownership import process_identity
+from .runs import CHECKPOINT, RunWriter, claim_run_dir, environment
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class NonFiniteScoreError(FloatingPointError):
+    """A final score, or a weight of the trained model or of its artifact, is NaN or inf; the message says which."""
 
 
 @dataclass
@@ -109,6 +122,7 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
 def load_data(cfg: Config, d: Dist):
     import sentencepiece as spm
 
+    from .data.identity import verify_dataset
     from .data.loader import load_validation_tokens, resolve_dataset
     from .data.tokenizer import build_byte_luts
 
@@ -117,17 +131,65 @@ def load_data(cfg: Config, d: Dist):
     if int(sp.vocab_size()) != cfg.model.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
                          f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
+    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
     luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
+    truncated = official or cfg.eval.window_rule == "rescore_tail"
     val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    final_tail = "drop" if cfg.eval.window_rule == "rescore_tail" else "score"  # the records cut the stream
-    val_final = val_periodic if official else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
+    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail="score")
     if cfg.eval.max_tokens:
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
-        val_final = val_periodic if official else val_final[: n + 1]
-    return ds, luts, val_periodic, val_final, official
+        val_final = val_periodic if truncated else val_final[: n + 1]
+    return ds, identity, luts, val_periodic, val_final, official
+
+
+def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:
+    """Eval settings that only the data (and world size) can validate; called before the model is built, so a
+    wrong value fails before any training instead of after it."""
+    t, ev = cfg.train, cfg.eval
+    local = t.val_batch_size // (world_size * accum)
+    if local < t.train_seq_len:
+        raise ConfigError(f"train.val_batch_size: {t.val_batch_size} gives {local} tokens per rank and micro-batch "
+                          f"(world_size={world_size}, grad_accum_steps={accum}), fewer than one sequence of "
+                          f"train.train_seq_len={t.train_seq_len}")
+    if official:
+        return  # the periodic split, already checked against train_seq_len when it was loaded
+    seq_len, targets = ev.seq_len or t.train_seq_len, val_final.numel() - 1
+    if seq_len > targets:
+        key = "eval.seq_len" if ev.seq_len else "train.train_seq_len"
+        capped = f" (eval.max_tokens={ev.max_tokens} caps it)" if ev.max_tokens else ""
+        raise ConfigError(f"{key}: the final evaluation needs windows of {seq_len} tokens but the validation "
+                          f"split has only {targets} target tokens{capped}; use a shorter eval.seq_len")
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite_score(what: str, r: EvalResult, state: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteScoreError` naming the non-finite metric and the weights that could explain it."""
+    bad = [f"{k}={getattr(r, k)}" for k in ("val_loss", "val_bpb") if not math.isfinite(getattr(r, k))]
+    if not bad:
+        return
+    weights = nonfinite_tensors(state)
+    cause = (f"non-finite weights: {', '.join(weights[:8])}{' ...' if len(weights) > 8 else ''}" if weights else
+             "every weight is finite, so the forward pass overflowed")
+    raise NonFiniteScoreError(f"{what}: {' '.join(bad)} ({cause})")
+
+
+def check_finite_artifact(state: dict[str, torch.Tensor], restored: dict[str, torch.Tensor]) -> None:
+    """Raise if the round-tripped artifact holds NaN/inf, naming the tensors (with the trained max |w|: a finite
+    weight beyond the fp16 range, 65504, overflows in an fp16 passthrough tensor or scale)."""
+    bad = nonfinite_tensors(restored)
+    if bad:
+        detail = ", ".join(f"{k} (trained max|w|={state[k].float().abs().max().item():.4g})" if k in state else k
+                           for k in bad[:8])
+        raise NonFiniteScoreError(f"artifact: {len(bad)} tensor(s) are NaN/inf after export and reload: {detail}"
+                                  f"{' ...' if len(bad) > 8 else ''} (weights beyond the fp16 range, 65504, overflow "
+                                  f"in fp16 passthrough tensors and scales); the artifact was not written")
 
 
 class Trainer:
@@ -139,15 +201,23 @@ class Trainer:
         self.labels = dict(labels or {})
         self.d = setup_dist(cfg)
         self.resume = resume
-        if self.d.master and run_dir is not None:
-            prepare_run_dir(Path(run_dir), resume=resume, overwrite=False)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.out = RunWriter(self.run_dir, enabled=self.d.master, console=console)
         self.autocast = self.d.device.type == "cuda"
         if self.d.device.type == "cpu":
             torch.set_num_threads(cfg.train.num_threads or 1)
         self.accum = grad_accum_steps(cfg, self.d.world_size)
         self.compiled = use_compile(cfg, self.d.device)
+        # Last, so that nothing after it can fail and leave the lock held: train() releases it.
+        self.lock, stale = (claim_run_dir(self.run_dir, resume=resume) if self.d.master and self.run_dir is not None
+                            else (None, []))
+        self.out = RunWriter(self.run_dir, enabled=self.d.master, console=console)
+        self.log_sizes_at_start = self.out.log_sizes()  # a resume cuts from the checkpoint up to here
+        for p in stale:
+            self.log(f"cleanup: removed {p.relative_to(self.run_dir)} (temp file of a writer that died)")
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     # -- helpers ------------------------------------------------------------------------------
     def log(self, msg: str, console: bool = True) -> None:
@@ -171,7 +241,8 @@ class Trainer:
 
     def _make_loader(self):
         from .data.loader import DistributedTokenLoader
-        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
+        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
+                                      vocab_size=self.cfg.model.vocab_size)
 
     def _progress(self, step: int, elapsed_ms: float) -> float:
         t = self.cfg.train
@@ -225,13 +296,15 @@ class Trainer:
         else:
             gathered = [opt_states]
         if self.d.master:
+            self.out.metric(event="checkpoint", step=step)  # before log_sizes, so a resume keeps this row
             self.out.torch_save(CHECKPOINT, {
                 "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
                 "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
                 "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
+                "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "log_sizes": self.out.log_sizes(),
             })
-            self.out.metric(event="checkpoint", step=step)
 
     def _restore(self, loader) -> tuple[int, float]:
         assert self.run_dir is not None
@@ -239,6 +312,10 @@ class Trainer:
         if ck["config"] != self.cfg.to_dict():
             raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
                              f"same config (see {self.run_dir / 'config.json'})")
+        note = check_same_dataset(self.run_dir / CHECKPOINT, ck.get("dataset_sha256"), ck.get("dataset_path"),
+                                  self.dataset_id)
+        if note:
+            self.log(note)
         self.base.load_state_dict(ck["model"], strict=True)
         for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
             opt.load_state_dict(state)
@@ -253,7 +330,10 @@ class Trainer:
         torch.set_rng_state(ck["rng"]["torch"].cpu())
         np.random.set_state(ck["rng"]["numpy"])
         random.setstate(ck["rng"]["python"])
+        cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
         self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
+        for note in cut:
+            self.log(f"resume:{note}")
         return ck["step"], ck["training_time_ms"]
 
     # -- the run ---------------------------------------------------------------------------------
@@ -269,8 +349,13 @@ class Trainer:
         if not self.resume:
             self.out.json("config.json", cfg.to_dict())
             self.out.json("environment.json", environment())
-        self.out.status("running", rank_count=d.world_size)
-        self.ds, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        self.out.status("running", rank_count=d.world_size, **process_identity())
+        self.ds, self.dataset_id, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        check_eval_fits(cfg, val_final, self.official_eval, d.world_size, self.accum)
+        if not self.resume:
+            self.out.json("dataset.json", self.dataset_id.record())
+        for line in self.dataset_id.log_lines():
+            self.log(line)
         self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
         self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
         self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{val_periodic.numel() - 1}")
@@ -307,7 +392,6 @@ class Trainer:
         step, training_time_ms = self._restore(loader) if self.resume else (0, 0.0)
         max_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
         stop_after: int | None = None
-        tokens_per_step = t.train_batch_tokens
         self._sync()
         t0 = time.perf_counter()
         val = None
@@ -397,7 +481,7 @@ class Trainer:
 
     def _finish(self, step: int, training_time_ms: float, last_val: EvalResult | None, val_final,
                 n_params: int, compile_ms: float) -> dict[str, Any]:
-        cfg, d = self.cfg, self.d
+        cfg = self.cfg
         avg = self.averager.averaged_state(self.base)
         if avg is None and self.averager.count and cfg.averaging.mode == "swa":
             self.log(f"swa:not_applied snapshots:{self.averager.count} (< averaging.swa_min_snapshots)")
@@ -406,36 +490,59 @@ class Trainer:
             self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
             self.out.metric(event=f"{cfg.averaging.mode}_applied", step=step, count=self.averager.count)
         set_qat(self.base, False)  # evaluation and export see the real weights
-        if avg is not None or not self.official_eval:
+        # A copy: on CPU .cpu() would alias the parameters, which the artifact round trip overwrites.
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
+        if cfg.train.save_raw_model:  # first, so that a failing export or evaluation loses nothing
+            self._save_raw(state)
+        try:
+            return self._score_and_export(state, step, training_time_ms, last_val, val_final, n_params, compile_ms,
+                                          averaged=avg is not None)
+        except BaseException:
+            if not cfg.train.save_raw_model:
+                self._save_raw(state, note=" (train.save_raw_model=false, kept because export or scoring failed)")
+            raise
+
+    def _save_raw(self, state: dict[str, torch.Tensor], note: str = "") -> None:
+        if self.d.master and self.run_dir is not None:
+            self.out.torch_save("final_model.pt", state)
+            self.log(f"Serialized model: {(self.run_dir / 'final_model.pt').stat().st_size} bytes{note}")
+
+    def _score_and_export(self, state: dict[str, torch.Tensor], step: int, training_time_ms: float,
+                          last_val: EvalResult | None, val_final, n_params: int, compile_ms: float,
+                          averaged: bool) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        if averaged or not self.official_eval:
             pre = self.validate(val_final, final=True)
         else:
             pre = last_val
         assert pre is not None
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
+        check_finite_score("final_prequant", pre, state)
         code = accounting.code_bytes()
-        state = {k: v.detach().cpu() for k, v in self.base.state_dict().items()}
         blob, report = export_artifact(state, cfg.export)
-        tag = export_tag(cfg)
+        restored = load_artifact(blob)
+        check_finite_artifact(state, restored)
+        tag = artifact_format(report)
         if d.master:
-            if cfg.train.save_raw_model:
-                self.out.torch_save("final_model.pt", state)
-                raw_bytes = (self.run_dir / "final_model.pt").stat().st_size if self.run_dir else 0
-                self.log(f"Serialized model: {raw_bytes} bytes")
             self.log(f"Code size: {code} bytes ({accounting.CODE_BYTES_NOTE})")
-            self.out.bytes(f"final_model.{tag}.ptz", blob)
+            self.out.bytes(artifact_filename(report), blob)
             self.log(f"Serialized model {tag}: {len(blob)} bytes (payload:{report['payload_bytes']} "
                      f"raw_torch:{report['serialized_bytes']} payload_ratio:"
                      f"{report['raw_bytes'] / max(report['payload_bytes'], 1):.2f}x)")
             self.log(f"Total submission size {tag}: {len(blob) + code} bytes")
             self.out.json("export_report.json", report)
+        over_cap = accounting.over_cap_line(len(blob), code)  # None when it fits
+        if over_cap:
+            self.log(over_cap)
         if d.distributed:
             dist.barrier()
-        self.base.load_state_dict(load_artifact(blob), strict=True)
+        self.base.load_state_dict(restored, strict=True)
         t_q = time.perf_counter()
         q = self.validate(val_final, final=True)
         self.log(f"final_{tag}_roundtrip val_loss:{q.val_loss:.4f} val_bpb:{q.val_bpb:.4f} "
                  f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
         self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
+        check_finite_score(f"final_{tag}_roundtrip", q, restored)
         summary = {
             "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step, "train_time_ms": training_time_ms,
             "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
@@ -443,37 +550,44 @@ class Trainer:
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
-            f"windows(seq_len={cfg.eval.seq_len or cfg.train.train_seq_len},stride={cfg.eval.stride},tail={cfg.eval.tail}"
-            + (f",rule={cfg.eval.window_rule})" if cfg.eval.window_rule != "once" else ")"),
-            "artifact_bytes": len(blob), "artifact_format": tag, "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
+            window_mode(cfg.eval.seq_len or cfg.train.train_seq_len, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule),
+            "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
+            "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
             "device": d.device.type, "world_size": d.world_size,
+            "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+            "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
         }
+        if over_cap and cfg.export.require_fit:
+            summary.update(status="failed", error=f"export.require_fit: {over_cap}")
         self.out.json("summary.json", summary)
+        if over_cap and cfg.export.require_fit:
+            raise accounting.OverCapError(summary["error"])
         self.out.status("finished")
         return summary
 
 
-def export_tag(cfg: Config) -> str:
-    e = cfg.export
-    bits = {e.bits_attn, e.bits_mlp, e.bits_other}
-    return f"int{bits.pop()}_{e.compressor}" if len(bits) == 1 else f"mixed_{e.compressor}"
-
-
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
           labels: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train, export and score one run; returns the summary. Marks the run failed on any error.
+    """Train, export and score one run; returns the summary. Marks the run failed on any error, and
+    ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
 
     ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config."""
     trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels)
     try:
         return trainer.run()
+    except KeyboardInterrupt:
+        has_ck = trainer.run_dir is not None and (trainer.run_dir / CHECKPOINT).exists()
+        trainer.out.status("interrupted", rank=trainer.d.rank, error="KeyboardInterrupt", checkpoint=has_ck)
+        trainer.log(f"run_interrupted rank:{trainer.d.rank} checkpoint:{int(has_ck)}")
+        raise
     except BaseException as e:
         trainer.out.status("failed", rank=trainer.d.rank, error=f"{type(e).__name__}: {e}")
         trainer.log(f"run_failed rank:{trainer.d.rank} error:{type(e).__name__}: {e}")
         raise
     finally:
+        trainer.release()  # after the final status: the next owner sees this run's end state
         if trainer.d.distributed and dist.is_initialized():
             try:
                 dist.destroy_process_group()

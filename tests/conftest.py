@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf.config import Config, apply_overrides
-from pgolf.presets import get_preset
+from pgolf_testing import micro_config  # noqa: F401 - re-exported for the fixtures below
 
 torch.set_num_threads(1)
 
@@ -41,19 +40,6 @@ def small_dataset(tmp_path_factory) -> Path:
     import json
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     return build_dataset([src], root / "ds", vocab_size=1024, shard_tokens=60_000)
-
-
-def micro_config(dataset: Path, **overrides) -> Config:
-    """A 2-layer width-64 model that trains a step in well under a second."""
-    base = {
-        "data.path": str(dataset), "model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4,
-        "model.num_kv_heads": 2, "train.train_seq_len": 64, "train.train_batch_tokens": 1024,
-        "train.grad_accum_steps": 1, "train.iterations": 8, "train.max_wallclock_seconds": 0.0,
-        "train.warmup_steps": 0, "train.val_loss_every": 0, "train.val_batch_size": 16384,
-        "train.train_log_every": 1, "schedule.warmdown_iters": 4, "optim.muon_momentum_warmup_steps": 4,
-    }
-    base.update(overrides)
-    return apply_overrides(get_preset("tiny"), base)
 
 
 @pytest.fixture

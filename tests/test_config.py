@@ -71,3 +71,64 @@ def test_every_preset_builds_and_validates():
         assert Config.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match="unknown; expected one of"):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"USE_SWIGLU": "ture"}, "USE_SWIGLU='ture': expected 0/1/true/false/yes/no/on/off"),
+    ({"QAT": "2"}, "QAT='2': expected 0/1/true/false/yes/no/on/off"),  # the seed scripts' bool(int()) reads it as on
+    ({"FP16_EMBED": "yes please"}, "FP16_EMBED='yes please': expected 0/1"),
+    ({"SWA_ENABLED": "swa"}, "SWA_ENABLED='swa': expected 0/1"),
+    ({"BIGRAM_HASH": "2"}, "BIGRAM_HASH='2': expected 0/1"),
+    ({"SMEAR_GATE": "perdim"}, "SMEAR_GATE='perdim': expected 0/1/true/false/yes/no/on/off (1 = per_dim) or a mode"),
+    ({"QUANT_BITS": "7"}, "QUANT_BITS='7': expected one of (4, 5, 6, 8)"),
+    ({"NUM_LAYERS": "abc"}, "NUM_LAYERS='abc' (model.num_layers): expected an integer, got 'abc'"),
+    ({"NUM_LAYERS": "0"}, "NUM_LAYERS='0' (model.num_layers): expected a positive integer"),  # a config check
+    ({"NUM_HEADS": "7"}, "NUM_HEADS='7' (model.num_heads): must divide model_dim=512"),
+    ({"TIE_EMBEDDINGS": "2"}, "TIE_EMBEDDINGS='2' (model.tie_embeddings): expected a boolean"),
+    ({"QAT_FRACTION": "abc"}, "QAT_FRACTION='abc': expected a number in (0, 1]"),
+    ({"QAT_FRACTION": "0"}, "QAT_FRACTION='0': expected a number in (0, 1]"),
+    ({"QAT": "0", "QAT_FRACTION": "0.2"}, "QAT='0' and QAT_FRACTION='0.2' disagree on qat.enabled"),
+    ({"WARMDOWN_ITERS": "100", "WARMDOWN_STEPS": "200"}, "disagree on schedule.warmdown_iters"),
+    ({"BIGRAM_HASH": "1"}, "BIGRAM_HASH='1': BigramHash needs a table size: set BIGRAM_BUCKETS=N"),
+])
+def test_bad_environment_values_name_the_variable(env, needle):
+    with pytest.raises(ConfigError) as e:
+        from_env(Config(), env)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("true", True), (" On ", True), ("YES", True),
+                                       ("0", False), ("false", False), ("off", False), ("No", False)])
+def test_environment_switches_take_the_boolean_words(value, on):
+    c = from_env(Config(), {"USE_SWIGLU": value, "QAT": value, "FP16_EMBED": value, "SWA_ENABLED": value})
+    assert (c.model.mlp == "swiglu", c.qat.enabled, c.export.embed_fp16, c.averaging.mode == "swa") == (on,) * 4
+
+
+@pytest.mark.parametrize("value, mode", [("1", "per_dim"), ("0", "off"), ("true", "per_dim"), ("off", "off"),
+                                         ("scalar", "scalar"), ("per_dim", "per_dim"), ("PER_DIM", "per_dim")])
+def test_smear_gate_takes_booleans_and_mode_names(value, mode):
+    assert from_env(Config(), {"SMEAR_GATE": value}).model.smear_gate == mode
+
+
+def test_environment_switches_that_agree_and_bigram_with_a_table():
+    c = from_env(Config(), {"QAT": "1", "QAT_FRACTION": "1.0", "BIGRAM_HASH": "1", "BIGRAM_BUCKETS": "4096",
+                            "WARMDOWN_ITERS": "300", "WARMDOWN_STEPS": "300", "QUANT_BITS": "6"})
+    assert (c.qat.enabled, c.qat.start_frac, c.model.bigram_buckets) == (True, 0.0, 4096)
+    assert c.schedule.warmdown_iters == 300
+    assert (c.export.bits_attn, c.export.bits_mlp, c.export.bits_other) == (6, 6, 8)
+    assert from_env(get_preset("pr314_11l_int4mlp_bigram_swa"), {"BIGRAM_HASH": "1"}).model.bigram_buckets > 0
+    assert from_env(get_preset("pr314_11l_int4mlp_bigram_swa"), {"BIGRAM_HASH": "0"}).model.bigram_buckets == 0
+
+
+@pytest.mark.parametrize("compressor,level,ok", [
+    ("zlib", 99, False), ("zlib", 9, True), ("zlib", 0, True), ("zlib", -1, True), ("zlib", -2, False),
+    ("zstd", 22, True), ("zstd", 23, False), ("zstd", 0, False), ("lzma", 9, True), ("lzma", 10, False),
+])
+def test_export_level_is_checked_per_compressor_at_config_time(compressor, level, ok):
+    """An out-of-range level used to fail only in export, after the whole training run."""
+    overrides = {"export.compressor": compressor, "export.level": level}
+    if ok:
+        assert apply_overrides(Config(), overrides).export.level == level
+    else:
+        with pytest.raises(ConfigError, match=rf"export\.level: .*{compressor}.*got {level}"):
+            apply_overrides(Config(), overrides)

@@ -57,6 +57,12 @@ def test_outputs_manifest_and_checksums(built):
         assert info["bytes"] == len(data) and info["sha256"] == hashlib.sha256(data).hexdigest(), name
     assert [s["path"].rsplit("/", 1)[-1] for s in manifest["sources"]] == ["a.txt", "c.jsonl", "b.md"]
     assert manifest["vocab_size"] == VOCAB and manifest["pgolf_version"]
+    tok_sha = hashlib.sha256((built / "tokenizer.model").read_bytes()).hexdigest()
+    assert manifest["tokenizer_sha256"] == tok_sha
+    for f in built.glob("fineweb_*.bin"):  # what training checks shards against without reading them
+        info = manifest["files"][f.name]
+        assert info["max_token_id"] == int(np.asarray(read_shard(f)).max()) < VOCAB
+        assert (info["vocab_size"], info["tokenizer_sha256"]) == (VOCAB, tok_sha)
     assert load_tokenizer(built / "tokenizer.model").vocab_size() == VOCAB
 
     for split in ("train", "val"):
@@ -86,12 +92,29 @@ def test_second_call_is_cached_and_force_rebuilds(built, corpus_dir):
     leftovers = [p.name for p in built.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
-    old_manifest = json.loads((built / "manifest.json").read_text())
+    old_manifest = (built / "manifest.json").read_bytes()
     build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS, force=True)
     assert (built / "manifest.json").stat().st_mtime_ns != before["manifest.json"]
-    new_manifest = json.loads((built / "manifest.json").read_text())
-    assert new_manifest["files"] == old_manifest["files"]  # same inputs, byte-identical outputs
+    # Same inputs, byte-identical outputs, manifest included: its sha256 (the dataset identity) is stable.
+    assert (built / "manifest.json").read_bytes() == old_manifest
     assert [p.name for p in built.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cache_verifies_checksums_not_only_sizes(built, corpus_dir, capsys):
+    shard = built / "fineweb_train_000001.bin"
+    good = shard.read_bytes()
+    bad = bytearray(good)
+    bad[-2:] = bytes([bad[-1], bad[-2]])  # two bytes swapped: same size, other contents
+    assert bytes(bad) != good
+    shard.write_bytes(bytes(bad))
+    build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+    assert shard.read_bytes() == good  # rebuilt, not reused
+    assert f"{shard} is missing or differs" in capsys.readouterr().err
+
+    stray = built / "fineweb_train_000099.bin"
+    stray.write_bytes(good)  # a shard the manifest does not list
+    build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+    assert not stray.exists() and shard.read_bytes() == good
 
 
 def test_failed_build_leaves_nothing_that_looks_finished(corpus_dir, tmp_path, monkeypatch):
@@ -150,3 +173,40 @@ def test_default_corpus_build(tmp_path, monkeypatch):
     cfg = SimpleNamespace(path="", train_pattern="fineweb_train_*.bin", val_pattern="fineweb_val_*.bin", tokenizer_path="")
     ds = resolve_dataset(cfg, 1024)
     assert ds.tokenizer_path == out / "tokenizer.model" and ds.manifest["cache_key"] == manifest["cache_key"]
+
+
+def test_build_removes_only_dead_builders_temp_folders(built, corpus_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from pgolf.ownership import host_tag
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, live, me = proc.pid, os.getpid(), host_tag()
+    out = tmp_path / "ds"
+    names = {
+        f".ds.building-{dead}@{me}-0123abcd": False,  # its builder died: removed
+        f".ds.old-{dead}@{me}-0123abcd": False,
+        ".ds.building-89abcdef": False,  # older unnamed form, two days old: removed
+        f".ds.building-{live}@{me}-0123abcd": True,  # a live builder's work in progress
+        f".ds.building-{dead}@other-host-0123abcd": True,  # another host: cannot be checked
+        ".ds.building-fedcba98": True,  # older unnamed form, recent
+        f".other.building-{dead}@{me}-0123abcd": True,  # another dataset's
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer.model").write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(tmp_path / ".ds.building-89abcdef", (two_days_ago, two_days_ago))
+    removed = build_mod.remove_stale_build_dirs(out)
+    assert sorted(p.name for p in removed) == sorted(n for n, keep in names.items() if not keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, keep in names.items() if keep)
+
+    # build_dataset cleans up before it starts, even when the result is cached
+    leftover = built.parent / f".{built.name}.building-{dead}@{me}-0123abcd"
+    leftover.mkdir()
+    assert build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS) == built
+    assert not leftover.exists()

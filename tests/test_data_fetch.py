@@ -200,3 +200,38 @@ def test_endpoint_and_cache_from_environment(hub, export, tmp_path):
     val = f"{DS}/fineweb_val_000000.bin"
     assert _local(tmp_path / "data", val).read_bytes() == export[val]
     assert any((tmp_path / "hf_home" / "hub").rglob("*fineweb_val_000000.bin"))
+
+
+def test_fetch_writes_a_manifest_with_checksums_and_a_stable_identity(hub, export, tmp_path):
+    from types import SimpleNamespace
+
+    from pgolf.data.identity import FETCHED_MANIFEST, verify_dataset
+    from pgolf.data.loader import resolve_dataset
+
+    out = tmp_path / "data"
+    kwargs = dict(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    result = fetch(**kwargs)
+    manifest_bytes = result.manifest.read_bytes()
+    manifest = json.loads(manifest_bytes)
+    assert result.manifest == result.dataset_dir / "manifest.json" and manifest["format"] == FETCHED_MANIFEST
+    tok = out / "tokenizers" / "fineweb_1024_bpe.model"
+    assert manifest["tokenizer"] == "../../tokenizers/fineweb_1024_bpe.model"
+    assert manifest["tokenizer_sha256"] == hashlib.sha256(tok.read_bytes()).hexdigest() and manifest["vocab_size"] == 400
+    assert sorted(manifest["files"]) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+    for name, info in manifest["files"].items():
+        data = export[f"{DS}/{name}"]
+        tokens = np.frombuffer(data[HEADER_BYTES:], dtype="<u2")
+        assert (info["sha256"], info["bytes"], info["tokens"]) == (hashlib.sha256(data).hexdigest(), len(data), tokens.size)
+        assert info["max_token_id"] == int(tokens.max())
+    assert fetch(**kwargs).manifest.read_bytes() == manifest_bytes  # nothing changed: same identity
+
+    fetch(**{**kwargs, "train_shards": 2})  # more shards: listed, and the identity changes
+    assert "fineweb_train_000001.bin" in json.loads(result.manifest.read_text())["files"]
+    assert result.manifest.read_bytes() != manifest_bytes
+    # The export's random ids go up to 1023 but its test tokenizer has 400 pieces: training refuses the shards.
+    cfg = SimpleNamespace(path=str(result.dataset_dir), train_pattern="fineweb_train_*.bin",
+                          val_pattern="fineweb_val_*.bin", tokenizer_path="")
+    ds = resolve_dataset(cfg, 400)
+    assert ds.tokenizer_path == tok.resolve()
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        verify_dataset(ds, 400)

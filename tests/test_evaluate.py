@@ -17,6 +17,25 @@ def test_sliding_windows_score_every_token_once_with_context(n, L, S):
     assert torch.all(counts == 1)
 
 
+@pytest.mark.parametrize("n, L, S, repeated", [
+    (1024, 256, 64, {(960, 1024): 4}),  # last full window + 3 trailing windows all score [960, 1024)
+    (1000, 256, 64, {(936, 960): 4, (960, 1000): 3}),  # trailing windows score [936, 1000); ws=960 has < S
+])
+def test_sliding_rescore_tail_repeats_the_last_stride(n, L, S, repeated):
+    """PR #128's rule: windows start every S while >= S targets remain; trailing ones re-score their last S."""
+    wins = windows(n, L, S, window_rule="rescore_tail")
+    counts = torch.zeros(n, dtype=torch.long)
+    for start, end, score_from in wins:
+        assert start % S == 0 and end == min(start + L, n) and end - start >= S
+        assert score_from == (0 if start == 0 else end - S)
+        counts[score_from:end] += 1
+    want = torch.ones(n, dtype=torch.long)
+    for (a, b), c in repeated.items():
+        want[a:b] = c
+    assert torch.equal(counts, want)
+    assert windows(n, L, S) != wins  # the default ("once") scores each target once
+
+
 def test_non_overlapping_tail_modes():
     drop = windows(100, 16, 0, tail="drop")
     assert len(drop) == 6 and drop[-1] == (80, 96, 80)
@@ -65,7 +84,7 @@ def test_sliding_eval_counts_and_rank_split():
 def test_rescore_tail_rule_is_the_records_window_selection():
     """eval.window_rule=rescore_tail (PR #124's rule in the records): windows every S while >= S targets
     remain; each later window scores its last S, so the last S targets are scored once per trailing window."""
-    wins = windows(640, 128, 64, rule="rescore_tail")
+    wins = windows(640, 128, 64, window_rule="rescore_tail")
     assert [w[0] for w in wins] == list(range(0, 577, 64))
     assert wins[0] == (0, 128, 0) and wins[1] == (64, 192, 128) and wins[-1] == (576, 640, 576)
     counts = torch.zeros(640, dtype=torch.long)
@@ -73,5 +92,38 @@ def test_rescore_tail_rule_is_the_records_window_selection():
         counts[score_from:end] += 1
     assert torch.all(counts[:576] == 1) and torch.all(counts[576:] == 2)
     # a stream that is not a multiple of the window: trailing windows down to S targets
-    wins = windows(100, 16, 4, rule="rescore_tail")
+    wins = windows(100, 16, 4, window_rule="rescore_tail")
     assert wins[-1] == (96, 100, 96) and sum(e - f for _, e, f in wins) == 100 + 3 * 4
+def test_sliding_rescore_config_and_truncated_stream(small_dataset):
+    from pgolf.config import ConfigError
+    from pgolf.train import Dist, load_data
+
+    with pytest.raises(ConfigError, match="eval.window_rule"):
+        apply_overrides(Config(), {"eval.window_rule": "rescore_tail"})  # needs sliding windows
+    base = {"data.path": str(small_dataset), "train.train_seq_len": 1000, "eval.stride": 64}
+    d = Dist(0, 1, 0, torch.device("cpu"), False)
+    *_, once_final, official = load_data(apply_overrides(Config(), base), d)
+    *_, periodic, final, _ = load_data(apply_overrides(Config(), {**base, "eval.window_rule": "rescore_tail"}), d)
+    assert not official
+    assert torch.equal(final, periodic) and (final.numel() - 1) % 1000 == 0  # the PRs' truncated stream
+    assert once_final.numel() > final.numel()  # "once" scores the tail too
+
+
+def test_sliding_eval_equals_per_window_reference():
+    """The batched, masked accounting equals scoring each window on its own (loss summed per window)."""
+    m, luts = _model_and_luts()
+    m.eval()
+    tokens = torch.randint(0, 1024, (413,), generator=torch.Generator().manual_seed(3))
+    for L, S, tail, rule in ((64, 16, "score", "once"), (64, 0, "score", "once"), (64, 48, "drop", "once"),
+                             (64, 16, "drop", "rescore_tail")):
+        got = eval_windows(m, tokens, luts, L, S, tail, 5, 0, 1, torch.device("cpu"), False, rule)
+        loss, n, nbytes = 0.0, 0, 0
+        with torch.no_grad():
+            for s, e, f in windows(tokens.numel() - 1, L, S, tail, rule):
+                x, y = tokens[s:e][None].long(), tokens[s + 1:e + 1][None].long()
+                nll = m(x, y, reduction="none").double()[f - s:]
+                loss += float(nll.sum())
+                n += e - f
+                nbytes += int(luts.count(x[0, f - s:], y[0, f - s:]))
+        assert (got.tokens, got.bytes) == (n, nbytes)
+        assert got.val_loss == pytest.approx(loss / n, rel=1e-12)

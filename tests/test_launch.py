@@ -40,7 +40,7 @@ def _launch(run_dir: Path, dataset: Path, *extra: str, fail: tuple[int, int, str
 
 
 def _train_losses(run_dir: Path) -> dict[int, float]:
-    """step -> train_loss; a resumed run repeats steps after its checkpoint, the last row wins."""
+    """step -> train_loss (a resumed run drops the rows written after its checkpoint)."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)

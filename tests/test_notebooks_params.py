@@ -89,4 +89,18 @@ def test_cli_runs_with_overrides_and_fails_nonzero(notebook, tmp_path, monkeypat
     notebook.write_text(NOTEBOOK + '\n# %%\nraise RuntimeError("boom")\n')
     monkeypatch.setenv("PGOLF_OUT", str(tmp_path / "out"))
     assert _cli("notebooks", "run", "03") == 1
-    assert "boom" in (tmp_path / "out" / "runs" / "notebooks" / "03_params.ipynb").read_text()
+    executed = tmp_path / "out" / "runs" / "notebooks"
+    assert "boom" in (executed / "03_params.failed.ipynb").read_text()  # beside, never over, a good output
+    assert not (executed / "03_params.ipynb").exists()
+
+
+def test_rerun_with_same_output_keeps_the_file_and_a_change_rewrites_it(notebook, tmp_path, capfd):
+    out_dir = tmp_path / "out"
+    first = notebooks.run_notebooks([str(notebook)], {}, out_dir=out_dir, log_output=True)[0]
+    assert "notebooks: [1/1] 03_params" in capfd.readouterr().out
+    before = first.read_bytes()
+    notebooks.run_notebook(notebook, {}, out_dir=out_dir)
+    assert first.read_bytes() == before  # only papermill/nbclient timestamps differed
+    notebooks.run_notebook(notebook, {"seeds": 3}, out_dir=out_dir)
+    assert first.read_bytes() != before and "3 0.02 base" in first.read_text()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["03_params.ipynb"]  # no temp files left

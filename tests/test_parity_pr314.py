@@ -101,9 +101,10 @@ def mid_cfg(**overrides) -> Config:
 
 
 def mini_cfg(**overrides) -> Config:
-    """2 layers, width 128, for tests that run many forward passes."""
+    """2 layers, width 128, seq 64, stride 16: for tests that run many forward passes."""
     return preset(**{"model.num_layers": 2, "model.model_dim": 128, "model.num_heads": 4, "model.num_kv_heads": 2,
-                     "model.bigram_buckets": 512, "model.bigram_dim": 64, "train.train_seq_len": 64, **overrides})
+                     "model.bigram_buckets": 512, "model.bigram_dim": 64, "train.train_seq_len": 64, "eval.stride": 16,
+                     **overrides})
 
 
 def pr_gpt(pr, cfg: Config) -> nn.Module:

@@ -125,3 +125,27 @@ def test_defaults_unchanged():
     assert (e.scale_dtype, e.control_fp32, e.fp16_patterns, e.prune_scope, e.prune_rule, e.prune_frac_mlp) == \
         ("fp32", True, (), "quantized", "kthvalue", -1.0)
     assert (q.scope, q.bits, q.own_quantizer) == (("attn", "mlp", "other"), 0, False)
+
+
+def test_qat_cast_first_quantizes_the_activation_dtype_weight():
+    """qat.cast_first: the fake quantizer reads weight.to(x.dtype) (PR #128's CastedLinear under bf16
+    autocast); off (default) it reads the fp32 weight the export quantizes."""
+    c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": 6, "export.clip": "amax"})
+    m = build_model(c).train()
+    fc = m.blocks[0].mlp.fc
+    with torch.no_grad():
+        fc.weight.copy_(randn(*fc.weight.shape, seed=11, std=2.0))  # rows above the floor: fine grid
+    x = torch.eye(fc.in_features, dtype=torch.bfloat16)  # F.linear(I, w) = w.T, exactly
+    w_eff = {}
+    for cast_first in (False, True):
+        assign_qat_specs(m, c.export, apply_overrides(c, {"qat.cast_first": cast_first}).qat)
+        fc.qat_enabled = True
+        w_eff[cast_first] = fc(x).T
+        assert fc.qat_cast_first is cast_first
+    spec = fc.qat_spec
+    assert torch.equal(w_eff[False], fake_quant(fc.weight, spec).bfloat16())
+    assert torch.equal(w_eff[True], fake_quant(fc.weight.bfloat16(), spec))
+    assert not torch.equal(w_eff[False], w_eff[True])  # codes near rounding boundaries move
+    fc(x).float().sum().backward()  # straight-through to the fp32 weight either way
+    assert fc.weight.grad is not None and fc.weight.grad.dtype == torch.float32
+    assert Config().qat.cast_first is False

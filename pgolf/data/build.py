@@ -15,9 +15,17 @@ Output (the official names, so the official ``train_gpt.py`` reads it too): ``to
 (+ ``.vocab``, trained on train documents only), ``fineweb_val_000000.bin``..., 
 ``fineweb_train_000000.bin``... (each document is BOS, id 1, then its tokens; no EOS, like the
 official export; shards hold ``shard_tokens`` tokens except the last of each split), and
-``manifest.json``. The build happens in a hidden temp folder next to ``out_dir`` that is renamed
+``manifest.json`` (every file's size and SHA-256; per shard also its token count, largest token id,
+vocabulary size and tokenizer SHA-256; nothing that differs between identical builds, so its SHA-256
+is the dataset's identity, see :mod:`pgolf.data.identity`). The build happens in a hidden temp folder next to ``out_dir`` that is renamed
 into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
-of the source contents and every parameter).
+of the source contents and every parameter) once every file listed in the cached manifest matches its
+recorded SHA-256; a file that does not (corrupted, replaced, even at the same size) triggers a rebuild.
+The temp folder (``.<out>.building-<pid>@<host>-<id>``, and
+``.<out>.old-...`` for a replaced build on its way out) names its builder, so each build first deletes the
+leftovers of builders that died on this host (:func:`remove_stale_build_dirs`); a live builder's folder, or
+one from another host, is never touched. Folders of the older unnamed form (``.building-<id>``) are deleted
+once they are a day old (no build takes that long).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -35,7 +44,9 @@ import numpy as np
 
 from pgolf import paths
 from pgolf.data import corpus
-from pgolf.data.shards import read_header, read_shard, write_shard
+from pgolf.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
+from pgolf.data.shards import read_shard, write_shard
+from pgolf.ownership import host_tag, writer_alive
 from pgolf.data.tokenizer import (
     BOS_ID,
     DETERMINISM_OPTIONS,
@@ -46,12 +57,14 @@ from pgolf.data.tokenizer import (
     train_sentencepiece,
 )
 
-BUILD_FORMAT = 1  # bump when the build output changes for the same inputs (part of the cache key)
-MANIFEST_FORMAT = "pgolf-dataset"
+BUILD_FORMAT = 2  # bump when the build output changes for the same inputs (part of the cache key)
+MANIFEST_FORMAT = BUILT_MANIFEST
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SHARD_TOKENS = 1_000_000  # official exports use 100M; small shards exercise multi-shard reading
 TEXT_SUFFIXES = (".txt", ".md")
 SPLIT_RULE = "val iff int(sha256(utf8(text)).hexdigest()[:8], 16) / 2**32 < val_fraction"
+LEGACY_TEMP_MAX_AGE_S = 24 * 3600  # unnamed temp folders of older builds older than this are stale
+_TEMP_DIR_TAIL = r"(?:building|old)-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)-)?[0-9a-f]{8}"  # legacy: no pid@host
 
 
 class BuildError(ValueError):
@@ -155,14 +168,6 @@ def _cache_key(records: list[dict], params: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(dataset_dir: Path) -> dict | None:
     path = Path(dataset_dir) / "manifest.json"
     if not path.is_file():
@@ -178,7 +183,17 @@ def _is_cached(out_dir: Path, key: str) -> bool:
     if not manifest or manifest.get("format") != MANIFEST_FORMAT or manifest.get("cache_key") != key:
         return False
     files = manifest.get("files", {})
-    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size == info["bytes"] for name, info in files.items())
+    strays = [p for p in out_dir.glob("*.bin") if p.name not in files]
+    if strays:
+        print(f"pgolf data build: {strays[0]} is not in the cached {out_dir / 'manifest.json'}; rebuilding", file=sys.stderr)
+        return False
+    for name, info in files.items():
+        path = out_dir / name
+        if not path.is_file() or path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            print(f"pgolf data build: cached {path} is missing or differs from {out_dir / 'manifest.json'}; rebuilding",
+                  file=sys.stderr)
+            return False
+    return True
 
 
 class _ShardWriter:
@@ -267,7 +282,8 @@ def build_dataset(
         raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
     sources = None if sources is None else [Path(s) for s in sources]
     out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir(sources, vocab_size)
-    t0 = time.perf_counter()
+    for stale in remove_stale_build_dirs(out_dir):
+        print(f"pgolf data: removed {stale} (temp folder of a build that died)", file=sys.stderr)
     records = source_records(sources)
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
               "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS}}
@@ -288,7 +304,7 @@ def build_dataset(
             "use more documents or another val_fraction"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / _temp_dir_name(out_dir, "building")
     tmp.mkdir()
     try:
         model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size)
@@ -327,16 +343,15 @@ def build_dataset(
             "unigram_rule": "add-one smoothed unigram over vocab_size ids fit on train tokens; bits over val "
             "targets / val metric bytes",
             "unigram_val_bpb": unigram_val_bpb(train_files, val_files, luts, vocab_size),
-            "build_seconds": None,
+            "tokenizer_sha256": sha256_file(model_path),
             "files": {},
         }
         for f in sorted(tmp.iterdir()):
-            info = {"bytes": f.stat().st_size, "sha256": _sha256_file(f)}
             if f.suffix == ".bin":
-                info["tokens"] = read_header(f)["num_tokens"]
-            manifest["files"][f.name] = info
-        manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+                manifest["files"][f.name] = shard_entry(f, vocab_size, manifest["tokenizer_sha256"])
+            else:
+                manifest["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        write_manifest(tmp / "manifest.json", manifest)
         _swap_into_place(tmp, out_dir)
     finally:
         if tmp.exists():
@@ -344,11 +359,35 @@ def build_dataset(
     return out_dir
 
 
+def _temp_dir_name(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}-{os.getpid()}@{host_tag()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_build_dirs(out_dir: Path) -> list[Path]:
+    """Delete temp folders next to ``out_dir`` left by builds that died; returns them (see the module doc)."""
+    removed: list[Path] = []
+    if not out_dir.parent.is_dir():
+        return removed
+    pattern = re.compile(re.escape(f".{out_dir.name}.") + _TEMP_DIR_TAIL)
+    for p in sorted(out_dir.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if m is None:
+            continue
+        if m["pid"] is not None:
+            stale = writer_alive(int(m["pid"]), m["host"]) is False
+        else:
+            stale = time.time() - p.stat().st_mtime > LEGACY_TEMP_MAX_AGE_S
+        if stale and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     """Rename the finished build to ``out_dir``; an old build is moved aside first, then deleted."""
     old = None
     if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        old = out_dir.parent / _temp_dir_name(out_dir, "old")
         os.rename(out_dir, old)
     os.rename(tmp, out_dir)
     if old is not None:

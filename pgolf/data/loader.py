@@ -4,7 +4,9 @@
 shards are read in sorted path order, sequentially, wrapping around forever; each batch takes one
 contiguous chunk of ``(local_tokens + 1) * world_size`` tokens and rank ``r`` keeps the ``r``-th
 span, so a pgolf run and an official run on the same shards see the same tokens in the same order.
-Unlike the original, shards are memory-mapped and the stream position can be saved and restored.
+Unlike the original, shards are memory-mapped, the stream position can be saved and restored, and
+with ``vocab_size`` every chunk read is checked for ids outside the vocabulary (one ``max`` over tokens
+that are read anyway), so a bad shard is an error naming the file, not an IndexError in the embedding.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from pgolf import paths
-from pgolf.data.shards import read_shard
+from pgolf.data.shards import ShardError, read_shard
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -36,8 +38,9 @@ def _sorted_files(files) -> list[Path]:
 class TokenStream:
     """Reads shards in sorted order, one after another, and wraps around forever."""
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path], vocab_size: int | None = None):
         self.files = _sorted_files(files)
+        self.vocab_size = vocab_size  # None: ids are not checked
         self._load(0, 0)
 
     def _load(self, file_idx: int, pos: int) -> None:
@@ -65,11 +68,19 @@ class TokenStream:
                 continue
             empty_in_a_row = 0
             k = min(remaining, avail)
-            chunks.append(self.tokens[self.pos : self.pos + k])
+            piece = self.tokens[self.pos : self.pos + k]
+            if self.vocab_size is not None and int(piece.max()) >= self.vocab_size:
+                self._reject(piece)
+            chunks.append(piece)
             self.pos += k
             remaining -= k
         out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         return torch.from_numpy(np.array(out, dtype=np.uint16))  # copy: the memmap is read-only
+
+    def _reject(self, piece: np.ndarray) -> None:
+        at = int(np.argmax(piece >= self.vocab_size))
+        raise ShardError(f"{self.files[self.file_idx]}: token id {int(piece[at])} at token {self.pos + at} is outside "
+                         f"the model's vocabulary [0, {self.vocab_size}); the shard belongs to another tokenizer or is corrupt")
 
     def state_dict(self) -> dict:
         return {"file_idx": self.file_idx, "pos": self.pos}
@@ -88,13 +99,14 @@ class TokenStream:
 class DistributedTokenLoader:
     """Per-rank (x, y) batches from one shared stream, with the official slicing."""
 
-    def __init__(self, files: list[Path], rank: int, world_size: int, device: torch.device | str = "cpu"):
+    def __init__(self, files: list[Path], rank: int, world_size: int, device: torch.device | str = "cpu",
+                 vocab_size: int | None = None):
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"DistributedTokenLoader: need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
         self.rank = rank
         self.world_size = world_size
         self.device = torch.device(device)
-        self.stream = TokenStream(files)
+        self.stream = TokenStream(files, vocab_size)
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` int64 of shape ``(local_tokens // seq_len, seq_len)`` on the loader's device."""

@@ -12,27 +12,28 @@ SMEAR_INIT_LOGIT = {"identity": 3.0, "half": 0.0}  # sigmoid(3) ~ 0.95 on x_t; s
 
 
 class SmearGate(nn.Module):
-    """Blend each embedding with the previous one, g = sigmoid(gate), scalar or per dimension.
+    """x_t <- g * x_t + (1 - g) * x_{t-1}, g = sigmoid(gate), scalar or per dimension.
 
-    ``gated="current"``: x_t <- g * x_t + (1 - g) * x_{t-1}. ``gated="previous"``: x_t <- (1 - g) * x_t
-    + g * x_{t-1}, the PR #162 lineage's form (the same function with the gate negated), with the sigmoid
-    taken in the activation dtype as there, so its weights load and compute bit for bit.
+    ``gate_on="previous"`` is the records' parametrization (PR #194 and later), (1 - g) * x_t + g * x_{t-1},
+    with their op order (the gate cast to the activation dtype before the sigmoid): the same family with the
+    gate's sign flipped, kept so their checkpoints load and their forward is bitwise. The init logit is
+    negated so that an init name means the same mix in both forms.
     Position 0 of a sequence has a zero predecessor. A BOS token (a document start) never takes
     anything from the previous position, so nothing leaks across documents in a packed stream.
     """
 
-    def __init__(self, dim: int, mode: str, init: str, bos_id: int, gated: str = "current"):
+    def __init__(self, dim: int, mode: str, init: str, bos_id: int, gate_on: str = "current"):
         super().__init__()
         n = dim if mode == "per_dim" else 1
-        self.gate = nn.Parameter(torch.full((n,), SMEAR_INIT_LOGIT[init], dtype=torch.float32))
-        self.bos_id = bos_id
-        self.gated = gated
+        logit = SMEAR_INIT_LOGIT[init]  # the same start either way: 0.0 - logit keeps +0.0 for "half"
+        self.gate = nn.Parameter(torch.full((n,), logit if gate_on == "current" else 0.0 - logit, dtype=torch.float32))
+        self.bos_id, self.gate_on = bos_id, gate_on
 
     def forward(self, x: Tensor, input_ids: Tensor) -> Tensor:
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t=0
         if self.bos_id >= 0:
             prev = prev * (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)
-        if self.gated == "previous":
+        if self.gate_on == "previous":
             g = torch.sigmoid(self.gate.to(x.dtype))
             return (1 - g) * x + g * prev
         g = torch.sigmoid(self.gate).to(x.dtype)

@@ -92,14 +92,15 @@ class GPT(nn.Module):
                 if name.startswith("bigram"):
                     # ortho_proj: the records' rule treats this projection as a plain matrix, then their
                     # 1/sqrt(2L) ".proj" scaling (meant for the zero-init block projections) lands on it.
-                    if name == "bigram.proj" and cfg.bigram_init == "ortho_proj" and min(m.weight.shape) >= 64:
+                    ortho = cfg.bigram_init == "ortho_proj" and min(m.weight.shape) >= cfg.ortho_min_dim
+                    if name == "bigram.proj" and ortho:
                         nn.init.orthogonal_(m.weight, gain=1.0)
                         m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
                     continue
                 if m.zero_init:
                     if cfg.proj_init_gain > 0:
                         nn.init.orthogonal_(m.weight, gain=cfg.proj_init_gain / math.sqrt(2 * cfg.num_layers))
-                elif min(m.weight.shape) >= 64:
+                elif min(m.weight.shape) >= cfg.ortho_min_dim:
                     nn.init.orthogonal_(m.weight, gain=1.0)
         if cfg.resid_mix_init == "phase":
             L = cfg.num_layers

@@ -23,7 +23,9 @@ class CastedLinear(nn.Linear):
 
     QAT state is explicit instance state: ``qat_spec`` (which quantizer; set once from the export
     plan) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.qat).
-    Fake quantization acts only in training mode: evaluation always sees the real weights.
+    Fake quantization acts only in training mode: evaluation always sees the real weights. It reads
+    the fp32 weight (what the export quantizes) unless ``qat_cast_first`` asks for the weight cast to
+    the activation dtype first (the seed PRs' CastedLinear: bf16 under autocast).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, zero_init: bool = False):
@@ -31,11 +33,12 @@ class CastedLinear(nn.Linear):
         self.zero_init = zero_init
         self.qat_spec: QuantSpec | None = None
         self.qat_enabled: bool = False
+        self.qat_cast_first: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
         if self.qat_enabled and self.training and self.qat_spec is not None:
-            w = fake_quant(w, self.qat_spec)
+            w = fake_quant(w.to(x.dtype) if self.qat_cast_first else w, self.qat_spec)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, w.to(x.dtype), bias)
 

@@ -1,0 +1,24 @@
+"""Helpers shared by test modules (imported by name: pytest puts tests/ on sys.path).
+
+Kept out of conftest.py because ``notebooks/conftest.py`` would shadow ``import conftest``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgolf.config import Config, apply_overrides
+from pgolf.presets import get_preset
+
+
+def micro_config(dataset: Path, **overrides) -> Config:
+    """A 2-layer width-64 model that trains a step in well under a second."""
+    base = {
+        "data.path": str(dataset), "model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4,
+        "model.num_kv_heads": 2, "train.train_seq_len": 64, "train.train_batch_tokens": 1024,
+        "train.grad_accum_steps": 1, "train.iterations": 8, "train.max_wallclock_seconds": 0.0,
+        "train.warmup_steps": 0, "train.val_loss_every": 0, "train.val_batch_size": 16384,
+        "train.train_log_every": 1, "schedule.warmdown_iters": 4, "optim.muon_momentum_warmup_steps": 4,
+    }
+    base.update(overrides)
+    return apply_overrides(get_preset("tiny"), base)

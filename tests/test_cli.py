@@ -1,0 +1,186 @@
+"""The command line: presets, --config, options and overrides in any order, on every config command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import pgolf.bench
+import pgolf.data.build
+import pgolf.launch
+import pgolf.sizing
+import pgolf.train
+from pgolf.cli import main
+from pgolf.config import ENV_KEYS, ENV_SPECIAL, Config
+from pgolf.presets import get_preset
+
+
+@pytest.fixture(autouse=True)
+def _no_official_env(monkeypatch):
+    """The official environment names are config input; none may leak in from the shell running the tests."""
+    for name in (*ENV_KEYS, *ENV_SPECIAL, "RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    p = tmp_path / "start.json"
+    p.write_text(get_preset("tiny").replace({"train.seed": 5}).to_json())
+    return p
+
+
+class Captured(Exception):
+    pass
+
+
+@pytest.fixture
+def capture(monkeypatch):
+    """Replace a command's library call with one that records its arguments and stops the command."""
+    seen: dict = {}
+
+    def install(module, name, cfg_arg=0):
+        def fake(*a, **kw):
+            seen["cfg"], seen["args"] = a[cfg_arg], a
+            raise Captured
+
+        monkeypatch.setattr(module, name, fake)
+        return seen
+    return install
+
+
+def _config(argv, capsys) -> Config:
+    assert main(["config", *argv]) == 0
+    return Config.from_dict(json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("order", [
+    ["--config", "{f}", "model.num_layers=2", "train.iterations=7"],  # the first override used to be the "preset"
+    ["model.num_layers=2", "--config", "{f}", "train.iterations=7"],
+    ["model.num_layers=2", "train.iterations=7", "--config", "{f}"],
+    ["model.num_layers=2", "--config={f}", "train.iterations=7"],
+])
+def test_config_file_keeps_every_override_in_any_order(order, config_file, capsys):
+    c = _config([a.replace("{f}", str(config_file)) for a in order], capsys)
+    assert (c.model.num_layers, c.train.iterations, c.train.seed, c.model.model_dim) == (2, 7, 5, 128)
+
+
+@pytest.mark.parametrize("order", [
+    ["tiny", "model.num_layers=2", "train.iterations=7"],
+    ["model.num_layers=2", "tiny", "train.iterations=7"],
+    ["model.num_layers=2", "train.iterations=7", "tiny"],
+])
+def test_preset_anywhere_among_overrides(order, capsys):
+    c = _config(order, capsys)
+    assert c == get_preset("tiny").replace({"model.num_layers": 2, "train.iterations": 7})
+
+
+def test_no_preset_is_the_baseline_and_later_overrides_win(capsys):
+    assert _config([], capsys) == Config()
+    assert _config(["train.seed=1", "train.seed=2"], capsys).train.seed == 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "{f}", "tiny"], "preset 'tiny' and --config"),
+    (["tiny", "--config", "{f}"], "preset 'tiny' and --config"),
+    (["tiny", "baseline"], "more than one preset given: ['tiny', 'baseline']"),
+    (["tiny", "model.num_layers"], "'model.num_layers': expected a preset name or section.key=value"),
+    (["{f}"], "expected a preset name or section.key=value (a config file goes after --config)"),
+    (["model.num_layers=2=3"], "model.num_layers: expected an integer, got '2=3'"),
+    (["nope"], "preset 'nope': unknown"),
+])
+def test_positional_mistakes_are_errors(argv, needle, config_file, capsys):
+    assert main(["config", *[a.replace("{f}", str(config_file)) for a in argv]]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_still_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["config", "tiny", "--bogus", "model.num_layers=2"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without config arguments takes no stray words
+        main(["presets", "tiny", "extra"])
+
+
+def test_environment_errors_reach_the_command_line_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("USE_SWIGLU", "ture")
+    assert main(["config", "tiny"]) == 2
+    assert "USE_SWIGLU='ture': expected 0/1/true/false" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", [
+    ["tiny", "--name", "n1", "model.num_layers=2", "--dry-run", "train.iterations=7"],
+    ["--name", "n1", "model.num_layers=2", "tiny", "train.iterations=7", "--dry-run"],
+    ["--dry-run", "model.num_layers=2", "--name", "n1", "train.iterations=7", "tiny"],
+    ["model.num_layers=2", "--nproc-per-node", "2", "--name", "n1", "tiny", "train.iterations=7", "--dry-run"],
+])
+def test_train_options_and_overrides_in_any_order(order, capture, tmp_path):
+    seen = capture(pgolf.launch, "launch")
+    with pytest.raises(Captured):
+        main(["train", *order])
+    cfg, path, args = seen["args"]
+    assert cfg == get_preset("tiny").replace({"model.num_layers": 2, "train.iterations": 7})
+    assert path.name == "n1" and args.dry_run
+
+
+@pytest.mark.parametrize("order", [
+    ["--config", "{f}", "model.num_layers=2", "--dry-run", "train.iterations=7"],
+    ["model.num_layers=2", "--dry-run", "train.iterations=7", "--config", "{f}"],
+])
+def test_train_with_config_file_keeps_every_override(order, capture, config_file):
+    seen = capture(pgolf.launch, "launch")
+    with pytest.raises(Captured):
+        main(["train", *[a.replace("{f}", str(config_file)) for a in order]])
+    cfg, path, _ = seen["args"]
+    assert (cfg.model.num_layers, cfg.train.iterations, cfg.train.seed) == (2, 7, 5)
+    assert path.name.startswith("start-")  # a run named after the config file, not after a preset
+
+
+def test_size_and_bench_take_overrides_after_options(capture, config_file):
+    seen = capture(pgolf.sizing, "size_report_for")
+    with pytest.raises(Captured):
+        main(["size", "--config", str(config_file), "model.num_layers=2", "--fast", "train.iterations=7"])
+    assert (seen["cfg"].model.num_layers, seen["cfg"].train.iterations, seen["cfg"].train.seed) == (2, 7, 5)
+    seen = capture(pgolf.bench, "bench")
+    with pytest.raises(Captured):
+        main(["bench", "model.num_layers=2", "--steps", "2", "tiny", "train.iterations=7"])
+    assert seen["cfg"] == get_preset("tiny").replace({"model.num_layers": 2, "train.iterations": 7})
+
+
+def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
+    seen = capture(pgolf.train, "train")
+    with pytest.raises(Captured):
+        main(["quickstart", "model.num_layers=2", "--name", "q1", "train.iterations=7"])
+    assert (seen["cfg"].model.num_layers, seen["cfg"].train.iterations) == (2, 7)
+    assert seen["cfg"].data.path == str(tmp_path) and seen["args"][1].name == "q1"
+    assert main(["quickstart", "tiny"]) == 2  # quickstart always trains tiny; a preset word is a mistake
+    assert "this command takes no preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("require_fit", [False, True])
+def test_over_cap_run_says_so_and_fails_only_when_required(require_fit, micro, tmp_path, monkeypatch, capsys):
+    """A tiny model cannot exceed 16 MB, so the cap is lowered to 1,000 bytes for this run."""
+    import pgolf.accounting
+    from pgolf.runs import read_status
+
+    monkeypatch.setattr(pgolf.accounting, "CAP_BYTES", 1000)
+    cfg_file = tmp_path / "micro.json"
+    cfg_file.write_text(micro().to_json())
+    run = tmp_path / "run"
+    rc = main(["train", "--config", str(cfg_file), "--run-dir", str(run), f"export.require_fit={require_fit}"])
+    captured = capsys.readouterr()
+    summary = json.loads((run / "summary.json").read_text())  # written either way
+    line = next(x for x in (run / "train.log").read_text().splitlines() if x.startswith("over_cap: "))
+    total = summary["total_bytes"]
+    assert line == (f"over_cap: total {total:,} bytes > 1,000 by {total - 1000:,} "
+                    f"(artifact {summary['artifact_bytes']:,} + code {summary['code_bytes']:,})")
+    assert line in captured.out and summary["fits_16mb"] is False
+    if require_fit:
+        assert rc == 1 and "pgolf: run failed: export.require_fit: over_cap: total" in captured.err
+        assert summary["status"] == "failed" and summary["error"] == f"export.require_fit: {line}"
+        assert read_status(run)["status"] == "failed"
+    else:
+        assert rc == 0 and summary["status"] == "finished" and read_status(run)["status"] == "finished"
