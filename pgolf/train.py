@@ -485,6 +485,8 @@ class Trainer:
                 n_params: int, compile_ms: float) -> dict[str, Any]:
         cfg = self.cfg
         avg = self.averager.averaged_state(self.base)
+        if avg is None and self.averager.count and cfg.averaging.mode == "swa":
+            self.log(f"swa:not_applied snapshots:{self.averager.count} (< averaging.swa_min_snapshots)")
         if avg is not None:
             self.base.load_state_dict(avg, strict=True)
             self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")

@@ -81,6 +81,19 @@ def test_sliding_eval_counts_and_rank_split():
     assert r.bytes == int(expected)
 
 
+def test_rescore_tail_rule_is_the_records_window_selection():
+    """eval.window_rule=rescore_tail (PR #124's rule in the records): windows every S while >= S targets
+    remain; each later window scores its last S, so the last S targets are scored once per trailing window."""
+    wins = windows(640, 128, 64, window_rule="rescore_tail")
+    assert [w[0] for w in wins] == list(range(0, 577, 64))
+    assert wins[0] == (0, 128, 0) and wins[1] == (64, 192, 128) and wins[-1] == (576, 640, 576)
+    counts = torch.zeros(640, dtype=torch.long)
+    for _, end, score_from in wins:
+        counts[score_from:end] += 1
+    assert torch.all(counts[:576] == 1) and torch.all(counts[576:] == 2)
+    # a stream that is not a multiple of the window: trailing windows down to S targets
+    wins = windows(100, 16, 4, window_rule="rescore_tail")
+    assert wins[-1] == (96, 100, 96) and sum(e - f for _, e, f in wins) == 100 + 3 * 4
 def test_sliding_rescore_config_and_truncated_stream(small_dataset):
     from pgolf.config import ConfigError
     from pgolf.train import Dist, load_data

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pgolf.config import Config, apply_overrides
+from pgolf.config import Config, ConfigError, apply_overrides
 from pgolf.model import build_model
 from pgolf.model.embed import BigramHash, SmearGate
 
@@ -150,3 +150,49 @@ def test_swa_min_snapshots_and_param_dtype():
     param = run(swa_dtype="param").averaged_state(m)["weight"]
     assert torch.equal(param, ((seq[0] + seq[1] + seq[2]) / 3).bfloat16())  # summed in bf16, as the records
     assert run(swa_min_snapshots=4).averaged_state(m) is None and run(swa_min_snapshots=3).averaged_state(m) is not None
+
+
+def test_smear_previous_form_is_the_current_form_with_the_gate_negated():
+    """model.smear_gated=previous: (1-g)*x_t + g*x_{t-1} (the PR #162 lineage), BOS handling unchanged."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, generator=g)
+    prev_form, cur_form = SmearGate(8, "per_dim", "half", 1, "previous"), SmearGate(8, "per_dim", "half", 1)
+    with torch.no_grad():
+        prev_form.gate.copy_(a)
+        cur_form.gate.copy_(-a)
+    x = torch.randn(2, 5, 8, generator=g)
+    ids = torch.tensor([[5, 6, 1, 7, 8], [9, 1, 2, 3, 4]])
+    out = prev_form(x, ids)
+    s = torch.sigmoid(a)
+    assert torch.allclose(out[:, 3], (1 - s) * x[:, 3] + s * x[:, 2])
+    assert torch.allclose(out[0, 2], (1 - s) * x[0, 2])  # BOS: nothing from the previous document
+    assert torch.allclose(out, cur_form(x, ids), atol=1e-6)
+
+
+RECORDS = {**SMALL, "model.smear_gate": "per_dim", "model.smear_init": "half", "model.bigram_buckets": 128,
+           "model.bigram_dim": 64, "model.init": "orthogonal", "model.bigram_init": "ortho_proj",
+           "model.module_order": "records"}
+
+
+def test_records_module_order_state_dict_order_and_rng_shift():
+    m = build_model(apply_overrides(Config(), RECORDS))
+    names = list(m.state_dict())
+    assert names[:6] == ["skip_weights", "tok_emb.weight", "bigram.scale", "bigram.table.weight",
+                         "bigram.proj.weight", "smear.gate"] and names[6].startswith("blocks.0.")
+    assert torch.count_nonzero(m.bigram.table.weight) == 0
+    w = m.bigram.proj.weight * math.sqrt(2 * 2)  # orthogonal, scaled by 1/sqrt(2L)
+    assert torch.allclose(w.T @ w, torch.eye(64), atol=1e-5)
+    assert torch.count_nonzero(m.blocks[0].attn.proj.weight) == 0  # block projections stay zero
+    # the bigram is built before the blocks (and its projection initialized first): every later draw shifts
+    torch.manual_seed(0)
+    a = build_model(apply_overrides(Config(), RECORDS)).state_dict()
+    torch.manual_seed(0)
+    b = build_model(apply_overrides(Config(), {**RECORDS, "model.module_order": "official"})).state_dict()
+    assert not torch.equal(a["tok_emb.weight"], b["tok_emb.weight"])
+    assert not torch.equal(a["blocks.0.attn.c_q.weight"], b["blocks.0.attn.c_q.weight"])
+    assert list(b)[-4:] == ["smear.gate", "bigram.scale", "bigram.table.weight", "bigram.proj.weight"]
+
+
+def test_ortho_proj_bigram_init_needs_orthogonal_init():
+    with pytest.raises(ConfigError, match="model.bigram_init"):
+        apply_overrides(Config(), {**RECORDS, "model.init": "default"})

@@ -158,3 +158,16 @@ def test_compiled_training_with_qat_recompile(micro, tmp_path):
     eager = train(micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "export.keep_float_max_numel": 1000}),
                   tmp_path / "eager", console=False)
     assert s["val_loss"] == pytest.approx(eager["val_loss"], abs=2e-3)  # same math, different kernels
+
+
+def test_rescore_tail_final_evaluation(micro, tmp_path, small_dataset):
+    """eval.window_rule=rescore_tail scores the records' window set on the stream cut to a multiple of L."""
+    from pgolf.data.loader import load_validation_tokens, resolve_dataset
+    from pgolf.evaluate import windows
+    cfg = micro(**{"eval.stride": 16, "eval.window_rule": "rescore_tail"})
+    s = train(cfg, tmp_path / "run", console=False)
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    n_cut = load_validation_tokens(ds.val_files, 64, tail="drop").numel() - 1
+    assert s["val_tokens_scored"] == sum(e - f for _, e, f in windows(n_cut, 64, 16, window_rule="rescore_tail"))
+    assert s["val_tokens_scored"] == n_cut + 3 * 16  # the last 16 targets, again by each of 3 trailing windows
+    assert s["eval_mode"] == "windows(seq_len=64,stride=16,tail=drop,rule=rescore_tail)"
