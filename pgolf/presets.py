@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import Config, ConfigError, apply_overrides
+from .config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
 
 PRESETS: dict[str, Callable[[], Config]] = {}
 
@@ -73,7 +73,8 @@ def pr128_int6_mlp3x_qat_sliding() -> Config:
     val_bpb 1.1594 after the int6+zstd round trip with sliding eval; artifact 15,105,576 + code 57,201
     = 15,162,777 bytes.
 
-    Deliberate differences (pgolf's fix is the default; the switch restores the PR's behaviour):
+    Deliberate differences (pgolf's fix is the default; the switch restores the PR's behaviour; all of
+    them at once: the preset ``pr128_int6_mlp3x_qat_sliding_as_pr``):
     - QAT through the export quantizer: training sees exactly the weights the artifact will hold. The
       PR's fake quantizer uses a 0.9999984-quantile clip, no scale floor and an fp32 scale, while its
       export uses the row max, a 1/31 floor and fp16 scales: ``qat.clip=quantile qat.scale_floor=none
@@ -105,9 +106,8 @@ def pr128_int6_mlp3x_qat_sliding() -> Config:
 def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
     """Seed 004 / PR #194 (https://github.com/openai/parameter-golf/pull/194): 11L MLP 3x, 26,502,232
     params, orthogonal init of every matrix, per-dim SmearGate before the embedding norm (the PR's form,
-    zero-init gate, its own Adam with beta2 0.99), int6 STE QAT on every block matrix from step 0 (the
-    PR's fake quantizer: row max / 31, floor 1/31, fp32), int6 per-row export (quantile clip, fp16
-    scales) with the tied embedding as fp16, zstd-22, Muon WD 0.038, momentum 0.92 -> 0.99 over 1500
+    zero-init gate, its own Adam with beta2 0.99), int6 STE QAT on every block matrix from step 0,
+    int6 per-row export (quantile clip, fp16 scales) with the tied embedding as fp16, zstd-22, Muon WD 0.038, momentum 0.92 -> 0.99 over 1500
     steps, grad clip 0.3, SWA every 50 steps once the LR scale is below 0.5 (PR #194's step index),
     seq 2048, warmdown 3000, sliding eval stride 64. Values: the PR script's defaults plus its README run
     command. Claimed val_bpb 1.1480 (3-seed mean; best 1.1453, seed 1337); artifact 15,992,249 bytes +
@@ -115,16 +115,19 @@ def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
     and 15,838,474). The seed-1337 log (same code) has no "swa:averaging" line where seeds 7 and 42 log 29
     and 27 snapshots: that run apparently trained without SWA; this preset follows the run command.
 
-    Deliberate differences (pgolf's fixes, kept; the override restores the PR):
+    Deliberate differences (pgolf's fixes, kept; the override restores the PR; all of them at once:
+    the preset ``pr194_11l_int6_qat_perdim_smear_swa_as_pr``):
+    - QAT through the export quantizer (quantile clip, fp16-stored scales), so training sees the weights
+      the artifact will hold; the PR's fake quantizer uses the row max, a 1/31 floor and an fp32 scale:
+      ``qat.clip=amax qat.scale_floor=qmax qat.scale_dtype=fp32``.
     - SmearGate never crosses a BOS token (no leak between documents): ``model.bos_id=-1``.
     - The smear gate is a control tensor stored fp32 in the artifact (the PR's patterns miss it and
       store it fp16): ``export.control_patterns`` without ``smear``.
     - Sliding evaluation scores every validation target exactly once, tail included; the PR truncates
-      the stream to a multiple of 2048 and re-scores its last 64 targets in every tail window (32x).
-      No switch (1,984 extra scores among 62M; the PR also leaves the tokens past the last multiple
-      of 2048 unscored).
-    - SWA sums in fp32; on CUDA the PR sums the bf16 embedding in bf16. SWA also applies a single
-      snapshot, where the PR keeps the final weights (never the case in its 10-minute runs). No switch.
+      the stream to a multiple of 2048 and re-scores its last 64 targets in every tail window (32x):
+      ``eval.window_rule=rescore_tail``.
+    - SWA sums in fp32; on CUDA the PR sums the bf16 embedding in bf16: ``averaging.swa_dtype=param``.
+    As in the PR, SWA is applied only with at least two snapshots (``averaging.swa_min_snapshots=2``).
     - Attention uses ``enable_gqa`` (as the official baseline); the PR expands K/V first: equal losses,
       gradients equal up to float summation order. No switch.
     - The artifact is labelled ``pgolf_mixed_v1`` with a per-tensor bits map (same codes, scales and
@@ -132,8 +135,7 @@ def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
     return apply_overrides(Config(), {
         "model.num_layers": 11, "model.mlp_mult": 3.0, "model.init": "orthogonal", "model.ortho_min_dim": 0,
         "model.smear_gate": "per_dim", "model.smear_init": "half", "model.smear_gated": "previous",
-        "qat.enabled": True, "qat.bits": 6, "qat.clip": "amax", "qat.scale_floor": "qmax",
-        "qat.scale_dtype": "fp32",
+        "qat.enabled": True,
         "export.bits_attn": 6, "export.bits_mlp": 6, "export.bits_other": 6,
         "export.embed_fp16": True, "export.compressor": "zstd", "eval.stride": 64,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
@@ -143,7 +145,7 @@ def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
         "train.train_seq_len": 2048, "train.val_loss_every": 200, "train.train_log_every": 50,
         "schedule.warmdown_iters": 3000,
         "averaging.mode": "swa", "averaging.swa_start_lr_scale": 0.5, "averaging.swa_every": 50,
-        "averaging.swa_step": "index",
+        "averaging.swa_step": "index", "averaging.swa_min_snapshots": 2,
     })
 
 
@@ -157,7 +159,11 @@ def pr314_11l_int4mlp_bigram_swa() -> Config:
 
     Values are the PR script's defaults (its README runs it without overrides); tests/test_parity_pr314.py
     checks them, the init, loss, export, pruning, QAT, SWA and window selection against the script.
-    Deliberate differences (pgolf fixes kept here; the override restores the PR):
+    Deliberate differences (pgolf fixes kept here; the override restores the PR; all of them at once:
+    the preset ``pr314_11l_int4mlp_bigram_swa_as_pr``):
+    - QAT through the export quantizer (fp16-rounded scales, as the artifact stores them); the PR's fake
+      quantizer keeps an fp32 scale max(amax, 1e-12) / 7: ``qat.clip=amax qat.scale_floor=none
+      qat.scale_dtype=fp32``.
     - BOS-safe SmearGate and BigramHash (no mixing across documents): ``model.bos_id=-1``.
     - control tensors stored fp32, not fp16 (records.md bug 9): ``export.control_fp32=false``.
     - every validation target scored exactly once, over the whole stream: ``eval.window_rule=rescore_tail``.
@@ -172,8 +178,7 @@ def pr314_11l_int4mlp_bigram_swa() -> Config:
         "model.smear_placement": "post_norm", "model.smear_gated": "previous",
         "model.bigram_buckets": 10240, "model.bigram_dim": 128, "model.bigram_init": "ortho_proj",
         "model.init": "orthogonal", "model.module_order": "records",
-        "qat.enabled": True, "qat.start_frac": 0.0, "qat.scope": ("mlp",), "qat.clip": "amax",
-        "qat.scale_floor": "none", "qat.scale_dtype": "fp32",
+        "qat.enabled": True, "qat.start_frac": 0.0, "qat.scope": ("mlp",),
         "export.bits_attn": 6, "export.bits_mlp": 4, "export.bits_other": 6, "export.embed_fp16": True,
         "export.fp16_patterns": ("tok_emb", "blocks.9.attn.c_k"), "export.keep_float_max_numel": 8192,
         "export.clip": "amax", "export.scale_floor": False, "export.scale_dtype": "fp16",
@@ -204,7 +209,8 @@ def pr326_qat_ntk_cosine_swa() -> Config:
     killed during eval); artifact 15,818,344 bytes + 56,766 code bytes. pgolf size: Gaussian-surrogate
     artifact 15,880,876 bytes, which fits with the PR's code but not with pgolf's own modules (~166 KB).
 
-    Deliberate differences (pgolf's fixes; the switches in brackets restore the PR):
+    Deliberate differences (pgolf's fixes; the switches in brackets restore the PR; all of them at once:
+    the preset ``pr326_qat_ntk_cosine_swa_as_pr``):
     - SmearGate and BigramHash never cross a BOS token [model.bos_id=-1];
     - control tensors (scales, resid_mix, q_gain, skip weights, smear gate, bigram scale) are stored fp32;
       the PR's small-tensor rule runs first and stores them fp16 [export.control_fp32=false];
@@ -239,3 +245,40 @@ def pr326_qat_ntk_cosine_swa() -> Config:
         "export.prune_frac": 0.05, "export.prune_scope": "matrices", "export.prune_rule": "quantile",
         "eval.seq_len": 4096, "eval.stride": 64, "eval.ntk": True, "eval.batch_seqs": 32,
     })
+
+
+# -- the PRs' own behaviour ------------------------------------------------------------------------------
+
+# Per PR preset: the overrides that switch each of pgolf's deliberate fixes (listed in the preset's
+# docstring) back to the PR's behaviour. ``<preset>_as_pr`` is the preset with all of them applied: the PR
+# reproduced as its code ran, bugs included (tests/test_parity_pr*.py compare it with the PR's script).
+PR_QAT = {"qat.clip": "amax", "qat.scale_floor": "none", "qat.scale_dtype": "fp32"}
+AS_PR: dict[str, dict[str, object]] = {
+    "pr128_int6_mlp3x_qat_sliding": {
+        "qat.clip": "quantile", "qat.scale_floor": "none", "qat.scale_dtype": "fp32", "qat.cast_first": True,
+        "export.control_fp32": False, "eval.window_rule": "rescore_tail"},
+    "pr194_11l_int6_qat_perdim_smear_swa": {
+        "qat.clip": "amax", "qat.scale_floor": "qmax", "qat.scale_dtype": "fp32", "model.bos_id": -1,
+        "export.control_patterns": tuple(p for p in DEFAULT_CONTROL_PATTERNS if p != "smear"),
+        "eval.window_rule": "rescore_tail", "averaging.swa_dtype": "param"},
+    "pr314_11l_int4mlp_bigram_swa": {
+        **PR_QAT, "model.bos_id": -1, "export.control_fp32": False, "eval.window_rule": "rescore_tail",
+        "averaging.swa_dtype": "param"},
+    "pr326_qat_ntk_cosine_swa": {
+        **PR_QAT, "qat.cast_first": True, "model.bos_id": -1, "export.control_fp32": False,
+        "averaging.swa_dtype": "param", "eval.window_rule": "full_windows"},
+}
+
+
+def _as_pr(name: str) -> Callable[[], Config]:
+    def build() -> Config:
+        return apply_overrides(PRESETS[name](), AS_PR[name])
+    build.__name__ = f"{name}_as_pr"
+    switches = " ".join(f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in AS_PR[name].items())
+    build.__doc__ = (f"{name} with each of pgolf's deliberate fixes switched back to the PR's own behaviour "
+                     f"(bugs included): {switches}. See {name} for what each one does.")
+    return build
+
+
+for _name in AS_PR:
+    preset(_as_pr(_name))

@@ -92,6 +92,11 @@ def preset() -> Config:
     return get_preset(PRESET)
 
 
+def as_pr() -> Config:
+    """The preset with pgolf's deliberate fixes switched back (its QAT quantizer is the PR's)."""
+    return get_preset(PRESET + "_as_pr")
+
+
 def small(over: dict | None = None) -> Config:
     """The preset at a CPU shape: 4 layers, width 128, 4 heads / 2 KV heads, seq 128."""
     return apply_overrides(preset(), {"model.num_layers": 4, "model.model_dim": 128, "model.num_heads": 4,
@@ -229,9 +234,12 @@ def test_hyperparameter_table(pr):
     # int6 codes computed with the fp32 scale, control tensors checked before the small-tensor rule (the
     # PR's keep_float_tensor does that too), only the embedding kept fp16 (LATE_K_LAYERS off at int6)
     assert (cfg.export.scale_dtype, cfg.export.control_fp32, cfg.export.fp16_patterns) == ("fp32", True, ())
-    # QAT: _QAT_QUANT_BITS = QUANT_BITS, every CastedLinear, the PR's fake_quantize_int6_per_row
-    assert cfg.qat.bits == args.quant_bits and set(cfg.qat.scope) == {"attn", "mlp", "other"}
-    assert (cfg.qat.clip, cfg.qat.scale_floor, cfg.qat.scale_dtype) == ("amax", "qmax", "fp32")
+    # QAT: _QAT_QUANT_BITS = QUANT_BITS, every CastedLinear; by default through the export quantizer
+    # (pgolf's fix), with the PR's fake_quantize_int6_per_row in the _as_pr preset
+    assert cfg.export.bits_attn == cfg.export.bits_mlp == cfg.export.bits_other == args.quant_bits
+    assert cfg.qat.bits == 0 and set(cfg.qat.scope) == {"attn", "mlp", "other"} and not cfg.qat.own_quantizer
+    q = as_pr().qat
+    assert (q.clip, q.scale_floor, q.scale_dtype) == ("amax", "qmax", "fp32")
     assert cfg.eval.seq_len in (0, args.train_seq_len) and cfg.qat.start_frac == 0.0
 
 
@@ -546,7 +554,7 @@ def test_qat_fake_quant_values(pr):
     out_pr = pr.fake_quantize_int6_per_row(w)
     wdq = pr_dequantized(w)
     assert torch.equal(out_pr, w + (wdq - w)), "restated quantizer differs from the PR's"
-    spec = pgolf_qat_spec(preset(), "blocks.0.mlp.fc.weight", w)
+    spec = pgolf_qat_spec(as_pr(), "blocks.0.mlp.fc.weight", w)
     assert (spec.bits, spec.clip, spec.scale_floor, spec.scale_dtype, spec.stored) == (6, "amax", True, "fp32", False)
     out_pg = fake_quant(w, spec)
     assert torch.equal(out_pg, wdq), f"dequantized weights differ: {max_abs_diff(out_pg, wdq):.3e}"
@@ -560,7 +568,7 @@ def test_qat_ste_forms_agree_with_a_row_max_clip(pr):
     from pgolf.quant import fake_quant
     w = qat_matrix().requires_grad_(True)
     out_pr = pr.fake_quantize_int6_per_row(w)
-    out_pg = fake_quant(w, pgolf_qat_spec(preset(), "blocks.0.mlp.fc.weight", w))
+    out_pg = fake_quant(w, pgolf_qat_spec(as_pr(), "blocks.0.mlp.fc.weight", w))
     assert torch.equal(out_pr, out_pg)
     g = torch.randn(w.shape)
     (grad_pr,) = torch.autograd.grad((out_pr * g).sum(), w)
@@ -582,7 +590,8 @@ def test_qat_training_loss_and_gradients_equal(pr, monkeypatch):
     """Training-mode loss with QAT on. At this CPU shape the PR fake-quantizes matrices its export keeps fp16
     (<= 65,536 entries); pgolf follows its export, so the test lowers that limit to reach the same set."""
     from pgolf.qat import assign_qat_specs, set_qat
-    cfg = small({**MHA, "export.keep_float_max_numel": 4096})
+    pr_qat = {k: v for k, v in as_pr().to_dict()["qat"].items() if k in ("clip", "scale_floor", "scale_dtype")}
+    cfg = small({**MHA, "export.keep_float_max_numel": 4096, **{f"qat.{k}": v for k, v in pr_qat.items()}})
     o, p = _loaded_pair(pr, cfg, 33)
     monkeypatch.setattr(pr, "_QAT_QUANT_BITS", 6)
     for m in o.modules():
@@ -665,13 +674,15 @@ def test_expected_difference_swa_step_numbering():
     assert taken_done == [199, 249] and taken_index == [200, 250]
 
 
-def test_expected_difference_swa_single_snapshot():
-    """The PR keeps the final weights when SWA took a single snapshot; pgolf applies that snapshot."""
+def test_swa_single_snapshot_keeps_the_final_weights():
+    """The PR applies SWA only from two snapshots (``averaging.swa_min_snapshots=2`` in the preset): with one
+    snapshot both keep the final weights; pgolf's default (1) would apply that snapshot."""
     states, scales = _swa_run(n=215, warmdown=80)
     want, taken = pr_swa(states, scales, 0.5, 50)
     got, _ = _pgolf_swa(states, scales, preset())
-    assert taken == [200] and want is None
-    assert torch.equal(got["w"], states[200]["w"])
+    assert taken == [200] and want is None and got is None
+    applied, _ = _pgolf_swa(states, scales, apply_overrides(preset(), {"averaging.swa_min_snapshots": 1}))
+    assert torch.equal(applied["w"], states[200]["w"])
 
 
 # -- 9. sliding-window selection ------------------------------------------------------------------------------
