@@ -85,17 +85,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Build the embedded corpus, train ``tiny`` on CPU, export, score, and compare with a unigram model."""
+    """Build the embedded corpus, train ``tiny`` on CPU for a fixed number of steps (pgolf.quickstart), export,
+    score, and compare with a unigram model."""
     from .data.build import build_dataset
+    from .quickstart import QUICKSTART_BUDGET, choose_threads, progress
     from .train import train
 
     t0 = time.perf_counter()
     ds_dir = build_dataset(None, None)
     manifest = json.loads((Path(ds_dir) / "manifest.json").read_text())
-    cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
-    cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
+    cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir), **QUICKSTART_BUDGET})
+    overrides = dict(parse_override(o) for o in args.overrides)
+    cfg = apply_overrides(cfg, overrides)
+    cfg, labels = (cfg, {}) if "train.num_threads" in overrides else choose_threads(cfg)
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    s = train(cfg, path)
+    with progress(cfg.train.iterations) as on_step:
+        s = train(cfg, path, labels=labels, on_step=on_step)
     unigram = manifest.get("unigram_val_bpb")
     print("\n== pgolf quickstart ==")
     print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
@@ -104,7 +109,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"unigram model of the corpus: {unigram:.4f} bpb")
     print(f"artifact: {s['artifact_bytes']:,} bytes + code {s['code_bytes']:,} = {s['total_bytes']:,} "
           f"of 16,000,000 ({'fits' if s['fits_16mb'] else 'DOES NOT FIT'})")
-    print(f"steps: {s['steps']}  train time: {s['train_time_ms'] / 1000:.1f}s  total: {time.perf_counter() - t0:.1f}s")
+    print(f"steps: {s['steps']}  threads: {cfg.train.num_threads or 1}  train time: {s['train_time_ms'] / 1000:.1f}s  "
+          f"total: {time.perf_counter() - t0:.1f}s")
     print(f"run folder: {path}")
     return 0
 
@@ -154,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_launch_args(t)
     t.set_defaults(func=cmd_train)
 
-    q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU, export and score")
+    q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU for a fixed number "
+                                                    "of steps, export and score")
     _add_config_args(q, presets=False)
     q.add_argument("--name")
     q.set_defaults(func=cmd_quickstart, run_dir=None)

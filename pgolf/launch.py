@@ -59,7 +59,8 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--node-rank", type=int, default=0, help="this node's rank (multi-node)")
     g.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (multi-node; the first node)")
     g.add_argument("--rdzv-id", help="job id shared by all nodes (default: the run folder's name)")
-    g.add_argument("--dry-run", action="store_true", help="check the data, write the run's config, print the command; start nothing")
+    g.add_argument("--dry-run", action="store_true",
+                   help="check the data, write the run's config, print the command; start nothing")
     g.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set a variable for every rank (repeatable); NCCL_* etc. already set pass through anyway")
     g.add_argument("--slurm", metavar="FILE", help="write a SLURM batch script for this run instead of launching")

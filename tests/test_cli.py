@@ -156,8 +156,10 @@ def test_size_and_bench_take_overrides_after_options(capture, config_file):
 
 
 def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp_path, capsys):
+    import pgolf.quickstart
     (tmp_path / "manifest.json").write_text("{}")
     monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
     seen = capture(pgolf.train, "train")
     with pytest.raises(Captured):
         main(["quickstart", "model.num_layers=2", "--name", "q1", "train.iterations=7"])
@@ -165,6 +167,28 @@ def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp
     assert seen["cfg"].data.path == str(tmp_path) and seen["args"][1].name == "q1"
     assert main(["quickstart", "tiny"]) == 2  # quickstart always trains tiny; a preset word is a mistake
     assert "this command takes no preset" in capsys.readouterr().err
+
+
+def test_quickstart_trains_a_fixed_number_of_steps_on_the_faster_thread_count(capture, monkeypatch, tmp_path, capsys):
+    """Every machine trains the same run: N steps, no wallclock cap; the tiny preset itself is unchanged."""
+    import pgolf.quickstart
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
+    seen = capture(pgolf.train, "train")
+    with pytest.raises(Captured):
+        main(["quickstart"])
+    want = get_preset("tiny").replace({"data.path": str(tmp_path), "train.num_threads": 2,
+                                       "train.iterations": pgolf.quickstart.QUICKSTART_STEPS,
+                                       "train.max_wallclock_seconds": 0.0})
+    assert seen["cfg"] == want and capsys.readouterr().out.startswith(
+        "threads:1 ms/step:10.0 threads:2 ms/step:5.0 -> train.num_threads=2\n")
+    tiny = get_preset("tiny").train
+    assert (tiny.iterations, tiny.max_wallclock_seconds, tiny.num_threads) == (2000, 150.0, 0)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", None)  # an explicit thread count is not measured
+    with pytest.raises(Captured):
+        main(["quickstart", "train.num_threads=1"])
+    assert seen["cfg"].train.num_threads == 1
 
 
 @pytest.mark.parametrize("require_fit", [False, True])
