@@ -19,7 +19,8 @@ Text normalization (``normalize``, recorded in the manifest and part of the cach
   are, cut after blank lines into ~4 KB documents by :func:`pgolf.data.corpus.split_verbatim`; ``.jsonl``
   texts as they are), and the tokenizer is trained with :data:`VERBATIM_TRAINER_OPTIONS` (no
   normalization, whitespace kept; characters it has no piece for, e.g. newlines, go through byte
-  fallback), so decoding a document's tokens gives its text back exactly.
+  fallback), so decoding a document's tokens gives its text back exactly (a literal U+2581, SentencePiece's
+  space mark, comes back as a space).
 
 Split rule: a document goes to validation when the first 8 hex digits of the SHA-256 of its UTF-8
 text, read as an integer and divided by 2**32, are below ``val_fraction``. The split depends only
