@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -99,18 +101,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Build the embedded corpus, train ``tiny`` on CPU, export, score, and compare with a unigram model."""
+    """Build the embedded corpus, train ``tiny`` on CPU for a fixed number of steps (pgolf.quickstart), export,
+    score, and compare with a unigram model."""
     from .data.build import build_dataset
+    from .quickstart import QUICKSTART_BUDGET, choose_threads, progress
     from .train import train
 
     t0 = time.perf_counter()
     ds_dir = build_dataset(None, None)
     manifest = json.loads((Path(ds_dir) / "manifest.json").read_text())
-    cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir)})
-    cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
+    cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir), **QUICKSTART_BUDGET})
+    overrides = dict(parse_override(o) for o in args.overrides)
+    cfg = apply_overrides(cfg, overrides)
+    cfg, labels = (cfg, {}) if "train.num_threads" in overrides else choose_threads(cfg)
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
-        s = train(cfg, path)
+        with progress(cfg.train.iterations) as on_step:
+            s = train(cfg, path, labels=labels, on_step=on_step)
     except KeyboardInterrupt:
         return interrupted(path)
     unigram = manifest.get("unigram_val_bpb")
@@ -121,16 +128,22 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"unigram model of the corpus: {unigram:.4f} bpb")
     print(f"artifact: {s['artifact_bytes']:,} bytes + code {s['code_bytes']:,} = {s['total_bytes']:,} "
           f"of 16,000,000 ({'fits' if s['fits_16mb'] else 'DOES NOT FIT'})")
-    print(f"steps: {s['steps']}  train time: {s['train_time_ms'] / 1000:.1f}s  total: {time.perf_counter() - t0:.1f}s")
+    print(f"steps: {s['steps']}  threads: {cfg.train.num_threads or 1}  train time: {s['train_time_ms'] / 1000:.1f}s  "
+          f"total: {time.perf_counter() - t0:.1f}s")
     print(f"run folder: {path}")
     return 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    names = [args.name] if args.name else sorted(PRESETS)
-    for n in names:
-        get_preset(n)
-        print(f"{n}\n    " + describe(n).replace("\n", "\n    ") + "\n")
+    """Every preset with its parameter count and the first line of its docstring; one preset in full."""
+    from .presets import param_count
+    if args.name:
+        print(f"{args.name}: {param_count(get_preset(args.name)):,} parameters\n\n{describe(args.name)}")
+        return 0
+    width = max(map(len, PRESETS))
+    print(f"{'preset':<{width}}  {'params':>11}  description (pgolf presets NAME for all of it)")
+    for n in sorted(PRESETS):
+        print(f"{n:<{width}}  {param_count(get_preset(n)):>11,}  {describe(n).splitlines()[0]}")
     return 0
 
 
@@ -140,11 +153,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_size(args: argparse.Namespace) -> int:
-    """Predict artifact bytes for a preset from freshly initialized (or a run's trained) weights."""
-    from .sizing import size_report_for
+    """Predicted artifact bytes: a table headed by the trained-weight estimate, or with --json the full report."""
+    from . import sizing
     cfg = resolve_config(args.preset, args.overrides, args.config)
-    report = size_report_for(cfg, run_dir=Path(args.run) if args.run else None, detail=not args.fast)
-    print(json.dumps(report, indent=2))
+    run = Path(args.run) if args.run else None
+    if args.json:
+        print(json.dumps(sizing.size_report_for(cfg, run_dir=run, detail=not args.fast), indent=2))
+    else:
+        name = args.config or args.preset
+        print(sizing.format_table(f"pgolf size {name}", sizing.size_estimate(cfg, run_dir=run, detail=not args.fast)))
     return 0
 
 
@@ -162,23 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_launch_args(t)
     t.set_defaults(func=cmd_train)
 
-    q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU, export and score")
+    q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU for a fixed number "
+                                                    "of steps, export and score")
     _add_config_args(q, presets=False)
     q.add_argument("--name")
     q.set_defaults(func=cmd_quickstart, run_dir=None)
 
-    pr = sub.add_parser("presets", help="list the named presets")
-    pr.add_argument("name", nargs="?")
+    pr = sub.add_parser("presets", help="list the named presets with their parameter counts")
+    pr.add_argument("name", nargs="?", help="print this preset's whole description")
     pr.set_defaults(func=cmd_presets)
 
     c = sub.add_parser("config", help="print a resolved config as JSON")
     _add_config_args(c)
     c.set_defaults(func=cmd_config)
 
-    s = sub.add_parser("size", help="predicted artifact size report for a preset")
+    s = sub.add_parser("size", help="predicted artifact bytes against the 16,000,000-byte cap, per tensor class")
     _add_config_args(s)
-    s.add_argument("--run", help="use the trained weights of this run folder")
-    s.add_argument("--fast", action="store_true", help="skip the per-class compression estimate")
+    s.add_argument("--run", help="use the trained weights of this run folder (its final_model.pt)")
+    s.add_argument("--json", action="store_true", help="the full report as JSON (fresh init and trained estimate)")
+    s.add_argument("--fast", action="store_true", help="skip compressing each tensor class on its own (halves the "
+                                                       "time at zstd-22 / lzma; the artifact total stays exact)")
     s.set_defaults(func=cmd_size)
 
     for module in ("pgolf.data.cli", "pgolf.notebooks", "pgolf.figures", "pgolf.bench", "pgolf.scoring", "pgolf.doctor"):
@@ -186,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if hasattr(args, "config_items"):
@@ -219,6 +239,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pgolf: run failed: {e}", file=sys.stderr)
             return 1
         raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that leaves early (``pgolf presets | head -1``) ends the
+    command quietly with 141 (128 + SIGPIPE), the status a shell reports for ``seq`` or ``cat`` there.
+
+    SIGPIPE stays ignored (Python's default), so a closed socket or child pipe is still an error; only a
+    BrokenPipeError while stdout's reader is gone is taken for this case (the recipe of the Python docs,
+    "Note on SIGPIPE", with 141 instead of 1)."""
+    try:
+        rc = _dispatch(argv)
+        sys.stdout.flush()  # output still buffered meets the closed pipe here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail
+        return 128 + signal.SIGPIPE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe (or socket) whose reading end is closed: poll reports an error on it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
+        return False
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ run ``interrupted`` (resumable), never leaving it ``running``. A folder that ano
 (:mod:`pgolf.ownership`) is never marked: this job did not own it.
 
 ``--resume`` with the same command continues from ``checkpoint.pt``; ``--slurm FILE`` writes a batch script
-(:func:`slurm_script`) instead of launching; ``--dry-run`` prints the command and starts nothing.
+(:func:`slurm_script`) instead of launching; ``--dry-run`` prints the command and starts nothing
+(:func:`dry_run`: it checks the dataset and writes the config file the command names).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 
 from .config import Config
 from .ownership import describe_holder, lock_holder
-from .runs import RunWriter, atomic_write_json, prepare_run_dir, read_status
+from .runs import RunExistsError, RunWriter, atomic_write_json, prepare_run_dir, read_status
 
 LAUNCH_DIR = "launch"  # the launcher's files inside a run folder
 RANKS_DIR = "ranks"  # launch/ranks/rank<R>.json: each rank's own state, written by pgolf.worker
@@ -61,7 +62,8 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--node-rank", type=int, default=0, help="this node's rank (multi-node)")
     g.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (multi-node; the first node)")
     g.add_argument("--rdzv-id", help="job id shared by all nodes (default: the run folder's name)")
-    g.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
+    g.add_argument("--dry-run", action="store_true",
+                   help="check the data, write the run's config, print the command; start nothing")
     g.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set a variable for every rank (repeatable); NCCL_* etc. already set pass through anyway")
     g.add_argument("--slurm", metavar="FILE", help="write a SLURM batch script for this run instead of launching")
@@ -337,12 +339,7 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     cmd = torchrun_command(run_dir, nproc_per_node=nproc, nnodes=nnodes, node_rank=node_rank,
                            rdzv_endpoint=_opt(args, "rdzv_endpoint"), rdzv_id=_opt(args, "rdzv_id"), resume=resume)
     if _opt(args, "dry_run", False):
-        print(shlex.join(cmd))
-        for k, v in env_overrides.items():
-            print(f"env {k}={v}")
-        for k, v in passthrough_env().items():
-            print(f"env (inherited) {k}={v}")
-        return 0
+        return dry_run(cfg, run_dir, cmd, env_overrides, resume=resume, overwrite=bool(_opt(args, "overwrite", False)))
 
     launch_dir = run_dir / LAUNCH_DIR
     if node_rank == 0:  # with a shared folder, node 0 alone claims it; the others only add to launch/
@@ -368,6 +365,45 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     rc, message = finalize(run_dir, rc, text, mark=node_rank == 0, interrupted=interrupted)
     print(f"pgolf: {message}", file=sys.stderr if rc else sys.stdout, flush=True)
     return rc
+
+
+def dry_run(cfg: Config, run_dir: Path, cmd: list[str], env_overrides: dict[str, str], *, resume: bool,
+            overwrite: bool) -> int:
+    """Print a command that can be pasted, with the files it names in place; start nothing.
+
+    The dataset must resolve (an error names ``data.path``), and the run folder must be one the launch
+    would accept (the same refusal); then the resolved config is written to ``<run>/launch/config.json``,
+    the file the command names, and the log folder made. A folder holding only ``launch/`` is one a
+    later launch accepts. ``--env`` variables are part of the command (``env K=V ...``)."""
+    data = check_data(cfg)
+    if overwrite and read_status(run_dir) is not None:
+        raise RunExistsError(f"{run_dir}: holds a run, which --overwrite moves aside when launched; a dry run "
+                             f"changes nothing there, so it cannot write the config the command names; launch "
+                             f"without --dry-run or choose another --name")
+    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)  # no side effect unless overwrite and a run
+    config_path = Path(cmd[cmd.index("--config") + 1])
+    atomic_write_json(config_path, cfg.to_dict())
+    Path(cmd[cmd.index("--log-dir") + 1]).mkdir(parents=True, exist_ok=True)
+    print(shlex.join(["env", *(f"{k}={v}" for k, v in env_overrides.items()), *cmd] if env_overrides else cmd))
+    for k, v in passthrough_env().items():
+        print(f"env (inherited) {k}={v}")
+    print(f"config: {config_path} (written)")
+    print(f"data: {data}")
+    print("pasted, the command runs the job; `pgolf train` without --dry-run also records launch.json and names "
+          "a failing rank")
+    return 0
+
+
+def check_data(cfg: Config) -> str:
+    """A line describing the dataset the run will read; an error naming ``data.path`` if it cannot be found."""
+    from .data.loader import DatasetNotFoundError, resolve_dataset
+    try:
+        ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    except DatasetNotFoundError as e:
+        which = f"data.path={cfg.data.path}" if cfg.data.path else "data.path is empty (the default dataset)"
+        raise DatasetNotFoundError(f"{which}: {e}; the run would stop there") from None
+    return (f"{ds.root} ({len(ds.train_files)} train and {len(ds.val_files)} val shards, "
+            f"tokenizer {ds.tokenizer_path})")
 
 
 # -- SLURM ---------------------------------------------------------------------------------------

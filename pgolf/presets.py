@@ -6,6 +6,7 @@ and the claimed result. Register with ``@preset``; look up with :func:`get_prese
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from .config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
@@ -25,7 +26,16 @@ def get_preset(name: str) -> Config:
 
 
 def describe(name: str) -> str:
-    return (PRESETS[name].__doc__ or "").strip()
+    return inspect.cleandoc(PRESETS[name].__doc__ or "")
+
+
+def param_count(cfg: Config) -> int:
+    """The model's parameter count, built on the meta device (no memory, no init work)."""
+    import torch
+
+    from .model import build_model
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg).parameters())
 
 
 @preset

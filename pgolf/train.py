@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -198,9 +198,10 @@ class Trainer:
     """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
 
     def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
-                 labels: dict[str, Any] | None = None):
+                 labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None):
         self.cfg = cfg
         self.labels = dict(labels or {})
+        self.on_step = on_step  # called as on_step(step, train.iterations) after each optimizer step
         self.d = setup_dist(cfg)
         self.resume = resume
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -439,6 +440,8 @@ class Trainer:
                 self.log(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
                          f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
             self.out.metric(step=step, train_loss=loss_value, lr_scale=scale, train_time_ms=approx_ms)
+            if self.on_step is not None:
+                self.on_step(step, t.iterations)
             if t.checkpoint_every and step % t.checkpoint_every == 0:
                 self._sync()
                 training_time_ms += 1000.0 * (time.perf_counter() - t0)
@@ -574,12 +577,12 @@ class Trainer:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
-          labels: dict[str, Any] | None = None) -> dict[str, Any]:
+          labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train, export and score one run; returns the summary. Marks the run failed on any error, and
     ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
 
     ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config."""
-    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels)
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels, on_step)
     try:
         return trainer.run()
     except KeyboardInterrupt:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import pgolf.accounting
 import pgolf.bench
+import pgolf.cli
 import pgolf.data.build
 import pgolf.launch
 import pgolf.sizing
 import pgolf.train
 from pgolf.cli import main
 from pgolf.config import ENV_KEYS, ENV_SPECIAL, Config
-from pgolf.presets import get_preset
+from pgolf.model import build_model
+from pgolf.presets import PRESETS, describe, get_preset
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +145,7 @@ def test_train_with_config_file_keeps_every_override(order, capture, config_file
 
 
 def test_size_and_bench_take_overrides_after_options(capture, config_file):
-    seen = capture(pgolf.sizing, "size_report_for")
+    seen = capture(pgolf.sizing, "size_estimate")
     with pytest.raises(Captured):
         main(["size", "--config", str(config_file), "model.num_layers=2", "--fast", "train.iterations=7"])
     assert (seen["cfg"].model.num_layers, seen["cfg"].train.iterations, seen["cfg"].train.seed) == (2, 7, 5)
@@ -149,8 +156,10 @@ def test_size_and_bench_take_overrides_after_options(capture, config_file):
 
 
 def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp_path, capsys):
+    import pgolf.quickstart
     (tmp_path / "manifest.json").write_text("{}")
     monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
     seen = capture(pgolf.train, "train")
     with pytest.raises(Captured):
         main(["quickstart", "model.num_layers=2", "--name", "q1", "train.iterations=7"])
@@ -158,6 +167,28 @@ def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp
     assert seen["cfg"].data.path == str(tmp_path) and seen["args"][1].name == "q1"
     assert main(["quickstart", "tiny"]) == 2  # quickstart always trains tiny; a preset word is a mistake
     assert "this command takes no preset" in capsys.readouterr().err
+
+
+def test_quickstart_trains_a_fixed_number_of_steps_on_the_faster_thread_count(capture, monkeypatch, tmp_path, capsys):
+    """Every machine trains the same run: N steps, no wallclock cap; the tiny preset itself is unchanged."""
+    import pgolf.quickstart
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
+    seen = capture(pgolf.train, "train")
+    with pytest.raises(Captured):
+        main(["quickstart"])
+    want = get_preset("tiny").replace({"data.path": str(tmp_path), "train.num_threads": 2,
+                                       "train.iterations": pgolf.quickstart.QUICKSTART_STEPS,
+                                       "train.max_wallclock_seconds": 0.0})
+    assert seen["cfg"] == want and capsys.readouterr().out.startswith(
+        "threads:1 ms/step:10.0 threads:2 ms/step:5.0 -> train.num_threads=2\n")
+    tiny = get_preset("tiny").train
+    assert (tiny.iterations, tiny.max_wallclock_seconds, tiny.num_threads) == (2000, 150.0, 0)
+    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", None)  # an explicit thread count is not measured
+    with pytest.raises(Captured):
+        main(["quickstart", "train.num_threads=1"])
+    assert seen["cfg"].train.num_threads == 1
 
 
 @pytest.mark.parametrize("require_fit", [False, True])
@@ -184,3 +215,63 @@ def test_over_cap_run_says_so_and_fails_only_when_required(require_fit, micro, t
         assert read_status(run)["status"] == "failed"
     else:
         assert rc == 0 and summary["status"] == "finished" and read_status(run)["status"] == "finished"
+
+
+def test_presets_lists_every_preset_with_its_parameter_count(capsys):
+    assert main(["presets"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(PRESETS)
+    for name in ("tiny", "baseline"):  # counted on the meta device; a real build has the same parameters
+        n = sum(p.numel() for p in build_model(get_preset(name)).parameters())
+        assert rows[name].split()[1] == f"{n:,}"
+        assert rows[name].endswith(describe(name).splitlines()[0])
+    assert main(["presets", "tiny"]) == 0
+    n = sum(p.numel() for p in build_model(get_preset("tiny")).parameters())
+    assert capsys.readouterr().out == f"tiny: {n:,} parameters\n\n{describe('tiny')}\n"
+
+
+def test_size_table_is_headed_by_the_trained_weight_estimate(capsys, monkeypatch):
+    assert main(["size", "tiny", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert main(["size", "tiny"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    total, spare = report["surrogate_total_bytes"], 16_000_000 - report["surrogate_total_bytes"]
+    assert lines[0] == f"pgolf size tiny: {total:,} bytes of 16,000,000 -> fits, {spare:,} bytes to spare"
+    assert lines[1].split()[:3] == ["artifact", f"{report['surrogate_bytes']:,}", "bytes"]
+    assert "Gaussian stand-in for trained weights" in lines[3]
+    header = lines.index(next(x for x in lines if x.startswith("class")))
+    rows = {x.split()[0]: x.split() for x in lines[header + 1:]}
+    assert set(rows) == {*report["surrogate_classes"], "total"}
+    for cls, c in report["surrogate_classes"].items():
+        assert rows[cls][1:] == [str(c["tensors"]), f"{c['params']:,}", "+".join(
+            f"int{k}" if k.isdigit() else k for k in c["storage"]), f"{c['payload_bytes']:,}",
+            f"{c['compressed_bytes']:,}"]
+    assert rows["total"][2] == f"{sum(p.numel() for p in build_model(get_preset('tiny')).parameters()):,}"
+    assert rows["total"][4] == f"{report['surrogate_bytes']:,}"
+    monkeypatch.setattr(pgolf.accounting, "CAP_BYTES", 1000)
+    assert main(["size", "tiny", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert f"of 1,000 -> DOES NOT FIT: over by {total - 1000:,} bytes" in out
+    assert out.splitlines()[-2].split()[-1] == "-"  # --fast: no per-class compression
+
+
+@pytest.mark.parametrize("argv", [["presets"], ["config", "baseline"], ["size", "tiny", "--fast"]])
+def test_a_closed_pipe_ends_the_command_quietly(argv):
+    """``pgolf ... | head -1``: the reader is gone before the output is written (the read end is closed first,
+    so the write always meets a closed pipe); no traceback, exit status 141 (128 + SIGPIPE)."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    env = {**os.environ, "PYTHONPATH": str(Path(pgolf.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pgolf", *argv], stdout=write_fd, stderr=subprocess.PIPE, env=env,
+                          text=True, timeout=300)
+    os.close(write_fd)
+    assert (proc.returncode, proc.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch):
+    """Only a closed stdout is taken for a reader that left; a BrokenPipeError from anything else propagates."""
+    def broken(args):
+        raise BrokenPipeError("a socket")
+    monkeypatch.setattr(pgolf.cli, "cmd_config", broken)
+    with pytest.raises(BrokenPipeError):
+        main(["config", "tiny"])

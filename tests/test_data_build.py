@@ -210,3 +210,48 @@ def test_build_removes_only_dead_builders_temp_folders(built, corpus_dir, tmp_pa
     leftover.mkdir()
     assert build_dataset([corpus_dir], built, vocab_size=VOCAB, shard_tokens=SHARD_TOKENS) == built
     assert not leftover.exists()
+
+
+def _documents_in_shards(out, sp) -> dict[str, list[str]]:
+    """Each split's documents decoded from its shards (a document is BOS followed by its tokens)."""
+    docs = {}
+    for split in ("train", "val"):
+        _, toks = _split_tokens(out, split)
+        starts = np.flatnonzero(toks == 1)
+        docs[split] = [sp.decode(toks[a + 1 : b].tolist()) for a, b in zip(starts, [*starts[1:], toks.size])]
+    return docs
+
+
+def test_normalize_none_keeps_the_text_bit_for_bit(tmp_path):
+    """With normalize="none" the shards decode to the source text exactly: newlines (LF, CRLF, CR), blank-line runs,
+    indentation, tabs, trailing spaces and characters NFKC would change. The default collapses them."""
+    prose = default_corpus_documents()[:30]
+    wrapped = ["\n".join(d[i : i + 70] for i in range(0, len(d), 70)) for d in prose]  # hard-wrapped lines
+    code = "def f(x):\r\n    if x:\r\n\treturn  x  \r\n\r\n\r\n    # ﬁne Ｆull-width ½\rend\n"
+    text = "".join(w + ("\n\n\n" if i % 3 else "\n  \n") + code * (i % 2) for i, w in enumerate(wrapped))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(text.encode("utf-8"))
+    spaced = ["  lead and trail  ", "two\n\nparagraphs\twith a tab", "x" * 50 + "\n" * 5 + "   y"]
+    (src / "b.jsonl").write_text("".join(json.dumps({"text": t * 20}) + "\n" for t in spaced), encoding="utf-8")
+
+    file_docs = build_mod.load_documents([src / "a.txt"], "none")
+    assert "".join(file_docs) == text and len(file_docs) > 5  # documents cut, no character lost or changed
+    out = build_dataset([src], tmp_path / "ds", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS, normalize="none")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["normalize"] == "none" and manifest["trainer"]["normalization_rule_name"] == "identity"
+    assert "split_verbatim" in manifest["document_rule"]
+    decoded = _documents_in_shards(out, load_tokenizer(out / "tokenizer.model"))
+    expected = file_docs + [t * 20 for t in spaced]
+    assert sorted(decoded["train"] + decoded["val"]) == sorted(expected)
+    # val_bpb's byte count is the text's UTF-8 size (a leading space after BOS is not credited, the official rule)
+    val_bytes = sum(len(d.encode("utf-8")) - d.startswith(" ") for d in decoded["val"])
+    assert manifest["splits"]["val"]["metric_bytes"] == val_bytes
+
+    default = build_dataset([src], tmp_path / "ds_default", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+    dmanifest = json.loads((default / "manifest.json").read_text())
+    assert dmanifest["normalize"] == "paragraphs" and dmanifest["cache_key"] != manifest["cache_key"]
+    ddocs = _documents_in_shards(default, load_tokenizer(default / "tokenizer.model"))
+    assert not any("\n" in d or "  " in d for d in ddocs["train"] + ddocs["val"])  # what the default normalizes
+    with pytest.raises(BuildError, match="normalize='raw': expected one of paragraphs, none"):
+        build_dataset([src], tmp_path / "x", normalize="raw")

@@ -62,31 +62,72 @@ def _assert_failed(run_dir: Path, rc: int, out: str, rank: int, error: str) -> d
 # -- commands -----------------------------------------------------------------------------------------
 
 
-def test_dry_run_prints_single_node_command(tmp_path, capsys):
+def _named_paths(cmd: list[str]) -> list[Path]:
+    """Every absolute path a command names (its own words and the values of its --flags)."""
+    return [Path(w) for w in cmd if w.startswith("/")]
+
+
+def test_dry_run_prints_a_command_whose_files_exist(tmp_path, small_dataset, capsys):
     run = tmp_path / "r"
-    assert cli_main(["train", "tiny", "--run-dir", str(run), "--nproc-per-node", "4", "--dry-run",
-                     "--env", "NCCL_DEBUG=INFO"]) == 0
+    assert cli_main(["train", "tiny", f"data.path={small_dataset}", "--run-dir", str(run), "--nproc-per-node", "4",
+                     "--dry-run", "--env", "NCCL_DEBUG=INFO"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert shlex.split(lines[0]) == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
-        "--log-dir", str(run / "launch" / "logs"), "--redirects", "3", "--tee", "3",
-        "-m", "pgolf.worker", "--config", str(run / "launch" / "config.json"), "--run-dir", str(run)]
-    assert "env NCCL_DEBUG=INFO" in lines
-    assert not run.exists()  # a dry run starts and writes nothing
+    cmd = shlex.split(lines[0])
+    assert cmd == ["env", "NCCL_DEBUG=INFO", sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", "4", "--log-dir", str(run / "launch" / "logs"), "--redirects", "3", "--tee", "3",
+                   "-m", "pgolf.worker", "--config", str(run / "launch" / "config.json"), "--run-dir", str(run)]
+    missing = [p for p in _named_paths(cmd) if p != run and not p.exists()]
+    assert not missing, missing  # the run folder itself is created by the run
+    assert json.loads((run / "launch" / "config.json").read_text())["data"]["path"] == str(small_dataset)
+    assert f"config: {run / 'launch' / 'config.json'} (written)" in lines
+    assert any(ln.startswith(f"data: {small_dataset.resolve()} (") for ln in lines)
+    assert {p.name for p in run.iterdir()} == {"launch"}  # nothing else: the real launch accepts this folder
+    # the launch that follows takes the folder as it is (a run would refuse a foreign one)
+    from pgolf.runs import prepare_run_dir
+    assert prepare_run_dir(run) == run
 
 
-def test_dry_run_prints_multi_node_command(tmp_path, capsys):
+@pytest.mark.parametrize("path, needle", [
+    ("{tmp}/nowhere", "data.path={tmp}/nowhere: dataset folder {tmp}/nowhere does not exist; the run would stop "
+                      "there"),
+    ("", "data.path is empty (the default dataset): dataset folder {data}/datasets/default_sp1024 does not exist "
+         "(build it with `pgolf data build`)"),
+])
+def test_dry_run_reports_missing_data_and_writes_nothing(path, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PGOLF_DATA", str(tmp_path / "data"))  # no default dataset built there
     run = tmp_path / "r"
-    assert cli_main(["train", "tiny", "--run-dir", str(run), "--nproc-per-node", "8", "--nnodes", "2",
-                     "--node-rank", "1", "--rdzv-endpoint", "node0:29400", "--rdzv-id", "job7", "--resume",
-                     "--dry-run"]) == 0
+    assert cli_main(["train", "tiny", f"data.path={path.replace('{tmp}', str(tmp_path))}", "--run-dir", str(run),
+                     "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert needle.replace("{tmp}", str(tmp_path)).replace("{data}", str(tmp_path / "data")) in captured.err
+    assert captured.out == "" and not run.exists()
+
+
+def test_dry_run_refuses_a_folder_the_launch_would_refuse(tmp_path, small_dataset, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"status": "finished"}))
+    argv = ["train", "tiny", f"data.path={small_dataset}", "--run-dir", str(run), "--dry-run"]
+    assert cli_main(argv) == 2 and "run already finished" in capsys.readouterr().err
+    assert cli_main([*argv, "--overwrite"]) == 2 and "a dry run changes nothing there" in capsys.readouterr().err
+    assert {p.name for p in run.iterdir()} == {"status.json"}
+
+
+def test_dry_run_prints_multi_node_command(tmp_path, small_dataset, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"status": "failed"}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert cli_main(["train", "tiny", f"data.path={small_dataset}", "--run-dir", str(run), "--nproc-per-node", "8",
+                     "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "node0:29400", "--rdzv-id", "job7",
+                     "--resume", "--dry-run"]) == 0
     cmd = shlex.split(capsys.readouterr().out.splitlines()[0])
     assert "--standalone" not in cmd
     flags = dict(zip(cmd[3:19:2], cmd[4:20:2]))
     assert flags == {"--nnodes": "2", "--nproc_per_node": "8", "--node_rank": "1", "--rdzv-backend": "c10d",
                      "--rdzv-endpoint": "node0:29400", "--rdzv-id": "job7",
                      "--log-dir": str(run / "launch" / "logs" / "node1"), "--redirects": "3"}
-    assert cmd[-1] == "--resume"
+    assert cmd[-1] == "--resume" and all(p.exists() for p in _named_paths(cmd))
     with pytest.raises(ValueError, match="rdzv-endpoint"):
         torchrun_command(run, nnodes=2)
 

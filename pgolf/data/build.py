@@ -3,8 +3,24 @@
 Inputs: text files (``.txt``, ``.md`` or anything not ``.jsonl``), ``.jsonl`` files (one JSON object
 per line with a ``"text"`` key; each line is one document), or folders (searched recursively for
 ``*.txt``, ``*.md``, ``*.jsonl`` in sorted path order). ``sources=None`` builds the embedded default
-corpus (:mod:`pgolf.data.corpus`). Plain text files are cut into ~4 KB documents with the same
-paragraph rule as the default corpus.
+corpus (:mod:`pgolf.data.corpus`).
+
+Text normalization (``normalize``, recorded in the manifest and part of the cache key):
+
+- ``"paragraphs"`` (default): a plain text file is read with universal newlines and cut into
+  paragraphs at blank lines; inside a paragraph every line is stripped and the lines are joined with
+  one space, runs of spaces and tabs become one space, and leading ``Produced by`` / ``(Additional
+  editing`` paragraphs are dropped (:func:`pgolf.data.corpus.paragraphs`); paragraphs are packed into
+  ~4 KB documents joined by newlines. ``.jsonl`` texts are kept as they are. The tokenizer is trained
+  with the official options, whose ``nmt_nfkc`` rule with extra-whitespace removal then applies NFKC and
+  turns every whitespace run (newlines included) into one space, leading and trailing ones removed, when
+  a document is encoded.
+- ``"none"``: documents keep every character (a text file's bytes decoded as UTF-8, newlines as they
+  are, cut after blank lines into ~4 KB documents by :func:`pgolf.data.corpus.split_verbatim`; ``.jsonl``
+  texts as they are), and the tokenizer is trained with :data:`VERBATIM_TRAINER_OPTIONS` (no
+  normalization, whitespace kept; characters it has no piece for, e.g. newlines, go through byte
+  fallback), so decoding a document's tokens gives its text back exactly (a literal U+2581, SentencePiece's
+  space mark, comes back as a space).
 
 Split rule: a document goes to validation when the first 8 hex digits of the SHA-256 of its UTF-8
 text, read as an integer and divided by 2**32, are below ``val_fraction``. The split depends only
@@ -65,6 +81,16 @@ TEXT_SUFFIXES = (".txt", ".md")
 SPLIT_RULE = "val iff int(sha256(utf8(text)).hexdigest()[:8], 16) / 2**32 < val_fraction"
 LEGACY_TEMP_MAX_AGE_S = 24 * 3600  # unnamed temp folders of older builds older than this are stale
 _TEMP_DIR_TAIL = r"(?:building|old)-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)-)?[0-9a-f]{8}"  # legacy: no pid@host
+NORMALIZE_MODES = ("paragraphs", "none")
+# normalize="none": SentencePiece changes no character. Whitespace-only pieces stay disallowed (the
+# default), so every space is its own "▁" piece or leads one, which the byte LUTs count correctly.
+VERBATIM_TRAINER_OPTIONS: dict = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False}
+DOCUMENT_RULES = {
+    "paragraphs": "jsonl: one document per line; text: paragraphs packed to >= "
+                  f"{corpus.DOC_TARGET_CHARS} chars (pgolf.data.corpus.pack_paragraphs)",
+    "none": "jsonl: one document per line; text: every character kept, cut after blank lines into >= "
+            f"{corpus.DOC_TARGET_CHARS} chars (pgolf.data.corpus.split_verbatim)",
+}
 
 
 class BuildError(ValueError):
@@ -93,9 +119,16 @@ def _source_files(sources: list[Path]) -> list[Path]:
     return files
 
 
-def _read_text(path: Path) -> str:
+def _check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZE_MODES:
+        raise BuildError(f"normalize={normalize!r}: expected one of {', '.join(NORMALIZE_MODES)}")
+    return normalize
+
+
+def _read_text(path: Path, verbatim: bool = False) -> str:
+    """UTF-8 text; ``verbatim`` keeps ``\r\n`` and ``\r`` (read_text would turn them into ``\n``)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8") if verbatim else path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BuildError(f"{path}: not UTF-8 text ({exc})") from exc
 
@@ -128,14 +161,17 @@ def source_records(sources: list[Path] | None) -> list[dict]:
     return records
 
 
-def load_documents(sources: list[Path] | None) -> list[str]:
+def load_documents(sources: list[Path] | None, normalize: str = "paragraphs") -> list[str]:
     """The documents of ``sources`` in a fixed order (file order, then order inside each file)."""
+    verbatim = _check_normalize(normalize) == "none"
     if sources is None:
-        return corpus.default_corpus_documents()
+        return corpus.default_corpus_documents(verbatim=verbatim)
     docs: list[str] = []
     for path in _source_files(sources):
         if path.suffix.lower() == ".jsonl":
             docs.extend(_jsonl_documents(path))
+        elif verbatim:
+            docs.extend(corpus.split_verbatim(_read_text(path, verbatim=True)))
         else:
             docs.extend(corpus.pack_paragraphs(corpus.paragraphs(_read_text(path))))
     if not docs:
@@ -272,12 +308,14 @@ def build_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     force: bool = False,
+    normalize: str = "paragraphs",
 ) -> Path:
     """Build (or return the cached) dataset folder; see the module docstring for every rule."""
     if not 0.0 < val_fraction < 1.0:
         raise BuildError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if shard_tokens <= 0:
         raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
+    _check_normalize(normalize)
     if not 0 < vocab_size <= 2**16:
         raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
     sources = None if sources is None else [Path(s) for s in sources]
@@ -285,8 +323,9 @@ def build_dataset(
     for stale in remove_stale_build_dirs(out_dir):
         print(f"pgolf data: removed {stale} (temp folder of a build that died)", file=sys.stderr)
     records = source_records(sources)
+    trainer_extra = VERBATIM_TRAINER_OPTIONS if normalize == "none" else {}
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
-              "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS}}
+              "normalize": normalize, "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS, **trainer_extra}}
     key = _cache_key(records, params)
     if not force and _is_cached(out_dir, key):
         return out_dir
@@ -294,7 +333,7 @@ def build_dataset(
     if out_dir.exists() and any(out_dir.iterdir()) and (existing or {}).get("format") != MANIFEST_FORMAT:
         raise BuildError(f"refusing to replace {out_dir}: it is not empty and has no pgolf manifest.json; choose another output folder")
 
-    docs = load_documents(sources)
+    docs = load_documents(sources, normalize)
 
     is_val = [is_val_document(d, val_fraction) for d in docs]
     n_val = sum(is_val)
@@ -307,7 +346,8 @@ def build_dataset(
     tmp = out_dir.parent / _temp_dir_name(out_dir, "building")
     tmp.mkdir()
     try:
-        model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size)
+        model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size,
+                                         **trainer_extra)
         sp = load_tokenizer(model_path)
         if sp.vocab_size() != vocab_size:
             raise BuildError(
@@ -329,8 +369,7 @@ def build_dataset(
             "pgolf_version": _pgolf_version(),
             "cache_key": key,
             "sources": records,
-            "document_rule": "jsonl: one document per line; text: paragraphs packed to >= "
-            f"{corpus.DOC_TARGET_CHARS} chars (pgolf.data.corpus.pack_paragraphs)",
+            "document_rule": DOCUMENT_RULES[normalize],
             "split_rule": SPLIT_RULE,
             **params,
             "tokenizer": "tokenizer.model",

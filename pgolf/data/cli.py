@@ -7,7 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from pgolf.data.build import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION, BuildError, build_dataset, read_manifest
+from pgolf.data.build import (
+    DEFAULT_SHARD_TOKENS,
+    DEFAULT_VAL_FRACTION,
+    NORMALIZE_MODES,
+    BuildError,
+    build_dataset,
+    read_manifest,
+)
 from pgolf.data.corpus import CorpusError
 from pgolf.data.fetch import DEFAULT_REMOTE_ROOT, DEFAULT_REPO_ID, FetchError, fetch
 from pgolf.data.loader import DatasetNotFoundError
@@ -29,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="share of documents in val")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    p.add_argument("--normalize", choices=NORMALIZE_MODES, default="paragraphs",
+                   help="paragraphs (default): join wrapped lines, collapse whitespace, and the official tokenizer "
+                        "normalization (NFKC, whitespace runs to one space); none: keep the text byte for byte "
+                        "(tokenizer without normalization; see pgolf/data/build.py)")
     p.set_defaults(func=_guard(_build))
 
     p = sub.add_parser("inspect", help="print shard statistics and the manifest summary")
@@ -64,6 +75,7 @@ def _build(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         shard_tokens=args.shard_tokens,
         force=args.force,
+        normalize=args.normalize,
     )
     print(out)
     _print_manifest(read_manifest(out))

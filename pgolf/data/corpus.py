@@ -118,8 +118,29 @@ def pack_paragraphs(paras: list[str], target_chars: int = DOC_TARGET_CHARS, min_
     return ["\n".join(d) for d in docs]
 
 
-def default_corpus_documents() -> list[str]:
-    """The cleaned default corpus as a list of documents, always the same list in the same order."""
+def split_verbatim(text: str, target_chars: int = DOC_TARGET_CHARS, min_chars: int = DOC_MIN_CHARS) -> list[str]:
+    """Cut ``text`` into documents of at least ``target_chars`` after a run of blank lines, keeping every
+    character: ``"".join(split_verbatim(t)) == t``. A short remainder (< ``min_chars``) joins the last one."""
+    docs: list[str] = []
+    start = 0
+    for m in re.finditer(r"\n(?:[ \t\r\f\v]*\n)+", text):
+        if m.end() - start >= target_chars:
+            docs.append(text[start : m.end()])
+            start = m.end()
+    rest = text[start:]
+    if rest:
+        if docs and len(rest) < min_chars:
+            docs[-1] += rest
+        else:
+            docs.append(rest)
+    return docs
+
+
+def default_corpus_documents(verbatim: bool = False) -> list[str]:
+    """The cleaned default corpus as a list of documents, always the same list in the same order.
+
+    ``verbatim``: each book's text between its markers is kept character for character (rule 3 of the
+    module docstring and the ``Produced by`` drop are skipped) and cut by :func:`split_verbatim`."""
     text = corpus_path().read_text(encoding="utf-8")
     cut = text.find(_LAST_BOOK_END)
     if cut < 0:
@@ -127,5 +148,5 @@ def default_corpus_documents() -> list[str]:
     text = text[: cut + len(_LAST_BOOK_END)]
     docs = []
     for body in gutenberg_books(text):
-        docs.extend(pack_paragraphs(paragraphs(body)))
+        docs.extend(split_verbatim(body) if verbatim else pack_paragraphs(paragraphs(body)))
     return docs
