@@ -13,6 +13,7 @@ from .config import Config
 from .export import export_artifact
 from .model import build_model
 from .quant import plan_tensor
+from .safe_load import load_plain
 
 
 def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, detail: bool = True) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, det
     Trained rows are roughly Gaussian; per-row max clipping of a Gaussian gives codes of about
     log2(qmax / 3.3) + 2.05 bits (7.3 at int8, 5.3 at int6), which the surrogate reproduces."""
     if run_dir is not None:
-        state = torch.load(Path(run_dir) / "final_model.pt", map_location="cpu", weights_only=True)
+        raw = Path(run_dir) / "final_model.pt"
+        state = load_plain(raw, name=raw, kind="pgolf model state (final_model.pt)")
         source = f"trained weights of {run_dir}"
     else:
         torch.manual_seed(seed)

@@ -33,6 +33,10 @@ from .model import GPT, build_model
 from .model.layers import CastedLinear
 from .qat import assign_qat_specs, qat_active, set_qat
 from .runs import CHECKPOINT, RunWriter, environment, prepare_run_dir
+from .safe_load import load_plain
+
+# Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
+CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,6 +91,26 @@ def grad_accum_steps(cfg: Config, world_size: int) -> int:
 
 def use_compile(cfg: Config, device: torch.device) -> bool:
     return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
@@ -228,13 +252,18 @@ class Trainer:
                 "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
                 "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
                 "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": rng_state(), "format": CHECKPOINT_FORMAT,
             })
             self.out.metric(event="checkpoint", step=step)
 
     def _restore(self, loader) -> tuple[int, float]:
         assert self.run_dir is not None
-        ck = torch.load(self.run_dir / CHECKPOINT, map_location=self.d.device, weights_only=False)
+        path = self.run_dir / CHECKPOINT
+        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
+                             f"by another pgolf version or is not a pgolf checkpoint")
         if ck["config"] != self.cfg.to_dict():
             raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
                              f"same config (see {self.run_dir / 'config.json'})")
@@ -249,9 +278,7 @@ class Trainer:
             if self.compiled:
                 torch._dynamo.reset()
                 self.model = self._wrap()
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        set_rng_state(ck["rng"])
         self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
         return ck["step"], ck["training_time_ms"]
 
