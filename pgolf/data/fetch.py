@@ -15,6 +15,9 @@ must load. A file that fails is fetched again. Within one call huggingface_hub r
 transfer with an HTTP Range request; a partial download left by a killed process is discarded by
 huggingface_hub (>= 1.x) and that one file starts over. The endpoint follows ``HF_ENDPOINT`` or
 the ``endpoint`` argument, and the cache ``HF_HOME``/``HF_HUB_CACHE`` or ``cache_dir``.
+
+The manifest is remote input: every path it names is checked here (:func:`check_remote_path`) before
+the first download, rather than trusting huggingface_hub to refuse paths that leave ``out_root``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 from pgolf import paths
@@ -56,6 +59,28 @@ def dataset_dir_for_variant(variant: str) -> str:
 
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def check_remote_path(path: object, entry: str) -> str:
+    """``path`` if it is a plain relative POSIX path, else a :class:`FetchError` naming the manifest ``entry``.
+
+    The manifest is remote input: a path that is absolute, climbs with ``..``, uses backslashes or a
+    drive letter, or has empty components could place a file outside the destination folder, so it is
+    refused here, before anything is downloaded or written."""
+    def bad(why: str) -> FetchError:
+        return FetchError(f"{entry} = {path!r}: {why}; expected a relative path like 'tokenizers/x.model' "
+                          f"inside the export")
+
+    if not isinstance(path, str) or not path.strip():
+        raise bad("empty or not a string")
+    if "\\" in path or "\0" in path:
+        raise bad("contains a backslash or NUL")
+    if path.startswith("/") or PureWindowsPath(path).drive:
+        raise bad("absolute path or drive letter")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise bad("empty, '.' or '..' path component")
+    return path
 
 
 def local_path_for_remote(remote_path: str, remote_root: str, out_root: Path) -> Path:
@@ -90,7 +115,10 @@ class _Downloader:
         """Ensure ``remote_path`` is in place and passes ``check`` (which raises on a bad file)."""
         from huggingface_hub import hf_hub_download
 
-        dest = local_path_for_remote(remote_path, self.remote_root, self.out_root)
+        dest = local_path_for_remote(check_remote_path(remote_path, "remote path"), self.remote_root, self.out_root)
+        # Lexically inside out_root (symlinks the user placed under it, e.g. to a bigger disk, are followed).
+        if not Path(os.path.normpath(dest)).is_relative_to(self.out_root):
+            raise FetchError(f"remote path {remote_path!r} would be written to {dest}, outside {self.out_root}")
         if dest.is_file():
             try:
                 if check:
@@ -202,6 +230,11 @@ def fetch(
     val_counts = _expected_counts(files_val, stats.get("tokens_val"), shard_size)
     train_counts = _expected_counts(files_train, stats.get("tokens_train"), shard_size)
 
+    # Every path the manifest supplies is checked before the first download.
+    artifacts = [check_remote_path(tok_entry[k], f"{manifest_remote}: tokenizers[name={tok_name!r}].{k}")
+                 for k in ("model_path", "vocab_path", "path") if tok_entry.get(k) is not None]
+    if not artifacts:
+        raise FetchError(f"tokenizer {tok_name!r} in {manifest_remote} names no files")
     if with_docs:
         for name in ("docs_selected.jsonl", "docs_selected.source_manifest.json"):
             dl.get(_join(remote_root, name))
@@ -210,9 +243,6 @@ def fetch(
         dl.get(f"{prefix}/fineweb_val_{i:06d}.bin", _shard_check(val_counts[i]))
     for i in range(train_shards):
         dl.get(f"{prefix}/fineweb_train_{i:06d}.bin", _shard_check(train_counts[i]))
-    artifacts = [str(tok_entry[k]) for k in ("model_path", "vocab_path", "path") if tok_entry.get(k)]
-    if not artifacts:
-        raise FetchError(f"tokenizer {tok_name!r} in {manifest_remote} names no files")
     for artifact in artifacts:
         result.tokenizer_files.append(dl.get(_join(remote_root, artifact), _tokenizer_check))
     return result
