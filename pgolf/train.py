@@ -31,7 +31,7 @@ from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows
 from .export import export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
-from .qat import assign_qat_specs, qat_active, set_qat
+from .qat import assign_qat_specs, qat_active, qat_start_due, set_qat
 from .runs import CHECKPOINT, RunWriter, environment, prepare_run_dir
 from .safe_load import load_plain
 
@@ -157,8 +157,9 @@ class Trainer:
     """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
 
     def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
-                 labels: dict[str, Any] | None = None):
+                 labels: dict[str, Any] | None = None, test_clock_skew_ms: float = 0.0):
         self.cfg = cfg
+        self.test_clock_skew_ms = test_clock_skew_ms  # test-only, see train()
         self.labels = dict(labels or {})
         self.d = setup_dist(cfg)
         self.resume = resume
@@ -201,8 +202,12 @@ class Trainer:
         return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
 
     def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
+        """Switch QAT on once :func:`qat_start_due` (agreed by all ranks) says so; every rank calls this each step."""
         q = self.cfg.qat
-        if not q.enabled or qat_active(self.base) or self._progress(step, elapsed_ms) < q.start_frac:
+        if not q.enabled or qat_active(self.base):
+            return
+        progress = self._progress(step, elapsed_ms + self.test_clock_skew_ms)
+        if not qat_start_due(progress, q.start_frac, self.d.distributed, self.d.device):
             return
         n = set_qat(self.base, True)
         recompile = self.compiled
@@ -485,11 +490,15 @@ def export_tag(cfg: Config) -> str:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
-          labels: dict[str, Any] | None = None) -> dict[str, Any]:
+          labels: dict[str, Any] | None = None, test_clock_skew_ms: float = 0.0) -> dict[str, Any]:
     """Train, export and score one run; returns the summary. Marks the run failed on any error.
 
-    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config."""
-    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels)
+    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config.
+    ``test_clock_skew_ms`` is test-only (``pgolf.worker``'s PGOLF_TEST_CLOCK_SKEW): it is added to this
+    process's elapsed training time where the QAT switch reads it, so that a test can make ranks
+    disagree about time; the LR schedule and the wallclock cap keep the real clock."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels,
+                      test_clock_skew_ms)
     try:
         return trainer.run()
     except BaseException as e:

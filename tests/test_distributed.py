@@ -39,3 +39,27 @@ def test_two_process_gloo_matches_single_process(micro, tmp_path):
     assert abs(single["q_val_loss"] - ddp["q_val_loss"]) < TOLERANCE
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert "world_size:2 grad_accum_steps:4" in log
+
+
+def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path):
+    """Under a wallclock cap each rank measures its own progress. Rank 1's QAT clock runs 30 minutes ahead
+    (the worker's test-only PGOLF_TEST_CLOCK_SKEW), so alone it would switch QAT on at step 0 and rank 0
+    never; the switch is agreed across ranks, so both switch on at step 0 and the run finishes."""
+    cfg = micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "train.max_wallclock_seconds": 3600.0,
+                   "train.iterations": 4, "export.keep_float_max_numel": 1000, "export.bits_mlp": 6,
+                   "export.bits_attn": 6})
+    run = tmp_path / "ddp"
+    (run / "launch").mkdir(parents=True)
+    cfg_path = run / "launch" / "config.json"  # where the launcher puts it: ranks then keep launch/ranks/
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PGOLF_TEST_CLOCK_SKEW": "1:1800000"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.worker", "--config", str(cfg_path), "--run-dir", str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TEST CLOCK SKEW: rank 1" in proc.stderr
+    records = [json.loads((run / "launch" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["status"], r["qat_step"]) for r in records] == [("finished", 0), ("finished", 0)]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 4 and summary["qat_step"] == 0
+    assert "qat:enabled step:0 layers:" in (run / "train.log").read_text()
