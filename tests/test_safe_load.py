@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.export import OFFICIAL_FORMAT, export_artifact, load_artifact, quantize_state_dict
 from pgolf.config import ExportConfig
+from pgolf.export import OFFICIAL_FORMAT, export_artifact, load_artifact, quantize_state_dict
 from pgolf.runs import CHECKPOINT, read_status
 from pgolf.safe_load import UnsafeFileError
 from pgolf.train import CHECKPOINT_FORMAT, rng_state, set_rng_state, train
