@@ -9,6 +9,8 @@ adds the seed-PR options, checkpoints and failure marking.
 from __future__ import annotations
 
 import copy
+import gc
+import importlib
 import math
 import os
 import random
@@ -72,6 +74,11 @@ def setup_dist(cfg: Config) -> Dist:
     else:
         device = torch.device("cpu")
     if distributed and not dist.is_initialized():
+        # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first imported, and
+        # torch._dynamo imports it, lazily, from DDP's constructor. Imported after init_process_group it would
+        # pin the group past destroy_process_group, into interpreter exit (see release_dist). Imported
+        # first, those defaults are None.
+        importlib.import_module("torch._dynamo")
         if device.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=device)
         else:
@@ -506,8 +513,25 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
         trainer.log(f"run_failed rank:{trainer.d.rank} error:{type(e).__name__}: {e}")
         raise
     finally:
-        if trainer.d.distributed and dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+        release_dist(trainer)
+
+
+def release_dist(trainer: Trainer) -> None:
+    """Destroy the process group here, while the interpreter is alive, without holding the GIL while it dies.
+
+    Gloo's worker threads free each finished collective themselves, and freeing a tensor whose Python
+    object is already gone takes the GIL. ``~ProcessGroupGloo`` joins those threads, so whoever drops
+    the last reference to the group must not hold the GIL then, and must do it before interpreter exit
+    (where a thread asking for the GIL is killed inside a C++ destructor: "terminate called without an
+    active exception", SIGABRT). The Python wrapper of the group releases the GIL in its destructor;
+    DDP's C++ reducer, which also holds the group, does not (a rank then deadlocks). So the DDP wrapper
+    goes first, and destroy_process_group drops the last reference through the Python wrapper. Nothing
+    else may keep the group: see the torch._dynamo import in :func:`setup_dist`."""
+    if not (trainer.d.distributed and dist.is_initialized()):
+        return
+    trainer.model = None
+    gc.collect()  # the reducer goes with the DDP object; collect in case a reference cycle holds it
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
