@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent
 SUBMISSION_MODULES = (
     "config.py", "quant.py", "qat.py", "export.py", "compress.py", "optim.py", "evaluate.py", "averaging.py",
     "train.py", "model/__init__.py", "model/gpt.py", "model/layers.py", "model/mlp.py", "model/embed.py",
-    "data/loader.py", "data/shards.py", "data/tokenizer.py", "data/identity.py",
+    "data/loader.py", "data/shards.py", "data/tokenizer.py", "data/identity.py", "safe_load.py",
 )
 CODE_BYTES_NOTE = "pgolf training+eval modules (pgolf.accounting.SUBMISSION_MODULES), no single-file exporter yet"
 

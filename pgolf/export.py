@@ -19,6 +19,7 @@ from .compress import compress, decompress
 from .config import ExportConfig
 from .quant import (TensorPlan, dequantize_rows, floor_fraction, plan_tensor, quantize_rows,
                     quantize_tensor)
+from .safe_load import load_plain
 
 OFFICIAL_FORMAT = "int8_clean_per_row_v1"
 MIXED_FORMAT = "pgolf_mixed_v1"
@@ -266,7 +267,13 @@ def artifact_filename(report: dict[str, Any]) -> str:
     return f"final_model.{contents}.{report['compressor']}.ptz"
 
 
-def load_artifact(blob: bytes) -> dict[str, Tensor]:
-    """Decompress (zlib/zstd/xz detected), load and dequantize an artifact (pgolf's or official)."""
-    obj = torch.load(io.BytesIO(decompress(blob)), map_location="cpu", weights_only=False)
+def load_artifact(blob: bytes, name: str = "artifact") -> dict[str, Tensor]:
+    """Decompress (zlib/zstd/xz detected), load and dequantize an artifact (pgolf's or official).
+
+    Both formats hold only tensors and plain values, so the blob is unpickled with torch's
+    weights-only loader: a crafted artifact is refused (:class:`UnsafeFileError` naming ``name``)
+    instead of running its code."""
+    obj = load_plain(io.BytesIO(decompress(blob)), name=name, kind="pgolf or official artifact")
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: not a pgolf or official artifact: holds a {type(obj).__name__}, expected a dict")
     return dequantize_state_dict(obj)

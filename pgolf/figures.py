@@ -208,10 +208,12 @@ def smear_gate_values(run_path: str | Path) -> np.ndarray | None:
     """sigmoid(smear.gate) of a run's final weights: the weight on x_t (1 - it goes to x_{t-1})."""
     import torch
 
+    from .safe_load import load_plain
+
     f = Path(run_path) / "final_model.pt"
     if not f.is_file():
         return None
-    state = torch.load(f, map_location="cpu", weights_only=True)
+    state = load_plain(f, name=f, kind="pgolf model state (final_model.pt)")
     gate = state.get("smear.gate")
     return None if gate is None else torch.sigmoid(gate.float()).numpy()
 

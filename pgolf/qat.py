@@ -2,13 +2,16 @@
 
 The on/off state is explicit instance state on each CastedLinear. The trainer flips it with
 :func:`set_qat` and then rebuilds the compiled model after ``torch._dynamo.reset()``, so a compiled
-graph can never keep a stale value (the records' constant-folded class attribute).
+graph can never keep a stale value (the records' constant-folded class attribute). When it flips is
+decided by :func:`qat_start_due` alone, once for all ranks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import torch
+import torch.distributed as dist
 from torch import nn
 
 from .config import ExportConfig, QATConfig
@@ -61,3 +64,20 @@ def set_qat(model: nn.Module, enabled: bool) -> int:
 
 def qat_active(model: nn.Module) -> bool:
     return any(isinstance(m, CastedLinear) and m.qat_enabled for m in model.modules())
+
+
+def qat_start_due(progress: float, start_frac: float, distributed: bool, device: torch.device) -> bool:
+    """Whether QAT switches on now: the one place that decides it, with the same answer on every rank.
+
+    ``progress`` is this rank's training fraction (wallclock under a time cap, else steps). Each rank
+    reads its own clock, so near ``start_frac`` ranks can disagree by a step; a rank that quantizes
+    while another does not trains a silently different model, and under compile the switch rebuilds
+    DDP on one rank only. So every rank calls this on every step until QAT is on (all ranks together,
+    one 1-element all-reduce), and the MAX makes all of them switch on the step the first rank is due.
+    """
+    due = progress >= start_frac
+    if not distributed:
+        return due
+    flag = torch.tensor(int(due), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())

@@ -19,6 +19,7 @@ from .config import Config
 from .export import artifact_contents, export_artifact
 from .model import build_model
 from .quant import plan_tensor
+from .safe_load import load_plain
 
 SURROGATE_NOTE = ("Gaussian stand-in for trained weights (every integer-quantized matrix drawn N(0, 1), "
                   "scale floor off)")
@@ -69,7 +70,7 @@ def _weights(cfg: Config, run_dir: Path | None, seed: int) -> tuple[dict[str, to
         path = Path(run_dir) / "final_model.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist (a run saves it with train.save_raw_model=true)")
-        return (torch.load(path, map_location="cpu", weights_only=True), f"trained weights of {run_dir}")
+        return (load_plain(path, name=path, kind="pgolf model state (final_model.pt)"), f"trained weights of {run_dir}")
     torch.manual_seed(seed)
     return (build_model(cfg).state_dict(),
             f"fresh init (seed {seed}); zero-initialized projections compress far better than trained ones")

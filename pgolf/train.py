@@ -16,6 +16,8 @@ cuts the log and metrics rows the interrupted attempt wrote after its checkpoint
 from __future__ import annotations
 
 import copy
+import gc
+import importlib
 import math
 import os
 import random
@@ -39,9 +41,13 @@ from .evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_
 from .export import artifact_filename, artifact_format, export_artifact, load_artifact
 from .model import GPT, build_model
 from .model.layers import CastedLinear
-from .qat import assign_qat_specs, qat_active, set_qat
 from .ownership import process_identity
+from .qat import assign_qat_specs, qat_active, qat_start_due, set_qat
 from .runs import CHECKPOINT, RunWriter, claim_run_dir, environment
+from .safe_load import load_plain
+
+# Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
+CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -81,6 +87,11 @@ def setup_dist(cfg: Config) -> Dist:
     else:
         device = torch.device("cpu")
     if distributed and not dist.is_initialized():
+        # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first imported, and
+        # torch._dynamo imports it, lazily, from DDP's constructor. Imported after init_process_group it would
+        # pin the group past destroy_process_group, into interpreter exit (see release_dist). Imported
+        # first, those defaults are None.
+        importlib.import_module("torch._dynamo")
         if device.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=device)
         else:
@@ -100,6 +111,26 @@ def grad_accum_steps(cfg: Config, world_size: int) -> int:
 
 def use_compile(cfg: Config, device: torch.device) -> bool:
     return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
@@ -198,8 +229,10 @@ class Trainer:
     """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
 
     def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
-                 labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None):
+                 labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
+                 test_clock_skew_ms: float = 0.0):
         self.cfg = cfg
+        self.test_clock_skew_ms = test_clock_skew_ms  # test-only, see train()
         self.labels = dict(labels or {})
         self.on_step = on_step  # called as on_step(step, train.iterations) after each optimizer step
         self.d = setup_dist(cfg)
@@ -252,8 +285,12 @@ class Trainer:
         return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
 
     def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
+        """Switch QAT on once :func:`qat_start_due` (agreed by all ranks) says so; every rank calls this each step."""
         q = self.cfg.qat
-        if not q.enabled or qat_active(self.base) or self._progress(step, elapsed_ms) < q.start_frac:
+        if not q.enabled or qat_active(self.base):
+            return
+        progress = self._progress(step, elapsed_ms + self.test_clock_skew_ms)
+        if not qat_start_due(progress, q.start_frac, self.d.distributed, self.d.device):
             return
         n = set_qat(self.base, True)
         recompile = self.compiled
@@ -305,13 +342,17 @@ class Trainer:
                 "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
                 "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
                 "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-                "log_sizes": self.out.log_sizes(),
+                "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
             })
 
     def _restore(self, loader) -> tuple[int, float]:
         assert self.run_dir is not None
-        ck = torch.load(self.run_dir / CHECKPOINT, map_location=self.d.device, weights_only=False)
+        path = self.run_dir / CHECKPOINT
+        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
+                             f"by another pgolf version or is not a pgolf checkpoint")
         if ck["config"] != self.cfg.to_dict():
             raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
                              f"same config (see {self.run_dir / 'config.json'})")
@@ -330,9 +371,7 @@ class Trainer:
             if self.compiled:
                 torch._dynamo.reset()
                 self.model = self._wrap()
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        set_rng_state(ck["rng"])
         cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
         self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
         for note in cut:
@@ -577,12 +616,18 @@ class Trainer:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
-          labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
+          test_clock_skew_ms: float = 0.0) -> dict[str, Any]:
     """Train, export and score one run; returns the summary. Marks the run failed on any error, and
     ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
 
-    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config."""
-    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels, on_step)
+    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config.
+    ``test_clock_skew_ms`` is test-only (``pgolf.worker``'s PGOLF_TEST_CLOCK_SKEW): it is added to this
+    process's elapsed training time where the QAT switch reads it, so that a test can make ranks
+    disagree about time; the LR schedule and the wallclock cap keep the real clock.
+    ``on_step(step, iterations)`` is called after each optimizer step (the quickstart's progress bar)."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels, on_step,
+                      test_clock_skew_ms)
     try:
         return trainer.run()
     except KeyboardInterrupt:
@@ -596,8 +641,25 @@ def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = Fals
         raise
     finally:
         trainer.release()  # after the final status: the next owner sees this run's end state
-        if trainer.d.distributed and dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+        release_dist(trainer)
+
+
+def release_dist(trainer: Trainer) -> None:
+    """Destroy the process group here, while the interpreter is alive, without holding the GIL while it dies.
+
+    Gloo's worker threads free each finished collective themselves, and freeing a tensor whose Python
+    object is already gone takes the GIL. ``~ProcessGroupGloo`` joins those threads, so whoever drops
+    the last reference to the group must not hold the GIL then, and must do it before interpreter exit
+    (where a thread asking for the GIL is killed inside a C++ destructor: "terminate called without an
+    active exception", SIGABRT). The Python wrapper of the group releases the GIL in its destructor;
+    DDP's C++ reducer, which also holds the group, does not (a rank then deadlocks). So the DDP wrapper
+    goes first, and destroy_process_group drops the last reference through the Python wrapper. Nothing
+    else may keep the group: see the torch._dynamo import in :func:`setup_dist`."""
+    if not (trainer.d.distributed and dist.is_initialized()):
+        return
+    trainer.model = None
+    gc.collect()  # the reducer goes with the DDP object; collect in case a reference cycle holds it
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass

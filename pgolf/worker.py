@@ -14,6 +14,9 @@ Test-only fault injection (``tests/test_launch.py``; never set these in a real r
 (that is, after S optimizer steps and the checkpoint of step S), raise a RuntimeError, SIGKILL itself,
 or take step S+1 with a NaN learning rate (its weights turn NaN, so the train loss of step S+2 is NaN and
 the trainer raises NonFiniteLossError). The hook replaces ``pgolf.optim.lr_multiplier`` in that process.
+``PGOLF_TEST_CLOCK_SKEW=R:MS`` makes rank R's QAT switch read its elapsed training time MS milliseconds
+ahead (``train(test_clock_skew_ms=MS)``), as if its clock disagreed with the others'
+(``tests/test_distributed.py``). A finished rank's record also holds its ``qat_step``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,22 @@ def install_test_fault(rank: int, environ: dict[str, str] | os._Environ = os.env
     return desc
 
 
+def read_test_clock_skew(rank: int, environ: dict[str, str] | os._Environ = os.environ) -> float:
+    """Test-only: the skew PGOLF_TEST_CLOCK_SKEW=R:MS asks for on this rank (0.0 when unset or another rank)."""
+    spec = environ.get("PGOLF_TEST_CLOCK_SKEW")
+    if not spec:
+        return 0.0
+    try:
+        target, ms = spec.split(":")
+        skew_rank, skew_ms = int(target), float(ms)
+    except ValueError:
+        raise ValueError(f"PGOLF_TEST_CLOCK_SKEW={spec!r}: expected RANK:MILLISECONDS, e.g. 1:600000") from None
+    if skew_rank != rank:
+        return 0.0
+    print(f"pgolf.worker: TEST CLOCK SKEW: rank {rank} QAT clock +{skew_ms:g} ms", file=sys.stderr, flush=True)
+    return skew_ms
+
+
 class RankRecord:
     """``<run>/launch/ranks/rank<R>.json``: this rank's own view of how it ended."""
 
@@ -94,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         fault = install_test_fault(rank)
         cfg = Config.from_json(a.config)
         labels = json.loads(os.environ.get("PGOLF_RUN_LABELS", "{}"))  # set by the ablation engine
-        train_mod.train(cfg, run_dir, resume=a.resume, labels=labels)
+        summary = train_mod.train(cfg, run_dir, resume=a.resume, labels=labels,
+                                  test_clock_skew_ms=read_test_clock_skew(rank))
     except BaseException as e:
         if rec:
             rec.write("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                       **({"test_fault": fault} if fault else {}))
         raise
     if rec:
-        rec.write("finished")
+        rec.write("finished", qat_step=summary["qat_step"])
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -235,3 +236,27 @@ def test_fetch_writes_a_manifest_with_checksums_and_a_stable_identity(hub, expor
     assert ds.tokenizer_path == tok.resolve()
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         verify_dataset(ds, 400)
+
+
+@pytest.mark.parametrize("bad", ["../evil.model", "tokenizers/../../evil.model", "<absolute>", "/etc/evil.model",
+                                 "tokenizers\\..\\..\\evil.model", "C:/evil.model", "", "tokenizers//evil.model"])
+def test_manifest_paths_that_leave_the_destination_are_refused(hub, export, tmp_path, bad):
+    """The manifest is remote input: a tokenizer path that could land outside ``out_root`` is refused by name,
+    before any download (huggingface_hub's own checks are not relied on: it joins an absolute path under the
+    destination and rejects '..' only when it gets there, with an error that names no manifest entry)."""
+    if bad == "<absolute>":
+        bad = str(tmp_path / "outside" / "evil.model")
+    manifest = json.loads(export["datasets/manifest.json"])
+    manifest["tokenizers"][0]["model_path"] = bad
+    payload = export["datasets/tokenizers/fineweb_1024_bpe.model"]
+    # served wherever a client that followed the path might ask for it
+    hub.files = {**export, "datasets/manifest.json": json.dumps(manifest).encode(), "evil.model": payload,
+                 "../evil.model": payload, "datasets/" + bad.lstrip("/"): payload}
+    out = tmp_path / "data"
+    entry = f"datasets/manifest.json: tokenizers[name='sp_bpe_1024'].model_path = {bad!r}"
+    with pytest.raises(FetchError, match=re.escape(entry)):
+        fetch(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert [rel for _, rel, _ in hub.gets()] == ["datasets/manifest.json"]  # checked before any other download
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] not in
+               ("data", "cache", "hf_home")]
+    assert written == [] and [p.name for p in out.rglob("*") if p.is_file()] == ["manifest.json"]

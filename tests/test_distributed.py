@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from pgolf.train import train
 
@@ -39,3 +41,55 @@ def test_two_process_gloo_matches_single_process(micro, tmp_path):
     assert abs(single["q_val_loss"] - ddp["q_val_loss"]) < TOLERANCE
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert "world_size:2 grad_accum_steps:4" in log
+
+
+def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path):
+    """Under a wallclock cap each rank measures its own progress. Rank 1's QAT clock runs 30 minutes ahead
+    (the worker's test-only PGOLF_TEST_CLOCK_SKEW), so alone it would switch QAT on at step 0 and rank 0
+    never; the switch is agreed across ranks, so both switch on at step 0 and the run finishes."""
+    cfg = micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "train.max_wallclock_seconds": 3600.0,
+                   "train.iterations": 4, "export.keep_float_max_numel": 1000, "export.bits_mlp": 6,
+                   "export.bits_attn": 6})
+    run = tmp_path / "ddp"
+    (run / "launch").mkdir(parents=True)
+    cfg_path = run / "launch" / "config.json"  # where the launcher puts it: ranks then keep launch/ranks/
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PGOLF_TEST_CLOCK_SKEW": "1:1800000"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.worker", "--config", str(cfg_path), "--run-dir", str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TEST CLOCK SKEW: rank 1" in proc.stderr
+    records = [json.loads((run / "launch" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["status"], r["qat_step"]) for r in records] == [("finished", 0), ("finished", 0)]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 4 and summary["qat_step"] == 0
+    assert "qat:enabled step:0 layers:" in (run / "train.log").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux /proc")
+def test_process_group_and_its_threads_are_gone_when_train_returns(micro, tmp_path):
+    """destroy_process_group must really release the gloo group: its worker and TCP threads are joined while
+    the interpreter is alive. Left to interpreter exit, a worker thread that still needs the GIL aborts the
+    rank ("terminate called without an active exception"). Before the fix, torch._dynamo (imported by DDP)
+    pinned the group and three gloo threads outlived train(). One rank, torchrun's environment, world size 1."""
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(micro(**{"train.iterations": 2}).to_json())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import json, os\n"
+        "from pgolf.config import Config\n"
+        "from pgolf.train import train\n"
+        f"s = train(Config.from_json({str(cfg_path)!r}), {str(tmp_path / 'run')!r}, console=False)\n"
+        "threads = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "print(json.dumps({'world_size': s['world_size'], 'threads': threads}))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["world_size"] == 1
+    assert [t for t in out["threads"] if "gloo" in t or "tcpstore" in t] == [], out["threads"]

@@ -20,6 +20,9 @@ Last, the dataset folder gets a pgolf ``manifest.json`` (format ``pgolf-fetch``)
 ``fineweb_*.bin`` there with its SHA-256, token count and largest id, plus the tokenizer's SHA-256 and
 vocabulary size, so a fetched dataset has checksums and an identity like a built one
 (:mod:`pgolf.data.identity`). Every shard is hashed on each fetch (~1 s per 100M-token shard).
+
+The manifest is remote input: every path it names is checked here (:func:`check_remote_path`) before
+the first download, rather than trusting huggingface_hub to refuse paths that leave ``out_root``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 from pgolf import paths
@@ -65,6 +68,28 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def check_remote_path(path: object, entry: str) -> str:
+    """``path`` if it is a plain relative POSIX path, else a :class:`FetchError` naming the manifest ``entry``.
+
+    The manifest is remote input: a path that is absolute, climbs with ``..``, uses backslashes or a
+    drive letter, or has empty components could place a file outside the destination folder, so it is
+    refused here, before anything is downloaded or written."""
+    def bad(why: str) -> FetchError:
+        return FetchError(f"{entry} = {path!r}: {why}; expected a relative path like 'tokenizers/x.model' "
+                          f"inside the export")
+
+    if not isinstance(path, str) or not path.strip():
+        raise bad("empty or not a string")
+    if "\\" in path or "\0" in path:
+        raise bad("contains a backslash or NUL")
+    if path.startswith("/") or PureWindowsPath(path).drive:
+        raise bad("absolute path or drive letter")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise bad("empty, '.' or '..' path component")
+    return path
+
+
 def local_path_for_remote(remote_path: str, remote_root: str, out_root: Path) -> Path:
     """Where a repo file lands: the remote root prefix is dropped, the rest of the path kept."""
     parts = Path(remote_path).parts
@@ -97,7 +122,10 @@ class _Downloader:
         """Ensure ``remote_path`` is in place and passes ``check`` (which raises on a bad file)."""
         from huggingface_hub import hf_hub_download
 
-        dest = local_path_for_remote(remote_path, self.remote_root, self.out_root)
+        dest = local_path_for_remote(check_remote_path(remote_path, "remote path"), self.remote_root, self.out_root)
+        # Lexically inside out_root (symlinks the user placed under it, e.g. to a bigger disk, are followed).
+        if not Path(os.path.normpath(dest)).is_relative_to(self.out_root):
+            raise FetchError(f"remote path {remote_path!r} would be written to {dest}, outside {self.out_root}")
         if dest.is_file():
             try:
                 if check:
@@ -210,6 +238,11 @@ def fetch(
     val_counts = _expected_counts(files_val, stats.get("tokens_val"), shard_size)
     train_counts = _expected_counts(files_train, stats.get("tokens_train"), shard_size)
 
+    # Every path the manifest supplies is checked before the first download.
+    artifacts = [check_remote_path(tok_entry[k], f"{manifest_remote}: tokenizers[name={tok_name!r}].{k}")
+                 for k in ("model_path", "vocab_path", "path") if tok_entry.get(k) is not None]
+    if not artifacts:
+        raise FetchError(f"tokenizer {tok_name!r} in {manifest_remote} names no files")
     if with_docs:
         for name in ("docs_selected.jsonl", "docs_selected.source_manifest.json"):
             dl.get(_join(remote_root, name))
@@ -218,9 +251,6 @@ def fetch(
         dl.get(f"{prefix}/fineweb_val_{i:06d}.bin", _shard_check(val_counts[i]))
     for i in range(train_shards):
         dl.get(f"{prefix}/fineweb_train_{i:06d}.bin", _shard_check(train_counts[i]))
-    artifacts = [str(tok_entry[k]) for k in ("model_path", "vocab_path", "path") if tok_entry.get(k)]
-    if not artifacts:
-        raise FetchError(f"tokenizer {tok_name!r} in {manifest_remote} names no files")
     for artifact in artifacts:
         result.tokenizer_files.append(dl.get(_join(remote_root, artifact), _tokenizer_check))
     result.manifest = _write_manifest(result, tok_entry, {"repo_id": repo_id, "revision": revision, "variant": variant,
