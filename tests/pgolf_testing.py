@@ -22,3 +22,18 @@ def micro_config(dataset: Path, **overrides) -> Config:
     }
     base.update(overrides)
     return apply_overrides(get_preset("tiny"), base)
+
+
+def reference_script_or_skip(env: str, what: str) -> str:
+    """The path in ``env`` to a reference ``train_gpt.py`` (the official one or a PR's), or skip the module.
+
+    The scripts are not part of pgolf (the README says how to get them with ``git show``)."""
+    import os
+
+    import pytest
+
+    path = os.environ.get(env, "")
+    if not path or not Path(path).is_file():
+        pytest.skip(f"{what} parity tests need {env}=<path to its train_gpt.py>"
+                    + (f" (no file at {path!r})" if path else " (not set)"), allow_module_level=True)
+    return path

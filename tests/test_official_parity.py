@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import sys
 import warnings
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from pgolf_testing import reference_script_or_skip
 
-OFFICIAL_PATH = os.environ.get("PGOLF_OFFICIAL_TRAIN_GPT", "")
-if not OFFICIAL_PATH or not Path(OFFICIAL_PATH).is_file():
-    pytest.skip(
-        "official parity tests need PGOLF_OFFICIAL_TRAIN_GPT=<path to openai/parameter-golf train_gpt.py>"
-        + (f" (no file at {OFFICIAL_PATH!r})" if OFFICIAL_PATH else " (not set)"),
-        allow_module_level=True,
-    )
+OFFICIAL_PATH = reference_script_or_skip("PGOLF_OFFICIAL_TRAIN_GPT", "the official baseline")
 
 from pgolf import optim as pg_optim  # noqa: E402
 from pgolf.config import Config, ExportConfig, apply_overrides  # noqa: E402

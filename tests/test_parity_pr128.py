@@ -27,14 +27,9 @@ from typing import Callable
 
 import pytest
 import torch
+from pgolf_testing import reference_script_or_skip
 
-PR_PATH = os.environ.get("PGOLF_PR128_TRAIN_GPT", "")
-if not PR_PATH or not Path(PR_PATH).is_file():
-    pytest.skip(
-        "PR #128 parity tests need PGOLF_PR128_TRAIN_GPT=<path to the PR's train_gpt.py>"
-        + (f" (no file at {PR_PATH!r})" if PR_PATH else " (not set)"),
-        allow_module_level=True,
-    )
+PR_PATH = reference_script_or_skip("PGOLF_PR128_TRAIN_GPT", "PR #128")
 
 from pgolf.config import Config, apply_overrides  # noqa: E402
 from pgolf.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402

@@ -31,16 +31,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from pgolf_testing import reference_script_or_skip
 import zstandard
 from torch import nn
 
-PR_PATH = os.environ.get("PGOLF_PR314_TRAIN_GPT", "")
-if not PR_PATH or not Path(PR_PATH).is_file():
-    pytest.skip(
-        "PR #314 parity tests need PGOLF_PR314_TRAIN_GPT=<path to PR #314's train_gpt.py>"
-        + (f" (no file at {PR_PATH!r})" if PR_PATH else " (not set)"),
-        allow_module_level=True,
-    )
+PR_PATH = reference_script_or_skip("PGOLF_PR314_TRAIN_GPT", "PR #314")
 
 from pgolf import optim as pg_optim  # noqa: E402
 from pgolf.averaging import WeightAverager  # noqa: E402

@@ -24,14 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pgolf_testing import reference_script_or_skip
 
-PR_PATH = os.environ.get("PGOLF_PR326_TRAIN_GPT", "")
-if not PR_PATH or not Path(PR_PATH).is_file():
-    pytest.skip(
-        "PR #326 parity tests need PGOLF_PR326_TRAIN_GPT=<path to the PR's train_gpt.py>"
-        + (f" (no file at {PR_PATH!r})" if PR_PATH else " (not set)"),
-        allow_module_level=True,
-    )
+PR_PATH = reference_script_or_skip("PGOLF_PR326_TRAIN_GPT", "PR #326")
 
 from pgolf import optim as pg_optim  # noqa: E402
 from pgolf.averaging import WeightAverager  # noqa: E402

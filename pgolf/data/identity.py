@@ -34,13 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pgolf.data.shards import HEADER_BYTES, TOKEN_DTYPE, ShardError, read_header
+from pgolf.data.tokenizer import atomic_write_bytes
 
 BUILT_MANIFEST = "pgolf-dataset"  # format of a manifest written by pgolf.data.build
 FETCHED_MANIFEST = "pgolf-fetch"  # format of a manifest written by pgolf.data.fetch
@@ -87,14 +87,7 @@ def shard_entry(path: Path, vocab_size: int | None, tokenizer_sha256: str) -> di
 def write_manifest(path: Path, manifest: dict) -> bytes:
     """Write ``manifest`` as indented JSON atomically; return the bytes (their sha256 is the identity)."""
     data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return data
 
 

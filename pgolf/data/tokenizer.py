@@ -48,7 +48,7 @@ class TokenizerError(ValueError):
     """A tokenizer is missing, unreadable, or unfit for byte accounting."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -99,9 +99,9 @@ def train_sentencepiece(
     check_tokenizer(sp, name=f"{out_prefix}.model (just trained)")
     model_path = out_prefix.with_name(out_prefix.name + ".model")
     vocab_path = out_prefix.with_name(out_prefix.name + ".vocab")
-    _atomic_write_bytes(model_path, model_bytes)
+    atomic_write_bytes(model_path, model_bytes)
     vocab_lines = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.vocab_size()))
-    _atomic_write_bytes(vocab_path, "".join(vocab_lines).encode("utf-8"))
+    atomic_write_bytes(vocab_path, "".join(vocab_lines).encode("utf-8"))
     return model_path
 
 
