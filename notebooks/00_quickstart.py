@@ -23,7 +23,7 @@
 # **The challenge.** Train the language model with the lowest validation bits per byte (`val_bpb`) whose
 # artifact (code + compressed weights) fits in 16,000,000 bytes, in 10 minutes on 8×H100. The official
 # baseline (9 layers, width 512, relu² MLP, int8 + zlib) scores **1.2244** bpb with a 15,863,489-byte
-# submission (records.md §0 and §3.1). Everything here runs the same code at CPU size (the `tiny` preset:
+# submission (the NaiveBaseline record, https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb/2026-03-17_NaiveBaseline). Everything here runs the same code at CPU size (the `tiny` preset:
 # 4 layers, width 128, sequence 256), on a small embedded corpus instead of FineWeb, so the *numbers* are
 # not comparable with the leaderboard; the *pipeline* is the same.
 

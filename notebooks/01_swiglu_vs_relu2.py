@@ -19,10 +19,10 @@
 # `proj(silu(gate(x)) · fc(x))`, lower val_bpb when the parameter count is held (about) fixed?
 #
 # **What was claimed.**
-# - Seed 000 (`shared/seeds/000_…txt`, SwiGLU + QAT PR): SwiGLU with hidden = 2/3 · mlp_mult · dim rounded
+# - Seed 000 (a SwiGLU + QAT proposal with no PR code; the `swiglu_qat` preset follows it): SwiGLU with hidden = 2/3 · mlp_mult · dim rounded
 #   to 64 (704 at d=512; 3% more MLP parameters than relu²'s 1024) gives "~0.004 bpb improvement (confirmed
 #   by community ablation on 1xH100)". It was never run on 8×H100 (estimated 1.2155 combined with QAT).
-# - records.md §1: non-record `2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090` measured −0.0041 bpb
+# - The records: non-record `2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090` measured −0.0041 bpb
 #   (1.3633 → 1.3592) on one RTX 5090, but the artifact grew from 12.3 to 15.1 MB; the ternary write-up
 #   measured −0.010 bpb at +25% step time and +25% bytes (SwiGLU with 1.5× the MLP parameters); the
 #   FP16Embed README found it "45% slower on 8-GPU … net negative". No 10-minute record uses SwiGLU.

@@ -22,11 +22,11 @@
 # export goes from 8 to 6, 5 and 4 bits?
 #
 # **What was claimed.**
-# - Seed 000 (`shared/seeds/000_…txt`): int8 STE QAT over the last 15% of training "reduces quantization gap
+# - Seed 000 (the SwiGLU + QAT proposal): int8 STE QAT over the last 15% of training "reduces quantization gap
 #   from 0.007 to ~0.002 at 13k steps → ~0.005 bpb saved" (estimate, not run on 8×H100).
-# - Seed 003 (`shared/seeds/003_…txt`, PR #128, 1.1594): "STE fake int6 QAT — trains weights to survive 6-bit
+# - Seed 003 (https://github.com/openai/parameter-golf/pull/128, 1.1594): "STE fake int6 QAT — trains weights to survive 6-bit
 #   quantization", with int6 per-row export + zstd (pre-quant 1.1727, sliding-window score 1.1594).
-# - records.md §3.1: the baseline's int8 gap is 0.0072 bpb (1.2172 → 1.2244). §2: with STE int6 on the
+# - The NaiveBaseline record: the baseline's int8 gap is 0.0072 bpb (1.2172 → 1.2244). §2: with STE int6 on the
 #   blocks and an int8 embedding the gap was +0.0015 (MixedQuant), ~0.0001 with an fp16 embedding
 #   (smeargate_orthoinit), while uniform int6 without QAT or embedding protection cost +0.048; FP16Embed
 #   found int8 QAT "not worth" its step cost; from 04-01 on the records dropped QAT for GPTQ. §2 also records
@@ -195,5 +195,5 @@ if len(ctl_sweep):
     lines.append("- Without QAT the gap of the control's weights is "
                  + ", ".join(f"{g:+.4f} at {b} bits" for b, g in ctl_sweep.sort_index(ascending=False).items())
                  + f" (first {eval_tokens:,} val tokens). For comparison the baseline's int8 gap on 8×H100 was 0.0072"
-                 " (records.md §3.1) and seed 000 expected QAT to bring it to ~0.002.")
+                 " (the NaiveBaseline record) and seed 000 expected QAT to bring it to ~0.002.")
 display(Markdown("\n".join(lines)))

@@ -20,15 +20,15 @@
 # context. Does it lower val_bpb, and is a gate per embedding dimension better than one scalar gate?
 #
 # **What was claimed.**
-# - Seed 004 (`shared/seeds/004_…txt`, PR #194, 1.1480 3-seed mean): "Per-Dimension SmearGate … More
+# - Seed 004 (https://github.com/openai/parameter-golf/pull/194, 1.1480 3-seed mean): "Per-Dimension SmearGate … More
 #   expressive than scalar gating — each embedding dimension gets its own blend ratio. Zero-initialized,
 #   512 params", as one of five techniques together with int6 QAT, SWA, Muon WD and an fp16 embedding. The PR
 #   publishes no ablation that isolates the gate (no scalar-gate or no-gate run).
-# - records.md §4.1: v1 (per-dim, gate initialized at 3.0, g≈0.95) in `2026-03-19_smeargate_orthoinit_muonwd`;
+# - The records: v1 (per-dim, gate initialized at 3.0, g≈0.95) in `2026-03-19_smeargate_orthoinit_muonwd`;
 #   v1′ (per-dim, gate at 0, g = 0.5, after the embedding norm) in the PR #162 lineage with no published
 #   ablation; removed in 04-01 ("less necessary after increasing vocab"); a 13-parameter input-dependent
 #   v2 returned in 04-16; SmearGate hurt looped models (DepthRecurrence non-record).
-# - The **BOS rule** (records.md §4.1, found in the PR #1797 audit): in a packed stream the last token of
+# - The **BOS rule** (found in the audit of https://github.com/openai/parameter-golf/pull/1797): in a packed stream the last token of
 #   document N was smeared into the BOS of document N+1. pgolf's gate never blends across a BOS token
 #   (`model.bos_id`, default 1; every document in the shards starts with BOS), so no document sees the
 #   previous one through the gate.

@@ -19,7 +19,7 @@
 # the sliding-window stride (each scored token sees more context), and the evaluation length (longer windows
 # than the model was trained on, with or without NTK-aware RoPE scaling).
 #
-# **What was claimed** (records.md §8).
+# **What was claimed** (the records, https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb).
 # - Sliding window, stride 64 vs non-overlapping windows on the baseline model: **−0.0319 bpb**
 #   (1.2244 → 1.1925), eval time 16 s → 70 s on 8×H100; −0.0335 on MixedQuant. Compute is about L/stride
 #   times a non-overlapping pass. Seeds 001–004 all evaluate with stride 64.
@@ -158,7 +158,7 @@ if 64 in at_train.index:
     d64 = at_train.loc[64, "val_bpb"] - base
     cost = at_train.loc[64, "forward_tokens"] / at_train.loc[0, "forward_tokens"] if 0 in at_train.index else np.nan
     lines.append(f"- Stride 64 changes that by **{d64:+.4f} bpb** at {cost:.1f}× the forward compute "
-                 f"(records.md §8: −0.0319 for the baseline at L=1024, where stride 64 gives each token ≥ 960 tokens"
+                 f"(the SlidingWindowEval record: −0.0319 for the baseline at L=1024, where stride 64 gives each token ≥ 960 tokens"
                  f" of context; here L={train_len} gives ≥ {train_len - 64}).")
 lines.append(f"- The best setting is {best['setting']} with stride {int(best['stride']) or 'none'}: "
              f"{best['val_bpb']:.4f} bpb ({best['val_bpb'] - base:+.4f}).")

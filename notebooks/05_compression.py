@@ -20,7 +20,7 @@
 # magnitude pruning trade artifact bytes against the round-tripped val_bpb, and which settings fit under the
 # cap at the real model sizes?
 #
-# **What was claimed** (records.md §3).
+# **What was claimed** (the records, https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb).
 # - Baseline: per-row int8 + zlib-9, 15,815,847 B model + 47,642 B code; gap 0.0072 bpb (§3.1).
 # - int6 per row + zstd-22 "saves ~4MB vs int8+zlib" and paid for a 3× MLP (seed 003, PR #128: 15,162,777 B).
 #   int5 MLP / int6 attention (thwu1) saved ~1.86 MB vs all-int6 and paid for a 10th layer; int4 MLP was meant

@@ -8,7 +8,7 @@ Window selection (``windows``): every target position in the stream is scored ex
   (official; the loader truncates it), "score" scores it in one shorter final window;
 - sliding (stride S): windows start every S tokens; the first scores all of its positions, each
   later one only its last S, so every scored token beyond the first window sees >= L - S tokens of
-  context. Windows stop once every position is scored (no double-counted tail, records.md s.8).
+  context. Windows stop once every position is scored (no double-counted tail, unlike the PR #124 fix of PR #50's dropped tail).
 - sliding with ``window_rule="rescore_tail"``: the rule of the seed PRs' evaluator (e.g.
   https://github.com/openai/parameter-golf/pull/128): a window starts every S tokens while it still
   has >= S targets, and each short trailing window scores its last S targets again, so the last S

@@ -175,7 +175,7 @@ def pr314_11l_int4mlp_bigram_swa() -> Config:
       quantizer keeps an fp32 scale max(amax, 1e-12) / 7: ``qat.clip=amax qat.scale_floor=none
       qat.scale_dtype=fp32``.
     - BOS-safe SmearGate and BigramHash (no mixing across documents): ``model.bos_id=-1``.
-    - control tensors stored fp32, not fp16 (records.md bug 9): ``export.control_fp32=false``.
+    - control tensors stored fp32, not fp16 (their small-tensor rule runs before the control-name check): ``export.control_fp32=false``.
     - every validation target scored exactly once, over the whole stream: ``eval.window_rule=rescore_tail``.
     - SWA summed in fp32 (the PR sums the bf16 embedding and bigram table in bf16): ``averaging.swa_dtype=param``.
     Naming only: the PR's ``bigram.embed.weight`` is ``bigram.table.weight``, and the artifact is pgolf's

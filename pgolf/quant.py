@@ -150,7 +150,7 @@ def dequantize_rows(q: Tensor, scale: Tensor, dtype: torch.dtype = torch.float32
 
 
 def floor_fraction(t: Tensor, spec: QuantSpec) -> float:
-    """Fraction of rows whose scale is raised by the 1/qmax floor (records.md 3.11)."""
+    """Fraction of rows whose scale is raised by the 1/qmax floor (a row whose max is below 1 gets the absolute step 1/qmax)."""
     if not spec.scale_floor or t.numel() == 0:
         return 0.0
     clip_abs = row_clip(t.float(), spec)
