@@ -287,7 +287,7 @@ class Trainer:
     def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
         """Switch QAT on once :func:`qat_start_due` (agreed by all ranks) says so; every rank calls this each step."""
         q = self.cfg.qat
-        if not q.enabled or qat_active(self.base):
+        if not q.enabled or self.qat_step is not None or qat_active(self.base):  # decided once, even with 0 layers
             return
         progress = self._progress(step, elapsed_ms + self.test_clock_skew_ms)
         if not qat_start_due(progress, q.start_frac, self.d.distributed, self.d.device):
@@ -365,9 +365,9 @@ class Trainer:
             opt.load_state_dict(state)
         loader.load_state_dict(ck["loader"])
         self.averager.load_state_dict(ck["averager"])
+        self.qat_step = ck["qat_step"]  # the switch was decided, even when no layer had a spec
         if ck["qat_active"]:
             set_qat(self.base, True)
-            self.qat_step = ck["qat_step"]
             if self.compiled:
                 torch._dynamo.reset()
                 self.model = self._wrap()

@@ -123,6 +123,14 @@ def test_ema_is_applied(micro, tmp_path):
     assert s["averaged_snapshots"] == 8
 
 
+def test_qat_switch_is_decided_once_even_without_quantized_layers(micro, tmp_path):
+    """The micro model's matrices are all below the export's 65,536 threshold: QAT has no layer to fake-quantize,
+    and the switch is still decided (and logged) exactly once."""
+    s = train(micro(**{"qat.enabled": True, "qat.start_frac": 0.5}), tmp_path / "run", console=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert s["qat_step"] == 4 and log.count("qat:enabled") == 1 and "qat:enabled step:4 layers:0" in log
+
+
 def test_qat_switches_on_at_its_fraction(micro, tmp_path):
     cfg = micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "export.keep_float_max_numel": 1000,
                    "export.bits_mlp": 6, "export.bits_attn": 6})
