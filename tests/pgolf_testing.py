@@ -37,3 +37,24 @@ def reference_script_or_skip(env: str, what: str) -> str:
         pytest.skip(f"{what} parity tests need {env}=<path to its train_gpt.py>"
                     + (f" (no file at {path!r})" if path else " (not set)"), allow_module_level=True)
     return path
+
+
+CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")  # the official control tensors
+
+
+def random_state(model, seed: int = 0, control: tuple[str, ...] = CONTROL) -> dict:
+    """Trained-looking weights for parity tests: matrices N(0, 0.02), control and vector tensors N(1, 0.25)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in model.state_dict().items():
+        if t.ndim == 2 and not any(p in name for p in control):
+            out[name] = torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.02
+        else:
+            out[name] = 1.0 + 0.25 * torch.randn(t.shape, generator=g, dtype=t.dtype)
+    return out
+
+
+def max_abs_diff(a, b) -> float:
+    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0

@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 import torch
-from pgolf_testing import reference_script_or_skip
+from pgolf_testing import CONTROL, max_abs_diff, random_state, reference_script_or_skip
 
 PR_PATH = reference_script_or_skip("PGOLF_PR128_TRAIN_GPT", "PR #128")
 
@@ -83,23 +83,10 @@ def pr_gpt(pr, cfg: Config):
                   qk_gain_init=m.qk_gain_init, mlp_hidden=m.mlp_hidden)
 
 
-CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 
 
-def random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Trained-looking weights: matrices N(0, 0.02), control/vector tensors N(1, 0.25)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in model.state_dict().items():
-        if t.ndim == 2 and not any(p in name for p in CONTROL):
-            out[name] = torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.02
-        else:
-            out[name] = 1.0 + 0.25 * torch.randn(t.shape, generator=g, dtype=t.dtype)
-    return out
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
 def assert_same_tensors(a: dict, b: dict, what: str, ordered: bool = True) -> None:

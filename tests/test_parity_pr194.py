@@ -44,6 +44,7 @@ from pgolf.export import (dequantize_state_dict, export_artifact, load_artifact,
                           quantize_state_dict)
 from pgolf.model import build_model
 from pgolf.presets import get_preset
+from pgolf_testing import max_abs_diff
 
 PRESET = "pr194_11l_int6_qat_perdim_smear_swa"
 PR_PATH = os.environ.get("PGOLF_PR194_TRAIN_GPT", "")
@@ -144,8 +145,6 @@ def random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tenso
     return out
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
 def assert_same_tensors(a: dict, b: dict, what: str, ordered: bool = True) -> None:

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import reference_script_or_skip
+from pgolf_testing import max_abs_diff, reference_script_or_skip
 import zstandard
 from torch import nn
 
@@ -117,8 +117,6 @@ def to_pg(sd: dict) -> dict:
     return {TO_PG.get(k, k): v for k, v in sd.items()}
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
 
 
 def assert_same_tensors(a: dict, b: dict, what: str) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import reference_script_or_skip
+from pgolf_testing import max_abs_diff, reference_script_or_skip
+from pgolf_testing import random_state as shared_random_state
 
 PR_PATH = reference_script_or_skip("PGOLF_PR326_TRAIN_GPT", "PR #326")
 
@@ -98,19 +99,10 @@ CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "sme
 
 
 def random_state(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Trained-looking weights: matrices N(0, 0.02), control/vector tensors N(1, 0.25)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in model.state_dict().items():
-        if t.ndim == 2 and not any(p in name for p in CONTROL):
-            out[name] = torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.02
-        else:
-            out[name] = 1.0 + 0.25 * torch.randn(t.shape, generator=g, dtype=t.dtype)
-    return out
+    """Trained-looking weights, with this lineage's extra control tensors (smear gate, bigram scale)."""
+    return shared_random_state(model, seed, CONTROL)
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
 
 
 def pair(pr, cfg: Config, seed: int = 3):
