@@ -28,7 +28,7 @@
 # not comparable with the leaderboard; the *pipeline* is the same.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.presets.tiny): 4L d128 4H/2KV, seq 256
+base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
 seed: int = 0  # training seed of the one run
 budget_steps: int = 300  # optimizer steps; no wallclock cap, so the run regenerates identically
 common: dict = {  # fixed overrides on top of the preset
@@ -50,12 +50,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
-from pgolf import accounting, figures
-from pgolf.ablate import ablate, plan
+from pgolf.core import accounting
+from pgolf.core.data.tokenizer import BOS_ID, build_byte_luts, count_bytes, load_tokenizer
+from pgolf.core.model import build_model, mlp_hidden
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.data.tokenizer import BOS_ID, build_byte_luts, count_bytes, load_tokenizer
-from pgolf.model import build_model, mlp_hidden
-from pgolf.paths import figures_dir, runs_dir
+from pgolf.research import figures
+from pgolf.research.ablate import ablate, plan
 
 ARMS = {"tiny": {}}  # one arm, no overrides: the preset as it is
 
@@ -210,8 +211,8 @@ sizes = pd.Series({"artifact (compressed weights)": int(run["artifact_bytes"]),
 display(sizes.to_frame("bytes").style.format("{:,}"))
 
 # %% [markdown]
-# Code bytes count the UTF-8 bytes of the pgolf modules a submission needs
-# (`pgolf.accounting.SUBMISSION_MODULES`); pgolf has no single-file exporter yet, and the official
+# Code bytes count the UTF-8 bytes of the training core, every Python file under `pgolf/core/`
+# (`pgolf.core.accounting.core_sources()`); pgolf has no single-file exporter yet, and the official
 # baseline's single file is 47,642 bytes.
 #
 # ## 6. Conclusion

@@ -31,11 +31,11 @@
 # and `swiglu` (`model.mlp=swiglu`, hidden by the seed's rule: 2/3 · 2 · 128 = 170.7 → 192). Everything else
 # is fixed by `common`: the same step budget, batch, schedule, seeds (the data order is the same for every
 # arm; the seed changes the initialization), int8 + zlib export with every block matrix quantized. Each
-# arm runs once per seed; arms are compared seed by seed with a paired t-test (`pgolf.stats.compare`).
+# arm runs once per seed; arms are compared seed by seed with a paired t-test (`pgolf.research.stats.compare`).
 # The budget is in **steps**, so SwiGLU's slower steps are not charged here; the step times are reported.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.presets.tiny): 4L d128 4H/2KV, seq 256
+base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
 seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
 budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
 common: dict = {  # fixed overrides for every arm
@@ -56,13 +56,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
-from pgolf import figures
-from pgolf.ablate import ablate, plan
-from pgolf.report import arm_table, verdict
+from pgolf.core.model import mlp_hidden
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.model import mlp_hidden
-from pgolf.paths import figures_dir, runs_dir
-from pgolf.stats import RULE_ALPHA, compare, summarize
+from pgolf.research import figures
+from pgolf.research.ablate import ablate, plan
+from pgolf.research.report import arm_table, verdict
+from pgolf.research.stats import RULE_ALPHA, compare, summarize
 
 STUDY = "swiglu_vs_relu2"
 CONTROL = "relu2"

@@ -44,7 +44,7 @@
 # same bit width, paired by seed.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.presets.tiny): 4L d128 4H/2KV, seq 256
+base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
 seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
 budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
 common: dict = {  # fixed overrides for every arm
@@ -70,18 +70,18 @@ import pandas as pd
 import torch
 from IPython.display import SVG, Markdown, display
 
-from pgolf import figures
-from pgolf.ablate import ablate
-from pgolf.report import arm_table, verdict
-from pgolf.config import Config, DataConfig
+from pgolf.core.config import Config, DataConfig
+from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
+from pgolf.core.evaluate import ByteLUTs, eval_windows
+from pgolf.core.export import export_artifact, load_artifact
+from pgolf.core.model import build_model
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.evaluate import ByteLUTs, eval_windows
-from pgolf.export import export_artifact, load_artifact
-from pgolf.model import build_model
-from pgolf.paths import figures_dir, runs_dir
-from pgolf.stats import RULE_ALPHA, compare, rule_threshold, summarize
+from pgolf.research import figures
+from pgolf.research.ablate import ablate
+from pgolf.research.report import arm_table, verdict
+from pgolf.research.stats import RULE_ALPHA, compare, rule_threshold, summarize
 
 STUDY = "qat"
 CONTROL = "no_qat"

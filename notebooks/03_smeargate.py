@@ -41,7 +41,7 @@
 # every block matrix quantized. Arms are paired by seed.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.presets.tiny): 4L d128 4H/2KV, seq 256
+base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
 seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
 budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
 common: dict = {  # fixed overrides for every arm
@@ -64,13 +64,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
-from pgolf import figures
-from pgolf.ablate import ablate
-from pgolf.report import arm_table, verdict
+from pgolf.core.model.embed import SMEAR_INIT_LOGIT
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.model.embed import SMEAR_INIT_LOGIT
-from pgolf.paths import figures_dir, runs_dir
-from pgolf.stats import RULE_ALPHA, compare, summarize
+from pgolf.research import figures
+from pgolf.research.ablate import ablate
+from pgolf.research.report import arm_table, verdict
+from pgolf.research.stats import RULE_ALPHA, compare, summarize
 
 STUDY = "smeargate"
 CONTROL = "none"

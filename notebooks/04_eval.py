@@ -38,7 +38,7 @@
 # under `runs/eval/analysis/` with its inputs and reused while they do not change.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # the quickstart model (pgolf.presets.tiny): 4L d128, trained at seq 256
+base_preset: str = "tiny"  # the quickstart model (pgolf.running.presets.tiny): 4L d128, trained at seq 256
 seed: int = 0  # seed of the quickstart run
 budget_steps: int = 300  # the quickstart run's budget
 common: dict = {  # notebook 00's training config; only the validation cadence differs (50 vs 100 steps), which
@@ -67,15 +67,15 @@ import pandas as pd
 import torch
 from IPython.display import SVG, Markdown, display
 
-from pgolf import figures
-from pgolf.ablate import ablate
-from pgolf.config import Config, DataConfig
+from pgolf.core.config import Config, DataConfig
+from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
+from pgolf.core.evaluate import ByteLUTs, eval_windows, windows
+from pgolf.core.model import build_model
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.evaluate import ByteLUTs, eval_windows, windows
-from pgolf.model import build_model
-from pgolf.paths import figures_dir, runs_dir
+from pgolf.research import figures
+from pgolf.research.ablate import ablate
 
 CPU = torch.device("cpu")
 DATASET = build_dataset(None, None)

@@ -47,7 +47,7 @@
 # minutes, mostly lzma and zstd-22).
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # the quickstart model (pgolf.presets.tiny): 4L d128
+base_preset: str = "tiny"  # the quickstart model (pgolf.running.presets.tiny): 4L d128
 seed: int = 0  # seed of the quickstart run
 budget_steps: int = 300  # the quickstart run's budget
 common: dict = {  # notebook 00's training config; only the validation cadence differs (50 vs 100 steps), which
@@ -77,17 +77,18 @@ import pandas as pd
 import torch
 from IPython.display import SVG, Markdown, display
 
-from pgolf import accounting, figures
-from pgolf.ablate import ablate
-from pgolf.config import Config, DataConfig
+from pgolf.core import accounting
+from pgolf.core.config import Config, DataConfig
+from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
+from pgolf.core.evaluate import ByteLUTs, eval_windows
+from pgolf.core.export import export_artifact, load_artifact
+from pgolf.core.model import build_model
+from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.evaluate import ByteLUTs, eval_windows
-from pgolf.export import export_artifact, load_artifact
-from pgolf.model import build_model
-from pgolf.paths import figures_dir, runs_dir
-from pgolf.presets import get_preset
+from pgolf.research import figures
+from pgolf.research.ablate import ablate
+from pgolf.running.presets import get_preset
 
 CPU = torch.device("cpu")
 DATASET = build_dataset(None, None)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pgolf_testing import micro_config  # noqa: F401 - re-exported for the fixtures below
 
 torch.set_num_threads(1)

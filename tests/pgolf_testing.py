@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgolf.config import Config, apply_overrides
-from pgolf.presets import get_preset
+from pgolf.core.config import Config, apply_overrides
+from pgolf.running.presets import get_preset
 
 
 def micro_config(dataset: Path, **overrides) -> Config:

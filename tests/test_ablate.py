@@ -1,6 +1,6 @@
 import pytest
 
-from pgolf.ablate import ablate, plan, run_key
+from pgolf.research.ablate import ablate, plan, run_key
 
 
 def test_ablation_runs_caches_and_reruns(micro, tmp_path):

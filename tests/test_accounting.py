@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgolf import accounting
+from pgolf.core import accounting
 
 
 @pytest.mark.parametrize("artifact, code, cap, line", [

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from pgolf.config import AveragingConfig
+from pgolf.core.config import AveragingConfig
 
 
 def _snapshots(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -19,7 +19,7 @@ class _Holder(nn.Module):
 
 
 def _average(cfg: AveragingConfig, snaps) -> tuple[dict | None, _Holder]:
-    from pgolf.averaging import WeightAverager
+    from pgolf.core.averaging import WeightAverager
     m = _Holder()
     avg = WeightAverager(m, cfg)
     for step, sd in enumerate(snaps, start=1):

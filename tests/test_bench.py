@@ -1,4 +1,4 @@
-"""pgolf.bench on a tiny CPU config: sane numbers, the FLOPs formula by hand, the option costs."""
+"""pgolf.running.bench on a tiny CPU config: sane numbers, the FLOPs formula by hand, the option costs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from pgolf.bench import bench, bench_options, flops_per_token, matmul_params
-from pgolf.cli import main as cli_main
-from pgolf.config import apply_overrides
-from pgolf.model import build_model
-from pgolf.presets import get_preset
+from pgolf.core.config import apply_overrides
+from pgolf.core.model import build_model
+from pgolf.running.bench import bench, bench_options, flops_per_token, matmul_params
+from pgolf.running.cli import main as cli_main
+from pgolf.running.presets import get_preset
 
 SMALL = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
          "model.vocab_size=384", "train.train_seq_len=128", "train.train_batch_tokens=1024",

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-import pgolf.accounting
-import pgolf.bench
-import pgolf.cli
+import pgolf.core.accounting
+import pgolf.core.train
 import pgolf.data.build
-import pgolf.launch
-import pgolf.sizing
-import pgolf.train
-from pgolf.cli import main
-from pgolf.config import ENV_KEYS, ENV_SPECIAL, Config
-from pgolf.model import build_model
-from pgolf.presets import PRESETS, describe, get_preset
+import pgolf.running.bench
+import pgolf.running.cli
+import pgolf.running.launch
+import pgolf.running.sizing
+from pgolf.core.config import ENV_KEYS, ENV_SPECIAL, Config
+from pgolf.core.model import build_model
+from pgolf.running.cli import main
+from pgolf.running.presets import PRESETS, describe, get_preset
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +123,7 @@ def test_environment_errors_reach_the_command_line_naming_the_variable(monkeypat
     ["model.num_layers=2", "--nproc-per-node", "2", "--name", "n1", "tiny", "train.iterations=7", "--dry-run"],
 ])
 def test_train_options_and_overrides_in_any_order(order, capture, tmp_path):
-    seen = capture(pgolf.launch, "launch")
+    seen = capture(pgolf.running.launch, "launch")
     with pytest.raises(Captured):
         main(["train", *order])
     cfg, path, args = seen["args"]
@@ -136,7 +136,7 @@ def test_train_options_and_overrides_in_any_order(order, capture, tmp_path):
     ["model.num_layers=2", "--dry-run", "train.iterations=7", "--config", "{f}"],
 ])
 def test_train_with_config_file_keeps_every_override(order, capture, config_file):
-    seen = capture(pgolf.launch, "launch")
+    seen = capture(pgolf.running.launch, "launch")
     with pytest.raises(Captured):
         main(["train", *[a.replace("{f}", str(config_file)) for a in order]])
     cfg, path, _ = seen["args"]
@@ -145,22 +145,22 @@ def test_train_with_config_file_keeps_every_override(order, capture, config_file
 
 
 def test_size_and_bench_take_overrides_after_options(capture, config_file):
-    seen = capture(pgolf.sizing, "size_estimate")
+    seen = capture(pgolf.running.sizing, "size_estimate")
     with pytest.raises(Captured):
         main(["size", "--config", str(config_file), "model.num_layers=2", "--fast", "train.iterations=7"])
     assert (seen["cfg"].model.num_layers, seen["cfg"].train.iterations, seen["cfg"].train.seed) == (2, 7, 5)
-    seen = capture(pgolf.bench, "bench")
+    seen = capture(pgolf.running.bench, "bench")
     with pytest.raises(Captured):
         main(["bench", "model.num_layers=2", "--steps", "2", "tiny", "train.iterations=7"])
     assert seen["cfg"] == get_preset("tiny").replace({"model.num_layers": 2, "train.iterations": 7})
 
 
 def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp_path, capsys):
-    import pgolf.quickstart
+    import pgolf.running.quickstart
     (tmp_path / "manifest.json").write_text("{}")
     monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
-    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
-    seen = capture(pgolf.train, "train")
+    monkeypatch.setattr(pgolf.running.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
+    seen = capture(pgolf.core.train, "train")
     with pytest.raises(Captured):
         main(["quickstart", "model.num_layers=2", "--name", "q1", "train.iterations=7"])
     assert (seen["cfg"].model.num_layers, seen["cfg"].train.iterations) == (2, 7)
@@ -171,21 +171,21 @@ def test_quickstart_takes_overrides_around_its_options(capture, monkeypatch, tmp
 
 def test_quickstart_trains_a_fixed_number_of_steps_on_the_faster_thread_count(capture, monkeypatch, tmp_path, capsys):
     """Every machine trains the same run: N steps, no wallclock cap; the tiny preset itself is unchanged."""
-    import pgolf.quickstart
+    import pgolf.running.quickstart
     (tmp_path / "manifest.json").write_text("{}")
     monkeypatch.setattr(pgolf.data.build, "build_dataset", lambda *a, **kw: tmp_path)
-    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
-    seen = capture(pgolf.train, "train")
+    monkeypatch.setattr(pgolf.running.quickstart, "calibrate_threads", lambda cfg: {1: 10.0, 2: 5.0})
+    seen = capture(pgolf.core.train, "train")
     with pytest.raises(Captured):
         main(["quickstart"])
     want = get_preset("tiny").replace({"data.path": str(tmp_path), "train.num_threads": 2,
-                                       "train.iterations": pgolf.quickstart.QUICKSTART_STEPS,
+                                       "train.iterations": pgolf.running.quickstart.QUICKSTART_STEPS,
                                        "train.max_wallclock_seconds": 0.0})
     assert seen["cfg"] == want and capsys.readouterr().out.startswith(
         "threads:1 ms/step:10.0 threads:2 ms/step:5.0 -> train.num_threads=2\n")
     tiny = get_preset("tiny").train
     assert (tiny.iterations, tiny.max_wallclock_seconds, tiny.num_threads) == (2000, 150.0, 0)
-    monkeypatch.setattr(pgolf.quickstart, "calibrate_threads", None)  # an explicit thread count is not measured
+    monkeypatch.setattr(pgolf.running.quickstart, "calibrate_threads", None)  # an explicit thread count is not measured
     with pytest.raises(Captured):
         main(["quickstart", "train.num_threads=1"])
     assert seen["cfg"].train.num_threads == 1
@@ -194,10 +194,10 @@ def test_quickstart_trains_a_fixed_number_of_steps_on_the_faster_thread_count(ca
 @pytest.mark.parametrize("require_fit", [False, True])
 def test_over_cap_run_says_so_and_fails_only_when_required(require_fit, micro, tmp_path, monkeypatch, capsys):
     """A tiny model cannot exceed 16 MB, so the cap is lowered to 1,000 bytes for this run."""
-    import pgolf.accounting
-    from pgolf.runs import read_status
+    import pgolf.core.accounting
+    from pgolf.core.runs import read_status
 
-    monkeypatch.setattr(pgolf.accounting, "CAP_BYTES", 1000)
+    monkeypatch.setattr(pgolf.core.accounting, "CAP_BYTES", 1000)
     cfg_file = tmp_path / "micro.json"
     cfg_file.write_text(micro().to_json())
     run = tmp_path / "run"
@@ -248,7 +248,7 @@ def test_size_table_is_headed_by_the_trained_weight_estimate(capsys, monkeypatch
             f"{c['compressed_bytes']:,}"]
     assert rows["total"][2] == f"{sum(p.numel() for p in build_model(get_preset('tiny')).parameters()):,}"
     assert rows["total"][4] == f"{report['surrogate_bytes']:,}"
-    monkeypatch.setattr(pgolf.accounting, "CAP_BYTES", 1000)
+    monkeypatch.setattr(pgolf.core.accounting, "CAP_BYTES", 1000)
     assert main(["size", "tiny", "--fast"]) == 0
     out = capsys.readouterr().out
     assert f"of 1,000 -> DOES NOT FIT: over by {total - 1000:,} bytes" in out
@@ -272,6 +272,6 @@ def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch):
     """Only a closed stdout is taken for a reader that left; a BrokenPipeError from anything else propagates."""
     def broken(args):
         raise BrokenPipeError("a socket")
-    monkeypatch.setattr(pgolf.cli, "cmd_config", broken)
+    monkeypatch.setattr(pgolf.running.cli, "cmd_config", broken)
     with pytest.raises(BrokenPipeError):
         main(["config", "tiny"])

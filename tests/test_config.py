@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pgolf.config import Config, ConfigError, apply_overrides, env_overrides, from_env
-from pgolf.presets import PRESETS, get_preset
+from pgolf.core.config import Config, ConfigError, apply_overrides, env_overrides, from_env
+from pgolf.running.presets import PRESETS, get_preset
 
 
 def test_defaults_are_the_official_baseline():

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pgolf.core.data.loader import resolve_dataset
+from pgolf.core.data.shards import read_shard
+from pgolf.core.data.tokenizer import load_tokenizer
 from pgolf.data import build as build_mod
 from pgolf.data.build import BuildError, build_dataset, is_val_document
 from pgolf.data.corpus import default_corpus_documents
-from pgolf.data.loader import resolve_dataset
-from pgolf.data.shards import read_shard
-from pgolf.data.tokenizer import load_tokenizer
 
 VOCAB = 384
 SHARD_TOKENS = 20_000
@@ -181,7 +181,7 @@ def test_build_removes_only_dead_builders_temp_folders(built, corpus_dir, tmp_pa
     import sys
     import time
 
-    from pgolf.ownership import host_tag
+    from pgolf.core.ownership import host_tag
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

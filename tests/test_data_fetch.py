@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,10 +16,10 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
+from pgolf.core.data.shards import HEADER_BYTES, write_shard
+from pgolf.core.data.tokenizer import train_sentencepiece
 from pgolf.data.corpus import default_corpus_documents
 from pgolf.data.fetch import FetchError, fetch
-from pgolf.data.shards import HEADER_BYTES, write_shard
-from pgolf.data.tokenizer import train_sentencepiece
 
 REPO = "willdepueoai/parameter-golf"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -206,8 +206,8 @@ def test_endpoint_and_cache_from_environment(hub, export, tmp_path):
 def test_fetch_writes_a_manifest_with_checksums_and_a_stable_identity(hub, export, tmp_path):
     from types import SimpleNamespace
 
-    from pgolf.data.identity import FETCHED_MANIFEST, verify_dataset
-    from pgolf.data.loader import resolve_dataset
+    from pgolf.core.data.identity import FETCHED_MANIFEST, verify_dataset
+    from pgolf.core.data.loader import resolve_dataset
 
     out = tmp_path / "data"
     kwargs = dict(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")

@@ -11,18 +11,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from pgolf_testing import micro_config
-from pgolf import train as train_mod
-from pgolf.data import identity as identity_mod
+
+from pgolf.core import train as train_mod
+from pgolf.core.data import identity as identity_mod
+from pgolf.core.data.identity import NO_MANIFEST_RULE, DatasetMismatchError, verify_dataset
+from pgolf.core.data.loader import TokenStream, resolve_dataset
+from pgolf.core.data.shards import HEADER_BYTES, ShardError, read_shard, write_shard
+from pgolf.core.data.tokenizer import train_sentencepiece
+from pgolf.core.runs import read_status
+from pgolf.core.train import train
 from pgolf.data.build import build_dataset
 from pgolf.data.corpus import default_corpus_documents
-from pgolf.data.identity import NO_MANIFEST_RULE, DatasetMismatchError, verify_dataset
-from pgolf.data.loader import TokenStream, resolve_dataset
-from pgolf.data.shards import HEADER_BYTES, ShardError, read_shard, write_shard
-from pgolf.data.tokenizer import train_sentencepiece
-from pgolf.runs import read_status
-from pgolf.train import train
 
 VOCAB = 1024
 

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.data.loader import DatasetNotFoundError, DistributedTokenLoader, TokenStream, load_validation_tokens, resolve_dataset
-from pgolf.data.shards import write_shard
+from pgolf.core.data.loader import (
+    DatasetNotFoundError,
+    DistributedTokenLoader,
+    TokenStream,
+    load_validation_tokens,
+    resolve_dataset,
+)
+from pgolf.core.data.shards import write_shard
 
 SHARD_SIZES = [37, 0, 23, 51]  # an empty shard in the middle is skipped like the official loader does
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgolf.data.shards import HEADER_BYTES, SHARD_MAGIC, ShardError, read_header, read_shard, shard_stats, total_stats, write_shard
+from pgolf.core.data.shards import (
+    HEADER_BYTES,
+    SHARD_MAGIC,
+    ShardError,
+    read_header,
+    read_shard,
+    shard_stats,
+    total_stats,
+    write_shard,
+)
 
 
 def test_round_trip_is_byte_exact_and_memory_mapped(tmp_path):

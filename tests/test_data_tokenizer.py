@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pgolf.data.corpus import default_corpus_documents
-from pgolf.data.tokenizer import (
+from pgolf.core.data.tokenizer import (
     BOS_ID,
     OFFICIAL_TRAINER_OPTIONS,
     TokenizerError,
@@ -20,6 +19,7 @@ from pgolf.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
+from pgolf.data.corpus import default_corpus_documents
 
 VOCAB = 384  # smallest round size above the ~317 pieces (bytes + specials + characters) this text needs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.train import train
+from pgolf.core.train import train
 
 TOLERANCE = 1e-5  # val_loss, absolute: reduction order differs (DDP all-reduce vs local accumulation)
 
@@ -29,7 +29,7 @@ def test_two_process_gloo_matches_single_process(micro, tmp_path):
     cfg_path.write_text(cfg.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.worker", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ddp")]
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
@@ -56,7 +56,7 @@ def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path
     cfg_path.write_text(cfg.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PGOLF_TEST_CLOCK_SKEW": "1:1800000"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.worker", "--config", str(cfg_path), "--run-dir", str(run)]
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TEST CLOCK SKEW: rank 1" in proc.stderr
@@ -80,8 +80,8 @@ def test_process_group_and_its_threads_are_gone_when_train_returns(micro, tmp_pa
         port = s.getsockname()[1]
     code = (
         "import json, os\n"
-        "from pgolf.config import Config\n"
-        "from pgolf.train import train\n"
+        "from pgolf.core.config import Config\n"
+        "from pgolf.core.train import train\n"
         f"s = train(Config.from_json({str(cfg_path)!r}), {str(tmp_path / 'run')!r}, console=False)\n"
         "threads = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
         "print(json.dumps({'world_size': s['world_size'], 'threads': threads}))\n"

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from pgolf import doctor
-from pgolf.cli import main
+from pgolf.running import doctor
+from pgolf.running.cli import main
 
 CPU = torch.device("cpu")
 

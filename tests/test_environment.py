@@ -11,7 +11,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pgolf.paths import REPO_ROOT
+from pgolf.core.paths import REPO_ROOT
 
 
 def _pyproject_requirements() -> dict[str, Requirement]:

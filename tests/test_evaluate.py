@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pgolf.config import Config, apply_overrides
-from pgolf.evaluate import ByteLUTs, eval_official, eval_windows, windows
-from pgolf.model import build_model
+from pgolf.core.config import Config, apply_overrides
+from pgolf.core.evaluate import ByteLUTs, eval_official, eval_windows, windows
+from pgolf.core.model import build_model
 
 
 @pytest.mark.parametrize("n, L, S", [(100, 16, 4), (97, 16, 16), (16, 16, 4), (17, 16, 5), (1000, 64, 64), (130, 32, 7)])
@@ -95,8 +95,8 @@ def test_rescore_tail_rule_is_the_records_window_selection():
     wins = windows(100, 16, 4, window_rule="rescore_tail")
     assert wins[-1] == (96, 100, 96) and sum(e - f for _, e, f in wins) == 100 + 3 * 4
 def test_sliding_rescore_config_and_truncated_stream(small_dataset):
-    from pgolf.config import ConfigError
-    from pgolf.train import Dist, load_data
+    from pgolf.core.config import ConfigError
+    from pgolf.core.train import Dist, load_data
 
     with pytest.raises(ConfigError, match="eval.window_rule"):
         apply_overrides(Config(), {"eval.window_rule": "rescore_tail"})  # needs sliding windows

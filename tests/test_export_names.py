@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.config import ExportConfig
-from pgolf.export import artifact_contents, artifact_filename, artifact_format, export_artifact
+from pgolf.core.config import ExportConfig
+from pgolf.core.export import artifact_contents, artifact_filename, artifact_format, export_artifact
 
 
 def report(compressor="zlib", **storage):

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pgolf import figures
-from pgolf.results import load_metrics, load_runs
+from pgolf.research import figures
+from pgolf.research.results import load_metrics, load_runs
 
 
 def _write_run(root, ablation, arm, seed, q_val_bpb, status="finished"):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.cli import main as cli_main
-from pgolf.launch import parse_torchrun_failures, slurm_script, torchrun_command
-from pgolf.runs import read_status
+from pgolf.core.runs import read_status
+from pgolf.running.cli import main as cli_main
+from pgolf.running.launch import parse_torchrun_failures, slurm_script, torchrun_command
 
 OVERRIDES = [
     "model.num_layers=2", "model.model_dim=64", "train.iterations=6", "train.max_wallclock_seconds=0",
@@ -75,7 +75,7 @@ def test_dry_run_prints_a_command_whose_files_exist(tmp_path, small_dataset, cap
     cmd = shlex.split(lines[0])
     assert cmd == ["env", "NCCL_DEBUG=INFO", sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node", "4", "--log-dir", str(run / "launch" / "logs"), "--redirects", "3", "--tee", "3",
-                   "-m", "pgolf.worker", "--config", str(run / "launch" / "config.json"), "--run-dir", str(run)]
+                   "-m", "pgolf.running.worker", "--config", str(run / "launch" / "config.json"), "--run-dir", str(run)]
     missing = [p for p in _named_paths(cmd) if p != run and not p.exists()]
     assert not missing, missing  # the run folder itself is created by the run
     assert json.loads((run / "launch" / "config.json").read_text())["data"]["path"] == str(small_dataset)
@@ -83,7 +83,7 @@ def test_dry_run_prints_a_command_whose_files_exist(tmp_path, small_dataset, cap
     assert any(ln.startswith(f"data: {small_dataset.resolve()} (") for ln in lines)
     assert {p.name for p in run.iterdir()} == {"launch"}  # nothing else: the real launch accepts this folder
     # the launch that follows takes the folder as it is (a run would refuse a foreign one)
-    from pgolf.runs import prepare_run_dir
+    from pgolf.core.runs import prepare_run_dir
     assert prepare_run_dir(run) == run
 
 
@@ -139,7 +139,7 @@ def test_slurm_script(tmp_path):
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1' in script
     assert "srun " in script and '--node_rank "$SLURM_NODEID"' in script and "--rdzv-backend c10d" in script
     assert '--rdzv-endpoint "$HEAD_NODE:29500"' in script and "export NCCL_DEBUG=INFO" in script
-    assert "pgolf.launch finalize" in script
+    assert "pgolf.running.launch finalize" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from pgolf.config import Config, apply_overrides
-from pgolf.model import build_model, mlp_hidden, ntk_base
-from pgolf.presets import get_preset
+from pgolf.core.config import Config, apply_overrides
+from pgolf.core.model import build_model, mlp_hidden, ntk_base
+from pgolf.running.presets import get_preset
 
 
 def n_params(m):

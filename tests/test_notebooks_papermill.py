@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgolf.notebooks import list_notebooks, run_notebook
+from pgolf.research.notebooks import list_notebooks, run_notebook
 
 pytest.importorskip("papermill")
 

@@ -3,8 +3,8 @@ import argparse
 import nbformat
 import pytest
 
-from pgolf import notebooks
-from pgolf.notebooks import NotebookParameterError, check_params, notebook_parameters, parse_value
+from pgolf.research import notebooks
+from pgolf.research.notebooks import NotebookParameterError, check_params, notebook_parameters, parse_value
 
 NOTEBOOK = '''# %% tags=["parameters"]
 seeds: int = 2  # runs per arm

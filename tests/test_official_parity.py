@@ -23,14 +23,14 @@ from pgolf_testing import max_abs_diff, random_state, reference_script_or_skip
 
 OFFICIAL_PATH = reference_script_or_skip("PGOLF_OFFICIAL_TRAIN_GPT", "the official baseline")
 
-from pgolf import optim as pg_optim  # noqa: E402
-from pgolf.config import Config, ExportConfig, apply_overrides  # noqa: E402
-from pgolf.data import loader as pg_loader  # noqa: E402
-from pgolf.data.shards import write_shard  # noqa: E402
-from pgolf.data.tokenizer import build_byte_luts, train_sentencepiece  # noqa: E402
-from pgolf.evaluate import ByteLUTs, eval_official  # noqa: E402
-from pgolf.export import dequantize_state_dict, export_artifact, load_artifact, quantize_state_dict  # noqa: E402
-from pgolf.model import build_model  # noqa: E402
+from pgolf.core import optim as pg_optim  # noqa: E402
+from pgolf.core.config import Config, ExportConfig, apply_overrides  # noqa: E402
+from pgolf.core.data import loader as pg_loader  # noqa: E402
+from pgolf.core.data.shards import write_shard  # noqa: E402
+from pgolf.core.data.tokenizer import build_byte_luts, train_sentencepiece  # noqa: E402
+from pgolf.core.evaluate import ByteLUTs, eval_official  # noqa: E402
+from pgolf.core.export import dequantize_state_dict, export_artifact, load_artifact, quantize_state_dict  # noqa: E402
+from pgolf.core.model import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -3,10 +3,16 @@ import math
 import pytest
 import torch
 
-from pgolf.config import Config, apply_overrides
-from pgolf.model import build_model
-from pgolf.optim import (Muon, build_optimizers, lr_multiplier, muon_momentum, split_params,
-                         zeropower_via_newtonschulz5)
+from pgolf.core.config import Config, apply_overrides
+from pgolf.core.model import build_model
+from pgolf.core.optim import (
+    Muon,
+    build_optimizers,
+    lr_multiplier,
+    muon_momentum,
+    split_params,
+    zeropower_via_newtonschulz5,
+)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (64, 256), (256, 64)])

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from pgolf.config import Config, ConfigError, apply_overrides
-from pgolf.model import build_model
-from pgolf.model.embed import BigramHash, SmearGate
+from pgolf.core.config import Config, ConfigError, apply_overrides
+from pgolf.core.model import build_model
+from pgolf.core.model.embed import BigramHash, SmearGate
 
 SMALL = {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2}
 
@@ -128,14 +128,14 @@ def test_records_module_order_and_bigram_init():
 @pytest.mark.parametrize("override, match", [({"model.init": "default"}, "needs model.init='orthogonal'"),
                                              ({"model.bigram_dim": 32}, ">= 64")])
 def test_ortho_proj_bigram_init_refuses_a_dead_branch(override, match):
-    from pgolf.config import ConfigError
+    from pgolf.core.config import ConfigError
     with pytest.raises(ConfigError, match=f"model.bigram_init.*{match}"):
         apply_overrides(Config(), {**RECORDS_EMB, "model.bigram_init": "ortho_proj", **override})
 
 
 def test_swa_min_snapshots_and_param_dtype():
-    from pgolf.averaging import WeightAverager
-    from pgolf.config import AveragingConfig
+    from pgolf.core.averaging import WeightAverager
+    from pgolf.core.config import AveragingConfig
     m = torch.nn.Linear(4, 3, bias=False).bfloat16()
     seq = [torch.randn(3, 4).bfloat16() for _ in range(3)]
 

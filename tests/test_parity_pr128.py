@@ -31,10 +31,10 @@ from pgolf_testing import CONTROL, max_abs_diff, random_state, reference_script_
 
 PR_PATH = reference_script_or_skip("PGOLF_PR128_TRAIN_GPT", "PR #128")
 
-from pgolf.config import Config, apply_overrides  # noqa: E402
-from pgolf.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
-from pgolf.model import build_model  # noqa: E402
-from pgolf.presets import get_preset  # noqa: E402
+from pgolf.core.config import Config, apply_overrides  # noqa: E402
+from pgolf.core.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
+from pgolf.core.model import build_model  # noqa: E402
+from pgolf.running.presets import get_preset  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -395,7 +395,7 @@ def trained_looking_state(pr, cfg: Config, seed: int = 7) -> dict[str, torch.Ten
 @pytest.fixture(scope="module")
 def exported(pr):
     """PR mixed_quantize_int6 + dequantize_mixed_int6, and pgolf's export, of the same state."""
-    from pgolf.export import dequantize_state_dict, quantize_state_dict
+    from pgolf.core.export import dequantize_state_dict, quantize_state_dict
     cfg = export_cfg()
     sd = trained_looking_state(pr, cfg)
     res, meta = pr.mixed_quantize_int6(sd, {"mlp", "attn"})
@@ -453,7 +453,7 @@ def test_expected_difference_control_tensors_fp32(exported):
 def test_expected_difference_fp32_scale_codes(exported, pr):
     """Why export.scale_dtype=fp16 is needed: with pgolf's default fp32-scale codes, codes at rounding
     boundaries differ from the PR's (stored scales are the same)."""
-    from pgolf.export import quantize_state_dict
+    from pgolf.core.export import quantize_state_dict
     obj, _ = quantize_state_dict(exported["sd"], export_cfg(**{"export.scale_dtype": "fp32"}).export)
     res, _ = exported["pr"]
     n = "blocks.0.mlp.fc.weight"
@@ -470,7 +470,7 @@ def test_expected_difference_artifact_container(exported):
 
     import zstandard
 
-    from pgolf.export import export_artifact, load_artifact
+    from pgolf.core.export import export_artifact, load_artifact
     res, meta = exported["pr"]
     buf = io.BytesIO()
     torch.save({"w": res, "m": meta}, buf)
@@ -487,7 +487,7 @@ def test_expected_difference_artifact_container(exported):
 
 def test_pruning_masks_none_in_either(exported):
     """The PR prunes nothing; the preset's pruning is off: the zero masks of the exported weights agree."""
-    from pgolf.export import prune_state_dict
+    from pgolf.core.export import prune_state_dict
     sd = exported["sd"]
     cfg = get_preset(PRESET).export
     assert cfg.prune_frac == 0.0 and cfg.prune_frac_mlp in (-1.0, 0.0)
@@ -511,8 +511,8 @@ def effective_weight(layer: torch.nn.Module, dtype=torch.float32) -> torch.Tenso
 
 def qat_pair(pr, w: torch.Tensor, **qat_overrides):
     """The PR's CastedLinear and pgolf's (preset QAT spec for an MLP matrix, plus overrides), same weight."""
-    from pgolf.model.layers import CastedLinear
-    from pgolf.qat import assign_qat_specs, set_qat
+    from pgolf.core.model.layers import CastedLinear
+    from pgolf.core.qat import assign_qat_specs, set_qat
     cfg = export_cfg(**qat_overrides)
     m = build_model(cfg)
     assign_qat_specs(m, cfg.export, cfg.qat)
@@ -535,8 +535,8 @@ def mlp_weight(seed: int = 9) -> torch.Tensor:
 def test_qat_matrices_are_the_prs(pr):
     """The PR fake-quantizes every CastedLinear matrix in training; pgolf those the export quantizes to
     ints. At the real width these are the same (all attention and MLP matrices; tied embedding: no head)."""
-    from pgolf.model.layers import CastedLinear
-    from pgolf.qat import assign_qat_specs
+    from pgolf.core.model.layers import CastedLinear
+    from pgolf.core.qat import assign_qat_specs
     cfg = export_cfg()
     o, p = pr_gpt(pr, cfg), build_model(cfg)
     assign_qat_specs(p, cfg.export, cfg.qat)
@@ -556,7 +556,7 @@ def test_qat_forward_with_the_prs_quantizer(pr):
     n_diff = int((d > 0).sum())
     print(f"\nQAT (PR quantizer): max abs diff {float(d.max()):.3e}, {n_diff} of {d.numel()} elements differ")
     assert torch.all(d <= ulp)
-    from pgolf.quant import fake_quant
+    from pgolf.core.quant import fake_quant
     assert torch.equal(b, fake_quant(w, p.qat_spec))
 
 
@@ -609,7 +609,7 @@ def test_expected_difference_qat_cast_first_under_bf16(pr):
 
 def test_no_weight_averaging_in_either(pr):
     """The PR has no SWA/EMA (none of its code averages weights); the preset's averager never collects."""
-    from pgolf.averaging import WeightAverager
+    from pgolf.core.averaging import WeightAverager
     src = Path(PR_PATH).read_text()
     assert not re.search(r"\b(swa|ema)\b", src, re.IGNORECASE) and "lerp_" not in src
     cfg = small_cfg()

@@ -34,17 +34,22 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-
-from pgolf import optim as pg_optim
-from pgolf.averaging import WeightAverager
-from pgolf.config import Config, apply_overrides
-from pgolf.data.shards import write_shard
-from pgolf.evaluate import windows
-from pgolf.export import (dequantize_state_dict, export_artifact, load_artifact, prune_state_dict,
-                          quantize_state_dict)
-from pgolf.model import build_model
-from pgolf.presets import get_preset
 from pgolf_testing import max_abs_diff
+
+from pgolf.core import optim as pg_optim
+from pgolf.core.averaging import WeightAverager
+from pgolf.core.config import Config, apply_overrides
+from pgolf.core.data.shards import write_shard
+from pgolf.core.evaluate import windows
+from pgolf.core.export import (
+    dequantize_state_dict,
+    export_artifact,
+    load_artifact,
+    prune_state_dict,
+    quantize_state_dict,
+)
+from pgolf.core.model import build_model
+from pgolf.running.presets import get_preset
 
 PRESET = "pr194_11l_int6_qat_perdim_smear_swa"
 PR_PATH = os.environ.get("PGOLF_PR194_TRAIN_GPT", "")
@@ -532,8 +537,8 @@ def pr_dequantized(w: torch.Tensor) -> torch.Tensor:
 
 
 def pgolf_qat_spec(cfg: Config, name: str, w: torch.Tensor):
-    from pgolf.qat import qat_spec
-    from pgolf.quant import plan_tensor
+    from pgolf.core.qat import qat_spec
+    from pgolf.core.quant import plan_tensor
     plan = plan_tensor(name, w, cfg.export)
     return qat_spec(plan.spec, plan.cls, cfg.qat)
 
@@ -548,7 +553,7 @@ def qat_matrix(seed: int = 31) -> torch.Tensor:
 
 
 def test_qat_fake_quant_values(pr):
-    from pgolf.quant import fake_quant
+    from pgolf.core.quant import fake_quant
     w = qat_matrix()
     out_pr = pr.fake_quantize_int6_per_row(w)
     wdq = pr_dequantized(w)
@@ -564,7 +569,7 @@ def test_qat_ste_forms_agree_with_a_row_max_clip(pr):
     can be one ulp off w_q when w is clipped far below itself. With PR #194's row-max clip no entry is
     clipped: each w_q is 0 or within a factor of 2 of w, so w_q - w and w + (w_q - w) are exact (Sterbenz)
     and the two forms agree bit for bit, gradients included (straight-through)."""
-    from pgolf.quant import fake_quant
+    from pgolf.core.quant import fake_quant
     w = qat_matrix().requires_grad_(True)
     out_pr = pr.fake_quantize_int6_per_row(w)
     out_pg = fake_quant(w, pgolf_qat_spec(as_pr(), "blocks.0.mlp.fc.weight", w))
@@ -576,7 +581,7 @@ def test_qat_ste_forms_agree_with_a_row_max_clip(pr):
 
 
 def test_qat_covers_every_block_matrix_at_full_size(pr):
-    from pgolf.qat import assign_qat_specs
+    from pgolf.core.qat import assign_qat_specs
     cfg = preset()
     torch.manual_seed(0)
     o, p = pr_gpt(pr, cfg), build_model(cfg)
@@ -588,7 +593,7 @@ def test_qat_covers_every_block_matrix_at_full_size(pr):
 def test_qat_training_loss_and_gradients_equal(pr, monkeypatch):
     """Training-mode loss with QAT on. At this CPU shape the PR fake-quantizes matrices its export keeps fp16
     (<= 65,536 entries); pgolf follows its export, so the test lowers that limit to reach the same set."""
-    from pgolf.qat import assign_qat_specs, set_qat
+    from pgolf.core.qat import assign_qat_specs, set_qat
     pr_qat = {k: v for k, v in as_pr().to_dict()["qat"].items() if k in ("clip", "scale_floor", "scale_dtype")}
     cfg = small({**MHA, "export.keep_float_max_numel": 4096, **{f"qat.{k}": v for k, v in pr_qat.items()}})
     o, p = _loaded_pair(pr, cfg, 33)
@@ -750,7 +755,7 @@ def test_expected_difference_sliding_window_selection(pr, tmp_path, capsys):
 
 def test_smear_forms_are_mirror_images():
     """gate_on="previous" with gate a computes what "current" computes with gate -a (up to rounding)."""
-    from pgolf.model.embed import SmearGate
+    from pgolf.core.model.embed import SmearGate
 
     x, ids = torch.randn(2, 9, 16), torch.randint(2, 50, (2, 9))
     prev_form = SmearGate(16, "per_dim", "half", -1, "previous")

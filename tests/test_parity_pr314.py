@@ -31,24 +31,30 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import max_abs_diff, reference_script_or_skip
 import zstandard
+from pgolf_testing import max_abs_diff, reference_script_or_skip
 from torch import nn
 
 PR_PATH = reference_script_or_skip("PGOLF_PR314_TRAIN_GPT", "PR #314")
 
-from pgolf import optim as pg_optim  # noqa: E402
-from pgolf.averaging import WeightAverager  # noqa: E402
-from pgolf.config import Config, apply_overrides  # noqa: E402
-from pgolf.data.loader import load_validation_tokens  # noqa: E402
-from pgolf.data.shards import write_shard  # noqa: E402
-from pgolf.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
-from pgolf.export import dequantize_state_dict, export_artifact, load_artifact, prune_state_dict, quantize_state_dict  # noqa: E402
-from pgolf.model import build_model  # noqa: E402
-from pgolf.model.layers import CastedLinear  # noqa: E402
-from pgolf.presets import AS_PR, get_preset  # noqa: E402
-from pgolf.qat import assign_qat_specs, set_qat  # noqa: E402
-from pgolf.quant import fake_quant, plan_tensor  # noqa: E402
+from pgolf.core import optim as pg_optim  # noqa: E402
+from pgolf.core.averaging import WeightAverager  # noqa: E402
+from pgolf.core.config import Config, apply_overrides  # noqa: E402
+from pgolf.core.data.loader import load_validation_tokens  # noqa: E402
+from pgolf.core.data.shards import write_shard  # noqa: E402
+from pgolf.core.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
+from pgolf.core.export import (  # noqa: E402
+    dequantize_state_dict,
+    export_artifact,
+    load_artifact,
+    prune_state_dict,
+    quantize_state_dict,
+)
+from pgolf.core.model import build_model  # noqa: E402
+from pgolf.core.model.layers import CastedLinear  # noqa: E402
+from pgolf.core.qat import assign_qat_specs, set_qat  # noqa: E402
+from pgolf.core.quant import fake_quant, plan_tensor  # noqa: E402
+from pgolf.running.presets import AS_PR, get_preset  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

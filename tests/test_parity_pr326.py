@@ -29,14 +29,14 @@ from pgolf_testing import random_state as shared_random_state
 
 PR_PATH = reference_script_or_skip("PGOLF_PR326_TRAIN_GPT", "PR #326")
 
-from pgolf import optim as pg_optim  # noqa: E402
-from pgolf.averaging import WeightAverager  # noqa: E402
-from pgolf.config import Config, apply_overrides  # noqa: E402
-from pgolf.data import loader as pg_loader  # noqa: E402
-from pgolf.data.shards import write_shard  # noqa: E402
-from pgolf.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
-from pgolf.model import build_model  # noqa: E402
-from pgolf.presets import get_preset  # noqa: E402
+from pgolf.core import optim as pg_optim  # noqa: E402
+from pgolf.core.averaging import WeightAverager  # noqa: E402
+from pgolf.core.config import Config, apply_overrides  # noqa: E402
+from pgolf.core.data import loader as pg_loader  # noqa: E402
+from pgolf.core.data.shards import write_shard  # noqa: E402
+from pgolf.core.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
+from pgolf.core.model import build_model  # noqa: E402
+from pgolf.running.presets import get_preset  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -558,7 +558,7 @@ def pr_prune(sd: dict[str, torch.Tensor], frac: float) -> dict[str, torch.Tensor
 
 def compare_export(pr, sd: dict[str, torch.Tensor], cfg: Config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Compare the PR's quantized object with pgolf's; returns the passthrough pairs that differ."""
-    from pgolf.export import quantize_state_dict
+    from pgolf.core.export import quantize_state_dict
     res, meta = pr_quantize(pr, sd)
     obj, _ = quantize_state_dict(to_pgolf(sd), cfg.export)
     assert {NAME_MAP.get(k, k) for k in meta} == set(obj["quantized"]) | set(obj["passthrough"])
@@ -581,7 +581,7 @@ def compare_export(pr, sd: dict[str, torch.Tensor], cfg: Config) -> dict[str, tu
 def test_export_quantized_tensors_bitwise(pr, full_state, dtypes):
     """Codes, scales and passthrough tensors equal bit for bit with export.control_fp32=false (the PR's
     order), before and after the PR's pruning; the dequantized weights too."""
-    from pgolf.export import dequantize_state_dict, prune_state_dict, quantize_state_dict
+    from pgolf.core.export import dequantize_state_dict, prune_state_dict, quantize_state_dict
     sd = gpu_dtypes(full_state) if dtypes == "gpu" else full_state
     cfg = preset(**{"export.control_fp32": False})
     _, meta = pr_quantize(pr, sd)
@@ -618,7 +618,7 @@ def test_expected_difference_control_tensors_fp32(pr, full_state):
 def test_pruning_masks(pr, full_state, dtypes):
     """Same zeros: every 2-D parameter above 65,536 elements (tok_emb and the bigram table too, not the
     65,536-element bigram projection), |w| < torch.quantile(|w|, 0.05)."""
-    from pgolf.export import prune_state_dict
+    from pgolf.core.export import prune_state_dict
     sd = gpu_dtypes(full_state) if dtypes == "gpu" else full_state
     want = to_pgolf(pr_prune(sd, 0.05))
     got = prune_state_dict(to_pgolf(sd), preset().export)
@@ -637,7 +637,7 @@ def test_expected_difference_artifact_container(pr, full_state):
     import io
     import lzma
 
-    from pgolf.export import export_artifact
+    from pgolf.core.export import export_artifact
     sd = gpu_dtypes(full_state)
     res, meta = pr_quantize(pr, pr_prune(sd, 0.05))
     buf = io.BytesIO()
@@ -655,8 +655,8 @@ MID = {"model.num_layers": 2, "model.model_dim": 192, "model.num_heads": 4, "mod
 
 def qat_models(pr, cfg: Config):
     """The PR's GPT after setup_qat and pgolf's after the trainer's QAT setup, same weights, train mode."""
-    from pgolf.qat import set_qat
-    from pgolf.train import prepare_model
+    from pgolf.core.qat import set_qat
+    from pgolf.core.train import prepare_model
     o, _ = pair(pr, cfg, seed=31)
     o.setup_qat(True)
     p = prepare_model(cfg, CPU)
@@ -679,8 +679,8 @@ def effective_weights(model: torch.nn.Module, cls) -> dict[str, torch.Tensor]:
 
 def test_qat_scope_and_bits_at_full_size(pr):
     """Which matrices are fake-quantized, at which width: the PR's setup_qat vs pgolf's export plan."""
-    from pgolf.model.layers import CastedLinear
-    from pgolf.qat import assign_qat_specs
+    from pgolf.core.model.layers import CastedLinear
+    from pgolf.core.qat import assign_qat_specs
     cfg = preset()
     o = pr_gpt(pr, cfg)
     o.setup_qat(True)
@@ -695,7 +695,7 @@ def test_qat_scope_and_bits_at_full_size(pr):
 def test_qat_fake_quant_pr_quantizer(pr):
     """qat.clip=amax, qat.scale_floor=none, qat.scale_dtype=fp32 is the PR's quantizer: the forward weights
     agree up to the STE form (the PR's w + (w_q - w).detach() rounds twice: at most 1 ulp)."""
-    from pgolf.model.layers import CastedLinear
+    from pgolf.core.model.layers import CastedLinear
     cfg = apply_overrides(preset(), {**MID, "qat.clip": "amax", "qat.scale_floor": "none", "qat.scale_dtype": "fp32"})
     o, p = qat_models(pr, cfg)
     wo, wp = effective_weights(o, pr.CastedLinear), effective_weights(p, CastedLinear)
@@ -713,8 +713,8 @@ def test_expected_difference_qat_through_export_quantizer(pr):
     """The preset's QAT (qat.clip/scale_floor/scale_dtype = export) trains on exactly the weights the artifact
     will hold: fp16-rounded scales, as the export. The PR's fake quantizer keeps the scale in fp32, so its
     forward weights differ from its own export by the scale rounding."""
-    from pgolf.export import dequantize_state_dict, quantize_state_dict
-    from pgolf.model.layers import CastedLinear
+    from pgolf.core.export import dequantize_state_dict, quantize_state_dict
+    from pgolf.core.model.layers import CastedLinear
     cfg = apply_overrides(preset(), MID)
     o, p = qat_models(pr, cfg)
     wo, wp = effective_weights(o, pr.CastedLinear), effective_weights(p, CastedLinear)
@@ -762,7 +762,7 @@ def test_qat_cast_first_bf16(pr):
     """On GPU the PR fake-quantizes ``weight.to(x.dtype)``, i.e. the bf16-rounded weight (L556-562).
     qat.cast_first=true does the same (run here with bf16 activations on CPU); the fp32 default
     quantizes the fp32 master, so the two differ. What remains is the STE form, rounded in bf16 in the PR."""
-    from pgolf.model.layers import CastedLinear
+    from pgolf.core.model.layers import CastedLinear
     pr_q = {"qat.clip": "amax", "qat.scale_floor": "none", "qat.scale_dtype": "fp32"}
     worst, ulp_ok = {}, {}
     for cast_first in (True, False):

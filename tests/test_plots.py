@@ -5,14 +5,14 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from pgolf import plots
+from pgolf.research import plots
 
 FORMATS = ("svg", "pdf", "png")
 
 # Builds the same figure as _figure() below, in a fresh interpreter (new SVG salt, new clock).
 FRESH = """
 import sys, pandas as pd
-from pgolf import plots
+from pgolf.research import plots
 runs = pd.DataFrame({"arm": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "q_val_bpb": [1.20, 1.22, 1.18, 1.19]})
 for fmt in sys.argv[2:]:
     plots.savefig(plots.plot_metric_by_arm(runs), f"{sys.argv[1]}/fig.{fmt}")

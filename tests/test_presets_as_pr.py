@@ -7,8 +7,8 @@ changes the preset, and nothing else differs between a preset and its ``_as_pr``
 
 import pytest
 
-from pgolf.config import Config
-from pgolf.presets import AS_PR, PRESETS, describe, get_preset
+from pgolf.core.config import Config
+from pgolf.running.presets import AS_PR, PRESETS, describe, get_preset
 
 
 def _flat(cfg: Config) -> dict:

@@ -3,8 +3,8 @@ scoring (tiny batches and a capped validation set, so it fits a CPU)."""
 
 import pytest
 
-from pgolf.presets import PRESETS, get_preset
-from pgolf.train import train
+from pgolf.core.train import train
+from pgolf.running.presets import PRESETS, get_preset
 
 
 @pytest.mark.slow
@@ -38,9 +38,9 @@ SEEDS_CLAIMING_FIT = {"pr128_int6_mlp3x_qat_sliding": None, "pr314_11l_int4mlp_b
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SEEDS_CLAIMING_FIT))
 def test_size_report_predicts_fit(name):
-    """Real-size Gaussian stand-in for trained weights (see pgolf.sizing); fresh init would be far smaller."""
-    from pgolf.accounting import fits
-    from pgolf.sizing import size_report_for
+    """Real-size Gaussian stand-in for trained weights (see pgolf.running.sizing); fresh init would be far smaller."""
+    from pgolf.core.accounting import fits
+    from pgolf.running.sizing import size_report_for
     r = size_report_for(get_preset(name), detail=False)
     code = SEEDS_CLAIMING_FIT[name] or r["code_bytes"]
     assert fits(r["surrogate_bytes"], code), (name, r["surrogate_bytes"], code)

@@ -3,13 +3,20 @@
 import pytest
 import torch
 
-from pgolf.compress import compress, decompress, detect
-from pgolf.config import Config, ExportConfig, apply_overrides
-from pgolf.export import (dequantize_state_dict, export_artifact, load_artifact, pack_codes, prune_state_dict,
-                          quantize_state_dict, unpack_codes)
-from pgolf.model import build_model
-from pgolf.qat import assign_qat_specs, set_qat
-from pgolf.quant import QuantSpec, dequantize_rows, fake_quant, floor_fraction, quantize_rows, row_quantile
+from pgolf.core.compress import compress, decompress, detect
+from pgolf.core.config import Config, ExportConfig, apply_overrides
+from pgolf.core.export import (
+    dequantize_state_dict,
+    export_artifact,
+    load_artifact,
+    pack_codes,
+    prune_state_dict,
+    quantize_state_dict,
+    unpack_codes,
+)
+from pgolf.core.model import build_model
+from pgolf.core.qat import assign_qat_specs, set_qat
+from pgolf.core.quant import QuantSpec, dequantize_rows, fake_quant, floor_fraction, quantize_rows, row_quantile
 
 SMALL = {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2,
          "model.vocab_size": 1024}

@@ -7,11 +7,11 @@ default stays the official behaviour.
 import pytest
 import torch
 
-from pgolf.config import Config, ConfigError, apply_overrides
-from pgolf.export import prune_state_dict, quantize_state_dict
-from pgolf.model import build_model
-from pgolf.qat import assign_qat_specs
-from pgolf.quant import QuantSpec, fake_quant, plan_tensor, quantize_rows
+from pgolf.core.config import Config, ConfigError, apply_overrides
+from pgolf.core.export import prune_state_dict, quantize_state_dict
+from pgolf.core.model import build_model
+from pgolf.core.qat import assign_qat_specs
+from pgolf.core.quant import QuantSpec, fake_quant, plan_tensor, quantize_rows
 
 SMALL = {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2,
          "model.vocab_size": 1024, "export.keep_float_max_numel": 1000}

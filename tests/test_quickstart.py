@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from pgolf.quickstart import calibrate_threads, progress, usable_cpus
-from pgolf.train import train
+from pgolf.core.train import train
+from pgolf.running.quickstart import calibrate_threads, progress, usable_cpus
 
 
 def test_calibration_times_one_thread_and_every_usable_cpu(micro):

@@ -16,17 +16,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf import optim
-from pgolf import train as train_mod
-from pgolf.cli import main as cli_main
-from pgolf.config import ConfigError
-from pgolf.evaluate import EvalResult
-from pgolf.launch import finalize
-from pgolf.ownership import FolderLock, host_tag, lock_holder
-from pgolf.results import load_runs
-from pgolf.runs import (RunExistsError, RunLockedError, RunWriter, atomic_torch_save, claim_run_dir,
-                        prepare_run_dir, read_status)
-from pgolf.train import NonFiniteScoreError, check_finite_score, train
+from pgolf.core import optim
+from pgolf.core import train as train_mod
+from pgolf.core.config import ConfigError
+from pgolf.core.evaluate import EvalResult
+from pgolf.core.ownership import FolderLock, host_tag, lock_holder
+from pgolf.core.runs import (
+    RunExistsError,
+    RunLockedError,
+    RunWriter,
+    atomic_torch_save,
+    claim_run_dir,
+    prepare_run_dir,
+    read_status,
+)
+from pgolf.core.train import NonFiniteScoreError, check_finite_score, train
+from pgolf.research.results import load_runs
+from pgolf.running.cli import main as cli_main
+from pgolf.running.launch import finalize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,9 +155,9 @@ def test_launcher_marks_an_interrupted_job_and_leaves_a_locked_folder_alone(tmp_
 
 PAUSING_RUN = """
 import pathlib, sys, time
-from pgolf import optim
-from pgolf.config import Config
-from pgolf.train import train
+from pgolf.core import optim
+from pgolf.core.config import Config
+from pgolf.core.train import train
 real = optim.lr_multiplier
 def pause(step, elapsed_ms, cfg):
     if step == 2:  # after the checkpoint of step 2

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ExportConfig
-from pgolf.export import OFFICIAL_FORMAT, export_artifact, load_artifact, quantize_state_dict
-from pgolf.runs import CHECKPOINT, read_status
-from pgolf.safe_load import UnsafeFileError
-from pgolf.train import CHECKPOINT_FORMAT, rng_state, set_rng_state, train
+from pgolf.core.config import ExportConfig
+from pgolf.core.export import OFFICIAL_FORMAT, export_artifact, load_artifact, quantize_state_dict
+from pgolf.core.runs import CHECKPOINT, read_status
+from pgolf.core.safe_load import UnsafeFileError
+from pgolf.core.train import CHECKPOINT_FORMAT, rng_state, set_rng_state, train
 
 
 class OpenMarker:

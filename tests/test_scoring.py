@@ -4,10 +4,10 @@ import json
 import shutil
 
 import pytest
-
-from pgolf.cli import main
 from pgolf_testing import micro_config
-from pgolf.train import train
+
+from pgolf.core.train import train
+from pgolf.running.cli import main
 
 
 @pytest.fixture(scope="module")

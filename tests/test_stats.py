@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pgolf.stats import RULE_NATS, compare, rule_threshold, summarize
+from pgolf.research.stats import RULE_NATS, compare, rule_threshold, summarize
 
 BPB_PER_NAT = 0.59  # roughly sp1024's val_bpb / val_loss
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf import train as train_mod
-from pgolf.runs import RunExistsError, read_status
-from pgolf.train import train
+from pgolf.core import train as train_mod
+from pgolf.core.runs import RunExistsError, read_status
+from pgolf.core.train import train
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_micro.json"
 
@@ -144,7 +144,7 @@ def test_qat_switches_on_at_its_fraction(micro, tmp_path):
 
 
 def test_sliding_and_full_tail_final_evaluation(micro, tmp_path, small_dataset):
-    from pgolf.data.loader import load_validation_tokens, resolve_dataset
+    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
     cfg = micro(**{"eval.stride": 16, "eval.tail": "score", "eval.seq_len": 128})
     s = train(cfg, tmp_path / "run", console=False)
     ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
@@ -170,8 +170,8 @@ def test_compiled_training_with_qat_recompile(micro, tmp_path):
 
 def test_rescore_tail_final_evaluation(micro, tmp_path, small_dataset):
     """eval.window_rule=rescore_tail scores the records' window set on the stream cut to a multiple of L."""
-    from pgolf.data.loader import load_validation_tokens, resolve_dataset
-    from pgolf.evaluate import windows
+    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+    from pgolf.core.evaluate import windows
     cfg = micro(**{"eval.stride": 16, "eval.window_rule": "rescore_tail"})
     s = train(cfg, tmp_path / "run", console=False)
     ds = resolve_dataset(cfg.data, cfg.model.vocab_size)

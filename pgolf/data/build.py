@@ -33,7 +33,7 @@ Output (the official names, so the official ``train_gpt.py`` reads it too): ``to
 official export; shards hold ``shard_tokens`` tokens except the last of each split), and
 ``manifest.json`` (every file's size and SHA-256; per shard also its token count, largest token id,
 vocabulary size and tokenizer SHA-256; nothing that differs between identical builds, so its SHA-256
-is the dataset's identity, see :mod:`pgolf.data.identity`). The build happens in a hidden temp folder next to ``out_dir`` that is renamed
+is the dataset's identity, see :mod:`pgolf.core.data.identity`). The build happens in a hidden temp folder next to ``out_dir`` that is renamed
 into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
 of the source contents and every parameter) once every file listed in the cached manifest matches its
 recorded SHA-256; a file that does not (corrupted, replaced, even at the same size) triggers a rebuild.
@@ -58,12 +58,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pgolf import paths
-from pgolf.data import corpus
-from pgolf.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
-from pgolf.data.shards import read_shard, write_shard
-from pgolf.ownership import host_tag, writer_alive
-from pgolf.data.tokenizer import (
+from pgolf.core import paths
+from pgolf.core.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
+from pgolf.core.data.shards import read_shard, write_shard
+from pgolf.core.data.tokenizer import (
     BOS_ID,
     DETERMINISM_OPTIONS,
     OFFICIAL_TRAINER_OPTIONS,
@@ -72,6 +70,8 @@ from pgolf.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
+from pgolf.core.ownership import host_tag, writer_alive
+from pgolf.data import corpus
 
 BUILD_FORMAT = 2  # bump when the build output changes for the same inputs (part of the cache key)
 MANIFEST_FORMAT = BUILT_MANIFEST

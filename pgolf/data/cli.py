@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from pgolf.core.data.loader import DatasetNotFoundError
+from pgolf.core.data.shards import ShardError, shard_stats, total_stats
+from pgolf.core.data.tokenizer import TokenizerError
 from pgolf.data.build import (
     DEFAULT_SHARD_TOKENS,
     DEFAULT_VAL_FRACTION,
@@ -17,9 +20,6 @@ from pgolf.data.build import (
 )
 from pgolf.data.corpus import CorpusError
 from pgolf.data.fetch import DEFAULT_REMOTE_ROOT, DEFAULT_REPO_ID, FetchError, fetch
-from pgolf.data.loader import DatasetNotFoundError
-from pgolf.data.shards import ShardError, shard_stats, total_stats
-from pgolf.data.tokenizer import TokenizerError
 
 _EXPECTED_ERRORS = (BuildError, CorpusError, FetchError, DatasetNotFoundError, ShardError, TokenizerError, OSError, ValueError)
 

@@ -3,7 +3,7 @@
 Mirrors ``data/cached_challenge_fineweb.py`` of openai/parameter-golf: the export's
 ``manifest.json`` (``<remote_root>/manifest.json``) names each dataset's shard counts and its
 tokenizer files; shards live at ``<remote_root>/datasets/<dataset>/fineweb_{val,train}_NNNNNN.bin``
-and tokenizers at ``<remote_root>/tokenizers/``. Locally (``out_root``, default ``pgolf.paths.data_root()``)
+and tokenizers at ``<remote_root>/tokenizers/``. Locally (``out_root``, default ``pgolf.core.paths.data_root()``)
 they land in the official layout: ``manifest.json``, ``datasets/fineweb10B_sp1024/``, ``tokenizers/``.
 All validation shards and the first ``train_shards`` training shards are fetched.
 
@@ -19,7 +19,7 @@ the ``endpoint`` argument, and the cache ``HF_HOME``/``HF_HUB_CACHE`` or ``cache
 Last, the dataset folder gets a pgolf ``manifest.json`` (format ``pgolf-fetch``) listing every
 ``fineweb_*.bin`` there with its SHA-256, token count and largest id, plus the tokenizer's SHA-256 and
 vocabulary size, so a fetched dataset has checksums and an identity like a built one
-(:mod:`pgolf.data.identity`). Every shard is hashed on each fetch (~1 s per 100M-token shard).
+(:mod:`pgolf.core.data.identity`). Every shard is hashed on each fetch (~1 s per 100M-token shard).
 
 The manifest is remote input: every path it names is checked here (:func:`check_remote_path`) before
 the first download, rather than trusting huggingface_hub to refuse paths that leave ``out_root``.
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Callable
 
-from pgolf import paths
-from pgolf.data.identity import sha256_file, write_folder_manifest
-from pgolf.data.shards import ShardError, read_header
+from pgolf.core import paths
+from pgolf.core.data.identity import sha256_file, write_folder_manifest
+from pgolf.core.data.shards import ShardError, read_header
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -171,7 +171,7 @@ def _tokenizer_check(path: Path) -> None:
     if path.stat().st_size == 0:
         raise FetchError(f"{path}: empty file")
     if path.suffix == ".model":
-        from pgolf.data.tokenizer import TokenizerError, load_tokenizer
+        from pgolf.core.data.tokenizer import TokenizerError, load_tokenizer
 
         try:
             load_tokenizer(path)
@@ -261,7 +261,7 @@ def fetch(
 def _write_manifest(result: FetchResult, tok_entry: dict, source: dict) -> Path:
     tokenizer = next((p for p in result.tokenizer_files if p.suffix == ".model"), result.tokenizer_files[0])
     if tokenizer.suffix == ".model":
-        from pgolf.data.tokenizer import load_tokenizer
+        from pgolf.core.data.tokenizer import load_tokenizer
 
         vocab_size = int(load_tokenizer(tokenizer).vocab_size())
     else:

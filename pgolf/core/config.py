@@ -1,0 +1,629 @@
+"""One typed configuration tree for a pgolf run.
+
+Every default equals the official baseline ``train_gpt.py`` of openai/parameter-golf, so
+``Config()`` *is* the baseline. Techniques from the seed PRs are fields that default to off.
+
+Three ways in, all validated the same way:
+- presets (``pgolf.running.presets``), then dotted overrides: ``model.num_layers=11``;
+- the official environment names (``NUM_LAYERS=11``), mapped in :data:`ENV_KEYS` and the switches of
+  :data:`ENV_SPECIAL` only (:func:`from_env`; an error names the variable, e.g. ``QAT='2': expected 0/1/...``);
+- JSON (``Config.to_json`` / ``Config.from_json``), which round-trips exactly.
+Unknown keys and invalid values raise :class:`ConfigError` naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it and what was expected."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 1024  # tokens in the tokenizer
+    num_layers: int = 9  # transformer blocks
+    model_dim: int = 512  # residual width
+    num_heads: int = 8  # query heads
+    num_kv_heads: int = 4  # key/value heads (GQA)
+    mlp: Literal["relu2", "swiglu", "leaky_relu2"] = "relu2"  # MLP variant (registry in model.mlp)
+    mlp_mult: float = 2.0  # hidden = mlp_mult * model_dim (swiglu: 2/3 of that, rounded to 64)
+    mlp_hidden: int = 0  # explicit hidden width; 0 derives it from mlp_mult
+    leaky_slope: float = 0.5  # negative slope of leaky_relu2
+    tie_embeddings: bool = True  # share tok_emb with the output head
+    tied_embed_init_std: float = 0.005  # std of the tied embedding init
+    logit_softcap: float = 30.0  # logits = cap * tanh(z / cap)
+    rope_base: float = 10000.0  # RoPE base frequency
+    qk_gain_init: float = 1.5  # initial per-head query gain
+    unet_skips: bool = True  # encoder/decoder skip connections with learned per-dim weights
+    smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
+    smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
+    smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
+    smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
+    bos_id: int = 1  # token that starts a document; smear never crosses it; -1: data marks none
+    bigram_buckets: int = 0  # BigramHash table rows; 0 = off
+    bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
+    bigram_scale_init: float = 0.05  # learned output scale of BigramHash
+    bigram_init: Literal["normal_table", "ortho_proj"] = "normal_table"  # ortho_proj: 0 table, orthogonal proj/sqrt(2L)
+    module_order: Literal["official", "records"] = "official"  # records: BigramHash/SmearGate built before the blocks
+    init: Literal["default", "orthogonal"] = "default"  # init of non-zero-init matrices
+    ortho_min_dim: int = 64  # orthogonal init skips matrices with a side below this (PR #194: 0, every matrix)
+    proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
+    resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
+    embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
+
+    def __post_init__(self) -> None:
+        for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
+            _check(getattr(self, k) > 0, f"model.{k}", f"expected a positive integer, got {getattr(self, k)}")
+        _check(self.model_dim % self.num_heads == 0, "model.num_heads",
+               f"must divide model_dim={self.model_dim}, got {self.num_heads}")
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
+               f"must divide num_heads={self.num_heads}, got {self.num_kv_heads}")
+        _check((self.model_dim // self.num_heads) % 2 == 0, "model.num_heads",
+               "head_dim = model_dim / num_heads must be even for RoPE")
+        _check(self.mlp_mult > 0, "model.mlp_mult", f"expected > 0, got {self.mlp_mult}")
+        _check(self.mlp_hidden >= 0, "model.mlp_hidden", f"expected >= 0, got {self.mlp_hidden}")
+        _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
+        _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
+        _check(self.ortho_min_dim >= 0, "model.ortho_min_dim", f"expected >= 0, got {self.ortho_min_dim}")
+        _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
+        if self.bigram_buckets and self.bigram_init == "ortho_proj":
+            # The records zero the table; without an orthogonal projection both stay zero and never train.
+            _check(self.init == "orthogonal", "model.bigram_init",
+                   f"'ortho_proj' needs model.init='orthogonal', got {self.init!r}")
+            _check(min(self.bigram_dim, self.model_dim) >= 64, "model.bigram_init",
+                   f"'ortho_proj' needs bigram_dim and model_dim >= 64 (orthogonal init), got {self.bigram_dim}")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # folder with shards; "" = the embedded default dataset (pgolf data build)
+    train_pattern: str = "fineweb_train_*.bin"  # train shard glob inside path
+    val_pattern: str = "fineweb_val_*.bin"  # validation shard glob inside path
+    tokenizer_path: str = ""  # SentencePiece .model; "" = <path>/tokenizer.model or the manifest's
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1337
+    iterations: int = 20000  # optimizer steps (upper bound when a wallclock cap is set)
+    train_batch_tokens: int = 524_288  # global tokens per optimizer step
+    train_seq_len: int = 1024  # tokens per training sequence
+    grad_accum_steps: int = 0  # micro-batches per step and rank; 0 = 8 // world_size (official rule)
+    max_wallclock_seconds: float = 600.0  # training-time cap; 0 = none (iteration-based schedule)
+    warmup_steps: int = 20  # compile-priming steps, state restored afterwards (not an LR warmup)
+    val_loss_every: int = 1000  # steps between validations; 0 = only at the end
+    val_batch_size: int = 524_288  # validation tokens per batch (global)
+    train_log_every: int = 200  # steps between train-loss log lines
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA, off for CPU
+    num_threads: int = 0  # torch threads on CPU; 0 = 1 per process (measured fastest here)
+    checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
+    save_raw_model: bool = True  # write final_model.pt (unquantized) into the run folder
+
+    def __post_init__(self) -> None:
+        for k in ("iterations", "train_batch_tokens", "train_seq_len", "val_batch_size"):
+            _check(getattr(self, k) > 0, f"train.{k}", f"expected a positive integer, got {getattr(self, k)}")
+        for k in ("grad_accum_steps", "warmup_steps", "val_loss_every", "train_log_every",
+                  "num_threads", "checkpoint_every"):
+            _check(getattr(self, k) >= 0, f"train.{k}", f"expected >= 0, got {getattr(self, k)}")
+        _check(self.max_wallclock_seconds >= 0, "train.max_wallclock_seconds",
+               f"expected >= 0, got {self.max_wallclock_seconds}")
+
+
+@dataclass
+class OptimConfig:
+    matrix_lr: float = 0.04  # Muon LR for 2-D block matrices
+    scalar_lr: float = 0.04  # Adam LR for vectors, scalars and control tensors
+    tied_embed_lr: float = 0.05  # Adam LR of the tied embedding
+    embed_lr: float = 0.6  # Adam LR of an untied embedding
+    head_lr: float = 0.008  # Adam LR of an untied head
+    muon_momentum: float = 0.95
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    muon_backend_steps: int = 5  # Newton-Schulz iterations
+    muon_ns_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on CUDA (official), fp32 on CPU
+    muon_weight_decay: float = 0.0  # decoupled: p *= 1 - lr_t * wd, before the update
+    adam_weight_decay: float = 0.0  # decoupled WD on the Adam groups (embedding and scalars)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0  # global-norm clip over all parameters; 0 = off
+    smear_beta2: float = 0.0  # >0: the SmearGate gate gets its own Adam, betas (beta1, this) (PR #194: 0.99)
+
+    def __post_init__(self) -> None:
+        for k in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
+                  "muon_weight_decay", "adam_weight_decay", "grad_clip_norm"):
+            _check(getattr(self, k) >= 0, f"optim.{k}", f"expected >= 0, got {getattr(self, k)}")
+        for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2", "smear_beta2"):
+            _check(0 <= getattr(self, k) < 1, f"optim.{k}", f"expected in [0, 1), got {getattr(self, k)}")
+        _check(self.muon_backend_steps > 0, "optim.muon_backend_steps", "expected > 0")
+
+
+@dataclass
+class ScheduleConfig:
+    warmdown: Literal["linear", "cosine"] = "linear"  # shape of the LR decay
+    warmdown_iters: int = 1200  # decay length in steps (converted to wallclock under a cap)
+    warmdown_frac: float = 0.0  # >0: decay over this fraction of wallclock (or iterations) instead
+    min_lr_frac: float = 0.0  # floor of the LR multiplier
+    warmdown_cap_frac: float = 0.0  # >0: a wallclock warmdown lasts at most this fraction of the cap (PR #326: 0.5)
+
+    def __post_init__(self) -> None:
+        _check(self.warmdown_iters >= 0, "schedule.warmdown_iters", "expected >= 0")
+        _check(0 <= self.warmdown_cap_frac <= 1, "schedule.warmdown_cap_frac",
+               f"expected in [0, 1], got {self.warmdown_cap_frac}")
+        _check(0 <= self.warmdown_frac <= 1, "schedule.warmdown_frac", f"expected in [0, 1], got {self.warmdown_frac}")
+        _check(0 <= self.min_lr_frac < 1, "schedule.min_lr_frac", f"expected in [0, 1), got {self.min_lr_frac}")
+
+
+BITS = (4, 5, 6, 8)
+QAT_CLASSES = ("attn", "mlp", "other")
+
+
+@dataclass
+class QATConfig:
+    enabled: bool = False  # straight-through fake quantization with the export quantizer
+    start_frac: float = 0.0  # switch on at this fraction of wallclock (or of iterations without a cap)
+    scope: tuple[str, ...] = QAT_CLASSES  # tensor classes fake-quantized (of the matrices exported as ints)
+    bits: int = 0  # 0: each class's export bits; else this width for every fake-quantized matrix
+    # The quantizer. "export" (pgolf): exactly the export's codes and fp16-stored scales, so QAT trains on
+    # the weights the artifact will hold. Any other value gives a PR-style quantizer computed in fp32.
+    clip: Literal["export", "quantile", "amax"] = "export"  # per-row clip value
+    scale_floor: Literal["export", "qmax", "none"] = "export"  # qmax: scale >= 1/qmax; none: max(clip,1e-12)/qmax
+    scale_dtype: Literal["export", "fp32", "fp16"] = "export"  # dtype of the scale the codes are computed with
+    cast_first: bool = False  # quantize weight.to(activation dtype) (bf16 under autocast) as PR #128; off: fp32
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.start_frac < 1, "qat.start_frac", f"expected in [0, 1), got {self.start_frac}")
+        self.scope = tuple(self.scope)
+        bad = sorted(set(self.scope) - set(QAT_CLASSES))
+        _check(not bad, "qat.scope", f"expected classes among {list(QAT_CLASSES)}, got {bad}")
+        _check(self.bits == 0 or self.bits in BITS, "qat.bits", f"expected 0 or one of {BITS}, got {self.bits}")
+
+    @property
+    def own_quantizer(self) -> bool:
+        """True when QAT uses its own (PR-style) quantizer rather than the export's."""
+        return (self.clip, self.scale_floor, self.scale_dtype) != ("export", "export", "export")
+
+
+@dataclass
+class AveragingConfig:
+    mode: Literal["none", "swa", "ema"] = "none"
+    swa_start_lr_scale: float = 0.5  # SWA collects once the LR multiplier falls below this
+    swa_every: int = 50  # steps between SWA snapshots
+    # which number must divide by swa_every: "done" = steps finished (pgolf, PR #314/#326: 50, 100, ...);
+    # "index" = the 0-based index of the step just taken (PR #194: snapshots after 1, 51, 101, ... steps)
+    swa_step: Literal["done", "index"] = "done"
+    swa_min_snapshots: int = 1  # apply the SWA average only with at least this many snapshots (records: 2)
+    swa_dtype: Literal["fp32", "param"] = "fp32"  # sum snapshots in fp32, or in each tensor's dtype (records: bf16 emb)
+    ema_decay: float = 0.997
+
+    def __post_init__(self) -> None:
+        _check(self.swa_every > 0, "averaging.swa_every", "expected > 0")
+        _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots",
+               f"expected >= 1, got {self.swa_min_snapshots}")
+        _check(0 < self.ema_decay < 1, "averaging.ema_decay", f"expected in (0, 1), got {self.ema_decay}")
+
+
+# Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
+DEFAULT_CONTROL_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
+    "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
+)
+
+
+@dataclass
+class ExportConfig:
+    bits_attn: int = 8  # bits for attention matrices (c_q, c_k, c_v, proj)
+    bits_mlp: int = 8  # bits for MLP matrices
+    bits_other: int = 8  # bits for other large matrices (embedding when not fp16, bigram, head)
+    embed_fp16: bool = False  # keep the tied embedding as fp16 passthrough
+    clip: Literal["quantile", "amax"] = "quantile"  # per-row clip value
+    clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
+    scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
+    scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
+    keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
+    control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS  # fp32 passthrough
+    control_fp32: bool = True  # control check before the small-tensor rule; False: records' order (bug 9)
+    fp16_patterns: tuple[str, ...] = ()  # name substrings kept as fp16 passthrough (e.g. "blocks.9.attn.c_k")
+    prune_frac: float = 0.0  # zero this fraction of smallest-|w| entries of each pruned matrix
+    prune_frac_mlp: float = -1.0  # fraction for ".mlp." matrices; -1: same as prune_frac
+    prune_scope: Literal["quantized", "matrices"] = "quantized"  # int-exported matrices, or all 2-D floats
+    prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
+    prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
+    compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
+    bitpack: bool = False  # pack sub-8-bit codes densely before compression
+    # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
+    # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
+    require_fit: bool = False
+
+    def __post_init__(self) -> None:
+        for k in ("bits_attn", "bits_mlp", "bits_other"):
+            _check(getattr(self, k) in BITS, f"export.{k}", f"expected one of {BITS}, got {getattr(self, k)}")
+        _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
+        _check(0 <= self.prune_frac < 1, "export.prune_frac", f"expected in [0, 1), got {self.prune_frac}")
+        _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
+               f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")
+        _check(self.prune_min_numel >= 0, "export.prune_min_numel", f"expected >= 0, got {self.prune_min_numel}")
+        lo, hi = COMPRESSION_LEVELS.get(self.compressor, (-1, -1))
+        _check(self.level == -1 or lo <= self.level <= hi, "export.level",
+               f"expected -1 (default) or {lo}..{hi} for export.compressor={self.compressor}, got {self.level}")
+        self.control_patterns = tuple(self.control_patterns)
+        self.fp16_patterns = tuple(self.fp16_patterns)
+        _check(all(self.fp16_patterns), "export.fp16_patterns", "expected non-empty name substrings")
+
+    def prune_frac_for(self, name: str) -> float:
+        return self.prune_frac_mlp if self.prune_frac_mlp >= 0 and ".mlp." in name else self.prune_frac
+
+
+@dataclass
+class EvalConfig:
+    seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
+    stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
+    tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    window_rule: Literal["once", "rescore_tail", "full_windows"] = "once"  # sliding: each target once, PR #128's
+    #   tail rule, or PR #326's full windows only (its tail unscored)
+    ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
+    batch_seqs: int = 32  # windows per forward in sliding evaluation
+    max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len >= 0, "eval.seq_len", "expected >= 0")
+        _check(self.stride >= 0, "eval.stride", "expected >= 0")
+        _check(self.batch_seqs > 0, "eval.batch_seqs", "expected > 0")
+        _check(self.max_tokens >= 0, "eval.max_tokens", "expected >= 0")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        ev = self.eval
+        if ev.stride:
+            L = ev.seq_len or self.train.train_seq_len
+            _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
+        _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
+               "eval.window_rule", f"{ev.window_rule!r} needs sliding windows (0 < eval.stride < eval seq_len)")
+
+    # -- dict / JSON ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "config") -> "Config":
+        return _build(cls, d, where)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Config":
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(d, where=str(p))
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith(str(p)) else f"{p}: {e}") from None
+
+    def replace(self, overrides: Mapping[str, Any] | list[str]) -> "Config":
+        """A copy with dotted overrides applied ({'model.num_layers': 11} or ['model.num_layers=11'])."""
+        return apply_overrides(self, overrides)
+
+
+_SECTION_TYPES = {
+    "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "optim": OptimConfig,
+    "schedule": ScheduleConfig, "qat": QATConfig, "averaging": AveragingConfig,
+    "export": ExportConfig, "eval": EvalConfig,
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+BOOL_TRUE = ("1", "true", "yes", "on")
+BOOL_FALSE = ("0", "false", "no", "off")
+BOOL_HELP = "expected 0/1/true/false/yes/no/on/off"  # for environment switches
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (possibly a string from the command line or env) to ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int,)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in BOOL_TRUE + BOOL_FALSE:
+            return value.lower() in BOOL_TRUE
+        raise ConfigError(f"{key}: expected a boolean ({'/'.join(BOOL_TRUE + BOOL_FALSE)}), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    f = None
+                if f is not None and f.is_integer():
+                    return int(f)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, d: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    types = _field_types(cls)
+    unknown = sorted(set(d) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(types)}")
+    kwargs = {}
+    for name, value in d.items():
+        if cls is Config:
+            kwargs[name] = _build(_SECTION_TYPES[name], value, name if where == "config" else f"{where}: {name}")
+        else:
+            kwargs[name] = _coerce(value, types[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.key=value, e.g. model.num_layers=11")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | list[str] | tuple[str, ...]) -> Config:
+    """Return a validated copy of ``cfg`` with dotted overrides applied."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = dict(parse_override(o) for o in overrides)
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in _SECTION_TYPES:
+            raise ConfigError(
+                f"override {key!r}: expected section.key with section one of {sorted(_SECTION_TYPES)}"
+            )
+        section, name = parts
+        types = _field_types(_SECTION_TYPES[section])
+        if name not in types:
+            raise ConfigError(f"override {key!r}: unknown key {name!r} in {section}; expected one of {sorted(types)}")
+        d[section][name] = _coerce(value, types[name], key)
+    return Config.from_dict(d)
+
+
+# The official environment-variable names (train_gpt.py and the seed PRs), in one place.
+ENV_KEYS: dict[str, str] = {
+    "DATA_PATH": "data.path",
+    "TOKENIZER_PATH": "data.tokenizer_path",
+    "SEED": "train.seed",
+    "VAL_BATCH_SIZE": "train.val_batch_size",
+    "VAL_LOSS_EVERY": "train.val_loss_every",
+    "TRAIN_LOG_EVERY": "train.train_log_every",
+    "ITERATIONS": "train.iterations",
+    "WARMDOWN_ITERS": "schedule.warmdown_iters",
+    "WARMDOWN_STEPS": "schedule.warmdown_iters",
+    "WARMDOWN_FRAC": "schedule.warmdown_frac",
+    "MIN_LR": "schedule.min_lr_frac",
+    "WARMUP_STEPS": "train.warmup_steps",
+    "TRAIN_BATCH_TOKENS": "train.train_batch_tokens",
+    "TRAIN_SEQ_LEN": "train.train_seq_len",
+    "MAX_WALLCLOCK_SECONDS": "train.max_wallclock_seconds",
+    "QK_GAIN_INIT": "model.qk_gain_init",
+    "VOCAB_SIZE": "model.vocab_size",
+    "NUM_LAYERS": "model.num_layers",
+    "NUM_KV_HEADS": "model.num_kv_heads",
+    "MODEL_DIM": "model.model_dim",
+    "NUM_HEADS": "model.num_heads",
+    "MLP_MULT": "model.mlp_mult",
+    "MLP_HIDDEN": "model.mlp_hidden",
+    "TIE_EMBEDDINGS": "model.tie_embeddings",
+    "ROPE_BASE": "model.rope_base",
+    "LOGIT_SOFTCAP": "model.logit_softcap",
+    "EMBED_LR": "optim.embed_lr",
+    "HEAD_LR": "optim.head_lr",
+    "TIED_EMBED_LR": "optim.tied_embed_lr",
+    "TIED_EMBED_INIT_STD": "model.tied_embed_init_std",
+    "MATRIX_LR": "optim.matrix_lr",
+    "SCALAR_LR": "optim.scalar_lr",
+    "MUON_MOMENTUM": "optim.muon_momentum",
+    "MUON_BACKEND_STEPS": "optim.muon_backend_steps",
+    "MUON_MOMENTUM_WARMUP_START": "optim.muon_momentum_warmup_start",
+    "MUON_MOMENTUM_WARMUP_STEPS": "optim.muon_momentum_warmup_steps",
+    "MUON_WEIGHT_DECAY": "optim.muon_weight_decay",
+    "BETA1": "optim.beta1",
+    "BETA2": "optim.beta2",
+    "ADAM_EPS": "optim.adam_eps",
+    "GRAD_CLIP_NORM": "optim.grad_clip_norm",
+    "EVAL_STRIDE": "eval.stride",
+    "EVAL_SEQ_LEN": "eval.seq_len",
+    "EVAL_BATCH_SEQS": "eval.batch_seqs",
+    "SWA_START_FRAC": "averaging.swa_start_lr_scale",
+    "SWA_EVERY": "averaging.swa_every",
+    "BIGRAM_BUCKETS": "model.bigram_buckets",
+    "BIGRAM_DIM": "model.bigram_dim",
+}
+
+
+# Environment switches take the boolean words of BOOL_TRUE / BOOL_FALSE (any case, surrounding spaces
+# ignored) and nothing else. The seed scripts parse them with ``bool(int(value))``, which reads QAT=2 as on
+# and crashes on QAT=true; pgolf refuses QAT=2, naming the variable, rather than guess.
+SMEAR_MODES = typing.get_args(_field_types(ModelConfig)["smear_gate"])
+
+
+def _env_error(name: str, value: str, msg: str, key: str | None = None) -> ConfigError:
+    return ConfigError(f"{name}={value!r}{f' ({key})' if key else ''}: {msg}")
+
+
+def _env_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return v in BOOL_TRUE
+    raise _env_error(name, value, BOOL_HELP)
+
+
+def _env_smear(name: str, value: str) -> str:
+    v = value.strip().lower()
+    if v in SMEAR_MODES:
+        return v
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return "per_dim" if v in BOOL_TRUE else "off"
+    raise _env_error(name, value, f"{BOOL_HELP} (1 = per_dim) or a mode, one of {list(SMEAR_MODES)}")
+
+
+def _env_quant_bits(name: str, value: str) -> int:
+    try:
+        bits = int(value.strip())
+    except ValueError:
+        bits = None
+    if bits not in BITS:
+        raise _env_error(name, value, f"expected one of {BITS} (bits of attention and MLP matrices)")
+    return bits
+
+
+def _env_qat_fraction(name: str, value: str) -> dict[str, Any]:
+    # The seed scripts' QAT_FRACTION is the trailing fraction of training with QAT on.
+    try:
+        frac = float(value)
+    except ValueError:
+        frac = math.nan
+    if not 0 < frac <= 1:
+        raise _env_error(name, value, "expected a number in (0, 1], the trailing fraction of training with QAT on "
+                                      "(to turn QAT off, unset it or set QAT=0)")
+    return {"qat.enabled": True, "qat.start_frac": 1.0 - frac}
+
+
+def _env_special(name: str, value: str) -> dict[str, Any]:
+    """Seed-PR switches that do not map one-to-one onto a single field."""
+    if name == "USE_SWIGLU":
+        return {"model.mlp": "swiglu" if _env_bool(name, value) else "relu2"}
+    if name == "QAT":
+        return {"qat.enabled": _env_bool(name, value)}
+    if name == "QUANT_BITS":
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
+    if name == "FP16_EMBED":
+        return {"export.embed_fp16": _env_bool(name, value)}
+    if name == "SMEAR_GATE":
+        return {"model.smear_gate": _env_smear(name, value)}
+    if name == "BIGRAM_HASH":  # on: the table size comes from BIGRAM_BUCKETS or the preset (checked in from_env)
+        return {} if _env_bool(name, value) else {"model.bigram_buckets": 0}
+    if name == "SWA_ENABLED":
+        return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
+    if name == "QAT_FRACTION":
+        return _env_qat_fraction(name, value)
+    raise KeyError(name)
+
+
+ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
+               "QAT_FRACTION")
+
+
+def _env_mapped(name: str, value: str) -> dict[str, Any]:
+    key = ENV_KEYS[name]
+    section, field_name = key.split(".")
+    try:
+        return {key: _coerce(value, _field_types(_SECTION_TYPES[section])[field_name], key)}
+    except ConfigError as e:
+        raise _env_error(name, value, str(e).split(": ", 1)[1], key) from None
+
+
+def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name in (*ENV_SPECIAL, *ENV_KEYS):
+        if name not in environ:
+            continue
+        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        for key, value in parsed.items():
+            if key in out and out[key][0] != value:
+                other = out[key][1]
+                raise ConfigError(f"{other}={environ[other]!r} and {name}={environ[name]!r} disagree on {key} "
+                                  f"({out[key][0]!r} vs {value!r}); set only one")
+            out[key] = (value, name)
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Typed dotted overrides from the official environment names present in ``environ``.
+
+    A malformed value raises :class:`ConfigError` naming the variable, its value and what it accepts."""
+    return {key: value for key, (value, _) in _env_sources(environ).items()}
+
+
+def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
+    """``cfg`` with the environment's overrides; a value the config refuses names its variable."""
+    sources = _env_sources(environ)
+    try:
+        out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        if key in sources:
+            name = sources[key][1]
+            raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
+        raise
+    if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:
+        raise _env_error("BIGRAM_HASH", environ["BIGRAM_HASH"], "BigramHash needs a table size: set BIGRAM_BUCKETS=N "
+                                                                 "too (e.g. 4096), or use a preset that has one")
+    return out

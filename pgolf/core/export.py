@@ -1,0 +1,278 @@
+"""Export as pure functions: prune -> quantize -> (bit-pack) -> serialize -> compress, and back.
+
+At baseline settings the quantized object is the official ``int8_clean_per_row_v1`` format, so
+official artifacts load here and pgolf artifacts load in the official script. Mixed-bit exports
+use ``pgolf_mixed_v1``: the same layout plus per-tensor bit widths (and packed codes if asked).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pgolf.core.compress import compress, decompress
+from pgolf.core.config import ExportConfig
+from pgolf.core.quant import TensorPlan, dequantize_rows, floor_fraction, plan_tensor, quantize_rows, quantize_tensor
+from pgolf.core.safe_load import load_plain
+
+OFFICIAL_FORMAT = "int8_clean_per_row_v1"
+MIXED_FORMAT = "pgolf_mixed_v1"
+# Seed-PR formats with the official layout (int codes in int8 containers, per-row scales): they load as is.
+RECORD_FORMATS = ("int6_in_int8_per_row_v1",)  # PR #194
+
+
+def nbytes(t: Tensor) -> int:
+    return int(t.numel()) * int(t.element_size())
+
+
+# -- pruning --------------------------------------------------------------------------------
+
+def prune_targets(name: str, t: Tensor, cfg: ExportConfig) -> bool:
+    """Whether magnitude pruning touches this entry (``export.prune_scope``)."""
+    if not t.is_floating_point() or t.ndim != 2:
+        return False
+    if cfg.prune_scope == "matrices":
+        return t.numel() > cfg.prune_min_numel
+    return plan_tensor(name, t, cfg).action == "int"
+
+
+def prune_tensor(t: Tensor, frac: float, rule: str) -> Tensor:
+    """Zero the smallest-|w| entries of ``t``.
+
+    kthvalue (pgolf): |w| <= the k-th smallest |w|, k = floor(frac * n), so exactly k entries when
+    magnitudes are distinct. quantile (the seed PRs): |w| < torch.quantile(|w|, frac), interpolated.
+    """
+    a = t.detach().float().abs().flatten()
+    if rule == "quantile":
+        thresh = torch.quantile(a, frac)
+        return t.masked_fill(t.abs() < thresh.to(t.dtype), 0.0)
+    k = int(frac * a.numel())
+    if k == 0:
+        return t
+    thresh = torch.kthvalue(a, k).values
+    return torch.where(t.abs() <= thresh.to(t.dtype), torch.zeros_like(t), t)
+
+
+def prune_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> dict[str, Tensor]:
+    """Magnitude-prune the entries ``export.prune_scope`` selects, at ``prune_frac`` (``prune_frac_mlp``
+    for MLP matrices), by ``export.prune_rule``. Runs before quantization."""
+    out = {}
+    for name, t in sd.items():
+        frac = cfg.prune_frac_for(name)
+        if frac > 0 and prune_targets(name, t, cfg):
+            t = prune_tensor(t, frac, cfg.prune_rule)
+        out[name] = t
+    return out
+
+
+# -- bit packing ----------------------------------------------------------------------------
+
+def pack_codes(q: Tensor, bits: int) -> Tensor:
+    """Signed codes in [-qmax, qmax] -> a dense little-endian bitstream of ``bits`` per code."""
+    qmax = 2 ** (bits - 1) - 1
+    u = (q.flatten().to(torch.int16) + qmax).numpy().astype(np.uint8)
+    b = np.unpackbits(u[:, None], axis=1, bitorder="little")[:, :bits]
+    return torch.from_numpy(np.packbits(b.reshape(-1), bitorder="little").copy())
+
+
+def unpack_codes(buf: Tensor, bits: int, shape: tuple[int, ...]) -> Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    n = int(np.prod(shape))
+    b = np.unpackbits(buf.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
+    u = np.packbits(np.pad(b, ((0, 0), (0, 8 - bits))), axis=1, bitorder="little").reshape(-1)
+    return torch.from_numpy((u.astype(np.int16) - qmax).astype(np.int8)).reshape(shape)
+
+
+# -- quantize / dequantize --------------------------------------------------------------------
+
+def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize a state dict. Returns the serializable object and a per-tensor plan report."""
+    quantized: dict[str, Tensor] = {}
+    scales: dict[str, Tensor] = {}
+    dtypes: dict[str, str] = {}
+    passthrough: dict[str, Tensor] = {}
+    orig_dtypes: dict[str, str] = {}
+    qmeta: dict[str, dict[str, Any]] = {}
+    bits: dict[str, int] = {}
+    packed: dict[str, list[int]] = {}
+    rows: list[dict[str, Any]] = []
+    for name, tensor in sd.items():
+        t = tensor.detach().to("cpu").contiguous()
+        plan: TensorPlan = plan_tensor(name, t, cfg)
+        row = {"name": name, "class": plan.cls, "action": plan.action, "params": int(t.numel()),
+               "raw_bytes": nbytes(t), "bits": None, "floor_frac": 0.0}
+        if plan.action == "raw":
+            passthrough[name] = t
+            row["payload_bytes"] = nbytes(t)
+        elif plan.action == "fp32":
+            passthrough[name] = t.float().contiguous()
+            row["payload_bytes"] = nbytes(passthrough[name])
+        elif plan.action == "fp16":
+            if t.dtype in (torch.float32, torch.bfloat16):
+                orig_dtypes[name] = str(t.dtype).removeprefix("torch.")
+                t = t.to(torch.float16).contiguous()
+            passthrough[name] = t
+            row["payload_bytes"] = nbytes(t)
+        else:
+            spec = plan.spec
+            assert spec is not None
+            if t.ndim == 2:
+                q, s = quantize_rows(t, spec)
+                qmeta[name] = {"scheme": "per_row", "axis": 0}
+                row["floor_frac"] = floor_fraction(t, spec)
+                b = spec.bits
+            else:
+                q, s = quantize_tensor(t, 8, spec.clip_quantile)
+                b = 8
+            bits[name] = b
+            if cfg.bitpack and b < 8:
+                packed[name] = list(q.shape)
+                q = pack_codes(q, b)
+            quantized[name], scales[name] = q, s
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+            row["bits"] = b
+            row["payload_bytes"] = nbytes(q) + nbytes(s)
+        rows.append(row)
+    mixed = bool(packed) or any(b != 8 for b in bits.values())
+    obj: dict[str, Any] = {
+        "__quant_format__": MIXED_FORMAT if mixed else OFFICIAL_FORMAT,
+        "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough,
+    }
+    if qmeta:
+        obj["qmeta"] = qmeta
+    if orig_dtypes:
+        obj["passthrough_orig_dtypes"] = orig_dtypes
+    if mixed:
+        obj["bits"] = bits
+        if packed:
+            obj["packed"] = packed
+    return obj, {"tensors": rows}
+
+
+def dequantize_state_dict(obj: dict[str, Any]) -> dict[str, Tensor]:
+    fmt = obj.get("__quant_format__")
+    known = (OFFICIAL_FORMAT, MIXED_FORMAT, *RECORD_FORMATS)
+    if fmt not in known:
+        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected one of {list(known)}")
+    out: dict[str, Tensor] = {}
+    qmeta = obj.get("qmeta", {})
+    packed = obj.get("packed", {})
+    bits = obj.get("bits", {})
+    orig_dtypes = obj.get("passthrough_orig_dtypes", {})
+    for name, q in obj["quantized"].items():
+        dtype = getattr(torch, obj["dtypes"][name])
+        if name in packed:
+            q = unpack_codes(q, bits[name], tuple(packed[name]))
+        s = obj["scales"][name]
+        if qmeta.get(name, {}).get("scheme") == "per_row" or s.ndim > 0:
+            out[name] = dequantize_rows(q, s, dtype).contiguous()
+        else:
+            out[name] = (q.float() * float(s.item())).to(dtype).contiguous()
+    for name, t in obj["passthrough"].items():
+        t = t.detach().to("cpu").contiguous()
+        if isinstance(orig_dtypes.get(name), str):
+            t = t.to(getattr(torch, orig_dtypes[name])).contiguous()
+        out[name] = t
+    return out
+
+
+# -- artifact -------------------------------------------------------------------------------
+
+def serialize(obj: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, detail: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """prune -> quantize -> serialize -> compress. Returns the blob and a size report.
+
+    With ``detail`` the report also compresses each tensor class on its own (an estimate of where
+    the bytes go: classes compressed apart do not add up exactly to the artifact).
+    """
+    pruned = prune_state_dict(sd, cfg)
+    obj, plan = quantize_state_dict(pruned, cfg)
+    raw = serialize(obj)
+    blob = compress(raw, cfg.compressor, cfg.level)
+    report = size_report(plan["tensors"])
+    report.update({"format": obj["__quant_format__"], "compressor": cfg.compressor,
+                   "serialized_bytes": len(raw), "artifact_bytes": len(blob)})
+    if detail:
+        for cls, entry in report["classes"].items():
+            names = [r["name"] for r in plan["tensors"] if r["class"] == cls]
+            sub = {k: (v if not isinstance(v, dict) else {n: x for n, x in v.items() if n in names})
+                   for k, v in obj.items()}
+            entry["compressed_bytes"] = len(compress(serialize(sub), cfg.compressor, cfg.level))
+    return blob, report
+
+
+def size_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    classes: dict[str, dict[str, Any]] = defaultdict(lambda: {"tensors": 0, "params": 0, "raw_bytes": 0,
+                                                              "payload_bytes": 0, "bits": set(), "floor_rows": 0.0})
+    for r in rows:
+        c = classes[r["class"]]
+        c["tensors"] += 1
+        c["params"] += r["params"]
+        c["raw_bytes"] += r["raw_bytes"]
+        c["payload_bytes"] += r["payload_bytes"]
+        c["floor_rows"] += r["floor_frac"] * r["params"]
+        c["bits"].add(r["bits"] if r["bits"] else r["action"])
+    out = {}
+    for cls, c in classes.items():
+        out[cls] = {"tensors": c["tensors"], "params": c["params"], "raw_bytes": c["raw_bytes"],
+                    "payload_bytes": c["payload_bytes"], "storage": sorted(map(str, c["bits"])),
+                    "floor_frac": c["floor_rows"] / max(c["params"], 1)}
+    return {"classes": out, "raw_bytes": sum(r["raw_bytes"] for r in rows),
+            "payload_bytes": sum(r["payload_bytes"] for r in rows)}
+
+
+# -- naming ---------------------------------------------------------------------------------
+
+PASSTHROUGH_CLASSES = ("small", "control", "nonfloat")  # float/raw in every format, so naming them tells nothing
+SHORT_CLASS = {"embed": "emb"}
+
+
+def artifact_contents(report: dict[str, Any]) -> str:
+    """What an artifact holds, from its export report: ``int8``, ``int6+fp16emb``, ``mixed-int4-int6``.
+
+    The integer bit widths really used (a class's configured bits do not count when it has no tensors,
+    and 1-D tensors are always int8) and each class of large tensors kept as fp16 passthrough."""
+    storage = {cls: entry["storage"] for cls, entry in report["classes"].items()}
+    bits = sorted({int(s) for kinds in storage.values() for s in kinds if s.isdigit()})
+    ints = [f"int{b}" for b in bits]
+    fp16 = [f"fp16{SHORT_CLASS.get(c, c)}" for c in sorted(storage)
+            if c not in PASSTHROUGH_CLASSES and "fp16" in storage[c]]
+    parts = (["mixed-" + "-".join(ints)] if len(ints) > 1 else ints) + fp16
+    return "+".join(parts) or "float"
+
+
+def artifact_format(report: dict[str, Any]) -> str:
+    """Contents and compressor, e.g. ``int8_zlib``: the tag of the log lines (``final_int8_zlib_roundtrip``
+    at baseline settings, as in the official log) and of ``summary.json``."""
+    return f"{artifact_contents(report)}_{report['compressor']}"
+
+
+def artifact_filename(report: dict[str, Any]) -> str:
+    """``final_model.int8.ptz`` at baseline settings (the official name); otherwise contents and compressor,
+    e.g. ``final_model.int6+fp16emb.zstd.ptz``."""
+    contents = artifact_contents(report)
+    if contents == "int8" and report["compressor"] == "zlib":
+        return "final_model.int8.ptz"
+    return f"final_model.{contents}.{report['compressor']}.ptz"
+
+
+def load_artifact(blob: bytes, name: str = "artifact") -> dict[str, Tensor]:
+    """Decompress (zlib/zstd/xz detected), load and dequantize an artifact (pgolf's or official).
+
+    Both formats hold only tensors and plain values, so the blob is unpickled with torch's
+    weights-only loader: a crafted artifact is refused (:class:`UnsafeFileError` naming ``name``)
+    instead of running its code."""
+    obj = load_plain(io.BytesIO(decompress(blob)), name=name, kind="pgolf or official artifact")
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: not a pgolf or official artifact: holds a {type(obj).__name__}, expected a dict")
+    return dequantize_state_dict(obj)

@@ -1,0 +1,143 @@
+"""The GPT of the official baseline, with the seed-PR options as switches.
+
+With ``ModelConfig()`` defaults the module tree, parameter names, shapes, init RNG order and forward
+pass equal the official ``train_gpt.py`` GPT: an official ``final_model.pt`` loads with strict=True.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.core.config import ModelConfig
+from pgolf.core.model.embed import BigramHash, SmearGate
+from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
+from pgolf.core.model.mlp import build_mlp
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, train_seq_len: int, ntk: bool):
+        super().__init__()
+        dim = cfg.model_dim
+        self.attn_norm = RMSNorm()
+        self.mlp_norm = RMSNorm()
+        self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init,
+                                        train_seq_len, ntk)
+        self.mlp = build_mlp(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())  # (2, D)
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(dtype=x.dtype)
+        x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
+        x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x))
+        x = x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, train_seq_len: int = 1024, ntk: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.logit_softcap = cfg.logit_softcap
+        # Creation order matters: it fixes the RNG draws of the default init (official order).
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        if cfg.module_order == "records":  # their same-seed init, and bigram.proj first in the init loop
+            self._build_options()
+        self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else 0
+        self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
+        if cfg.unet_skips:
+            n_skip = min(self.num_encoder_layers, self.num_decoder_layers)
+            self.skip_weights = nn.Parameter(torch.ones(n_skip, cfg.model_dim, dtype=torch.float32))
+        self.blocks = nn.ModuleList([Block(cfg, train_seq_len, ntk) for _ in range(cfg.num_layers)])
+        self.final_norm = RMSNorm()
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
+        self._official_init()
+        # By default options beyond the baseline are created after the official init so they never shift it.
+        if cfg.module_order == "official":
+            self._build_options()
+        self._option_init()
+
+    def _build_options(self) -> None:
+        cfg = self.cfg
+        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
+                 if cfg.smear_gate != "off" else None)
+        bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
+                             cfg.bigram_init) if cfg.bigram_buckets else None)
+        if cfg.module_order == "records":  # bigram registered first: same parameter order (and grad-clip sum)
+            self.bigram, self.smear = bigram, smear
+        else:
+            self.smear, self.bigram = smear, bigram
+
+    # -- init -------------------------------------------------------------------------------
+    def _official_init(self) -> None:
+        if self.cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
+        for m in self.modules():
+            if isinstance(m, CastedLinear) and m.zero_init:
+                nn.init.zeros_(m.weight)
+
+    @torch.no_grad()
+    def _option_init(self) -> None:
+        cfg = self.cfg
+        if cfg.init == "orthogonal":
+            for name, m in self.named_modules():  # module order = RNG order
+                if not isinstance(m, CastedLinear):
+                    continue
+                if name == "bigram.proj":
+                    if cfg.bigram_init == "ortho_proj":  # the records' loop reaches it: not flagged zero-init there
+                        nn.init.orthogonal_(m.weight, gain=1.0 / math.sqrt(2 * cfg.num_layers))
+                elif m.zero_init:
+                    if cfg.proj_init_gain > 0:
+                        nn.init.orthogonal_(m.weight, gain=cfg.proj_init_gain / math.sqrt(2 * cfg.num_layers))
+                elif min(m.weight.shape) >= cfg.ortho_min_dim:
+                    nn.init.orthogonal_(m.weight, gain=1.0)
+        if cfg.resid_mix_init == "phase":
+            L = cfg.num_layers
+            for i, block in enumerate(self.blocks):
+                # fp32 sigmoid and fp32 1 - p, as the records compute it (a float64 formula is 1 ulp off)
+                p = torch.sigmoid(torch.tensor(3.0 * (i / max(L - 1, 1) - 0.5)))
+                block.resid_mix[0].fill_(p)
+                block.resid_mix[1].fill_(1 - p)
+        if cfg.embed_init == "overtone":
+            w = torch.randn_like(self.tok_emb.weight) * cfg.tied_embed_init_std
+            u, s, vh = torch.linalg.svd(w, full_matrices=False)
+            k = torch.arange(1, s.numel() + 1, dtype=s.dtype)
+            self.tok_emb.weight.copy_(u @ torch.diag(s[0] * k.pow(-0.5)) @ vh)
+
+    # -- forward ----------------------------------------------------------------------------
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        x = self.tok_emb(input_ids)  # (B, T, D)
+        if self.bigram is not None:
+            x = x + self.bigram(input_ids).to(x.dtype)
+        if self.smear is not None and self.cfg.smear_placement == "pre_norm":
+            x = self.smear(x, input_ids)
+        x = F.rms_norm(x, (x.size(-1),))
+        if self.smear is not None and self.cfg.smear_placement == "post_norm":
+            x = self.smear(x, input_ids)
+        x0 = x
+        skips: list[Tensor] = []
+        for i in range(self.num_encoder_layers):
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for i in range(self.num_decoder_layers):
+            if skips:
+                x = x + self.skip_weights[i].to(dtype=x.dtype)[None, None, :] * skips.pop()
+            x = self.blocks[self.num_encoder_layers + i](x, x0)
+        return self.final_norm(x)
+
+    def logits(self, h: Tensor) -> Tensor:
+        z = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+        return self.logit_softcap * torch.tanh(z / self.logit_softcap)
+
+    def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, reduction: str = "mean") -> Tensor:
+        """Mean cross-entropy (default), per-token losses (reduction="none", flat), or logits."""
+        h = self.hidden(input_ids)
+        if target_ids is None:
+            return self.logits(h)
+        logits = self.logits(h.reshape(-1, h.size(-1)))
+        return F.cross_entropy(logits.float(), target_ids.reshape(-1), reduction=reduction)

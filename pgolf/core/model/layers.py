@@ -1,0 +1,112 @@
+"""Transformer building blocks with the official parameter names and shapes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.core.quant import QuantSpec, fake_quant
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, eps: float | None = None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+
+
+class CastedLinear(nn.Linear):
+    """fp32 weights cast to the activation dtype at matmul time.
+
+    QAT state is explicit instance state: ``qat_spec`` (which quantizer; set once from the export
+    plan) and ``qat_enabled`` (flipped by the trainer, which then recompiles; see pgolf.core.qat).
+    Fake quantization acts only in training mode: evaluation always sees the real weights. It reads
+    the fp32 weight (what the export quantizes) unless ``qat_cast_first`` asks for the weight cast to
+    the activation dtype first (the seed PRs' CastedLinear: bf16 under autocast).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, zero_init: bool = False):
+        super().__init__(in_features, out_features, bias=bias)
+        self.zero_init = zero_init
+        self.qat_spec: QuantSpec | None = None
+        self.qat_enabled: bool = False
+        self.qat_cast_first: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if self.qat_enabled and self.training and self.qat_spec is not None:
+            w = fake_quant(w.to(x.dtype) if self.qat_cast_first else w, self.qat_spec)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, w.to(x.dtype), bias)
+
+
+def ntk_base(base: float, rotary_dim: int, seq_len: int, train_seq_len: int) -> float:
+    """NTK-aware RoPE base: base * (L_eval / L_train) ** (d / (d - 2)) when L_eval > L_train."""
+    if seq_len <= train_seq_len:
+        return base
+    return base * (seq_len / train_seq_len) ** (rotary_dim / (rotary_dim - 2))
+
+
+class Rotary(nn.Module):
+    """cos/sin tables per sequence length; NTK scaling keyed on the *real* training length."""
+
+    def __init__(self, dim: int, base: float, train_seq_len: int, ntk: bool = False):
+        super().__init__()
+        self.dim, self.base, self.train_seq_len, self.ntk = dim, base, train_seq_len, ntk
+        self.register_buffer("inv_freq", self._inv_freq(base), persistent=False)
+    def _inv_freq(self, base: float) -> Tensor:
+        return 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
+
+    def base_for(self, seq_len: int) -> float:
+        return ntk_base(self.base, self.dim, seq_len, self.train_seq_len) if self.ntk else self.base
+
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        # Recomputed per call (T x dim/2 elements: negligible). A cache would be shared between
+        # inference_mode validation and autograd training, which torch refuses, and checking the
+        # mode is something torch.compile cannot trace.
+        base = self.base_for(seq_len)
+        inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base).to(device)
+        t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
+        freqs = torch.outer(t, inv_freq)  # (T, dim/2)
+        return freqs.cos()[None, None].to(dtype=dtype), freqs.sin()[None, None].to(dtype=dtype)
+
+
+def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
+                 train_seq_len: int, ntk: bool):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        kv_dim = num_kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim)
+        self.c_k = CastedLinear(dim, kv_dim)
+        self.c_v = CastedLinear(dim, kv_dim)
+        self.proj = CastedLinear(dim, dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
+        self.rotary = Rotary(self.head_dim, rope_base, train_seq_len, ntk)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bsz, seqlen, dim = x.shape
+        q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = F.rms_norm(q, (q.size(-1),))
+        k = F.rms_norm(k, (k.size(-1),))
+        cos, sin = self.rotary(seqlen, x.device, q.dtype)
+        q = apply_rotary_emb(q, cos, sin)
+        k = apply_rotary_emb(k, cos, sin)
+        q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
+        )
+        y = y.transpose(1, 2).contiguous().reshape(bsz, seqlen, dim)
+        return self.proj(y)

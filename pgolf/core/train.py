@@ -1,0 +1,665 @@
+"""One training loop for CPU and CUDA, single process or under torchrun.
+
+``train(cfg, run_dir)`` is the whole run as a library call: it trains, validates, averages, exports,
+scores the round-tripped artifact and returns the summary it writes to ``summary.json``. The loop
+follows the official ``train_gpt.py`` step for step (same token order, schedule, logging lines) and
+adds the seed-PR options, checkpoints and failure marking.
+
+Nothing is lost or silent when a run ends early: rank 0 holds the run folder's lock for the whole run;
+eval settings that only the data can check are checked before the model is built; the trained (averaged)
+weights go to ``final_model.pt`` before export and final scoring (written even with
+``train.save_raw_model=false`` when export or scoring then fails); a non-finite final score fails the run
+(:class:`NonFiniteScoreError`) instead of finishing with NaN; Ctrl-C marks the run ``interrupted``; a resume
+cuts the log and metrics rows the interrupted attempt wrote after its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import importlib
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pgolf.core import accounting, optim
+from pgolf.core.averaging import WeightAverager
+from pgolf.core.config import Config, ConfigError
+from pgolf.core.data.identity import check_same_dataset
+from pgolf.core.evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_mode
+from pgolf.core.export import artifact_filename, artifact_format, export_artifact, load_artifact
+from pgolf.core.model import GPT, build_model
+from pgolf.core.model.layers import CastedLinear
+from pgolf.core.ownership import process_identity
+from pgolf.core.qat import assign_qat_specs, qat_active, qat_start_due, set_qat
+from pgolf.core.runs import CHECKPOINT, RunWriter, claim_run_dir, environment
+from pgolf.core.safe_load import load_plain
+
+# Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
+CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class NonFiniteScoreError(FloatingPointError):
+    """A final score, or a weight of the trained model or of its artifact, is NaN or inf; the message says which."""
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    distributed: bool
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(cfg: Config) -> Dist:
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if distributed and not dist.is_initialized():
+        # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first imported, and
+        # torch._dynamo imports it, lazily, from DDP's constructor. Imported after init_process_group it would
+        # pin the group past destroy_process_group, into interpreter exit (see release_dist). Imported
+        # first, those defaults are None.
+        importlib.import_module("torch._dynamo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        dist.barrier()
+    return Dist(rank, world_size, local_rank, device, distributed)
+
+
+def grad_accum_steps(cfg: Config, world_size: int) -> int:
+    if cfg.train.grad_accum_steps:
+        return cfg.train.grad_accum_steps
+    if 8 % world_size != 0:
+        raise ValueError(f"WORLD_SIZE={world_size} must divide 8 (official grad_accum rule) or set "
+                         f"train.grad_accum_steps")
+    return 8 // world_size
+
+
+def use_compile(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+
+
+def prepare_model(cfg: Config, device: torch.device) -> GPT:
+    model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        # Official dtype layout: bf16 body, fp32 matrices (cast at matmul), fp32 small/control params.
+        model = model.bfloat16()
+        for m in model.modules():
+            if isinstance(m, CastedLinear):
+                m.float()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if (p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)) and p.dtype != torch.float32:
+                    p.data = p.data.float()
+    if cfg.qat.enabled:
+        assign_qat_specs(model, cfg.export, cfg.qat)
+    return model
+
+
+def load_data(cfg: Config, d: Dist):
+    import sentencepiece as spm
+
+    from pgolf.core.data.identity import verify_dataset
+    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+    from pgolf.core.data.tokenizer import build_byte_luts
+
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
+    if int(sp.vocab_size()) != cfg.model.vocab_size:
+        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
+                         f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
+    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
+    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
+    eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
+    official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
+    truncated = official or cfg.eval.window_rule == "rescore_tail"
+    val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
+    # PR #326's full-windows rule scores a stream cut to a multiple of the eval length.
+    final_tail = "drop" if cfg.eval.stride and cfg.eval.window_rule == "full_windows" else "score"
+    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
+    if cfg.eval.max_tokens:
+        n = cfg.eval.max_tokens
+        val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
+        val_final = val_periodic if truncated else val_final[: n + 1]
+    return ds, identity, luts, val_periodic, val_final, official
+
+
+def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:
+    """Eval settings that only the data (and world size) can validate; called before the model is built, so a
+    wrong value fails before any training instead of after it."""
+    t, ev = cfg.train, cfg.eval
+    local = t.val_batch_size // (world_size * accum)
+    if local < t.train_seq_len:
+        raise ConfigError(f"train.val_batch_size: {t.val_batch_size} gives {local} tokens per rank and micro-batch "
+                          f"(world_size={world_size}, grad_accum_steps={accum}), fewer than one sequence of "
+                          f"train.train_seq_len={t.train_seq_len}")
+    if official:
+        return  # the periodic split, already checked against train_seq_len when it was loaded
+    seq_len, targets = ev.seq_len or t.train_seq_len, val_final.numel() - 1
+    if seq_len > targets:
+        key = "eval.seq_len" if ev.seq_len else "train.train_seq_len"
+        capped = f" (eval.max_tokens={ev.max_tokens} caps it)" if ev.max_tokens else ""
+        raise ConfigError(f"{key}: the final evaluation needs windows of {seq_len} tokens but the validation "
+                          f"split has only {targets} target tokens{capped}; use a shorter eval.seq_len")
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite_score(what: str, r: EvalResult, state: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteScoreError` naming the non-finite metric and the weights that could explain it."""
+    bad = [f"{k}={getattr(r, k)}" for k in ("val_loss", "val_bpb") if not math.isfinite(getattr(r, k))]
+    if not bad:
+        return
+    weights = nonfinite_tensors(state)
+    cause = (f"non-finite weights: {', '.join(weights[:8])}{' ...' if len(weights) > 8 else ''}" if weights else
+             "every weight is finite, so the forward pass overflowed")
+    raise NonFiniteScoreError(f"{what}: {' '.join(bad)} ({cause})")
+
+
+def check_finite_artifact(state: dict[str, torch.Tensor], restored: dict[str, torch.Tensor]) -> None:
+    """Raise if the round-tripped artifact holds NaN/inf, naming the tensors (with the trained max |w|: a finite
+    weight beyond the fp16 range, 65504, overflows in an fp16 passthrough tensor or scale)."""
+    bad = nonfinite_tensors(restored)
+    if bad:
+        detail = ", ".join(f"{k} (trained max|w|={state[k].float().abs().max().item():.4g})" if k in state else k
+                           for k in bad[:8])
+        raise NonFiniteScoreError(f"artifact: {len(bad)} tensor(s) are NaN/inf after export and reload: {detail}"
+                                  f"{' ...' if len(bad) > 8 else ''} (weights beyond the fp16 range, 65504, overflow "
+                                  f"in fp16 passthrough tensors and scales); the artifact was not written")
+
+
+class Trainer:
+    """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
+
+    def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
+                 labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
+                 test_clock_skew_ms: float = 0.0):
+        self.cfg = cfg
+        self.test_clock_skew_ms = test_clock_skew_ms  # test-only, see train()
+        self.labels = dict(labels or {})
+        self.on_step = on_step  # called as on_step(step, train.iterations) after each optimizer step
+        self.d = setup_dist(cfg)
+        self.resume = resume
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.autocast = self.d.device.type == "cuda"
+        if self.d.device.type == "cpu":
+            torch.set_num_threads(cfg.train.num_threads or 1)
+        self.accum = grad_accum_steps(cfg, self.d.world_size)
+        self.compiled = use_compile(cfg, self.d.device)
+        # Last, so that nothing after it can fail and leave the lock held: train() releases it.
+        self.lock, stale = (claim_run_dir(self.run_dir, resume=resume) if self.d.master and self.run_dir is not None
+                            else (None, []))
+        self.out = RunWriter(self.run_dir, enabled=self.d.master, console=console)
+        self.log_sizes_at_start = self.out.log_sizes()  # a resume cuts from the checkpoint up to here
+        for p in stale:
+            self.log(f"cleanup: removed {p.relative_to(self.run_dir)} (temp file of a writer that died)")
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def log(self, msg: str, console: bool = True) -> None:
+        self.out.log(msg, console)
+
+    def _sync(self) -> None:
+        if self.d.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _wrap(self) -> nn.Module:
+        m: nn.Module = self.base
+        if self.compiled:
+            m = torch.compile(self.base, dynamic=False, fullgraph=True)
+        if self.d.distributed:
+            ids = [self.d.local_rank] if self.d.device.type == "cuda" else None
+            m = DDP(m, device_ids=ids, broadcast_buffers=False)
+        return m
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
+
+    def _make_loader(self):
+        from pgolf.core.data.loader import DistributedTokenLoader
+        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
+                                      vocab_size=self.cfg.model.vocab_size)
+
+    def _progress(self, step: int, elapsed_ms: float) -> float:
+        t = self.cfg.train
+        return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
+
+    def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
+        """Switch QAT on once :func:`qat_start_due` (agreed by all ranks) says so; every rank calls this each step."""
+        q = self.cfg.qat
+        if not q.enabled or self.qat_step is not None or qat_active(self.base):  # decided once, even with 0 layers
+            return
+        progress = self._progress(step, elapsed_ms + self.test_clock_skew_ms)
+        if not qat_start_due(progress, q.start_frac, self.d.distributed, self.d.device):
+            return
+        n = set_qat(self.base, True)
+        recompile = self.compiled
+        if recompile:
+            torch._dynamo.reset()
+            self.model = self._wrap()
+        self.qat_step = step
+        self.log(f"qat:enabled step:{step} layers:{n} recompile:{int(recompile)}")
+        self.out.metric(event="qat_enabled", step=step, layers=n, recompile=recompile)
+
+    def _micro_step(self, loader) -> torch.Tensor:
+        total = torch.zeros((), device=self.d.device)
+        for micro in range(self.accum):
+            if self.d.distributed:
+                self.model.require_backward_grad_sync = micro == self.accum - 1
+            x, y = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
+            with self._autocast():
+                loss = self.model(x, y)
+            total += loss.detach()
+            (loss * (1.0 / self.accum)).backward()
+        return total / self.accum
+
+    def _zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def validate(self, tokens: torch.Tensor, final: bool) -> EvalResult:
+        c = self.cfg
+        if not final or self.official_eval:
+            return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
+                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.autocast)
+        # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
+        return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
+                            c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
+                            self.autocast, c.eval.window_rule)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
+        opt_states = [opt.state_dict() for opt in self.optimizers]
+        if self.d.distributed:  # Muon momentum lives only on the rank that owns each matrix
+            gathered: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(gathered, opt_states)
+        else:
+            gathered = [opt_states]
+        if self.d.master:
+            self.out.metric(event="checkpoint", step=step)  # before log_sizes, so a resume keeps this row
+            self.out.torch_save(CHECKPOINT, {
+                "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
+                "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
+                "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
+                "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+                "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
+            })
+
+    def _restore(self, loader) -> tuple[int, float]:
+        assert self.run_dir is not None
+        path = self.run_dir / CHECKPOINT
+        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
+                             f"by another pgolf version or is not a pgolf checkpoint")
+        if ck["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
+                             f"same config (see {self.run_dir / 'config.json'})")
+        note = check_same_dataset(self.run_dir / CHECKPOINT, ck.get("dataset_sha256"), ck.get("dataset_path"),
+                                  self.dataset_id)
+        if note:
+            self.log(note)
+        self.base.load_state_dict(ck["model"], strict=True)
+        for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
+            opt.load_state_dict(state)
+        loader.load_state_dict(ck["loader"])
+        self.averager.load_state_dict(ck["averager"])
+        self.qat_step = ck["qat_step"]  # the switch was decided, even when no layer had a spec
+        if ck["qat_active"]:
+            set_qat(self.base, True)
+            if self.compiled:
+                torch._dynamo.reset()
+                self.model = self._wrap()
+        set_rng_state(ck["rng"])
+        cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
+        self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
+        for note in cut:
+            self.log(f"resume:{note}")
+        return ck["step"], ck["training_time_ms"]
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, d, t = self.cfg, self.d, self.cfg.train
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        if d.device.type == "cuda":
+            torch.cuda.manual_seed_all(t.seed)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if not self.resume:
+            self.out.json("config.json", cfg.to_dict())
+            self.out.json("environment.json", environment())
+        self.out.status("running", rank_count=d.world_size, **process_identity())
+        self.ds, self.dataset_id, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
+        check_eval_fits(cfg, val_final, self.official_eval, d.world_size, self.accum)
+        if not self.resume:
+            self.out.json("dataset.json", self.dataset_id.record())
+        for line in self.dataset_id.log_lines():
+            self.log(line)
+        self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
+        self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
+        self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{val_periodic.numel() - 1}")
+
+        self.base = prepare_model(cfg, d.device)
+        self.model = self._wrap()
+        self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda")
+        if self.compiled:
+            self.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)
+        self.averager = WeightAverager(self.base, cfg.averaging)
+        self.qat_step: int | None = None
+        n_params = sum(p.numel() for p in self.base.parameters())
+        self.log(f"model_params:{n_params}")
+        self.log(f"world_size:{d.world_size} grad_accum_steps:{self.accum}")
+        self.log(f"device:{d.device.type} compile:{int(self.compiled)} threads:{torch.get_num_threads()}")
+        self.log(f"attention_mode:gqa num_heads:{cfg.model.num_heads} num_kv_heads:{cfg.model.num_kv_heads}")
+        o = cfg.optim
+        token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
+        self.log(f"tie_embeddings:{cfg.model.tie_embeddings} embed_lr:{token_lr} "
+                 f"head_lr:{o.head_lr if self.base.lm_head is not None else 0.0} "
+                 f"matrix_lr:{o.matrix_lr} scalar_lr:{o.scalar_lr}")
+        self.log(f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} "
+                 f"iterations:{t.iterations} warmup_steps:{t.warmup_steps} "
+                 f"max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
+        self.log(f"seed:{t.seed}")
+
+        loader = self._make_loader()
+        if cfg.qat.enabled and cfg.qat.start_frac <= 0:
+            self._maybe_enable_qat(0, 0.0)
+        compile_ms = 0.0
+        if t.warmup_steps > 0 and not self.resume:
+            compile_ms = self._prime(loader)
+            loader = self._make_loader()
+        step, training_time_ms = self._restore(loader) if self.resume else (0, 0.0)
+        max_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
+        stop_after: int | None = None
+        self._sync()
+        t0 = time.perf_counter()
+        val = None
+        while True:
+            last = step == t.iterations or (stop_after is not None and step >= stop_after)
+            if last or (t.val_loss_every > 0 and step % t.val_loss_every == 0):
+                self._sync()
+                training_time_ms += 1000.0 * (time.perf_counter() - t0)
+                val = self.validate(val_periodic, final=False)
+                self.log(f"step:{step}/{t.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
+                         f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
+                self.out.metric(step=step, val_loss=val.val_loss, val_bpb=val.val_bpb, train_time_ms=training_time_ms)
+                self._sync()
+                t0 = time.perf_counter()
+            if last:
+                if stop_after is not None and step < t.iterations:
+                    self.log(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms "
+                             f"step:{step}/{t.iterations}")
+                break
+            elapsed_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+            self._maybe_enable_qat(step, elapsed_ms)
+            scale = optim.lr_multiplier(step, elapsed_ms, cfg)
+            self._zero_grad()
+            train_loss = self._micro_step(loader)
+            for g in self.muon.param_groups:
+                g["momentum"] = optim.muon_momentum(step, cfg)
+            for opt in self.optimizers:
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * scale
+            if o.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.base.parameters(), o.grad_clip_norm)
+            for opt in self.optimizers:
+                opt.step()
+            self._zero_grad()
+            step += 1
+            loss_value = train_loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"rank {d.rank}: train_loss is {loss_value} at step {step}")
+            if self.averager.update(self.base, step, scale) and cfg.averaging.mode == "swa":
+                self.out.metric(event="swa_snapshot", step=step, count=self.averager.count)
+            approx_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+            if t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0 or stop_after is not None):
+                self.log(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
+                         f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+            self.out.metric(step=step, train_loss=loss_value, lr_scale=scale, train_time_ms=approx_ms)
+            if self.on_step is not None:
+                self.on_step(step, t.iterations)
+            if t.checkpoint_every and step % t.checkpoint_every == 0:
+                self._sync()
+                training_time_ms += 1000.0 * (time.perf_counter() - t0)
+                self._checkpoint(step, training_time_ms, loader)
+                t0 = time.perf_counter()
+                approx_ms = training_time_ms
+            reached = max_ms is not None and approx_ms >= max_ms
+            if d.distributed and max_ms is not None:
+                flag = torch.tensor(int(reached), device=d.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if stop_after is None and reached:
+                stop_after = step
+        if d.device.type == "cuda":
+            self.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+                     f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
+        return self._finish(step, training_time_ms, val, val_final, n_params, compile_ms)
+
+    def _prime(self, loader) -> float:
+        """Official compile priming: run warmup steps, then restore the initial weights and optimizers."""
+        t = self.cfg.train
+        t_start = time.perf_counter()
+        init_model = {k: v.detach().cpu().clone() for k, v in self.base.state_dict().items()}
+        init_opts = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
+        self.model.train()
+        for i in range(t.warmup_steps):
+            self._zero_grad()
+            self._micro_step(loader)
+            for opt in self.optimizers:
+                opt.step()
+            self._zero_grad()
+            if t.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == t.warmup_steps:
+                self.log(f"warmup_step:{i + 1}/{t.warmup_steps}")
+        self.base.load_state_dict(init_model, strict=True)
+        for opt, state in zip(self.optimizers, init_opts, strict=True):
+            opt.load_state_dict(state)
+        self._zero_grad()
+        if self.d.distributed:
+            self.model.require_backward_grad_sync = True
+        self._sync()
+        return 1000.0 * (time.perf_counter() - t_start)
+
+    def _finish(self, step: int, training_time_ms: float, last_val: EvalResult | None, val_final,
+                n_params: int, compile_ms: float) -> dict[str, Any]:
+        cfg = self.cfg
+        avg = self.averager.averaged_state(self.base)
+        if avg is None and self.averager.count and cfg.averaging.mode == "swa":
+            self.log(f"swa:not_applied snapshots:{self.averager.count} (< averaging.swa_min_snapshots)")
+        if avg is not None:
+            self.base.load_state_dict(avg, strict=True)
+            self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
+            self.out.metric(event=f"{cfg.averaging.mode}_applied", step=step, count=self.averager.count)
+        elif self.averager.count:
+            self.log(f"{cfg.averaging.mode}:not_applied snapshots:{self.averager.count} "
+                     f"(fewer than averaging.swa_min_snapshots={cfg.averaging.swa_min_snapshots})")
+        set_qat(self.base, False)  # evaluation and export see the real weights
+        # A copy: on CPU .cpu() would alias the parameters, which the artifact round trip overwrites.
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
+        if cfg.train.save_raw_model:  # first, so that a failing export or evaluation loses nothing
+            self._save_raw(state)
+        try:
+            return self._score_and_export(state, step, training_time_ms, last_val, val_final, n_params, compile_ms,
+                                          averaged=avg is not None)
+        except BaseException:
+            if not cfg.train.save_raw_model:
+                self._save_raw(state, note=" (train.save_raw_model=false, kept because export or scoring failed)")
+            raise
+
+    def _save_raw(self, state: dict[str, torch.Tensor], note: str = "") -> None:
+        if self.d.master and self.run_dir is not None:
+            self.out.torch_save("final_model.pt", state)
+            self.log(f"Serialized model: {(self.run_dir / 'final_model.pt').stat().st_size} bytes{note}")
+
+    def _score_and_export(self, state: dict[str, torch.Tensor], step: int, training_time_ms: float,
+                          last_val: EvalResult | None, val_final, n_params: int, compile_ms: float,
+                          averaged: bool) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        if averaged or not self.official_eval:
+            pre = self.validate(val_final, final=True)
+        else:
+            pre = last_val
+        assert pre is not None
+        self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
+        check_finite_score("final_prequant", pre, state)
+        code = accounting.code_bytes()
+        blob, report = export_artifact(state, cfg.export)
+        restored = load_artifact(blob)
+        check_finite_artifact(state, restored)
+        tag = artifact_format(report)
+        if d.master:
+            self.log(f"Code size: {code} bytes ({accounting.CODE_BYTES_NOTE})")
+            self.out.bytes(artifact_filename(report), blob)
+            self.log(f"Serialized model {tag}: {len(blob)} bytes (payload:{report['payload_bytes']} "
+                     f"raw_torch:{report['serialized_bytes']} payload_ratio:"
+                     f"{report['raw_bytes'] / max(report['payload_bytes'], 1):.2f}x)")
+            self.log(f"Total submission size {tag}: {len(blob) + code} bytes")
+            self.out.json("export_report.json", report)
+        over_cap = accounting.over_cap_line(len(blob), code)  # None when it fits
+        if over_cap:
+            self.log(over_cap)
+        if d.distributed:
+            dist.barrier()
+        self.base.load_state_dict(restored, strict=True)
+        t_q = time.perf_counter()
+        q = self.validate(val_final, final=True)
+        self.log(f"final_{tag}_roundtrip val_loss:{q.val_loss:.4f} val_bpb:{q.val_bpb:.4f} "
+                 f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
+        self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
+        check_finite_score(f"final_{tag}_roundtrip", q, restored)
+        summary = {
+            "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step, "train_time_ms": training_time_ms,
+            "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
+            "compile_priming_ms": compile_ms, "model_params": n_params, "seed": cfg.train.seed,
+            "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
+            "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
+            "eval_mode": "official" if self.official_eval else
+            window_mode(cfg.eval.seq_len or cfg.train.train_seq_len, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule),
+            "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
+            "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
+            "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
+            "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
+            "device": d.device.type, "world_size": d.world_size,
+            "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+            "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
+        }
+        if over_cap and cfg.export.require_fit:
+            summary.update(status="failed", error=f"export.require_fit: {over_cap}")
+        self.out.json("summary.json", summary)
+        if over_cap and cfg.export.require_fit:
+            raise accounting.OverCapError(summary["error"])
+        self.out.status("finished")
+        return summary
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
+          labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
+          test_clock_skew_ms: float = 0.0) -> dict[str, Any]:
+    """Train, export and score one run; returns the summary. Marks the run failed on any error, and
+    ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
+
+    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config.
+    ``test_clock_skew_ms`` is test-only (``pgolf.running.worker``'s PGOLF_TEST_CLOCK_SKEW): it is added to this
+    process's elapsed training time where the QAT switch reads it, so that a test can make ranks
+    disagree about time; the LR schedule and the wallclock cap keep the real clock.
+    ``on_step(step, iterations)`` is called after each optimizer step (the quickstart's progress bar)."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels, on_step,
+                      test_clock_skew_ms)
+    try:
+        return trainer.run()
+    except KeyboardInterrupt:
+        has_ck = trainer.run_dir is not None and (trainer.run_dir / CHECKPOINT).exists()
+        trainer.out.status("interrupted", rank=trainer.d.rank, error="KeyboardInterrupt", checkpoint=has_ck)
+        trainer.log(f"run_interrupted rank:{trainer.d.rank} checkpoint:{int(has_ck)}")
+        raise
+    except BaseException as e:
+        trainer.out.status("failed", rank=trainer.d.rank, error=f"{type(e).__name__}: {e}")
+        trainer.log(f"run_failed rank:{trainer.d.rank} error:{type(e).__name__}: {e}")
+        raise
+    finally:
+        trainer.release()  # after the final status: the next owner sees this run's end state
+        release_dist(trainer)
+
+
+def release_dist(trainer: Trainer) -> None:
+    """Destroy the process group here, while the interpreter is alive, without holding the GIL while it dies.
+
+    Gloo's worker threads free each finished collective themselves, and freeing a tensor whose Python
+    object is already gone takes the GIL. ``~ProcessGroupGloo`` joins those threads, so whoever drops
+    the last reference to the group must not hold the GIL then, and must do it before interpreter exit
+    (where a thread asking for the GIL is killed inside a C++ destructor: "terminate called without an
+    active exception", SIGABRT). The Python wrapper of the group releases the GIL in its destructor;
+    DDP's C++ reducer, which also holds the group, does not (a rank then deadlocks). So the DDP wrapper
+    goes first, and destroy_process_group drops the last reference through the Python wrapper. Nothing
+    else may keep the group: see the torch._dynamo import in :func:`setup_dist`."""
+    if not (trainer.d.distributed and dist.is_initialized()):
+        return
+    trainer.model = None
+    gc.collect()  # the reducer goes with the DDP object; collect in case a reference cycle holds it
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass

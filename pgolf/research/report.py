@@ -1,0 +1,35 @@
+"""Small pieces the ablation notebooks share: result tables and verdict sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pgolf.research.stats import RULE_ALPHA, summarize
+
+TABLE = {"q_val_bpb": ".4f", "val_bpb": ".4f", "quant_gap_bpb": "+.4f", "artifact_bytes": ",.0f",
+         "step_avg_ms": ".1f"}
+
+
+def arm_table(runs: pd.DataFrame, metrics: dict[str, str] = TABLE) -> pd.DataFrame:
+    """mean ± std over seeds per arm (std omitted when an arm has one run)."""
+    cols = {"n": summarize(runs, "q_val_bpb")["n"]}
+    for metric, fmt in metrics.items():
+        s = summarize(runs, metric)
+        cols[metric] = pd.Series([f"{m:{fmt}} ± {sd:{fmt.lstrip('+')}}" if np.isfinite(sd) else f"{m:{fmt}}"
+                                  for m, sd in zip(s["mean"], s["std"])], index=s.index)
+    return pd.DataFrame(cols)
+
+
+def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
+    """One sentence that says only what the test in ``row`` (a ``stats.compare`` row) supports."""
+    diff = f"`{arm}` − `{control}` = {row['diff']:+.4f} {metric}"
+    if not np.isfinite(row["p"]):
+        return f"{diff}; {row['note'] or 'no test possible'}."
+    if row["p"] >= RULE_ALPHA:
+        return (f"no significant difference at this scale: {diff} (p = {row['p']:.2g}, {row['test']} t-test over "
+                f"{row['n_pairs'] or row['n']} seeds).")
+    better = "lower" if row["diff"] < 0 else "higher"
+    rule = "clears" if row["clears_rule"] else "does not clear"
+    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric} (p = {row['p']:.2g}); it {rule} the 0.005-nat "
+            f"threshold ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")

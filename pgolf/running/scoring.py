@@ -1,0 +1,140 @@
+"""``pgolf eval``: score saved weights on a dataset, outside training.
+
+PATH may be
+- a run folder: its ``config.json`` and its artifact ``final_model.*.ptz`` (``--weights raw`` scores
+  ``final_model.pt`` instead);
+- a pgolf or official artifact (``final_model.int8.ptz`` from the official script): quantized weights;
+- a raw state dict (``final_model.pt``, pgolf's or the official script's).
+A file outside a run folder has no config: the model shape comes from ``--preset`` (default: the
+official baseline) and dotted overrides. Loading never unpickles code (``weights_only``).
+
+The evaluation is the trainer's final one: the official evaluator when the settings are official
+(non-overlapping windows of the training length, tail dropped), otherwise :func:`eval_windows`.
+On a finished run with its own settings the result equals ``summary.json``'s ``q_val_bpb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgolf.core.config import Config, apply_overrides, parse_override
+from pgolf.core.evaluate import EvalResult, eval_official, eval_windows, window_mode
+
+
+def find_weights(path: Path, weights: str) -> tuple[Path, Path | None]:
+    """(weights file, config file or None) for a run folder or a file."""
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise FileNotFoundError(f"{path}: not a pgolf run folder (no config.json)")
+        if weights == "raw":
+            f = path / "final_model.pt"
+            if not f.exists():
+                raise FileNotFoundError(f"{path}: no final_model.pt (train.save_raw_model=false?)")
+            return f, cfg_file
+        found = sorted(p for p in path.glob("final_model.*.ptz") if not p.name.startswith("."))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path}: expected exactly one final_model.*.ptz artifact, found "
+                                    f"{[p.name for p in found] or 'none'}")
+        return found[0], cfg_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such run folder or weights file")
+    sibling = path.parent / "config.json"
+    return path, (sibling if sibling.exists() else None)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from an artifact (.ptz, compressed + quantized) or a raw ``torch.save`` state dict."""
+    from pgolf.core.export import load_artifact
+    if path.suffix == ".ptz":
+        return load_artifact(path.read_bytes())
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a plain state dict
+        raise ValueError(f"{path}: not a state dict of tensors ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
+    return sd
+
+
+def resolve_eval_config(cfg: Config, *, dataset: str | None, seq_len: int | None, stride: int | None,
+                        tail: str | None) -> Config:
+    o: dict[str, Any] = {}
+    if dataset is not None:
+        o["data.path"] = str(Path(dataset).resolve())
+    if seq_len is not None:
+        o["eval.seq_len"] = seq_len
+    if stride is not None:
+        o["eval.stride"] = stride
+    if tail is not None:
+        o["eval.tail"] = tail
+    return apply_overrides(cfg, o) if o else cfg
+
+
+def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult, str]:
+    """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score."""
+    from pgolf.core.train import Dist, grad_accum_steps, load_data, prepare_model
+    device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    d = Dist(0, 1, 0, device, False)
+    _, _, luts, _, val_final, official = load_data(cfg, d)
+    model = prepare_model(apply_overrides(cfg, {"qat.enabled": False}), device)
+    model.load_state_dict(state, strict=True)
+    autocast = device.type == "cuda"
+    if official:
+        res = eval_official(model, val_final, luts, cfg.train.train_seq_len, cfg.train.val_batch_size, 0, 1,
+                            grad_accum_steps(cfg, 1), device, autocast)
+        return res, "official"
+    L = cfg.eval.seq_len or cfg.train.train_seq_len
+    res = eval_windows(model, val_final, luts, L, cfg.eval.stride, cfg.eval.tail, cfg.eval.batch_seqs, 0, 1, device,
+                       autocast, cfg.eval.window_rule)
+    return res, window_mode(L, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pgolf.running.presets import get_preset
+    path = Path(args.path)
+    weights, cfg_file = find_weights(path, args.weights)
+    if cfg_file is not None and not args.preset:
+        cfg = Config.from_json(cfg_file)
+    else:
+        cfg = get_preset(args.preset or "baseline")
+    cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
+    cfg = resolve_eval_config(cfg, dataset=args.dataset, seq_len=args.seq_len, stride=args.stride, tail=args.tail)
+    torch.set_num_threads(cfg.train.num_threads or 1)
+    res, mode = score_state(cfg, load_weights(weights))
+    out = {"weights": str(weights), "config": str(cfg_file) if cfg_file and not args.preset else f"preset:{args.preset or 'baseline'}",
+           "eval_mode": mode, "val_loss": res.val_loss, "val_bpb": res.val_bpb, "tokens_scored": res.tokens,
+           "bytes_scored": res.bytes}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"eval:{weights} mode:{mode}")
+        print(f"val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} tokens:{res.tokens} bytes:{res.bytes}")
+    return 0
+
+
+def register(subparsers) -> None:
+    e = subparsers.add_parser("eval", help="score a run folder, an artifact (pgolf or official) or a state dict")
+    e.add_argument("path", help="run folder, final_model.*.ptz artifact, or final_model.pt")
+    e.add_argument("overrides", nargs="*", help="dotted config overrides (model shape for files without a config)")
+    e.add_argument("--preset", help="config for a file without config.json (default: baseline); overrides a "
+                                    "run's own config.json when given")
+    e.add_argument("--dataset", help="dataset folder (shards + tokenizer); default: the config's data.path")
+    e.add_argument("--seq-len", type=int, help="evaluation length (eval.seq_len)")
+    e.add_argument("--stride", type=int, help="sliding-window stride (eval.stride; 0 = non-overlapping)")
+    e.add_argument("--tail", choices=["drop", "score"], help="drop (official) or score the final partial window")
+    e.add_argument("--weights", choices=["artifact", "raw"], default="artifact",
+                   help="for a run folder: the quantized artifact (default) or final_model.pt")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+
+if __name__ == "__main__":
+    from pgolf.running.cli import main
+    sys.exit(main(["eval", *sys.argv[1:]]))
