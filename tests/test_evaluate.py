@@ -140,3 +140,21 @@ def test_sliding_full_windows_rule():
     assert scored == list(range(last_end)) and wins[-1][0] == 720 and last_end == 976  # 976..999 unscored
     with pytest.raises(Exception, match="eval.window_rule"):
         apply_overrides(Config(), {"eval.window_rule": "full_windows"})  # needs sliding windows
+
+
+def test_fixed_batch_pads_without_changing_the_score():
+    """Padding the last (and tail) batch to batch_seqs rows that score nothing gives the same sums; the
+    padded call sees one batch shape per window length (what a compiled forward needs)."""
+    m, luts = _model_and_luts()
+    tokens = torch.randint(0, 1024, (64 * 5 + 37,), generator=torch.Generator().manual_seed(2))
+    shapes = []
+    hook = m.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
+    plain = eval_windows(m, tokens, luts, 64, 16, "score", 4, 0, 1, torch.device("cpu"), False)
+    n_plain = len(shapes)
+    shapes.clear()
+    padded = eval_windows(m, tokens, luts, 64, 16, "score", 4, 0, 1, torch.device("cpu"), False, fixed_batch=True)
+    hook.remove()
+    assert (padded.tokens, padded.bytes) == (plain.tokens, plain.bytes)
+    assert padded.val_loss == pytest.approx(plain.val_loss, rel=1e-6)  # batch shape may change CPU kernel rounding
+    assert len(shapes) == n_plain
+    assert {s[0] for s in shapes} == {4}, shapes  # every batch padded to 4 rows

@@ -148,14 +148,26 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
     return EvalResult(val_loss, val_loss / math.log(2.0) * tok.item() / byt.item(), int(tok.item()), int(byt.item()))
 
 
+def compile_for_eval(model: nn.Module) -> nn.Module:
+    """The window evaluator's forward, compiled (CUDA): static shapes, one graph per window length when
+    :func:`eval_windows` runs with ``fixed_batch=True``. The training wrapper cannot be reused: it is
+    compiled for the training call (mean loss) and may be wrapped in DDP."""
+    return torch.compile(model, dynamic=False)
+
+
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 window_rule: str = "once") -> EvalResult:
+                 window_rule: str = "once", *, fixed_batch: bool = False) -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64.
 
     The accounting is masks over each batch (no per-window Python work), so at FineWeb scale
-    (stride 64: ~1M windows) the forward passes, not the bookkeeping, set the pace."""
+    (stride 64: ~1M windows) the forward passes, not the bookkeeping, set the pace.
+
+    ``fixed_batch`` pads every short batch to ``batch_seqs`` rows that score nothing, so a compiled
+    forward (:func:`compile_for_eval`) sees one batch shape per window length instead of recompiling
+    for the last batch. Rows are independent (causal attention within a row), so the scores are the
+    same up to kernel-level rounding."""
     n_targets = val_tokens.numel() - 1
     wins = windows(n_targets, seq_len, stride, tail, window_rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
@@ -167,13 +179,14 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
     ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if autocast else nullcontext()
     for batch in _equal_length_batches(mine, batch_seqs):
         length = batch[0][1] - batch[0][0]
-        starts = torch.tensor([w[0] for w in batch], dtype=torch.int64)
-        offsets = torch.tensor([w[2] - w[0] for w in batch], dtype=torch.int64, device=device)
+        pad = batch_seqs - len(batch) if fixed_batch else 0
+        starts = torch.tensor([w[0] for w in batch] + [batch[0][0]] * pad, dtype=torch.int64)
+        offsets = torch.tensor([w[2] - w[0] for w in batch] + [length] * pad, dtype=torch.int64, device=device)
         idx = starts[:, None] + torch.arange(length, dtype=torch.int64)[None, :]  # (B, T) input positions
         x = val_tokens[idx].to(device=device, dtype=torch.int64)
         y = val_tokens[idx + 1].to(device=device, dtype=torch.int64)
         with ctx:
-            nll = model(x, y, reduction="none").detach().view(len(batch), length)
+            nll = model(x, y, reduction="none").detach().view(len(starts), length)
         scored = torch.arange(length, device=device)[None, :] >= offsets[:, None]  # (B, T): this window's targets
         loss_sum += torch.where(scored, nll.to(torch.float64), 0.0).sum()
         tok += scored.sum()
