@@ -61,7 +61,8 @@ def test_dtype_layout_keeps_model_control_tensors_fp32(monkeypatch, cfg, control
 
 
 def test_export_passes_model_control_tensors_through_fp32_and_exclude_acts_there_only():
-    for cfg, where in ((tiny(), "passthrough"), (tiny(**{"model.control_patterns": DEFAULT_CONTROL_PATTERNS}), "quantized"),
+    for cfg, where in ((tiny(), "passthrough"),
+                       (tiny(**{"model.control_patterns": DEFAULT_CONTROL_PATTERNS}), "quantized"),
                        (tiny(**{"export.control_exclude": "route_gain"}), "quantized")):
         sd = {k: v.detach() for k, v in with_gain(cfg).state_dict().items()}
         obj, plan = quantize_state_dict(sd, cfg.export, control=cfg.model.control_patterns)

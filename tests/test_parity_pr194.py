@@ -501,7 +501,8 @@ def test_expected_difference_smear_gate_stored_fp32(pr, export_pair):
     assert obj_p["passthrough_orig_dtypes"] == {"tok_emb.weight": "float32"}
     assert torch.equal(gate_p, sd["smear_gate_param"])
     print(f"\nsmear gate fp16 rounding: max abs {max_abs_diff(gate_o, sd['smear_gate_param']):.3e}")
-    obj_r, _ = quantize_state_dict(to_pgolf(sd), no_smear_control(cfg).export)
+    cfg_r = no_smear_control(cfg)
+    obj_r, _ = quantize_state_dict(to_pgolf(sd), cfg_r.export, control=cfg_r.model.control_patterns)
     assert_same_tensors(to_pgolf(obj_o["passthrough"]), obj_r["passthrough"], "passthrough", ordered=False)
     assert to_pgolf(obj_o["passthrough_orig_dtypes"]) == obj_r["passthrough_orig_dtypes"]
 
@@ -511,7 +512,8 @@ def test_expected_difference_compressed_bytes_label_only(pr, export_pair):
     per-tensor bit widths. Relabelled, pgolf's object serializes and compresses to the PR's exact bytes."""
     cfg, sd, obj_o = export_pair
     cfg_r = no_smear_control(cfg)
-    obj_r, _ = quantize_state_dict(sd, cfg_r.export, control=cfg_r.model.control_patterns)  # the PR's own names and order
+    # the PR's own names and order
+    obj_r, _ = quantize_state_dict(sd, cfg_r.export, control=cfg_r.model.control_patterns)
     assert obj_r.pop("bits") and obj_r["__quant_format__"] == "pgolf_mixed_v1"
     obj_r["__quant_format__"] = obj_o["__quant_format__"]
     raw_o, raw_r = io.BytesIO(), io.BytesIO()

@@ -463,7 +463,8 @@ def pr_container(obj: dict, sd: dict, cfg: Config) -> dict:
             m[name] = {"type": f"int{obj['bits'][pg]}"}
         else:
             w[name] = obj["passthrough"][pg]
-            m[name] = kind.get(plan_tensor(pg, sd[name], cfg.export, control=cfg.model.control_patterns).cls, "passthrough_fp16")
+            m[name] = kind.get(plan_tensor(pg, sd[name], cfg.export, control=cfg.model.control_patterns).cls,
+                               "passthrough_fp16")
     return {"w": w, "m": m}
 
 
@@ -487,7 +488,8 @@ def test_artifact_roundtrip_and_bytes(pr):
     blob, report = export_artifact(to_pg(sd), cfg.export, control=cfg.model.control_patterns)
     deq_p = to_pr(load_artifact(blob))
     assert_same_tensors(deq_o, {k: deq_p[k] for k in deq_o}, "round trip")
-    obj, _ = quantize_state_dict(prune_state_dict(to_pg(sd), cfg.export, control=cfg.model.control_patterns), cfg.export, control=cfg.model.control_patterns)
+    control = cfg.model.control_patterns
+    obj, _ = quantize_state_dict(prune_state_dict(to_pg(sd), cfg.export, control=control), cfg.export, control=control)
     assert zstd22(pr_container(obj, sd, cfg)) == pr_blob, "same tensors in the PR's container: same bytes"
     rel = len(blob) / len(pr_blob) - 1
     print(f"\nartifact bytes PR={len(pr_blob)} pgolf={len(blob)} ({rel:+.3%}, container layout only)")

@@ -594,8 +594,8 @@ def test_export_quantized_tensors_bitwise(pr, full_state, dtypes):
     assert compare_export(pr, pruned_pr, cfg) == {}
     res, meta = pr_quantize(pr, pruned_pr)
     deq_pr = to_pgolf(pr.dequantize_mixed_int6(res, meta, pruned_pr))
-    deq_pg = dequantize_state_dict(quantize_state_dict(prune_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns), cfg.export,
-                                                     control=cfg.model.control_patterns)[0])
+    pruned = prune_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
+    deq_pg = dequantize_state_dict(quantize_state_dict(pruned, cfg.export, control=cfg.model.control_patterns)[0])
     for k in deq_pr:
         assert deq_pr[k].dtype == deq_pg[k].dtype and torch.equal(deq_pr[k], deq_pg[k]), k
 
@@ -720,7 +720,7 @@ def test_expected_difference_qat_through_export_quantizer(pr):
     cfg = apply_overrides(preset(), MID)
     o, p = qat_models(pr, cfg)
     wo, wp = effective_weights(o, pr.CastedLinear), effective_weights(p, CastedLinear)
-    deq = dequantize_state_dict(quantize_state_dict(p.state_dict(), cfg.export)[0])
+    deq = dequantize_state_dict(quantize_state_dict(p.state_dict(), cfg.export, control=cfg.model.control_patterns)[0])
     res, meta = pr_quantize(pr, o.state_dict())
     deq_pr = to_pgolf(pr.dequantize_mixed_int6(res, meta, o.state_dict()))
     worst = 0.0

@@ -56,9 +56,11 @@ def test_control_order_switch_restores_the_records_fp16_control_tensors():
     on = Config().export
     off = apply_overrides(Config(), {"export.control_fp32": False}).export
     assert plan_tensor("blocks.0.attn_scale", t, on, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"
-    assert plan_tensor("blocks.0.attn_scale", t, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp16"  # records.md bug 9, on purpose
+    # records.md bug 9, on purpose
+    assert plan_tensor("blocks.0.attn_scale", t, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp16"
     big = torch.ones(70_000)
-    assert plan_tensor("blocks.0.big_attn_scale", big, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"  # large control tensors stay fp32
+    # large control tensors stay fp32
+    assert plan_tensor("blocks.0.big_attn_scale", big, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"
 
 
 def test_fp16_patterns_keep_named_matrices():
@@ -90,13 +92,15 @@ def test_quantile_pruning_strict_below_interpolated_threshold_and_matrix_scope()
     assert torch.equal(out["blocks.0.attn_scale"], sd["blocks.0.attn_scale"])
     # default scope: only int-exported matrices (the fp16 embedding is left alone)
     d = apply_overrides(c, {"export.prune_scope": "quantized"}).export
-    assert torch.equal(prune_state_dict(sd, d, control=DEFAULT_CONTROL_PATTERNS)["tok_emb.weight"], sd["tok_emb.weight"])
+    kept = prune_state_dict(sd, d, control=DEFAULT_CONTROL_PATTERNS)["tok_emb.weight"]
+    assert torch.equal(kept, sd["tok_emb.weight"])
 
 
 def test_kthvalue_pruning_zeroes_exactly_k():
     c = apply_overrides(Config(), {**SMALL, "export.prune_frac": 0.1})
     t = randn(128, 64, seed=7)
-    out = prune_state_dict({"blocks.0.mlp.fc.weight": t}, c.export, control=c.model.control_patterns)["blocks.0.mlp.fc.weight"]
+    out = prune_state_dict({"blocks.0.mlp.fc.weight": t}, c.export,
+                           control=c.model.control_patterns)["blocks.0.mlp.fc.weight"]
     assert int((out == 0).sum()) == int(0.1 * t.numel())
 
 
