@@ -153,7 +153,7 @@ def bits_sweep() -> pd.DataFrame:
         fp = score(cfg, state, tokens, luts)
         for bits in sweep_bits:
             export_cfg = cfg.replace({"export.bits_attn": bits, "export.bits_mlp": bits}).export
-            blob, _ = export_artifact(state, export_cfg)
+            blob, _ = export_artifact(state, export_cfg, control=cfg.model.control_patterns)
             q = score(cfg, load_artifact(blob), tokens, luts)
             rows.append({"arm": r["arm"], "seed": int(r["seed"]), "bits": int(bits), "val_bpb_fp": fp.val_bpb,
                          "q_val_bpb": q.val_bpb, "gap_bpb": q.val_bpb - fp.val_bpb, "artifact_bytes": len(blob),

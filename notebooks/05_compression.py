@@ -141,8 +141,8 @@ def trained_table() -> pd.DataFrame:
     fresh = fresh_state(cfg)
     rows = []
     for s in grid():
-        blob, _ = export_artifact(state, export_cfg(cfg, s))
-        fresh_blob, _ = export_artifact(fresh, export_cfg(cfg, s))
+        blob, _ = export_artifact(state, export_cfg(cfg, s), control=cfg.model.control_patterns)
+        fresh_blob, _ = export_artifact(fresh, export_cfg(cfg, s), control=cfg.model.control_patterns)
         rows.append({**s, "artifact_bytes": len(blob), "fresh_init_bytes": len(fresh_blob),
                      "trained_over_fresh": len(blob) / len(fresh_blob), "val_bpb_fp": fp,
                      "q_val_bpb": score(load_artifact(blob))})
@@ -172,7 +172,7 @@ def real_table() -> pd.DataFrame:
         fresh = fresh_state(pcfg)
         params = sum(t.numel() for t in fresh.values())
         for s in (s for s in grid() if s["compressor"] in real_compressors):
-            blob, _ = export_artifact(fresh, export_cfg(pcfg, s))
+            blob, _ = export_artifact(fresh, export_cfg(pcfg, s), control=pcfg.model.control_patterns)
             rows.append({"preset": name, "params": params, **s, "artifact_bytes": len(blob),
                          "total_bytes": len(blob) + CODE_BYTES})
     return pd.DataFrame(rows, columns=["preset", "params", *grid()[0], "artifact_bytes", "total_bytes"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.core.config import ExportConfig
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, ExportConfig
 from pgolf.core.export import artifact_contents, artifact_filename, artifact_format, export_artifact
 
 
@@ -38,7 +38,7 @@ def test_names_of_a_real_export_follow_what_was_stored():
           "blocks.0.mlp.fc.weight": torch.randn(512, 256), "blocks.0.attn_scale": torch.ones(256)}
     cfg = ExportConfig(bits_attn=6, bits_mlp=6, bits_other=5, embed_fp16=True, compressor="zstd",
                        keep_float_max_numel=1000)
-    _, rep = export_artifact(sd, cfg)
+    _, rep = export_artifact(sd, cfg, control=DEFAULT_CONTROL_PATTERNS)
     assert artifact_filename(rep) == "final_model.int6+fp16emb.zstd.ptz"
-    _, rep = export_artifact(sd, ExportConfig(keep_float_max_numel=1000))
+    _, rep = export_artifact(sd, ExportConfig(keep_float_max_numel=1000), control=DEFAULT_CONTROL_PATTERNS)
     assert (artifact_filename(rep), artifact_format(rep)) == ("final_model.int8.ptz", "int8_zlib")

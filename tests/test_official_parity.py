@@ -24,7 +24,7 @@ from pgolf_testing import max_abs_diff, random_state, reference_script_or_skip
 OFFICIAL_PATH = reference_script_or_skip("PGOLF_OFFICIAL_TRAIN_GPT", "the official baseline")
 
 from pgolf.core import optim as pg_optim  # noqa: E402
-from pgolf.core.config import Config, ExportConfig, apply_overrides  # noqa: E402
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ExportConfig, apply_overrides  # noqa: E402
 from pgolf.core.data import loader as pg_loader  # noqa: E402
 from pgolf.core.data.shards import write_shard  # noqa: E402
 from pgolf.core.data.tokenizer import build_byte_luts, train_sentencepiece  # noqa: E402
@@ -161,7 +161,7 @@ def _extended_state(off) -> dict[str, torch.Tensor]:
 def test_export_quantized_object_and_dequantization_bitwise_equal(off):
     sd = _extended_state(off)
     obj_o, _ = off.quantize_state_dict_int8(sd)
-    obj_p, _ = quantize_state_dict(sd, ExportConfig())
+    obj_p, _ = quantize_state_dict(sd, ExportConfig(), control=DEFAULT_CONTROL_PATTERNS)
     assert obj_p["__quant_format__"] == obj_o["__quant_format__"] == "int8_clean_per_row_v1"
     assert list(obj_p) == list(obj_o)
     for part in ("quantized", "scales", "passthrough"):
@@ -186,7 +186,7 @@ def test_export_artifacts_load_across(off):
     # official artifact -> pgolf loader
     assert_same_tensors(deq_o, load_artifact(official_blob), "load_artifact(official blob)")
     # pgolf artifact -> the official load path (zlib.decompress + torch.load + dequantize)
-    pgolf_blob, report = export_artifact(sd, ExportConfig())
+    pgolf_blob, report = export_artifact(sd, ExportConfig(), control=DEFAULT_CONTROL_PATTERNS)
     assert report["format"] == "int8_clean_per_row_v1"
     obj = torch.load(io.BytesIO(zlib.decompress(pgolf_blob)), map_location="cpu")
     assert_same_tensors(deq_o, off.dequantize_state_dict_int8(obj), "official(pgolf blob)")

@@ -47,7 +47,7 @@ def test_param_groups_cover_everything_once():
     c = apply_overrides(Config(), {"model.num_layers": 2, "model.smear_gate": "per_dim", "model.bigram_buckets": 64,
                                    "model.tie_embeddings": False})
     m = build_model(c)
-    groups = split_params(m, c.export.control_patterns)
+    groups = split_params(m, c.model.control_patterns)
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(list(m.parameters()))
     names = {id(p): n for n, p in m.named_parameters()}

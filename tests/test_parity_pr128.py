@@ -31,7 +31,7 @@ from pgolf_testing import CONTROL, max_abs_diff, random_state, reference_script_
 
 PR_PATH = reference_script_or_skip("PGOLF_PR128_TRAIN_GPT", "PR #128")
 
-from pgolf.core.config import Config, apply_overrides  # noqa: E402
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, apply_overrides  # noqa: E402
 from pgolf.core.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
 from pgolf.core.model import build_model  # noqa: E402
 from pgolf.running.presets import get_preset  # noqa: E402
@@ -194,7 +194,7 @@ def test_hyperparameter_table(pr):
             bad.append(f"{key}: expected {want!r}, got {got!r}")
     print("\n" + "\n".join(rows))
     assert not bad, bad
-    assert set(pr.CONTROL_TENSOR_NAME_PATTERNS) <= set(cfg.export.control_patterns)
+    assert set(pr.CONTROL_TENSOR_NAME_PATTERNS) <= set(cfg.model.control_patterns) and not cfg.export.control_exclude
     assert cfg.export.clip_quantile == pr.INT6_CLIP_Q
     # 99.99984 / 100 is 0.9999984000000001 in float64; torch.quantile sees both as the same float32
     assert torch.tensor(pr.INT8_CLIP_Q).item() == torch.tensor(cfg.export.clip_quantile).item()
@@ -401,7 +401,7 @@ def exported(pr):
     res, meta = pr.mixed_quantize_int6(sd, {"mlp", "attn"})
     out = {"sd": sd, "pr": (res, meta), "pr_deq": pr.dequantize_mixed_int6(res, meta, sd)}
     for label, c in (("pg", cfg), ("pg_records_order", export_cfg(**{"export.control_fp32": False}))):
-        obj, _ = quantize_state_dict(sd, c.export)
+        obj, _ = quantize_state_dict(sd, c.export, control=c.model.control_patterns)
         out[label] = obj
         out[label + "_deq"] = dequantize_state_dict(obj)
     return out
@@ -454,7 +454,8 @@ def test_expected_difference_fp32_scale_codes(exported, pr):
     """Why export.scale_dtype=fp16 is needed: with pgolf's default fp32-scale codes, codes at rounding
     boundaries differ from the PR's (stored scales are the same)."""
     from pgolf.core.export import quantize_state_dict
-    obj, _ = quantize_state_dict(exported["sd"], export_cfg(**{"export.scale_dtype": "fp32"}).export)
+    obj, _ = quantize_state_dict(exported["sd"], export_cfg(**{"export.scale_dtype": "fp32"}).export,
+                                 control=DEFAULT_CONTROL_PATTERNS)
     res, _ = exported["pr"]
     n = "blocks.0.mlp.fc.weight"
     assert torch.equal(obj["scales"][n], res[n + ".scale"]) and not torch.equal(obj["quantized"][n], res[n + ".q"])
@@ -475,7 +476,8 @@ def test_expected_difference_artifact_container(exported):
     buf = io.BytesIO()
     torch.save({"w": res, "m": meta}, buf)
     pr_blob = zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
-    pg_blob, report = export_artifact(exported["sd"], export_cfg(**{"export.control_fp32": False}).export)
+    pg_blob, report = export_artifact(exported["sd"], export_cfg(**{"export.control_fp32": False}).export,
+                                      control=DEFAULT_CONTROL_PATTERNS)
     assert report["compressor"] == "zstd" and pg_blob[:4] == pr_blob[:4] == b"\x28\xb5\x2f\xfd"
     rel = len(pg_blob) / len(pr_blob) - 1
     print(f"\nartifact bytes pr={len(pr_blob):,} pgolf={len(pg_blob):,} ({rel:+.3%})")
@@ -491,7 +493,7 @@ def test_pruning_masks_none_in_either(exported):
     sd = exported["sd"]
     cfg = get_preset(PRESET).export
     assert cfg.prune_frac == 0.0 and cfg.prune_frac_mlp in (-1.0, 0.0)
-    assert_same_tensors(sd, prune_state_dict(sd, cfg), "prune_state_dict")
+    assert_same_tensors(sd, prune_state_dict(sd, cfg, control=DEFAULT_CONTROL_PATTERNS), "prune_state_dict")
     a, b = exported["pr_deq"], exported["pg_deq"]
     for k in a:
         assert torch.equal(a[k] == 0, b[k] == 0), k
@@ -515,7 +517,7 @@ def qat_pair(pr, w: torch.Tensor, **qat_overrides):
     from pgolf.core.qat import assign_qat_specs, set_qat
     cfg = export_cfg(**qat_overrides)
     m = build_model(cfg)
-    assign_qat_specs(m, cfg.export, cfg.qat)
+    assign_qat_specs(m, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     set_qat(m, True)
     p = m.blocks[0].mlp.fc
     o = pr.CastedLinear(p.in_features, p.out_features, bias=False)
@@ -539,7 +541,7 @@ def test_qat_matrices_are_the_prs(pr):
     from pgolf.core.qat import assign_qat_specs
     cfg = export_cfg()
     o, p = pr_gpt(pr, cfg), build_model(cfg)
-    assign_qat_specs(p, cfg.export, cfg.qat)
+    assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     pr_names = {n for n, m in o.named_modules() if isinstance(m, pr.CastedLinear) and m.weight.ndim == 2}
     pg_names = {n for n, m in p.named_modules() if isinstance(m, CastedLinear) and m.qat_spec is not None}
     assert pr_names == pg_names and len(pg_names) == 2 * 6

@@ -245,6 +245,11 @@ def test_hyperparameter_table(pr):
     q = as_pr().qat
     assert (q.clip, q.scale_floor, q.scale_dtype) == ("amax", "qmax", "fp32")
     assert cfg.eval.seq_len in (0, args.train_seq_len) and cfg.qat.start_frac == 0.0
+    # control tensors: the PR's one list lacks "smear" (and "bigram.scale"; it has no BigramHash). Training is
+    # the same either way (its gate is a vector: Adam and fp32); the _as_pr preset drops "smear" at export only
+    assert set(pr.CONTROL_TENSOR_NAME_PATTERNS) == set(cfg.model.control_patterns) - {"smear", "bigram.scale"}
+    assert cfg.model.bigram_buckets == 0 and cfg.model.smear_gate == "per_dim" and not cfg.export.control_exclude
+    assert (as_pr().model.control_patterns, as_pr().export.control_exclude) == (cfg.model.control_patterns, ("smear",))
 
 
 # -- 2. structure --------------------------------------------------------------------------------------
@@ -445,9 +450,9 @@ PR_FP16_NAMES = {"tok_emb.weight"}  # FP16_EMBED=1 with tied embeddings; LATE_K_
 
 
 def no_smear_control(cfg: Config) -> Config:
-    """The PR's control patterns: pgolf's without "smear" (the PR stores its gate as a small fp16 tensor)."""
-    pats = ",".join(p for p in cfg.export.control_patterns if p != "smear")
-    return apply_overrides(cfg, {"export.control_patterns": pats})
+    """The PR's export list: pgolf's control patterns without "smear" (the PR stores its gate as a small fp16
+    tensor), as the _as_pr preset sets it."""
+    return apply_overrides(cfg, {"export.control_exclude": "smear"})
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +468,7 @@ def export_pair(pr):
 
 def test_export_int6_codes_scales_and_passthrough_bitwise_equal(pr, export_pair):
     cfg, sd, obj_o = export_pair
-    obj_p, _ = quantize_state_dict(to_pgolf(sd), cfg.export)
+    obj_p, _ = quantize_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
     assert obj_o["__quant_format__"] == "int6_in_int8_per_row_v1" and obj_p["__quant_format__"] == "pgolf_mixed_v1"
     int_names = [k for k in sd if k.startswith("blocks.") and k.endswith("weight") and sd[k].ndim == 2]
     assert list(obj_o["quantized"]) == list(obj_p["quantized"]) == int_names  # every block matrix, int6
@@ -489,14 +494,15 @@ def test_expected_difference_smear_gate_stored_fp32(pr, export_pair):
     """pgolf keeps every control tensor fp32, the smear gate included; the PR's control patterns miss the gate,
     so it is stored fp16 (restored to fp32 on load, rounded). The preset with the PR's patterns matches."""
     cfg, sd, obj_o = export_pair
-    obj_p, _ = quantize_state_dict(to_pgolf(sd), cfg.export)
+    obj_p, _ = quantize_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
     gate_o, gate_p = obj_o["passthrough"]["smear_gate_param"], obj_p["passthrough"]["smear.gate"]
     assert (gate_o.dtype, gate_p.dtype) == (torch.float16, torch.float32)
     assert obj_o["passthrough_orig_dtypes"] == {"tok_emb.weight": "float32", "smear_gate_param": "float32"}
     assert obj_p["passthrough_orig_dtypes"] == {"tok_emb.weight": "float32"}
     assert torch.equal(gate_p, sd["smear_gate_param"])
     print(f"\nsmear gate fp16 rounding: max abs {max_abs_diff(gate_o, sd['smear_gate_param']):.3e}")
-    obj_r, _ = quantize_state_dict(to_pgolf(sd), no_smear_control(cfg).export)
+    cfg_r = no_smear_control(cfg)
+    obj_r, _ = quantize_state_dict(to_pgolf(sd), cfg_r.export, control=cfg_r.model.control_patterns)
     assert_same_tensors(to_pgolf(obj_o["passthrough"]), obj_r["passthrough"], "passthrough", ordered=False)
     assert to_pgolf(obj_o["passthrough_orig_dtypes"]) == obj_r["passthrough_orig_dtypes"]
 
@@ -506,7 +512,8 @@ def test_expected_difference_compressed_bytes_label_only(pr, export_pair):
     per-tensor bit widths. Relabelled, pgolf's object serializes and compresses to the PR's exact bytes."""
     cfg, sd, obj_o = export_pair
     cfg_r = no_smear_control(cfg)
-    obj_r, _ = quantize_state_dict(sd, cfg_r.export)  # the PR's own names and order
+    # the PR's own names and order
+    obj_r, _ = quantize_state_dict(sd, cfg_r.export, control=cfg_r.model.control_patterns)
     assert obj_r.pop("bits") and obj_r["__quant_format__"] == "pgolf_mixed_v1"
     obj_r["__quant_format__"] = obj_o["__quant_format__"]
     raw_o, raw_r = io.BytesIO(), io.BytesIO()
@@ -515,7 +522,7 @@ def test_expected_difference_compressed_bytes_label_only(pr, export_pair):
     assert raw_o.getvalue() == raw_r.getvalue()
     blob_o = zstandard.ZstdCompressor(level=22).compress(raw_o.getvalue())
     assert_same_tensors(pr.dequantize_state_dict_int6(obj_o), load_artifact(blob_o), "pgolf loads the PR's artifact")
-    blob_p, report = export_artifact(sd, cfg_r.export)
+    blob_p, report = export_artifact(sd, cfg_r.export, control=cfg_r.model.control_patterns)
     print(f"\nartifact bytes PR={len(blob_o)} pgolf={len(blob_p)} (label + bits dict: {len(blob_p) - len(blob_o):+d})")
     assert report["compressor"] == "zstd" and blob_p != blob_o and abs(len(blob_p) - len(blob_o)) < 400
 
@@ -523,7 +530,7 @@ def test_expected_difference_compressed_bytes_label_only(pr, export_pair):
 def test_no_pruning(export_pair):
     """PR #194 prunes nothing; neither does the preset (every exported tensor is the input tensor)."""
     cfg, sd, _ = export_pair
-    pruned = prune_state_dict(to_pgolf(sd), cfg.export)
+    pruned = prune_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
     assert cfg.export.prune_frac == 0.0
     assert all(pruned[k] is v or torch.equal(pruned[k], v) for k, v in to_pgolf(sd).items())
 
@@ -539,7 +546,7 @@ def pr_dequantized(w: torch.Tensor) -> torch.Tensor:
 def pgolf_qat_spec(cfg: Config, name: str, w: torch.Tensor):
     from pgolf.core.qat import qat_spec
     from pgolf.core.quant import plan_tensor
-    plan = plan_tensor(name, w, cfg.export)
+    plan = plan_tensor(name, w, cfg.export, control=cfg.model.control_patterns)
     return qat_spec(plan.spec, plan.cls, cfg.qat)
 
 
@@ -586,7 +593,7 @@ def test_qat_covers_every_block_matrix_at_full_size(pr):
     torch.manual_seed(0)
     o, p = pr_gpt(pr, cfg), build_model(cfg)
     want = [f"{n}.weight" for n, m in o.named_modules() if isinstance(m, pr.CastedLinear)]
-    got = assign_qat_specs(p, cfg.export, cfg.qat)
+    got = assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     assert got == want and len(got) == 6 * cfg.model.num_layers
 
 
@@ -601,7 +608,7 @@ def test_qat_training_loss_and_gradients_equal(pr, monkeypatch):
     for m in o.modules():
         if isinstance(m, pr.CastedLinear):
             m._qat = True
-    assert len(assign_qat_specs(p, cfg.export, cfg.qat)) == 6 * cfg.model.num_layers
+    assert len(assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)) == 6 * cfg.model.num_layers
     set_qat(p, True)
     x, y = tokens(cfg.model.vocab_size, 2, 64, 34), tokens(cfg.model.vocab_size, 2, 64, 35)
     lo, lp = o(x, y), p(x, y)

@@ -238,7 +238,8 @@ def test_hyperparameter_table(pr):
         section, field = key.split(".")
         assert cfg[section][field] == want, f"{what}: {key} is {cfg[section][field]!r}, expected {want!r}"
     assert tuple(pr.FP16_KEEP_NAME_PATTERNS) == cfg["export"]["fp16_patterns"] == ("tok_emb", "blocks.9.attn.c_k")
-    assert tuple(pr.CONTROL_TENSOR_NAME_PATTERNS) == cfg["export"]["control_patterns"]
+    assert tuple(pr.CONTROL_TENSOR_NAME_PATTERNS) == cfg["model"]["control_patterns"]
+    assert cfg["export"]["control_exclude"] == ()  # the PR exports with its control list
     assert pr._COMPRESSOR == "zstd"
     print("\n" + "\n".join(rows))
 
@@ -360,7 +361,7 @@ def test_export_bitwise_equal(pr):
     o = pr_gpt(pr, cfg)
     sd = trained_like_state(o, 8)
     result, meta = pr_export(pr, sd)
-    obj, _ = quantize_state_dict(to_pg(sd), cfg.export)
+    obj, _ = quantize_state_dict(to_pg(sd), cfg.export, control=cfg.model.control_patterns)
     cmp = compare_export(result, meta, obj)
     bad = {k: v for k, v in cmp.items() if v != "equal"}
     assert not bad, bad
@@ -395,10 +396,10 @@ def test_expected_difference_control_tensors_fp32(pr):
     o = pr_gpt(pr, cfg)
     sd = trained_like_state(o, 10)
     result, meta = pr_export(pr, sd)
-    obj, _ = quantize_state_dict(to_pg(sd), cfg.export)
+    obj, _ = quantize_state_dict(to_pg(sd), cfg.export, control=cfg.model.control_patterns)
     cmp = compare_export(result, meta, obj)
     differ = {k for k, v in cmp.items() if v != "equal"}
-    control = {k for k in sd if any(p in k for p in cfg.export.control_patterns)}
+    control = {k for k in sd if any(p in k for p in cfg.model.control_patterns)}
     assert differ == control and len(control) == 4 * 11 + 3
     for k in control:
         assert obj["passthrough"][k].dtype == torch.float32 and torch.equal(obj["passthrough"][k], sd[k])
@@ -425,7 +426,7 @@ def test_pruning_masks_equal(pr):
     cfg = mid_cfg()
     sd = trained_like_state(pr_gpt(pr, cfg), 11)
     po = pr_prune(pr, cfg, sd)
-    pp = to_pr(prune_state_dict(to_pg(sd), cfg.export))
+    pp = to_pr(prune_state_dict(to_pg(sd), cfg.export, control=cfg.model.control_patterns))
     assert_same_tensors(po, pp, "pruned")
     pruned = {k for k in sd if not torch.equal(sd[k], po[k])}
     want = ({"tok_emb.weight", "bigram.embed.weight"}
@@ -446,7 +447,7 @@ def test_pruning_masks_equal(pr):
             param = model.get_parameter(name)
             threshold = torch.quantile(param.abs().float().flatten(), 0.03)
             param.masked_fill_(param.abs() < threshold, 0.0)
-    pp_bf = to_pr(prune_state_dict(to_pg(bf), cfg.export))
+    pp_bf = to_pr(prune_state_dict(to_pg(bf), cfg.export, control=cfg.model.control_patterns))
     for name in ("tok_emb.weight", "bigram.embed.weight"):
         assert pp_bf[name].dtype == torch.bfloat16 and torch.equal(model.get_parameter(name), pp_bf[name]), name
 
@@ -462,7 +463,8 @@ def pr_container(obj: dict, sd: dict, cfg: Config) -> dict:
             m[name] = {"type": f"int{obj['bits'][pg]}"}
         else:
             w[name] = obj["passthrough"][pg]
-            m[name] = kind.get(plan_tensor(pg, sd[name], cfg.export).cls, "passthrough_fp16")
+            m[name] = kind.get(plan_tensor(pg, sd[name], cfg.export, control=cfg.model.control_patterns).cls,
+                               "passthrough_fp16")
     return {"w": w, "m": m}
 
 
@@ -483,10 +485,11 @@ def test_artifact_roundtrip_and_bytes(pr):
     result, meta = pr_export(pr, pruned)
     pr_blob = zstd22({"w": result, "m": meta})
     deq_o = pr.dequantize_mixed_int6(result, meta, pruned)
-    blob, report = export_artifact(to_pg(sd), cfg.export)
+    blob, report = export_artifact(to_pg(sd), cfg.export, control=cfg.model.control_patterns)
     deq_p = to_pr(load_artifact(blob))
     assert_same_tensors(deq_o, {k: deq_p[k] for k in deq_o}, "round trip")
-    obj, _ = quantize_state_dict(prune_state_dict(to_pg(sd), cfg.export), cfg.export)
+    control = cfg.model.control_patterns
+    obj, _ = quantize_state_dict(prune_state_dict(to_pg(sd), cfg.export, control=control), cfg.export, control=control)
     assert zstd22(pr_container(obj, sd, cfg)) == pr_blob, "same tensors in the PR's container: same bytes"
     rel = len(blob) / len(pr_blob) - 1
     print(f"\nartifact bytes PR={len(pr_blob)} pgolf={len(blob)} ({rel:+.3%}, container layout only)")
@@ -502,7 +505,7 @@ def test_qat_scope_and_fake_quant(pr):
     fq - w is exact (fq = 0, or w within a factor 2 of fq: Sterbenz), so w + (fq - w) is fq exactly."""
     cfg = mid_cfg(**PR_BEHAVIOUR)
     p = build_model(cfg)
-    names = assign_qat_specs(p, cfg.export, cfg.qat)
+    names = assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     assert names == [f"blocks.{i}.mlp.{m}.weight" for i in range(11) for m in ("fc", "proj")]
     sd = to_pg(trained_like_state(pr_gpt(pr, cfg), 13))
     for name in names:
@@ -525,7 +528,7 @@ def test_qat_layer_forward(pr):
     for block in o.blocks:  # main(), lines 940-942
         block.mlp.fc._qat_clip = 7
         block.mlp.proj._qat_clip = 7
-    assign_qat_specs(p, cfg.export, cfg.qat)
+    assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     set_qat(p, True)
     x, y = tokens((2, 64), 15), tokens((2, 64), 16)
     lo, lp = o(x, y), p(x, y)
@@ -582,7 +585,7 @@ def test_training_steps(pr, qat):
         for block in o.blocks:
             block.mlp.fc._qat_clip = 7
             block.mlp.proj._qat_clip = 7
-        assign_qat_specs(p, cfg.export, cfg.qat)
+        assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
         set_qat(p, True)
     opts_o, muon_o = pr_optimizers(pr, o, cfg)
     opts_p, muon_p = pg_optim.build_optimizers(p, cfg, fused=False)

@@ -31,7 +31,7 @@ PR_PATH = reference_script_or_skip("PGOLF_PR326_TRAIN_GPT", "PR #326")
 
 from pgolf.core import optim as pg_optim  # noqa: E402
 from pgolf.core.averaging import WeightAverager  # noqa: E402
-from pgolf.core.config import Config, apply_overrides  # noqa: E402
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, apply_overrides  # noqa: E402
 from pgolf.core.data import loader as pg_loader  # noqa: E402
 from pgolf.core.data.shards import write_shard  # noqa: E402
 from pgolf.core.evaluate import ByteLUTs, eval_windows, windows  # noqa: E402
@@ -200,7 +200,7 @@ def test_code_constants(pr):
     assert (e.prune_frac, e.prune_frac_mlp, e.prune_scope, e.prune_min_numel, e.prune_rule) == (
         0.05, -1.0, "matrices", 65536, "quantile")  # L1250-1255
     assert cfg.qat.scope == ("attn", "mlp", "other") and cfg.qat.bits == 0  # export bits: int5 MLP, int6 rest
-    assert set(e.control_patterns) == set(pr.CONTROL_TENSOR_NAME_PATTERNS)
+    assert set(cfg.model.control_patterns) == set(pr.CONTROL_TENSOR_NAME_PATTERNS) and not e.control_exclude
     assert pr.FP16_KEEP_NAME_PATTERNS == ("tok_emb",)
     assert cfg.eval.ntk
 
@@ -560,7 +560,7 @@ def compare_export(pr, sd: dict[str, torch.Tensor], cfg: Config) -> dict[str, tu
     """Compare the PR's quantized object with pgolf's; returns the passthrough pairs that differ."""
     from pgolf.core.export import quantize_state_dict
     res, meta = pr_quantize(pr, sd)
-    obj, _ = quantize_state_dict(to_pgolf(sd), cfg.export)
+    obj, _ = quantize_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
     assert {NAME_MAP.get(k, k) for k in meta} == set(obj["quantized"]) | set(obj["passthrough"])
     differing = {}
     for name, how in meta.items():
@@ -594,7 +594,8 @@ def test_export_quantized_tensors_bitwise(pr, full_state, dtypes):
     assert compare_export(pr, pruned_pr, cfg) == {}
     res, meta = pr_quantize(pr, pruned_pr)
     deq_pr = to_pgolf(pr.dequantize_mixed_int6(res, meta, pruned_pr))
-    deq_pg = dequantize_state_dict(quantize_state_dict(prune_state_dict(to_pgolf(sd), cfg.export), cfg.export)[0])
+    pruned = prune_state_dict(to_pgolf(sd), cfg.export, control=cfg.model.control_patterns)
+    deq_pg = dequantize_state_dict(quantize_state_dict(pruned, cfg.export, control=cfg.model.control_patterns)[0])
     for k in deq_pr:
         assert deq_pr[k].dtype == deq_pg[k].dtype and torch.equal(deq_pr[k], deq_pg[k]), k
 
@@ -603,8 +604,8 @@ def test_expected_difference_control_tensors_fp32(pr, full_state):
     """pgolf stores the control tensors fp32 (export.control_fp32, default true); the PR checks the small-
     tensor rule first and stores them fp16 (records.md bug 9). Exactly those tensors differ, by fp16 rounding."""
     differing = compare_export(pr, full_state, preset())
-    cfg = preset().export
-    control = {k for k in to_pgolf(full_state) if any(p in k for p in cfg.control_patterns)}
+    cfg = preset()
+    control = {k for k in to_pgolf(full_state) if any(p in k for p in cfg.model.control_patterns)}
     assert set(differing) == control and len(control) == 4 * 10 + 3  # 4 per block + skip, smear, bigram.scale
     worst = 0.0
     for name, (a, b) in differing.items():
@@ -621,7 +622,7 @@ def test_pruning_masks(pr, full_state, dtypes):
     from pgolf.core.export import prune_state_dict
     sd = gpu_dtypes(full_state) if dtypes == "gpu" else full_state
     want = to_pgolf(pr_prune(sd, 0.05))
-    got = prune_state_dict(to_pgolf(sd), preset().export)
+    got = prune_state_dict(to_pgolf(sd), preset().export, control=DEFAULT_CONTROL_PATTERNS)
     pruned = {k for k in want if not torch.equal(want[k], to_pgolf(sd)[k])}
     assert "tok_emb.weight" in pruned and "bigram.table.weight" in pruned and "bigram.proj.weight" not in pruned
     for k in want:
@@ -643,7 +644,8 @@ def test_expected_difference_artifact_container(pr, full_state):
     buf = io.BytesIO()
     torch.save({"w": res, "m": meta}, buf)
     pr_bytes = len(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
-    pg_bytes = len(export_artifact(to_pgolf(sd), preset(**{"export.control_fp32": False}).export)[0])
+    pg_bytes = len(export_artifact(to_pgolf(sd), preset(**{"export.control_fp32": False}).export,
+                                   control=DEFAULT_CONTROL_PATTERNS)[0])
     print(f"\nartifact bytes on the same random weights: PR {pr_bytes:,} pgolf {pg_bytes:,} "
           f"({(pg_bytes - pr_bytes) / pr_bytes:+.3%})")
     assert 0 < (pr_bytes - pg_bytes) / pr_bytes < 0.05
@@ -685,7 +687,7 @@ def test_qat_scope_and_bits_at_full_size(pr):
     o = pr_gpt(pr, cfg)
     o.setup_qat(True)
     p = build_model(cfg)
-    assign_qat_specs(p, cfg.export, cfg.qat)
+    assign_qat_specs(p, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     want = {n: {15: 5, 31: 6}[m._qat_clip] for n, m in o.named_modules()
             if isinstance(m, pr.CastedLinear) and m._qat_clip > 0}
     got = {n: m.qat_spec.bits for n, m in p.named_modules() if isinstance(m, CastedLinear) and m.qat_spec}
@@ -718,7 +720,7 @@ def test_expected_difference_qat_through_export_quantizer(pr):
     cfg = apply_overrides(preset(), MID)
     o, p = qat_models(pr, cfg)
     wo, wp = effective_weights(o, pr.CastedLinear), effective_weights(p, CastedLinear)
-    deq = dequantize_state_dict(quantize_state_dict(p.state_dict(), cfg.export)[0])
+    deq = dequantize_state_dict(quantize_state_dict(p.state_dict(), cfg.export, control=cfg.model.control_patterns)[0])
     res, meta = pr_quantize(pr, o.state_dict())
     deq_pr = to_pgolf(pr.dequantize_mixed_int6(res, meta, o.state_dict()))
     worst = 0.0

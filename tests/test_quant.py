@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pgolf.core.compress import compress, decompress, detect
-from pgolf.core.config import Config, ExportConfig, apply_overrides
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ExportConfig, apply_overrides
 from pgolf.core.export import (
     dequantize_state_dict,
     export_artifact,
@@ -30,7 +30,7 @@ def qat_model(seed: int, bits: int = 4):
     m = build_model(c)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.3)
-    assign_qat_specs(m, c.export)
+    assign_qat_specs(m, c.export, control=c.model.control_patterns)
     return c, m, torch.randint(0, 1024, (2, 16))
 
 
@@ -71,11 +71,11 @@ def test_routing_control_tensors_stay_fp32_whatever_their_size():
                                    "export.bits_mlp": 5, "export.bits_attn": 6, "export.keep_float_max_numel": 100})
     m = build_model(c)
     sd = m.state_dict()
-    sd2 = load_artifact(export_artifact(sd, c.export)[0])
+    sd2 = load_artifact(export_artifact(sd, c.export, control=c.model.control_patterns)[0])
     for name in ("blocks.0.attn_scale", "blocks.1.resid_mix", "skip_weights", "blocks.0.attn.q_gain", "smear.gate",
                  "bigram.scale"):
         assert sd2[name].dtype == torch.float32 and torch.equal(sd2[name], sd[name]), name
-    obj, _ = quantize_state_dict(sd, c.export)
+    obj, _ = quantize_state_dict(sd, c.export, control=c.model.control_patterns)
     assert "blocks.0.resid_mix" in obj["passthrough"] and obj["passthrough"]["blocks.0.resid_mix"].dtype == torch.float32
     assert obj["bits"]["blocks.0.mlp.fc.weight"] == 5 and obj["bits"]["blocks.0.attn.c_q.weight"] == 6
 
@@ -85,7 +85,7 @@ def test_baseline_export_is_official_format_and_round_trips():
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.05)
     sd = m.state_dict()
-    blob, rep = export_artifact(sd, ExportConfig())
+    blob, rep = export_artifact(sd, ExportConfig(), control=DEFAULT_CONTROL_PATTERNS)
     assert detect(blob) == "zlib" and rep["format"] == "int8_clean_per_row_v1"
     sd2 = load_artifact(blob)
     assert set(sd2) == set(sd)
@@ -106,8 +106,9 @@ def test_embed_fp16_and_bitpacking_round_trip():
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.5)
     sd = m.state_dict()
-    packed = load_artifact(export_artifact(sd, c.export)[0])
-    plain = load_artifact(export_artifact(sd, apply_overrides(c, {"export.bitpack": False}).export)[0])
+    packed = load_artifact(export_artifact(sd, c.export, control=c.model.control_patterns)[0])
+    plain = load_artifact(export_artifact(sd, apply_overrides(c, {"export.bitpack": False}).export,
+                                          control=c.model.control_patterns)[0])
     assert all(torch.equal(packed[k], plain[k]) for k in sd)
     assert torch.equal(packed["tok_emb.weight"], sd["tok_emb.weight"].half().float())
 
@@ -124,7 +125,7 @@ def test_magnitude_pruning_fraction():
     m = build_model(c)
     for p in m.parameters():
         torch.nn.init.normal_(p)
-    pruned = prune_state_dict(m.state_dict(), c.export)
+    pruned = prune_state_dict(m.state_dict(), c.export, control=c.model.control_patterns)
     w = pruned["tok_emb.weight"]
     assert (w == 0).float().mean().item() == pytest.approx(0.05, abs=0.002)
     assert torch.count_nonzero(pruned["blocks.0.attn_scale"]) == 64  # only quantized matrices are pruned
@@ -141,8 +142,8 @@ def test_qat_applies_to_exactly_what_export_quantizes():
     c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "export.bits_mlp": 5, "export.bits_attn": 6,
                                    "export.keep_float_max_numel": 1000})
     m = build_model(c)
-    names = set(assign_qat_specs(m, c.export))
-    obj, _ = quantize_state_dict(m.state_dict(), c.export)
+    names = set(assign_qat_specs(m, c.export, control=c.model.control_patterns))
+    obj, _ = quantize_state_dict(m.state_dict(), c.export, control=c.model.control_patterns)
     linear_quantized = {n for n in obj["quantized"] if n.startswith("blocks.")}
     assert names == linear_quantized
     assert m.blocks[0].mlp.fc.qat_spec.bits == 5 and m.blocks[0].attn.c_q.qat_spec.bits == 6
@@ -156,7 +157,7 @@ def test_qat_forward_equals_dequantized_model_and_is_off_in_eval():
     assert qat != plain
     deq = build_model(c)
     sd = dict(m.state_dict())
-    obj, _ = quantize_state_dict(sd, c.export)
+    obj, _ = quantize_state_dict(sd, c.export, control=c.model.control_patterns)
     blocks_deq = dequantize_state_dict(obj)
     for k, v in sd.items():  # dequantize only what QAT fakes (block matrices); keep the rest exact
         if k.startswith("blocks.") and k in obj["quantized"]:

@@ -7,7 +7,7 @@ default stays the official behaviour.
 import pytest
 import torch
 
-from pgolf.core.config import Config, ConfigError, apply_overrides
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
 from pgolf.core.export import prune_state_dict, quantize_state_dict
 from pgolf.core.model import build_model
 from pgolf.core.qat import assign_qat_specs
@@ -55,16 +55,18 @@ def test_control_order_switch_restores_the_records_fp16_control_tensors():
     t = torch.ones(64)
     on = Config().export
     off = apply_overrides(Config(), {"export.control_fp32": False}).export
-    assert plan_tensor("blocks.0.attn_scale", t, on).action == "fp32"
-    assert plan_tensor("blocks.0.attn_scale", t, off).action == "fp16"  # records.md bug 9, on purpose
+    assert plan_tensor("blocks.0.attn_scale", t, on, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"
+    # records.md bug 9, on purpose
+    assert plan_tensor("blocks.0.attn_scale", t, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp16"
     big = torch.ones(70_000)
-    assert plan_tensor("blocks.0.big_attn_scale", big, off).action == "fp32"  # large control tensors stay fp32
+    # large control tensors stay fp32
+    assert plan_tensor("blocks.0.big_attn_scale", big, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"
 
 
 def test_fp16_patterns_keep_named_matrices():
     c = apply_overrides(Config(), {**SMALL, "export.fp16_patterns": "blocks.1.attn.c_k,tok_emb"})
     m = build_model(c)
-    obj, report = quantize_state_dict(m.state_dict(), c.export)
+    obj, report = quantize_state_dict(m.state_dict(), c.export, control=c.model.control_patterns)
     assert obj["passthrough"]["blocks.1.attn.c_k.weight"].dtype == torch.float16
     assert obj["passthrough"]["tok_emb.weight"].dtype == torch.float16
     assert "blocks.0.attn.c_k.weight" in obj["quantized"]
@@ -81,7 +83,7 @@ def test_quantile_pruning_strict_below_interpolated_threshold_and_matrix_scope()
     sd = {"tok_emb.weight": randn(1024, 64, seed=1), "blocks.0.mlp.fc.weight": randn(128, 64, seed=2),
           "blocks.0.attn.c_q.weight": randn(64, 64, seed=3), "blocks.0.attn.c_k.weight": randn(32, 64, seed=4),
           "blocks.0.attn_scale": randn(64, seed=5)}
-    out = prune_state_dict(sd, c.export)
+    out = prune_state_dict(sd, c.export, control=c.model.control_patterns)
     for name, frac in (("tok_emb.weight", 0.03), ("blocks.0.mlp.fc.weight", 0.05), ("blocks.0.attn.c_q.weight", 0.03)):
         t = sd[name]
         thresh = torch.quantile(t.abs().flatten(), frac)
@@ -90,13 +92,15 @@ def test_quantile_pruning_strict_below_interpolated_threshold_and_matrix_scope()
     assert torch.equal(out["blocks.0.attn_scale"], sd["blocks.0.attn_scale"])
     # default scope: only int-exported matrices (the fp16 embedding is left alone)
     d = apply_overrides(c, {"export.prune_scope": "quantized"}).export
-    assert torch.equal(prune_state_dict(sd, d)["tok_emb.weight"], sd["tok_emb.weight"])
+    kept = prune_state_dict(sd, d, control=DEFAULT_CONTROL_PATTERNS)["tok_emb.weight"]
+    assert torch.equal(kept, sd["tok_emb.weight"])
 
 
 def test_kthvalue_pruning_zeroes_exactly_k():
     c = apply_overrides(Config(), {**SMALL, "export.prune_frac": 0.1})
     t = randn(128, 64, seed=7)
-    out = prune_state_dict({"blocks.0.mlp.fc.weight": t}, c.export)["blocks.0.mlp.fc.weight"]
+    out = prune_state_dict({"blocks.0.mlp.fc.weight": t}, c.export,
+                           control=c.model.control_patterns)["blocks.0.mlp.fc.weight"]
     assert int((out == 0).sum()) == int(0.1 * t.numel())
 
 
@@ -104,14 +108,14 @@ def test_qat_scope_bits_and_own_quantizer():
     c = apply_overrides(Config(), {**SMALL, "qat.enabled": True, "qat.scope": "mlp", "export.bits_mlp": 4,
                                    "export.bits_attn": 6})
     m = build_model(c)
-    names = assign_qat_specs(m, c.export, c.qat)
+    names = assign_qat_specs(m, c.export, c.qat, control=c.model.control_patterns)
     assert names and all(".mlp." in n for n in names)
     assert m.blocks[0].attn.c_q.qat_spec is None
     spec = m.blocks[0].mlp.fc.qat_spec
     assert spec == QuantSpec(4, "quantile", 0.9999984, True, "fp32", stored=True)  # the export's own
     c2 = apply_overrides(c, {"qat.scope": "attn,mlp", "qat.bits": 6, "qat.clip": "amax", "qat.scale_floor": "none",
                              "qat.scale_dtype": "fp32"})
-    assign_qat_specs(m, c2.export, c2.qat)
+    assign_qat_specs(m, c2.export, c2.qat, control=c2.model.control_patterns)
     assert m.blocks[0].mlp.fc.qat_spec == QuantSpec(6, "amax", 0.9999984, False, "fp32", stored=False)
     assert m.blocks[0].attn.c_q.qat_spec.bits == 6
     with pytest.raises(ConfigError, match="qat.scope"):
@@ -138,7 +142,8 @@ def test_qat_cast_first_quantizes_the_activation_dtype_weight():
     x = torch.eye(fc.in_features, dtype=torch.bfloat16)  # F.linear(I, w) = w.T, exactly
     w_eff = {}
     for cast_first in (False, True):
-        assign_qat_specs(m, c.export, apply_overrides(c, {"qat.cast_first": cast_first}).qat)
+        assign_qat_specs(m, c.export, apply_overrides(c, {"qat.cast_first": cast_first}).qat,
+                         control=c.model.control_patterns)
         fc.qat_enabled = True
         w_eff[cast_first] = fc(x).T
         assert fc.qat_cast_first is cast_first

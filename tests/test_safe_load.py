@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.core.config import ExportConfig
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, ExportConfig
 from pgolf.core.export import OFFICIAL_FORMAT, export_artifact, load_artifact, quantize_state_dict
 from pgolf.core.runs import CHECKPOINT, read_status
 from pgolf.core.safe_load import UnsafeFileError
@@ -74,10 +74,10 @@ def test_official_format_artifact_loads_weights_only():
     """The official int8_clean_per_row_v1 object (dicts of tensors and strings) passes the restricted loader."""
     sd = {"blocks.0.attn.c_q.weight": torch.randn(256, 512), "blocks.0.attn_scale": torch.randn(512),
           "tok_emb.weight": torch.randn(64, 32)}
-    obj, _ = quantize_state_dict(sd, ExportConfig())
+    obj, _ = quantize_state_dict(sd, ExportConfig(), control=DEFAULT_CONTROL_PATTERNS)
     assert obj["__quant_format__"] == OFFICIAL_FORMAT and "qmeta" in obj
     official_style_blob = zlib.compress(torch_bytes(obj), level=9)  # what the official script writes
-    pgolf_blob, _ = export_artifact(sd, ExportConfig())
+    pgolf_blob, _ = export_artifact(sd, ExportConfig(), control=DEFAULT_CONTROL_PATTERNS)
     assert official_style_blob == pgolf_blob
     loaded = load_artifact(official_style_blob)
     assert set(loaded) == set(sd) and torch.equal(loaded["blocks.0.attn_scale"], sd["blocks.0.attn_scale"])

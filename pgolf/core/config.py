@@ -31,6 +31,14 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+# Name substrings of the control tensors (the official CONTROL_TENSOR_NAME_PATTERNS): gains, mixes and gates
+# that the optimizer, the dtype layout and the export all treat apart from the weight matrices.
+DEFAULT_CONTROL_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
+    "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
+)
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 1024  # tokens in the tokenizer
@@ -63,6 +71,9 @@ class ModelConfig:
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
     embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
+    # Parameters whose name contains one of these are control tensors: Adam (never Muon), kept fp32 in the
+    # official dtype layout, stored fp32 in the artifact (less export.control_exclude).
+    control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS
 
     def __post_init__(self) -> None:
         for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
@@ -79,6 +90,10 @@ class ModelConfig:
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
         _check(self.ortho_min_dim >= 0, "model.ortho_min_dim", f"expected >= 0, got {self.ortho_min_dim}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
+        self.control_patterns = tuple(self.control_patterns)
+        # an empty pattern is a substring of every name: every parameter would be a control tensor
+        _check(all(isinstance(p, str) and p for p in self.control_patterns), "model.control_patterns",
+               f"expected non-empty name substrings, got {list(self.control_patterns)}")
         if self.bigram_buckets and self.bigram_init == "ortho_proj":
             # The records zero the table; without an orthogonal projection both stay zero and never train.
             _check(self.init == "orthogonal", "model.bigram_init",
@@ -219,10 +234,6 @@ class AveragingConfig:
 
 # Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
 COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
-DEFAULT_CONTROL_PATTERNS = (
-    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
-    "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale",
-)
 
 
 @dataclass
@@ -236,7 +247,9 @@ class ExportConfig:
     scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
     keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
-    control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS  # fp32 passthrough
+    # model.control_patterns the export does NOT store as control tensors (they take the ordinary rules:
+    # small -> fp16, large -> int); reproduces PR #194's export list, which lacks "smear"
+    control_exclude: tuple[str, ...] = ()
     control_fp32: bool = True  # control check before the small-tensor rule; False: records' order (bug 9)
     fp16_patterns: tuple[str, ...] = ()  # name substrings kept as fp16 passthrough (e.g. "blocks.9.attn.c_k")
     prune_frac: float = 0.0  # zero this fraction of smallest-|w| entries of each pruned matrix
@@ -262,7 +275,7 @@ class ExportConfig:
         lo, hi = COMPRESSION_LEVELS.get(self.compressor, (-1, -1))
         _check(self.level == -1 or lo <= self.level <= hi, "export.level",
                f"expected -1 (default) or {lo}..{hi} for export.compressor={self.compressor}, got {self.level}")
-        self.control_patterns = tuple(self.control_patterns)
+        self.control_exclude = tuple(self.control_exclude)
         self.fp16_patterns = tuple(self.fp16_patterns)
         _check(all(self.fp16_patterns), "export.fp16_patterns", "expected non-empty name substrings")
 
@@ -307,6 +320,9 @@ class Config:
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
         _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
                "eval.window_rule", f"{ev.window_rule!r} needs sliding windows (0 < eval.stride < eval seq_len)")
+        unknown = [p for p in self.export.control_exclude if p not in self.model.control_patterns]
+        _check(not unknown, "export.control_exclude",
+               f"expected patterns of model.control_patterns {list(self.model.control_patterns)}, got {unknown}")
 
     # -- dict / JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -317,7 +333,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, where: str = "config") -> "Config":
-        return _build(cls, d, where)
+        return _build(cls, _upgrade_moved_keys(d, where), where)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Config":
@@ -334,6 +350,30 @@ class Config:
     def replace(self, overrides: Mapping[str, Any] | list[str]) -> "Config":
         """A copy with dotted overrides applied ({'model.num_layers': 11} or ['model.num_layers=11'])."""
         return apply_overrides(self, overrides)
+
+
+# Keys that moved (old -> new). A config written before the move (a run folder's config.json) still loads,
+# with the same meaning; a dotted override with the old name is refused, naming the new one.
+MOVED_KEYS = {
+    # steered the optimizer, the dtype layout and the export alike, as model.control_patterns does
+    "export.control_patterns": "model.control_patterns",
+}
+
+
+def _upgrade_moved_keys(d: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        return d
+    out = dict(d)
+    for old, new in MOVED_KEYS.items():
+        (old_sec, old_name), (new_sec, new_name) = old.split("."), new.split(".")
+        src, dst = out.get(old_sec), out.get(new_sec, {})
+        if not isinstance(src, Mapping) or old_name not in src or not isinstance(dst, Mapping):
+            continue
+        if new_name in dst:
+            raise ConfigError(f"{where}: both {old} (its old name) and {new} are set; keep only {new}")
+        out[old_sec] = {k: v for k, v in src.items() if k != old_name}
+        out[new_sec] = {**dst, new_name: src[old_name]}
+    return out
 
 
 _SECTION_TYPES = {
@@ -447,6 +487,8 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | list[str] | tupl
             )
         section, name = parts
         types = _field_types(_SECTION_TYPES[section])
+        if key in MOVED_KEYS:
+            raise ConfigError(f"override {key!r}: moved to {MOVED_KEYS[key]}")
         if name not in types:
             raise ConfigError(f"override {key!r}: unknown key {name!r} in {section}; expected one of {sorted(types)}")
         d[section][name] = _coerce(value, types[name], key)

@@ -32,13 +32,13 @@ def nbytes(t: Tensor) -> int:
 
 # -- pruning --------------------------------------------------------------------------------
 
-def prune_targets(name: str, t: Tensor, cfg: ExportConfig) -> bool:
+def prune_targets(name: str, t: Tensor, cfg: ExportConfig, *, control: tuple[str, ...]) -> bool:
     """Whether magnitude pruning touches this entry (``export.prune_scope``)."""
     if not t.is_floating_point() or t.ndim != 2:
         return False
     if cfg.prune_scope == "matrices":
         return t.numel() > cfg.prune_min_numel
-    return plan_tensor(name, t, cfg).action == "int"
+    return plan_tensor(name, t, cfg, control=control).action == "int"
 
 
 def prune_tensor(t: Tensor, frac: float, rule: str) -> Tensor:
@@ -58,13 +58,13 @@ def prune_tensor(t: Tensor, frac: float, rule: str) -> Tensor:
     return torch.where(t.abs() <= thresh.to(t.dtype), torch.zeros_like(t), t)
 
 
-def prune_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> dict[str, Tensor]:
+def prune_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[str, ...]) -> dict[str, Tensor]:
     """Magnitude-prune the entries ``export.prune_scope`` selects, at ``prune_frac`` (``prune_frac_mlp``
     for MLP matrices), by ``export.prune_rule``. Runs before quantization."""
     out = {}
     for name, t in sd.items():
         frac = cfg.prune_frac_for(name)
-        if frac > 0 and prune_targets(name, t, cfg):
+        if frac > 0 and prune_targets(name, t, cfg, control=control):
             t = prune_tensor(t, frac, cfg.prune_rule)
         out[name] = t
     return out
@@ -90,8 +90,10 @@ def unpack_codes(buf: Tensor, bits: int, shape: tuple[int, ...]) -> Tensor:
 
 # -- quantize / dequantize --------------------------------------------------------------------
 
-def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Quantize a state dict. Returns the serializable object and a per-tensor plan report."""
+def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *,
+                        control: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize a state dict (``control``: ``model.control_patterns``). Returns the serializable object and
+    a per-tensor plan report."""
     quantized: dict[str, Tensor] = {}
     scales: dict[str, Tensor] = {}
     dtypes: dict[str, str] = {}
@@ -103,7 +105,7 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig) -> tuple[dict[
     rows: list[dict[str, Any]] = []
     for name, tensor in sd.items():
         t = tensor.detach().to("cpu").contiguous()
-        plan: TensorPlan = plan_tensor(name, t, cfg)
+        plan: TensorPlan = plan_tensor(name, t, cfg, control=control)
         row = {"name": name, "class": plan.cls, "action": plan.action, "params": int(t.numel()),
                "raw_bytes": nbytes(t), "bits": None, "floor_frac": 0.0}
         if plan.action == "raw":
@@ -189,14 +191,19 @@ def serialize(obj: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, detail: bool = False) -> tuple[bytes, dict[str, Any]]:
+def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[str, ...],
+                    detail: bool = False) -> tuple[bytes, dict[str, Any]]:
     """prune -> quantize -> serialize -> compress. Returns the blob and a size report.
+
+    A pure function of the state, the export config and ``control``, the model's control patterns
+    (``model.control_patterns``, one list shared with the optimizer and the dtype layout), which the
+    caller passes explicitly: e.g. ``export_artifact(sd, cfg.export, control=cfg.model.control_patterns)``.
 
     With ``detail`` the report also compresses each tensor class on its own (an estimate of where
     the bytes go: classes compressed apart do not add up exactly to the artifact).
     """
-    pruned = prune_state_dict(sd, cfg)
-    obj, plan = quantize_state_dict(pruned, cfg)
+    pruned = prune_state_dict(sd, cfg, control=control)
+    obj, plan = quantize_state_dict(pruned, cfg, control=control)
     raw = serialize(obj)
     blob = compress(raw, cfg.compressor, cfg.level)
     report = size_report(plan["tensors"])

@@ -111,7 +111,7 @@ def ns_dtype(cfg: Config, device: torch.device) -> torch.dtype:
 def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[torch.optim.Optimizer], Muon]:
     o = cfg.optim
     device = next(model.parameters()).device
-    groups = split_params(model, cfg.export.control_patterns)
+    groups = split_params(model, cfg.model.control_patterns)
     token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
 
     def adam(params: list[nn.Parameter], lr: float, beta2: float = o.beta2) -> torch.optim.Optimizer:

@@ -36,14 +36,16 @@ def qat_spec(export_spec: QuantSpec, cls: str, cfg: QATConfig) -> QuantSpec | No
     )
 
 
-def assign_qat_specs(model: nn.Module, export: ExportConfig, cfg: QATConfig | None = None) -> list[str]:
+def assign_qat_specs(model: nn.Module, export: ExportConfig, cfg: QATConfig | None = None, *,
+                     control: tuple[str, ...]) -> list[str]:
     """Give each CastedLinear whose weight the exporter quantizes to ints (and whose class is in the
-    QAT scope) its fake quantizer: the exporter's own QuantSpec unless ``cfg`` asks for another."""
+    QAT scope) its fake quantizer: the exporter's own QuantSpec unless ``cfg`` asks for another.
+    ``control``: ``model.control_patterns``, as the export plans with it."""
     cfg = cfg or QATConfig()
     names = []
     for name, m in model.named_modules():
         if isinstance(m, CastedLinear):
-            plan = plan_tensor(f"{name}.weight", m.weight, export)
+            plan = plan_tensor(f"{name}.weight", m.weight, export, control=control)
             m.qat_spec = (qat_spec(plan.spec, plan.cls, cfg)
                           if plan.action == "int" and plan.spec is not None and m.weight.ndim == 2 else None)
             m.qat_cast_first = cfg.cast_first

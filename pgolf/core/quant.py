@@ -1,8 +1,9 @@
 """Per-row symmetric quantization, shared by export and by QAT, so both use one quantizer.
 
 ``plan_tensor`` decides what happens to each state-dict entry, in a fixed order: control tensors
-first (fp32 whatever their size, so the records' "small tensor before control tensor" bug cannot
-happen unless ``export.control_fp32=false`` asks for it), then small-float passthrough, then the
+first (named by ``model.control_patterns`` less ``export.control_exclude``; fp32 whatever their size,
+so the records' "small tensor before control tensor" bug cannot happen unless
+``export.control_fp32=false`` asks for it), then small-float passthrough, then the
 fp16-kept names and the fp16 embedding, then integer quantization by tensor class (attention / MLP /
 other) at the bits the config gives that class. The seed PRs' variants (row-max clip, fp16-rounded
 scales, no scale floor) are fields of :class:`QuantSpec`.
@@ -63,20 +64,28 @@ def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype)
 
 
-def plan_tensor(name: str, t: Tensor, cfg: ExportConfig) -> TensorPlan:
+def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) -> bool:
+    """Whether the export stores ``name`` as a control tensor: it matches one of the model's control
+    patterns ``control`` (``model.control_patterns``) that ``export.control_exclude`` does not remove."""
+    return any(p in name for p in control if p not in cfg.control_exclude)
+
+
+def plan_tensor(name: str, t: Tensor, cfg: ExportConfig, *, control: tuple[str, ...]) -> TensorPlan:
     """What the export does with one state-dict entry. The order of the checks is the contract:
 
     non-float -> control (fp32; with ``control_fp32`` before the small-tensor rule, pgolf's fix) ->
     small (fp16) -> control (records' order) -> ``fp16_patterns`` -> fp16 embedding -> int by class.
+    ``control`` is the model's control patterns (``model.control_patterns``): an explicit input, as
+    the optimizer and the dtype layout read the same list.
     """
     if not t.is_floating_point():
         return TensorPlan("raw", "nonfloat")
-    control = any(p in name for p in cfg.control_patterns)
-    if control and cfg.control_fp32:
+    is_control = is_export_control(name, cfg, control)
+    if is_control and cfg.control_fp32:
         return TensorPlan("fp32", "control")
     if t.numel() <= cfg.keep_float_max_numel:
         return TensorPlan("fp16", "small")
-    if control:
+    if is_control:
         return TensorPlan("fp32", "control")
     cls = tensor_class(name)
     if any(p in name for p in cfg.fp16_patterns) or (cls == "embed" and cfg.embed_fp16):

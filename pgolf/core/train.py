@@ -143,10 +143,10 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
                 m.float()
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if (p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)) and p.dtype != torch.float32:
+                if (p.ndim < 2 or any(pat in name for pat in cfg.model.control_patterns)) and p.dtype != torch.float32:
                     p.data = p.data.float()
     if cfg.qat.enabled:
-        assign_qat_specs(model, cfg.export, cfg.qat)
+        assign_qat_specs(model, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     return model
 
 
@@ -566,7 +566,7 @@ class Trainer:
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
         check_finite_score("final_prequant", pre, state)
         code = accounting.code_bytes()
-        blob, report = export_artifact(state, cfg.export)
+        blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns)
         restored = load_artifact(blob)
         check_finite_artifact(state, restored)
         tag = artifact_format(report)

@@ -133,7 +133,7 @@ def check_dtype_layout(device: torch.device) -> dict[str, Any]:
     casted = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, CastedLinear)}
     wrong = []
     for name, p in model.named_parameters():
-        control = p.ndim < 2 or any(pat in name for pat in cfg.export.control_patterns)
+        control = p.ndim < 2 or any(pat in name for pat in cfg.model.control_patterns)
         want = torch.float32 if (name in casted or control or device.type == "cpu") else torch.bfloat16
         if p.dtype != want:
             wrong.append(f"{name}: {p.dtype} (expected {want})")
@@ -181,7 +181,7 @@ def check_export_roundtrip() -> dict[str, Any]:
         for p in model.parameters():
             p.normal_(0, 0.05)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    blob, report = export_artifact(sd, cfg.export)
+    blob, report = export_artifact(sd, cfg.export, control=cfg.model.control_patterns)
     back = load_artifact(blob)
     worst = max(float((back[k].float() - v.float()).abs().max()) for k, v in sd.items())
     return {"status": "pass" if set(back) == set(sd) and worst < 0.01 else "fail", "artifact_bytes": len(blob),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
+from pgolf.core.config import Config, ConfigError, apply_overrides
 
 PRESETS: dict[str, Callable[[], Config]] = {}
 
@@ -131,8 +131,9 @@ def pr194_11l_int6_qat_perdim_smear_swa() -> Config:
       the artifact will hold; the PR's fake quantizer uses the row max, a 1/31 floor and an fp32 scale:
       ``qat.clip=amax qat.scale_floor=qmax qat.scale_dtype=fp32``.
     - SmearGate never crosses a BOS token (no leak between documents): ``model.bos_id=-1``.
-    - The smear gate is a control tensor stored fp32 in the artifact (the PR's patterns miss it and
-      store it fp16): ``export.control_patterns`` without ``smear``.
+    - The smear gate is a control tensor stored fp32 in the artifact (the PR's export list misses it and
+      stores it fp16): ``export.control_exclude=smear``. Training is unaffected: the gate is a vector,
+      so Adam and fp32 either way.
     - Sliding evaluation scores every validation target exactly once, tail included; the PR truncates
       the stream to a multiple of 2048 and re-scores its last 64 targets in every tail window (32x):
       ``eval.window_rule=rescore_tail``.
@@ -269,7 +270,7 @@ AS_PR: dict[str, dict[str, object]] = {
         "export.control_fp32": False, "eval.window_rule": "rescore_tail"},
     "pr194_11l_int6_qat_perdim_smear_swa": {
         "qat.clip": "amax", "qat.scale_floor": "qmax", "qat.scale_dtype": "fp32", "model.bos_id": -1,
-        "export.control_patterns": tuple(p for p in DEFAULT_CONTROL_PATTERNS if p != "smear"),
+        "export.control_exclude": ("smear",),
         "eval.window_rule": "rescore_tail", "averaging.swa_dtype": "param"},
     "pr314_11l_int4mlp_bigram_swa": {
         **PR_QAT, "model.bos_id": -1, "export.control_fp32": False, "eval.window_rule": "rescore_tail",

@@ -36,7 +36,7 @@ def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, det
     log2(qmax / 3.3) + 2.05 bits (7.3 at int8, 5.3 at int6), which the surrogate reproduces. With
     ``detail`` the surrogate's per-class report is ``surrogate_classes``."""
     state, source = _weights(cfg, run_dir, seed)
-    blob, report = export_artifact(state, cfg.export, detail=detail)
+    blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, detail=detail)
     code = accounting.code_bytes()
     report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
                    "fits_16mb": accounting.fits(len(blob), code), "cap_bytes": accounting.CAP_BYTES})
@@ -58,7 +58,7 @@ def size_estimate(cfg: Config, run_dir: Path | None = None, seed: int = 0, detai
         blob, report = _export_surrogate(state, cfg, seed, detail)
         source = f"{SURROGATE_NOTE}; seed {seed}"
     else:
-        blob, report = export_artifact(state, cfg.export, detail=detail)
+        blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, detail=detail)
     code = accounting.code_bytes()
     report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
                    "cap_bytes": accounting.CAP_BYTES, "fits_16mb": accounting.fits(len(blob), code)})
@@ -78,7 +78,7 @@ def _weights(cfg: Config, run_dir: Path | None, seed: int) -> tuple[dict[str, to
 
 def _export_surrogate(state: dict[str, torch.Tensor], cfg: Config, seed: int, detail: bool) -> tuple[bytes, dict]:
     return export_artifact(gaussian_surrogate(state, cfg, seed), dataclasses.replace(cfg.export, scale_floor=False),
-                           detail=detail)
+                           control=cfg.model.control_patterns, detail=detail)
 
 
 def gaussian_surrogate(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -86,7 +86,7 @@ def gaussian_surrogate(state: dict[str, torch.Tensor], cfg: Config, seed: int = 
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, t in state.items():
-        if plan_tensor(name, t, cfg.export).action == "int":
+        if plan_tensor(name, t, cfg.export, control=cfg.model.control_patterns).action == "int":
             t = torch.randn(t.shape, generator=g, dtype=torch.float32)
         out[name] = t
     return out
