@@ -62,7 +62,7 @@ from pgolf.data.build import build_dataset
 from pgolf.research import figures
 from pgolf.research.ablate import ablate, plan
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import RULE_ALPHA, compare, summarize
+from pgolf.research.stats import compare, summarize
 
 STUDY = "swiglu_vs_relu2"
 CONTROL = "relu2"

@@ -63,32 +63,23 @@ eval_tokens: int = 60000  # validation tokens scored per point of the sweep (the
 
 # %%
 import json
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import SVG, Markdown, display
 
-from pgolf.core.config import Config, DataConfig
-from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.core.evaluate import ByteLUTs, eval_windows
-from pgolf.core.export import export_artifact, load_artifact
-from pgolf.core.model import build_model
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import figures
 from pgolf.research.ablate import ablate
+from pgolf.research.bits_sweep import bits_sweep_table
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import RULE_ALPHA, compare, rule_threshold, summarize
+from pgolf.research.stats import compare, rule_threshold, summarize
 
 STUDY = "qat"
 CONTROL = "no_qat"
 INT6 = {"export.bits_attn": 6, "export.bits_mlp": 6}
 ARMS = {"no_qat": {}, "qat_int8": {"qat.enabled": True}, "no_qat_int6": INT6, "qat_int6": {"qat.enabled": True, **INT6}}
 PAIRS = [("qat_int8", "no_qat"), ("qat_int6", "no_qat_int6"), ("no_qat_int6", "no_qat")]  # (arm, its control)
-CPU = torch.device("cpu")
 
 
 # %% [markdown]
@@ -124,46 +115,15 @@ display(tests[["n_pairs", "test", "diff", "p", "p_rule", "clears_rule", "note"]]
 #
 # The trained weights in each run folder (`final_model.pt`, before export) are exported again with the
 # attention and MLP matrices at each bit width (embedding unchanged at int8), loaded back, and scored on the
-# first `eval_tokens` validation tokens; the gap is against the same weights unquantized on the same tokens.
-# The table is stored under `runs/qat/analysis/` with its inputs and reused when they have not changed.
+# first `eval_tokens` validation tokens; the gap is against the same weights unquantized on the same tokens
+# (`pgolf.research.bits_sweep`). The table is stored under `runs/qat/analysis/` with its inputs and reused when
+# they have not changed, so this cell needs the weights only to recompute it: `final_model.pt` files are kept
+# local, not committed.
 
 # %%
 DATASET = build_dataset(None, None)
-
-
-def validation(cfg: Config, n_tokens: int):
-    """The first ``n_tokens`` validation targets of the default corpus and its byte tables."""
-    ds = resolve_dataset(DataConfig(path=str(DATASET)), cfg.model.vocab_size)
-    luts = ByteLUTs.from_numpy(build_byte_luts(load_tokenizer(ds.tokenizer_path), cfg.model.vocab_size), CPU)
-    return load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="score")[: n_tokens + 1], luts
-
-
-def score(cfg: Config, state: dict, tokens, luts):
-    model = build_model(cfg)
-    model.load_state_dict(state, strict=True)
-    return eval_windows(model, tokens, luts, cfg.train.train_seq_len, 0, "score", 32, 0, 1, CPU, False)
-
-
-def bits_sweep() -> pd.DataFrame:
-    rows = []
-    for r in runs[runs["arm"].isin(sweep_arms)].to_dict("records"):
-        cfg = Config.from_json(Path(r["path"]) / "config.json")
-        state = torch.load(Path(r["path"]) / "final_model.pt", map_location="cpu", weights_only=True)
-        tokens, luts = validation(cfg, eval_tokens)
-        fp = score(cfg, state, tokens, luts)
-        for bits in sweep_bits:
-            export_cfg = cfg.replace({"export.bits_attn": bits, "export.bits_mlp": bits}).export
-            blob, _ = export_artifact(state, export_cfg, control=cfg.model.control_patterns)
-            q = score(cfg, load_artifact(blob), tokens, luts)
-            rows.append({"arm": r["arm"], "seed": int(r["seed"]), "bits": int(bits), "val_bpb_fp": fp.val_bpb,
-                         "q_val_bpb": q.val_bpb, "gap_bpb": q.val_bpb - fp.val_bpb, "artifact_bytes": len(blob),
-                         "tokens_scored": q.tokens})
-    return pd.DataFrame(rows)
-
-
-inputs = {"runs": [Path(p).name for p in runs["path"] if Path(p).name.split("-")[0] in sweep_arms],
-          "sweep_arms": sweep_arms, "bits": sweep_bits, "eval_tokens": eval_tokens, "embedding_bits": 8}
-sweep = figures.cached_table(figures.analysis_path(runs_dir(), STUDY, "bits_sweep"), inputs, bits_sweep, rerun=rerun)
+sweep = bits_sweep_table(runs_root=runs_dir(), runs=runs, arms=sweep_arms, bits=sweep_bits, eval_tokens=eval_tokens,
+                         dataset=DATASET, rerun=rerun)
 sweep_summary = sweep.groupby(["arm", "bits"], sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"])
 display(sweep_summary)
 
@@ -185,7 +145,7 @@ control_bpb = summarize(runs, "val_bpb").loc[CONTROL, "mean"]
 lines = [
     f"- The control reaches val_bpb {control_bpb:.4f}, {abs(unigram - control_bpb):.3f} bpb "
     f"{'below' if control_bpb < unigram else 'above'} the corpus's unigram baseline ({unigram:.4f}).",
-    f"- Mean quantization gaps: " + ", ".join(f"`{a}` {gap[a]:+.4f}" for a in ARMS if a in gap) + " bpb.",
+    "- Mean quantization gaps: " + ", ".join(f"`{a}` {gap[a]:+.4f}" for a in ARMS if a in gap) + " bpb.",
 ]
 for arm, control in PAIRS:
     lines.append(f"- Gap, {verdict(tests.loc[(arm, control, 'quant_gap_bpb')], arm, control, 'bpb of gap')}")

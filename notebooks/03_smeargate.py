@@ -70,7 +70,8 @@ from pgolf.data.build import build_dataset
 from pgolf.research import figures
 from pgolf.research.ablate import ablate
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import RULE_ALPHA, compare, summarize
+from pgolf.research.smear_gates import gate_table_cached
+from pgolf.research.stats import compare, summarize
 
 STUDY = "smeargate"
 CONTROL = "none"
@@ -103,16 +104,12 @@ display(tests[["n_pairs", "test", "diff", "p", "p_rule", "threshold", "clears_ru
 #
 # `sigmoid(smear.gate)` from each run's final weights: the weight kept on the current token (the rest comes
 # from the previous token). 1.0 would mean the gate is unused; the start value is sigmoid(3) ≈ 0.953 under
-# the default init.
+# the default init. The values are stored under `runs/smeargate/analysis/` with the runs they come from
+# (`pgolf.research.smear_gates`), so only recomputing them needs the `final_model.pt` files, kept local.
 
 # %%
-gate_rows = []
-for r in runs[runs["arm"] != CONTROL].to_dict("records"):
-    g = figures.smear_gate_values(r["path"])
-    gate_rows.append({"arm": r["arm"], "seed": r["seed"], "params": g.size, "mean": g.mean(), "min": g.min(),
-                      "max": g.max(), "share_from_previous": 1 - g.mean()})
-gates = pd.DataFrame(gate_rows)
-display(gates.style.format({c: "{:.3f}" for c in ("mean", "min", "max", "share_from_previous")}))
+gates = gate_table_cached(runs_root=runs_dir(), runs=runs[runs["arm"] != CONTROL], rerun=rerun)
+display(gates.drop(columns=["values"]).style.format({c: "{:.3f}" for c in ("mean", "min", "max", "share_from_previous")}))
 
 # %%
 (fig_path,) = figures.smeargate_figure(runs_dir(), figures_dir())

@@ -34,8 +34,9 @@
 # tokens of the validation stream, and `tail="score"`, so every setting scores exactly the same targets.
 # Settings: strides {non-overlapping, 128, 64, 32} at the training length, and the same strides at each
 # longer evaluation length with NTK scaling on and off. Throughput is measured on this CPU (one process);
-# it changes from machine to machine, the forward-tokens-per-scored-token ratio does not. The table is stored
-# under `runs/eval/analysis/` with its inputs and reused while they do not change.
+# it changes from machine to machine, the forward-tokens-per-scored-token ratio does not. The table
+# (`pgolf.research.eval_sweep`) is stored under `runs/eval/analysis/` with its inputs and reused while they do
+# not change; only recomputing it needs the run's `final_model.pt`, which is kept local, not committed.
 
 # %% tags=["parameters"]
 base_preset: str = "tiny"  # the quickstart model (pgolf.running.presets.tiny): 4L d128, trained at seq 256
@@ -59,25 +60,18 @@ batch_seqs: int = 32  # windows per forward pass
 
 # %%
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 from IPython.display import SVG, Markdown, display
 
-from pgolf.core.config import Config, DataConfig
-from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.core.evaluate import ByteLUTs, eval_windows, windows
-from pgolf.core.model import build_model
+from pgolf.core.config import Config
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import figures
 from pgolf.research.ablate import ablate
+from pgolf.research.eval_sweep import eval_sweep_table
 
-CPU = torch.device("cpu")
 DATASET = build_dataset(None, None)
 
 # %% [markdown]
@@ -89,7 +83,6 @@ runs = ablate("quickstart", base_preset, {"tiny": {}}, seeds=[seed], budget_step
 run = runs.iloc[0]
 run_dir = Path(run["path"])
 cfg = Config.from_json(run_dir / "config.json")
-state = torch.load(run_dir / "final_model.pt", map_location="cpu", weights_only=True)
 train_len = cfg.train.train_seq_len
 print(f"{run_dir.name}: {int(run['steps'])} steps at seq {train_len}; official-eval val_bpb {run['val_bpb']:.4f}")
 
@@ -97,40 +90,8 @@ print(f"{run_dir.name}: {int(run['steps'])} steps at seq {train_len}; official-e
 # ## The sweep
 
 # %%
-ds = resolve_dataset(DataConfig(path=str(DATASET)), cfg.model.vocab_size)
-luts = ByteLUTs.from_numpy(build_byte_luts(load_tokenizer(ds.tokenizer_path), cfg.model.vocab_size), CPU)
-tokens = load_validation_tokens(ds.val_files, max(eval_lens), tail="score")[: eval_tokens + 1]
-
-
-def settings() -> list[dict]:
-    out = []
-    for length in eval_lens:
-        for ntk in ([None] if length <= train_len else [True, False]):
-            label = f"L={length}" + ("" if ntk is None else (" NTK" if ntk else " no NTK"))
-            out += [{"setting": label, "eval_len": length, "ntk": ntk, "stride": s} for s in strides if s < length]
-    return out
-
-
-def sweep() -> pd.DataFrame:
-    torch.set_num_threads(1)  # comparable throughput: one thread, like the ablation workers
-    rows = []
-    for s in settings():
-        model = build_model(cfg.replace({"eval.ntk": bool(s["ntk"])}))
-        model.load_state_dict(state, strict=True)
-        wins = windows(tokens.numel() - 1, s["eval_len"], s["stride"], "score")
-        t0 = time.perf_counter()
-        res = eval_windows(model, tokens, luts, s["eval_len"], s["stride"], "score", batch_seqs, 0, 1, CPU, False)
-        seconds = time.perf_counter() - t0
-        rows.append({**s, "ntk": "n/a" if s["ntk"] is None else ("on" if s["ntk"] else "off"),
-                     "val_bpb": res.val_bpb, "val_loss": res.val_loss, "tokens_scored": res.tokens,
-                     "forward_tokens": sum(e - b for b, e, _ in wins), "seconds": seconds,
-                     "scored_tokens_per_s": res.tokens / seconds})
-    return pd.DataFrame(rows)
-
-
-inputs = {"run": run_dir.name, "eval_tokens": eval_tokens, "strides": strides, "eval_lens": eval_lens,
-          "batch_seqs": batch_seqs, "weights": "final_model.pt (unquantized)"}
-table = figures.cached_table(figures.analysis_path(runs_dir(), "eval", "sweep"), inputs, sweep, rerun=rerun)
+table = eval_sweep_table(runs_root=runs_dir(), run_dir=run_dir, dataset=DATASET, eval_tokens=eval_tokens,
+                         strides=strides, eval_lens=eval_lens, batch_seqs=batch_seqs, rerun=rerun)
 assert (table["tokens_scored"] == eval_tokens).all(), "every setting must score the same targets"
 base = table[(table["eval_len"] == train_len) & (table["stride"] == 0)]["val_bpb"].iloc[0]
 table["delta_vs_nonoverlap"] = table["val_bpb"] - base

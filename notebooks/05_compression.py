@@ -44,7 +44,8 @@
 # off for one bit setting. Everything else is each source's own export config (the embedding stays int8 for
 # `tiny` and `baseline`; presets with `export.embed_fp16` keep it fp16). Results are stored under
 # `runs/compression/analysis/` with their inputs and reused while they do not change (the real-size exports take
-# minutes, mostly lzma and zstd-22).
+# minutes, mostly lzma and zstd-22); the code is `pgolf.research.compression`. Only recomputing the trained table
+# needs the run's `final_model.pt`, which is kept local, not committed.
 
 # %% tags=["parameters"]
 base_preset: str = "tiny"  # the quickstart model (pgolf.running.presets.tiny): 4L d128
@@ -72,48 +73,26 @@ real_compressors: list = ["zlib"]  # compressors for the real-size exports (zstd
 # %%
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import SVG, Markdown, display
 
 from pgolf.core import accounting
-from pgolf.core.config import Config, DataConfig
-from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.core.evaluate import ByteLUTs, eval_windows
-from pgolf.core.export import export_artifact, load_artifact
-from pgolf.core.model import build_model
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import figures
 from pgolf.research.ablate import ablate
-from pgolf.running.presets import get_preset
+from pgolf.research.compression import (
+    compression_grid,
+    naive_trained_estimate,
+    pareto_front,
+    real_scale_table_cached,
+    setting_label,
+    trained_table_cached,
+)
 
-CPU = torch.device("cpu")
 DATASET = build_dataset(None, None)
 CODE_BYTES = accounting.code_bytes()
-
-
-def grid() -> list[dict]:
-    out = [{"bits": f"{a}/{m}", "bits_attn": a, "bits_mlp": m, "compressor": c, "prune_frac": p, "bitpack": False}
-           for a, m in bit_grid for c in compressors for p in prune_fracs]
-    a, m = bitpack_bits
-    out += [{"bits": f"{a}/{m}", "bits_attn": a, "bits_mlp": m, "compressor": c, "prune_frac": 0.0, "bitpack": True}
-            for c in compressors]
-    return out
-
-
-def export_cfg(cfg: Config, s: dict):
-    return cfg.replace({"export.bits_attn": s["bits_attn"], "export.bits_mlp": s["bits_mlp"],
-                        "export.compressor": s["compressor"], "export.prune_frac": s["prune_frac"],
-                        "export.bitpack": s["bitpack"]}).export
-
-
-def fresh_state(cfg: Config) -> dict:
-    torch.manual_seed(0)
-    return build_model(cfg).state_dict()
-
+GRID = compression_grid(bit_grid=bit_grid, compressors=compressors, prune_fracs=prune_fracs, bitpack_bits=bitpack_bits)
 
 # %% [markdown]
 # ## 1. Trained weights at tiny size: bytes and bpb
@@ -122,36 +101,8 @@ def fresh_state(cfg: Config) -> dict:
 runs = ablate("quickstart", base_preset, {"tiny": {}}, seeds=[seed], budget_steps=budget_steps, common=common,
               rerun=rerun, jobs=jobs or None)
 run_dir = Path(runs["path"].iloc[0])
-cfg = Config.from_json(run_dir / "config.json")
-state = torch.load(run_dir / "final_model.pt", map_location="cpu", weights_only=True)
-ds = resolve_dataset(DataConfig(path=str(DATASET)), cfg.model.vocab_size)
-luts = ByteLUTs.from_numpy(build_byte_luts(load_tokenizer(ds.tokenizer_path), cfg.model.vocab_size), CPU)
-tokens = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="score")[: eval_tokens + 1]
-
-
-def score(weights: dict) -> float:
-    model = build_model(cfg)
-    model.load_state_dict(weights, strict=True)
-    return eval_windows(model, tokens, luts, cfg.train.train_seq_len, 0, "score", 32, 0, 1, CPU, False).val_bpb
-
-
-def trained_table() -> pd.DataFrame:
-    torch.set_num_threads(1)
-    fp = score(state)
-    fresh = fresh_state(cfg)
-    rows = []
-    for s in grid():
-        blob, _ = export_artifact(state, export_cfg(cfg, s), control=cfg.model.control_patterns)
-        fresh_blob, _ = export_artifact(fresh, export_cfg(cfg, s), control=cfg.model.control_patterns)
-        rows.append({**s, "artifact_bytes": len(blob), "fresh_init_bytes": len(fresh_blob),
-                     "trained_over_fresh": len(blob) / len(fresh_blob), "val_bpb_fp": fp,
-                     "q_val_bpb": score(load_artifact(blob))})
-    return pd.DataFrame(rows)
-
-
-inputs = {"run": run_dir.name, "eval_tokens": eval_tokens, "grid": grid(), "fresh_seed": 0}
-trained = figures.cached_table(figures.analysis_path(runs_dir(), "compression", "trained"), inputs, trained_table,
-                               rerun=rerun)
+trained = trained_table_cached(runs_root=runs_dir(), run_dir=run_dir, dataset=DATASET, eval_tokens=eval_tokens,
+                               grid=GRID, rerun=rerun)
 trained["gap_bpb"] = trained["q_val_bpb"] - trained["val_bpb_fp"]
 display(trained.drop(columns=["bits_attn", "bits_mlp", "val_bpb_fp"]).style.format({
     "artifact_bytes": "{:,}", "fresh_init_bytes": "{:,}", "trained_over_fresh": "{:.2f}", "q_val_bpb": "{:.4f}",
@@ -165,28 +116,9 @@ display(trained.drop(columns=["bits_attn", "bits_mlp", "val_bpb_fp"]).style.form
 # setting; it is an extrapolation across a 100× change in size, not a measurement.
 
 # %%
-def real_table() -> pd.DataFrame:
-    rows = []
-    for name in real_presets:
-        pcfg = get_preset(name)
-        fresh = fresh_state(pcfg)
-        params = sum(t.numel() for t in fresh.values())
-        for s in (s for s in grid() if s["compressor"] in real_compressors):
-            blob, _ = export_artifact(fresh, export_cfg(pcfg, s), control=pcfg.model.control_patterns)
-            rows.append({"preset": name, "params": params, **s, "artifact_bytes": len(blob),
-                         "total_bytes": len(blob) + CODE_BYTES})
-    return pd.DataFrame(rows, columns=["preset", "params", *grid()[0], "artifact_bytes", "total_bytes"])
-
-
-inputs = {"presets": real_presets, "grid": grid(), "compressors": real_compressors, "fresh_seed": 0,
-          "code_bytes": CODE_BYTES}
-real = figures.cached_table(figures.analysis_path(runs_dir(), "compression", "real_scale"), inputs, real_table,
-                            rerun=rerun)
-key = ["bits", "compressor", "prune_frac", "bitpack"]
-real = real.merge(trained[key + ["trained_over_fresh"]], on=key, how="left")
-real["naive_trained_estimate"] = (real["artifact_bytes"] * real["trained_over_fresh"]).round() + CODE_BYTES
-real["fits_fresh"] = real["total_bytes"] <= accounting.CAP_BYTES
-real["fits_naive_estimate"] = real["naive_trained_estimate"] <= accounting.CAP_BYTES
+real = real_scale_table_cached(runs_root=runs_dir(), presets=real_presets, grid=GRID, compressors=real_compressors,
+                               code_bytes=CODE_BYTES, rerun=rerun)
+real = naive_trained_estimate(real=real, trained=trained, code_bytes=CODE_BYTES)
 display(real.drop(columns=["bits_attn", "bits_mlp"]).style.format({
     "params": "{:,}", "artifact_bytes": "{:,}", "total_bytes": "{:,}", "naive_trained_estimate": "{:,.0f}",
     "trained_over_fresh": "{:.2f}", "prune_frac": "{:.2f}"}))
@@ -203,22 +135,11 @@ display(SVG(filename=str(fig_path)))
 # ## Conclusion
 
 # %%
-def pareto(t: pd.DataFrame) -> pd.DataFrame:
-    """Settings no other setting beats on both bytes and bpb."""
-    t = t.sort_values(["artifact_bytes", "q_val_bpb"])
-    return t[t["q_val_bpb"] < t["q_val_bpb"].cummin().shift(fill_value=np.inf)]
-
-
-def label(r) -> str:
-    return (f"{r['bits']} {r['compressor']}" + (f" prune {r['prune_frac']:g}" if r["prune_frac"] else "")
-            + (" bitpacked" if r["bitpack"] else ""))
-
-
 plain = trained[~trained["bitpack"]]
 ref = plain.set_index(["bits", "prune_frac", "compressor"])["artifact_bytes"]
 lines = [f"- Tiny trained weights: the unquantized model scores {trained['val_bpb_fp'].iloc[0]:.4f} bpb on the first "
          f"{eval_tokens:,} val targets; the settings on the bytes/bpb Pareto front are "
-         + "; ".join(f"{label(r)} ({r['artifact_bytes']:,} B, {r['q_val_bpb']:.4f})" for _, r in pareto(trained).iterrows())
+         + "; ".join(f"{setting_label(r)} ({r['artifact_bytes']:,} B, {r['q_val_bpb']:.4f})" for _, r in pareto_front(trained).iterrows())
          + "."]
 if "zlib" in compressors:
     for comp in [c for c in compressors if c != "zlib"]:
@@ -243,6 +164,6 @@ for name, g in real.groupby("preset", sort=False):
     lines.append(f"- `{name}` ({int(g['params'].iloc[0]):,} parameters): {len(fits)} of {len(g)} settings fit with fresh-init "
                  f"weights (smallest {g['total_bytes'].min():,} B, largest {g['total_bytes'].max():,} B); "
                  f"{len(est)} fit by the naive trained estimate"
-                 + (f", e.g. {label(est.sort_values('naive_trained_estimate').iloc[-1])} at "
+                 + (f", e.g. {setting_label(est.sort_values('naive_trained_estimate').iloc[-1])} at "
                     f"{est['naive_trained_estimate'].max():,.0f} B." if len(est) else "."))
 display(Markdown("\n".join(lines)))

@@ -7,9 +7,10 @@ The notebooks call the same builders, so ``pgolf figures`` regenerates exactly w
 Two small on-disk contracts connect notebooks and builders (both plain JSON under ``runs/<study>/``):
 - ``selection.json``: the run folders a notebook's ``ablate`` call returned, so a figure shows those runs
   and not every run ever made in that folder (older budgets, older code versions);
-- ``analysis/<name>.json``: a table a notebook computed from trained weights without training (e.g. the
-  bpb of one model at several evaluation strides), stored with the inputs that produced it, so builders
-  only plot and a rerun with the same inputs reuses it (``cached_table``).
+- ``analysis/<name>.json``: a table computed from saved weights without training (e.g. the bpb of one model
+  at several evaluation strides), stored with its inputs (:mod:`pgolf.research.tables`). Builders read it
+  through the ``AnalysisTable`` of the module that computes it (``bits_sweep``, ``eval_sweep``,
+  ``compression``, ``smear_gates``), whose row dataclass is the table's schema, and never load weights.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 from pgolf.core.accounting import CAP_BYTES
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.core.runs import atomic_write_json
-from pgolf.research import plots
+from pgolf.research import bits_sweep, compression, eval_sweep, plots, smear_gates
 from pgolf.research.results import load_metrics, load_runs
 
 Builder = Callable[[Path, Path], list[Path]]
@@ -93,40 +94,6 @@ def selected_metrics(runs_root: Path, study: str) -> pd.DataFrame:
     return metrics[metrics["name"].isin([Path(p).name for p in runs["path"]])]
 
 
-def analysis_path(runs_root: Path, study: str, name: str) -> Path:
-    return Path(runs_root) / study / "analysis" / f"{name}.json"
-
-
-def write_table(path: Path, inputs: dict[str, Any], table: pd.DataFrame) -> Path:
-    rows = json.loads(table.to_json(orient="records", double_precision=15))
-    atomic_write_json(Path(path), {"inputs": inputs, "rows": rows})
-    return Path(path)
-
-
-def read_table(path: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    obj = json.loads(path.read_text())
-    return obj["inputs"], pd.DataFrame(obj["rows"])
-
-
-def cached_table(path: Path, inputs: dict[str, Any], compute: Callable[[], pd.DataFrame],
-                 rerun: bool = False, log=print) -> pd.DataFrame:
-    """The table stored at ``path`` if it was made from the same ``inputs``; else ``compute()`` and store it.
-
-    ``inputs`` must be JSON-able and free of absolute paths, so that the committed tables are reused
-    on any checkout."""
-    inputs = json.loads(json.dumps(inputs))
-    stored = None if rerun else read_table(path)
-    if stored is not None and stored[0] == inputs:
-        log(f"{Path(path).name}: reusing the stored table (same inputs)")
-        return stored[1]
-    table = compute()
-    write_table(path, inputs, table)
-    return read_table(path)[1]  # exactly what a later reuse returns
-
-
 # ---- per-notebook figures --------------------------------------------------------------------------
 
 def _unigram_bpb(run: dict[str, Any]) -> float | None:
@@ -188,7 +155,7 @@ def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     for ax in (left, mid):
         for label in ax.get_xticklabels():
             label.set_rotation(25)
-    stored = read_table(analysis_path(runs_root, "qat", "bits_sweep"))
+    stored = bits_sweep.TABLE.read(runs_root)
     if stored is not None and not stored[1].empty:
         sweep = stored[1]
         for arm, group in sweep.groupby("arm", sort=False):
@@ -204,20 +171,6 @@ def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     return [plots.savefig(fig, Path(out_dir) / "qat.svg")]
 
 
-def smear_gate_values(run_path: str | Path) -> np.ndarray | None:
-    """sigmoid(smear.gate) of a run's final weights: the weight on x_t (1 - it goes to x_{t-1})."""
-    import torch
-
-    from pgolf.core.safe_load import load_plain
-
-    f = Path(run_path) / "final_model.pt"
-    if not f.is_file():
-        return None
-    state = load_plain(f, name=f, kind="pgolf model state (final_model.pt)")
-    gate = state.get("smear.gate")
-    return None if gate is None else torch.sigmoid(gate.float()).numpy()
-
-
 @figure("smeargate")
 def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 03: post-roundtrip bpb per arm and the learned gate values of each run."""
@@ -226,11 +179,13 @@ def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         return []
     fig, (left, right) = plots.new_figure(ncols=2)
     plots.plot_metric_by_arm(runs, metric="q_val_bpb", ax=left)
+    stored = smear_gates.TABLE.read(runs_root)
+    gates = stored[1] if stored is not None else smear_gates.TABLE.frame([])
+    order = {Path(p).name: i for i, p in enumerate(runs["path"])}  # the selected runs, in their order
+    gates = gates[gates["run"].isin(order)].sort_values("run", key=lambda s: s.map(order))
     colors: dict[str, str] = {}
-    for r in runs.to_dict("records"):
-        g = smear_gate_values(r["path"])
-        if g is None:
-            continue
+    for r in gates.to_dict("records"):
+        g = np.asarray(r["values"], dtype=float)
         label = None if r["arm"] in colors else r["arm"]  # one legend entry per arm
         color = colors.setdefault(r["arm"], f"C{len(colors)}")
         if g.size == 1:
@@ -238,7 +193,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         else:
             right.plot(np.sort(g)[::-1], color=color, linewidth=1, label=label)
     right.set_xlabel("gate dimension (sorted)")
-    right.set_ylabel("sigmoid(gate): weight on x_t")
+    right.set_ylabel("gate: weight on x_t")
     if colors:
         right.legend()
     fig.suptitle("SmearGate")
@@ -248,7 +203,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
 @figure("eval")
 def eval_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 04: bpb of one trained model by stride, eval length and NTK; compute per scored token."""
-    stored = read_table(analysis_path(runs_root, "eval", "sweep"))
+    stored = eval_sweep.TABLE.read(runs_root)
     if stored is None or stored[1].empty:
         return []
     sweep = stored[1]
@@ -274,8 +229,8 @@ def eval_figure(runs_root: Path, out_dir: Path) -> list[Path]:
 @figure("compression")
 def compression_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 05: bytes vs roundtrip bpb (tiny, trained) and real-size bytes against the cap (fresh init)."""
-    trained = read_table(analysis_path(runs_root, "compression", "trained"))
-    real = read_table(analysis_path(runs_root, "compression", "real_scale"))
+    trained = compression.TRAINED.read(runs_root)
+    real = compression.REAL_SCALE.read(runs_root)
     if trained is None and real is None:
         return []
     n_bars = 0 if real is None else len(real[1])

@@ -1,0 +1,94 @@
+"""Evaluation settings of one trained model: sliding-window stride x evaluation length x NTK RoPE (notebook 04).
+
+The same unquantized weights score the same first ``eval_tokens`` validation targets in every setting (the
+sweep checks it), so the differences between settings are the evaluation's alone. Lengths above the training
+length are tried with NTK scaling on and off; at or below it NTK changes nothing and is reported ``n/a``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pgolf.core.config import Config
+from pgolf.core.evaluate import windows
+from pgolf.research.rescore import RAW_WEIGHTS, load_final_state, one_thread, score_state, validation_slice
+from pgolf.research.tables import AnalysisTable
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    setting: str  # label: the length, and NTK on/off above the training length
+    eval_len: int  # evaluation window length (tokens)
+    ntk: bool | None  # NTK RoPE scaling; None at or below the training length
+    stride: int  # sliding-window stride (0: non-overlapping windows)
+
+
+@dataclass(frozen=True)
+class EvalSweepRow:
+    setting: str  # EvalSetting.setting
+    eval_len: int  # evaluation window length (tokens)
+    ntk: str  # "on", "off", or "n/a" at or below the training length
+    stride: int  # sliding-window stride (0: non-overlapping windows)
+    val_bpb: float
+    val_loss: float  # nats per token
+    tokens_scored: int  # validation targets scored (the same in every setting)
+    forward_tokens: int  # tokens through the model's forward pass
+    seconds: float  # wall time of the evaluation on this CPU, one thread
+    scored_tokens_per_s: float
+
+
+TABLE = AnalysisTable(study="eval", name="sweep", row=EvalSweepRow, notebook="04")
+
+
+def eval_settings(*, train_len: int, eval_lens: Sequence[int], strides: Sequence[int]) -> list[EvalSetting]:
+    """Every stride below each length; NTK on and off for lengths above ``train_len``."""
+    out = []
+    for length in eval_lens:
+        for ntk in ([None] if length <= train_len else [True, False]):
+            label = f"L={length}" + ("" if ntk is None else (" NTK" if ntk else " no NTK"))
+            out += [EvalSetting(label, length, ntk, s) for s in strides if s < length]
+    return out
+
+
+def _ntk_label(ntk: bool | None) -> str:
+    return "n/a" if ntk is None else ("on" if ntk else "off")
+
+
+def eval_sweep(*, run_dir: str | Path, dataset: str | Path, eval_tokens: int, strides: Sequence[int],
+               eval_lens: Sequence[int], batch_seqs: int = 32) -> pd.DataFrame:
+    """One row per setting of :func:`eval_settings` for the raw weights of ``run_dir``."""
+    cfg = Config.from_json(Path(run_dir) / "config.json")
+    state = load_final_state(run_dir)
+    tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
+    rows = []
+    with one_thread():
+        for s in eval_settings(train_len=cfg.train.train_seq_len, eval_lens=eval_lens, strides=strides):
+            wins = windows(tokens.numel() - 1, s.eval_len, s.stride, "score")
+            t0 = time.perf_counter()
+            res = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts, seq_len=s.eval_len, stride=s.stride,
+                              batch_seqs=batch_seqs, ntk=bool(s.ntk))
+            seconds = time.perf_counter() - t0
+            if res.tokens != eval_tokens:
+                raise RuntimeError(f"{s.setting} stride {s.stride}: scored {res.tokens} targets, expected every one "
+                                   f"of the {eval_tokens}")
+            rows.append(EvalSweepRow(setting=s.setting, eval_len=s.eval_len, ntk=_ntk_label(s.ntk), stride=s.stride,
+                                     val_bpb=res.val_bpb, val_loss=res.val_loss, tokens_scored=res.tokens,
+                                     forward_tokens=sum(e - b for b, e, _ in wins), seconds=seconds,
+                                     scored_tokens_per_s=res.tokens / seconds))
+    return TABLE.frame(rows)
+
+
+def eval_sweep_table(*, runs_root: Path, run_dir: str | Path, dataset: str | Path, eval_tokens: int,
+                     strides: Sequence[int], eval_lens: Sequence[int], batch_seqs: int = 32, rerun: bool = False,
+                     log: Callable[[str], None] = print) -> pd.DataFrame:
+    """:func:`eval_sweep`, stored under ``runs_root/eval/analysis`` and reused while its inputs are unchanged."""
+    inputs = {"run": Path(run_dir).name, "eval_tokens": eval_tokens, "strides": list(strides),
+              "eval_lens": list(eval_lens), "batch_seqs": batch_seqs, "weights": f"{RAW_WEIGHTS} (unquantized)"}
+    return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
+                        compute=lambda: eval_sweep(run_dir=run_dir, dataset=dataset, eval_tokens=eval_tokens,
+                                                   strides=strides, eval_lens=eval_lens, batch_seqs=batch_seqs))

@@ -1,0 +1,227 @@
+"""The analyses the notebooks run on saved weights (pgolf.research.{rescore,bits_sweep,eval_sweep,compression,
+smear_gates,tables}), on micro run folders holding random trained-looking weights."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from pgolf_testing import random_state
+
+from pgolf.core.config import Config
+from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+from pgolf.core.export import export_artifact, load_artifact
+from pgolf.core.model import build_model
+from pgolf.research import bits_sweep, compression, eval_sweep, figures, smear_gates
+from pgolf.research.rescore import load_final_state, score_state, validation_slice
+from pgolf.research.tables import AnalysisTable, MissingWeightsError
+from pgolf.running import scoring
+from pgolf.running.presets import get_preset
+
+N_TOKENS = 1500  # validation targets per score: a few windows of the micro model's 64 tokens
+QUANTIZE_ALL = {"export.keep_float_max_numel": 1024}  # the micro model's matrices are all below the official 65,536
+
+
+def _run(root: Path, study: str, arm: str, seed: int, cfg: Config) -> Path:
+    """A finished run folder as the trainer leaves it, with random trained-looking weights (a fresh init's zero
+    output projections would make every context length score the same)."""
+    run_dir = root / study / f"{arm}-s{seed}-0000000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    torch.save(random_state(build_model(cfg), seed), run_dir / "final_model.pt")
+    summary = {"status": "finished", "name": run_dir.name, "arm": arm, "seed": seed, "steps": 8, "val_bpb": 4.0,
+               "q_val_bpb": 4.01, "quant_gap_bpb": 0.01, "artifact_bytes": 1000}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def _table(run_dirs: list[Path]) -> pd.DataFrame:
+    """The ablation table the notebooks pass on (arm, seed, path)."""
+    rows = [json.loads((d / "summary.json").read_text()) | {"path": str(d)} for d in run_dirs]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def qat_runs(tmp_path, micro):
+    cfg = micro(**QUANTIZE_ALL)
+    dirs = [_run(tmp_path, "qat", arm, seed, cfg) for arm in ("no_qat", "qat_int6") for seed in (0, 1)]
+    return tmp_path, _table(dirs)
+
+
+def test_validation_slice_is_the_head_of_the_scored_stream(micro, small_dataset):
+    cfg = micro()
+    tokens, luts = validation_slice(cfg=cfg, dataset=small_dataset, n_tokens=N_TOKENS)
+    full = load_validation_tokens(resolve_dataset(cfg.data, 1024).val_files, 64, tail="score")
+    assert torch.equal(tokens, full[: N_TOKENS + 1]) and luts.base_bytes.numel() == 1024
+    with pytest.raises(ValueError, match=f"n_tokens={full.numel()}: expected 1..{full.numel() - 1}"):
+        validation_slice(cfg=cfg, dataset=small_dataset, n_tokens=full.numel())
+
+
+def test_score_state_equals_pgolf_eval_on_the_same_targets(micro, small_dataset):
+    """Two paths to one number: the analyses' slice + scorer, and `pgolf eval` limited to the same targets."""
+    cfg = micro()
+    torch.manual_seed(0)
+    state = build_model(cfg).state_dict()
+    tokens, luts = validation_slice(cfg=cfg, dataset=small_dataset, n_tokens=N_TOKENS)
+    ours = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts, stride=32, batch_seqs=8)
+    eval_cfg = cfg.replace({"eval.max_tokens": N_TOKENS, "eval.tail": "score", "eval.stride": 32,
+                            "eval.batch_seqs": 8})
+    theirs, mode = scoring.score_state(eval_cfg, state)
+    assert "stride=32" in mode and ours.tokens == theirs.tokens == N_TOKENS
+    assert ours.val_bpb == pytest.approx(theirs.val_bpb, abs=1e-12)
+
+
+def test_missing_weights_name_the_file(tmp_path):
+    with pytest.raises(MissingWeightsError, match="final_model.pt: no raw weights") as err:
+        load_final_state(tmp_path)
+    assert err.value.path == tmp_path / "final_model.pt"
+
+
+def test_bits_sweep_rows_and_an_independent_point(qat_runs, small_dataset):
+    _, runs = qat_runs
+    table = bits_sweep.bits_sweep(runs=runs, arms=["no_qat"], bits=[8, 4], eval_tokens=N_TOKENS,
+                                  dataset=small_dataset)
+    assert list(table.columns) == bits_sweep.TABLE.columns
+    assert table[["arm", "seed", "bits"]].values.tolist() == [["no_qat", 0, 8], ["no_qat", 0, 4],
+                                                              ["no_qat", 1, 8], ["no_qat", 1, 4]]
+    assert (table["gap_bpb"] == table["q_val_bpb"] - table["val_bpb_fp"]).all()
+    assert (table["tokens_scored"] == N_TOKENS).all()
+    # seed 1 at 4 bits, recomputed through `pgolf eval`'s scorer from an artifact of the same export
+    run1 = Path(runs["path"].iloc[1])
+    cfg = Config.from_json(run1 / "config.json")
+    blob, _ = export_artifact(load_final_state(run1), cfg.replace({"export.bits_attn": 4, "export.bits_mlp": 4}).export)
+    ref, _ = scoring.score_state(cfg.replace({"eval.max_tokens": N_TOKENS, "eval.tail": "score"}), load_artifact(blob))
+    row = table[(table["seed"] == 1) & (table["bits"] == 4)].iloc[0]
+    assert row["artifact_bytes"] == len(blob) and row["q_val_bpb"] == pytest.approx(ref.val_bpb, abs=1e-12)
+
+
+def test_cached_table_needs_no_weights_until_its_inputs_change(qat_runs, small_dataset):
+    root, runs = qat_runs
+    kw = {"runs_root": root, "runs": runs, "arms": ["no_qat", "qat_int6"], "bits": [8], "dataset": small_dataset}
+    first = bits_sweep.bits_sweep_table(**kw, eval_tokens=N_TOKENS)
+    stored = json.loads(bits_sweep.TABLE.path(root).read_text())
+    assert stored["inputs"]["runs"] == [Path(p).name for p in runs["path"]]
+    assert stored["inputs"]["embedding_bits"] == 8
+    for p in runs["path"]:
+        (Path(p) / "final_model.pt").unlink()  # a fresh clone: raw weights are not committed
+    pd.testing.assert_frame_equal(bits_sweep.bits_sweep_table(**kw, eval_tokens=N_TOKENS), first)
+    with pytest.raises(MissingWeightsError) as err:
+        bits_sweep.bits_sweep_table(**kw, eval_tokens=N_TOKENS - 1)
+    message = str(err.value)
+    assert str(bits_sweep.TABLE.path(root)) in message and "(differing: eval_tokens)" in message
+    assert f"{runs['path'].iloc[0]}/final_model.pt" in message
+    assert "`pgolf notebooks run 02 -p rerun=True`" in message
+
+
+def test_a_stored_table_of_another_schema_is_recomputed_or_refused(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Row:
+        x: int
+        y: float
+
+    table = AnalysisTable(study="s", name="t", row=Row, notebook="09")
+    path = table.path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"inputs": {"a": 1}, "rows": [{"x": 1}]}))  # written by older code: no y
+    with pytest.raises(ValueError, match=r"lacks the columns \['y'\] of Row.*pgolf notebooks run 09 -p rerun=True"):
+        table.read(tmp_path)
+    new = table.cached(runs_root=tmp_path, inputs={"a": 1}, compute=lambda: table.frame([Row(2, 0.5)]))
+    assert new.to_dict("records") == [{"x": 2, "y": 0.5}] and table.read(tmp_path)[0] == {"a": 1}
+
+
+def test_eval_sweep_scores_the_same_targets_in_every_setting(tmp_path, micro, small_dataset):
+    run_dir = _run(tmp_path, "quickstart", "tiny", 0, micro())
+    settings = eval_sweep.eval_settings(train_len=64, eval_lens=[64, 128], strides=[0, 32, 64])
+    assert [(s.setting, s.stride) for s in settings] == [
+        ("L=64", 0), ("L=64", 32), ("L=128 NTK", 0), ("L=128 NTK", 32), ("L=128 NTK", 64),
+        ("L=128 no NTK", 0), ("L=128 no NTK", 32), ("L=128 no NTK", 64)]
+    table = eval_sweep.eval_sweep(run_dir=run_dir, dataset=small_dataset, eval_tokens=N_TOKENS, strides=[0, 32],
+                                  eval_lens=[64, 128], batch_seqs=8)
+    assert list(table.columns) == eval_sweep.TABLE.columns
+    assert (table["tokens_scored"] == N_TOKENS).all()
+    assert table["ntk"].tolist() == ["n/a", "n/a", "on", "on", "off", "off"]
+    # non-overlapping windows forward each target once; stride 32 at L=64 forwards about twice as many tokens
+    assert table["forward_tokens"].iloc[0] == N_TOKENS and table["forward_tokens"].iloc[1] > 1.9 * N_TOKENS
+    assert table["val_bpb"].iloc[0] != table["val_bpb"].iloc[1]
+
+
+def test_compression_grid_and_tables(tmp_path, micro, small_dataset):
+    grid = compression.compression_grid(bit_grid=[[8, 8], [6, 4]], compressors=["zlib", "lzma"],
+                                        prune_fracs=[0.0, 0.03], bitpack_bits=[6, 4])
+    assert len(grid) == 2 * 2 * 2 + 2 and all(s.bitpack for s in grid[-2:]) and grid[-1].bits == "6/4"
+    run_dir = _run(tmp_path, "quickstart", "tiny", 0, micro(**QUANTIZE_ALL))
+    small = [s for s in grid if s.compressor == "zlib" and s.prune_frac == 0]
+    trained = compression.trained_table(run_dir=run_dir, dataset=small_dataset, eval_tokens=N_TOKENS, grid=small)
+    assert list(trained.columns) == compression.TRAINED.columns and len(trained) == len(small)
+    assert (trained["trained_over_fresh"] == trained["artifact_bytes"] / trained["fresh_init_bytes"]).all()
+    assert trained["artifact_bytes"].iloc[1] < trained["artifact_bytes"].iloc[0]  # 6/4 bits < 8/8 bits
+    rng = torch.get_rng_state()
+    real = compression.real_scale_table(presets=["tiny"], grid=small, compressors=["zlib"], code_bytes=100)
+    assert torch.equal(torch.get_rng_state(), rng)  # the fresh init leaves the caller's RNG alone
+    params = sum(p.numel() for p in build_model(get_preset("tiny")).parameters())
+    assert real["params"].tolist() == [params] * len(small) and (real["total_bytes"] == real["artifact_bytes"] + 100).all()
+    est = compression.naive_trained_estimate(real=real, trained=trained, code_bytes=100)
+    assert est["naive_trained_estimate"].tolist() == (real["artifact_bytes"] * trained["trained_over_fresh"]).round().add(100).tolist()
+
+
+def test_pareto_front_and_labels():
+    t = pd.DataFrame({"artifact_bytes": [100, 200, 150, 300], "q_val_bpb": [2.0, 1.5, 2.1, 1.5],
+                      "bits": ["4/4", "8/8", "6/5", "8/8"], "compressor": "zlib", "prune_frac": [0, 0, 0.03, 0],
+                      "bitpack": [False, False, False, True]})
+    assert pareto_front_rows(t) == [100, 200]
+    assert [compression.setting_label(r) for r in t.to_dict("records")][2:] == ["6/5 zlib prune 0.03",
+                                                                               "8/8 zlib bitpacked"]
+
+
+def pareto_front_rows(t: pd.DataFrame) -> list[int]:
+    return compression.pareto_front(t)["artifact_bytes"].tolist()
+
+
+def test_gate_table_reads_the_gates_and_skips_models_without_one(tmp_path, micro):
+    gated = _run(tmp_path, "smeargate", "per_dim", 0, micro(**{"model.smear_gate": "per_dim"}))
+    plain = _run(tmp_path, "smeargate", "none", 0, micro())
+    table = smear_gates.gate_table(runs=_table([plain, gated]))
+    assert table["run"].tolist() == [gated.name] and table["params"].iloc[0] == 64
+    expected = torch.sigmoid(load_final_state(gated)["smear.gate"].float())
+    assert table["values"].iloc[0] == pytest.approx(expected.tolist())
+    assert table["share_from_previous"].iloc[0] == pytest.approx(1 - expected.mean().item())
+
+
+def test_gate_values_are_the_weight_on_the_current_token_in_either_form(tmp_path, micro):
+    """The records' form (smear_gated=previous) weights x_{t-1} by sigmoid(gate); the table reports x_t's share."""
+    records = _run(tmp_path, "smeargate", "scalar", 0, micro(**{"model.smear_gate": "scalar",
+                                                              "model.smear_gated": "previous"}))
+    logit = load_final_state(records)["smear.gate"].float()
+    assert smear_gates.smear_gate_values(records) == pytest.approx((1 - torch.sigmoid(logit)).tolist())
+
+
+def test_figures_read_the_stored_tables_without_weights(qat_runs, micro, small_dataset, tmp_path):
+    """Tables made by the package functions, then every weight deleted: the figures still show them."""
+    root, runs = qat_runs
+    figures.write_selection(root, "qat", runs)
+    bits_sweep.bits_sweep_table(runs_root=root, runs=runs, arms=["no_qat"], bits=[8, 6], eval_tokens=N_TOKENS,
+                                dataset=small_dataset)
+    gated = _run(root, "smeargate", "scalar", 0, micro(**{"model.smear_gate": "scalar"}))
+    figures.write_selection(root, "smeargate", _table([gated]))
+    smear_gates.gate_table_cached(runs_root=root, runs=_table([gated]))
+    quick = _run(root, "quickstart", "tiny", 0, micro())
+    eval_sweep.eval_sweep_table(runs_root=root, run_dir=quick, dataset=small_dataset, eval_tokens=N_TOKENS,
+                                strides=[0, 32], eval_lens=[64], batch_seqs=8)
+    grid = compression.compression_grid(bit_grid=[[8, 8]], compressors=["zlib"], prune_fracs=[0.0],
+                                        bitpack_bits=[6, 4])
+    compression.trained_table_cached(runs_root=root, run_dir=quick, dataset=small_dataset, eval_tokens=N_TOKENS,
+                                     grid=grid)
+    compression.real_scale_table_cached(runs_root=root, presets=["tiny"], grid=grid, compressors=["zlib"],
+                                        code_bytes=100)
+    for weights in root.rglob("final_model.pt"):
+        weights.unlink()
+    out = tmp_path / "figures"
+    paths = figures.regenerate(["qat", "smeargate", "eval", "compression"], runs_root=root, out_dir=out)
+    assert [p.name for p in paths] == ["qat.svg", "smeargate.svg", "eval.svg", "compression.svg"]
+    with_gates = (out / "smeargate.svg").read_bytes()
+    smear_gates.TABLE.path(root).unlink()
+    figures.regenerate(["smeargate"], runs_root=root, out_dir=out)
+    assert (out / "smeargate.svg").read_bytes() != with_gates  # the gate panel was drawn from the stored table
