@@ -90,7 +90,8 @@ def test_bits_sweep_rows_and_an_independent_point(qat_runs, small_dataset):
     # seed 1 at 4 bits, recomputed through `pgolf eval`'s scorer from an artifact of the same export
     run1 = Path(runs["path"].iloc[1])
     cfg = Config.from_json(run1 / "config.json")
-    blob, _ = export_artifact(load_final_state(run1), cfg.replace({"export.bits_attn": 4, "export.bits_mlp": 4}).export)
+    blob, _ = export_artifact(load_final_state(run1), cfg.replace({"export.bits_attn": 4, "export.bits_mlp": 4}).export,
+                              control=cfg.model.control_patterns)
     ref, _ = scoring.score_state(cfg.replace({"eval.max_tokens": N_TOKENS, "eval.tail": "score"}), load_artifact(blob))
     row = table[(table["seed"] == 1) & (table["bits"] == 4)].iloc[0]
     assert row["artifact_bytes"] == len(blob) and row["q_val_bpb"] == pytest.approx(ref.val_bpb, abs=1e-12)
