@@ -31,8 +31,7 @@ def _launch(run_dir: Path, dataset: Path, *extra: str, fail: tuple[int, int, str
             "--nproc-per-node", "2", "--env", "OMP_NUM_THREADS=1", *extra]
     if fail:
         rank, step, mode = fail
-        argv += ["--env", f"PGOLF_TEST_FAIL_RANK={rank}", "--env", f"PGOLF_TEST_FAIL_STEP={step}",
-                 "--env", f"PGOLF_TEST_FAIL_MODE={mode}"]
+        argv += ["--test-fail", f"{rank}:{step}:{mode}"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         rc = cli_main(argv)
