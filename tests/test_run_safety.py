@@ -113,8 +113,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_the_cli_says_how_to_resume(micro, 
     cfg_file.write_text(micro(**{"train.checkpoint_every": 2}).to_json())
     # Ctrl-C before the 4th step (the checkpoint is step 2's)
     rc = cli_main(["train", "--config", str(cfg_file), "--run-dir", str(run), "--test-fail", "0:3:interrupt"])
-    err = capsys.readouterr().err
-    assert rc == 130
+    armed, err = capsys.readouterr().err.split("\n", 1)
+    assert rc == 130 and armed == "pgolf.running.worker: TEST FAULT ARMED: rank 0 mode interrupt at step 3"
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"interrupted: run folder {run}" in err and "--resume" in err
     st = read_status(run)

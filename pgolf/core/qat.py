@@ -4,7 +4,7 @@ The on/off state is explicit instance state on each CastedLinear. During a run o
 :class:`QATController` decides when it switches on (:func:`qat_start_due`, once for all ranks), flips the
 layers with :func:`set_qat`, rebuilds the compiled model after ``torch._dynamo.reset()`` (so a compiled
 graph can never keep a stale value, the records' constant-folded class attribute), logs the switch, saves
-and restores the decision in checkpoints, and switches it off for the final evaluation and export.
+and restores the decision in checkpoints, and switches it off for the export.
 """
 
 from __future__ import annotations
@@ -128,11 +128,10 @@ class QATController:
         return n
 
     def switch_off(self) -> int:
-        """Real weights for the final evaluation and export (``qat_step`` keeps the decision for the summary)."""
-        n = set_qat(self.model, False)
-        if n and self.recompile is not None:
-            self.recompile()
-        return n
+        """Real weights for the export (``qat_step`` keeps the decision for the summary). No recompile: fake
+        quantization acts only in training mode, so the evaluation graphs are the same either way, and a
+        recompile would cost the final evaluation its compile time again."""
+        return set_qat(self.model, False)
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's keys ``qat_active`` and ``qat_step``."""
