@@ -30,7 +30,12 @@ from pgolf.core.runs import (
     prepare_run_dir,
     read_status,
 )
-from pgolf.core.train import NonFiniteScoreError, TrainerHooks, check_finite_score, train
+from pgolf.core.train import (
+    NonFiniteScoreError,
+    TrainerHooks,
+    check_finite_score,
+    train,
+)
 from pgolf.research.results import load_runs
 from pgolf.running.cli import main as cli_main
 from pgolf.running.launch import finalize

@@ -17,7 +17,13 @@ from pgolf.core.config import QATConfig
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.qat import QATController, qat_active
 from pgolf.core.runs import read_status
-from pgolf.core.train import NonFiniteLossError, StepResult, Trainer, TrainerHooks, train
+from pgolf.core.train import (
+    NonFiniteLossError,
+    StepResult,
+    Trainer,
+    TrainerHooks,
+    train,
+)
 from pgolf.running.worker import hooks_from_args, parse_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +77,10 @@ def test_setup_creates_every_attribute_the_stages_use(micro, tmp_path):
 
 def test_trainer_marks_a_failing_stage_and_releases_the_folder(micro, tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="boom"):
-        with Trainer(micro(), run, console=False) as tr:
-            tr.setup()
-            tr.step()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), Trainer(micro(), run, console=False) as tr:
+        tr.setup()
+        tr.step()
+        raise RuntimeError("boom")
     assert read_status(run)["status"] == "failed" and "boom" in read_status(run)["error"]
     assert tr.lock is None  # released: another process may take the folder
 

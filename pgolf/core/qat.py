@@ -10,7 +10,8 @@ and restores the decision in checkpoints, and switches it off for the export.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

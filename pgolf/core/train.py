@@ -39,7 +39,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 import numpy as np
 import torch
@@ -305,7 +305,7 @@ class Trainer:
             self.log(f"cleanup: removed {p.relative_to(self.run_dir)} (temp file of a writer that died)")
 
     # -- lifetime -------------------------------------------------------------------------------
-    def __enter__(self) -> Trainer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -38,7 +38,6 @@ from pgolf.core.runs import read_status
 from pgolf.research.results import load_runs
 from pgolf.running.presets import get_preset
 
-
 AblateMode = Literal["train", "reuse"]
 MODES = ("train", "reuse")
 MODE_ENV = "PGOLF_ABLATE_MODE"

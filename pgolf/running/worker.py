@@ -107,7 +107,8 @@ def parse_labels(text: str | None) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"--labels-json: not valid JSON ({e}): {text!r}") from None
     if not isinstance(labels, dict):
-        raise ValueError(f"--labels-json: expected a JSON object, got {type(labels).__name__}: {text!r}")
+        raise ValueError(  # noqa: TRY004 - a bad command-line value
+            f"--labels-json: expected a JSON object, got {type(labels).__name__}: {text!r}")
     return labels
 
 
