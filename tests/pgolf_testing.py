@@ -24,6 +24,14 @@ def micro_config(dataset: Path, **overrides) -> Config:
     return apply_overrides(get_preset("tiny"), base)
 
 
+def raise_at(step: int, error: BaseException | type[BaseException]):
+    """A ``TrainerHooks.before_step`` fault: raise ``error`` before step ``step`` (0-based) is trained."""
+    def before_step(s: int) -> None:
+        if s == step:
+            raise error
+    return before_step
+
+
 def reference_script_or_skip(env: str, what: str) -> str:
     """The path in ``env`` to a reference ``train_gpt.py`` (the official one or a PR's), or skip the module.
 

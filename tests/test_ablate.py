@@ -1,6 +1,6 @@
 import pytest
 
-from pgolf.research.ablate import ablate, plan, run_key
+from pgolf.research.ablate import ablate, default_mode, plan, run_key
 
 
 def test_ablation_runs_caches_and_reruns(micro, tmp_path):
@@ -31,14 +31,25 @@ def test_run_key_depends_on_config_not_labels(micro, tmp_path):
 
 def test_reuse_only_mode_never_trains(micro, tmp_path, monkeypatch):
     base = micro(**{"train.iterations": 2})
-    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")
+    monkeypatch.delenv("PGOLF_ABLATE_MODE", raising=False)
     with pytest.raises(RuntimeError, match="no finished run for arm 'a' seed 0"):
-        ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
-    monkeypatch.delenv("PGOLF_ABLATE_MODE")
+        ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None, mode="reuse")
     ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
     # simulate a code change: the run's folder key no longer matches, but its config does
     (run,) = list((tmp_path / "r").glob("a-s0-*"))
     run.rename(run.with_name("a-s0-oldcodekey"))
-    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")  # the notebooks' switch: mode=None reads it
     df = ablate("r", base, {"a": {}}, seeds=[0], budget_steps=2, runs_root=tmp_path, log=lambda m: None)
     assert len(df) == 1 and bool(df["stale_code"].iloc[0]) and df["path"].iloc[0].endswith("a-s0-oldcodekey")
+
+
+def test_mode_is_an_argument_and_the_environment_only_its_default(monkeypatch):
+    monkeypatch.delenv("PGOLF_ABLATE_MODE", raising=False)
+    assert default_mode() == "train"
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")
+    assert default_mode() == "reuse"
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reus")
+    with pytest.raises(ValueError, match=r"PGOLF_ABLATE_MODE='reus': expected one of train, reuse"):
+        default_mode()
+    with pytest.raises(ValueError, match=r"ablate\(mode='fast'\)"):
+        ablate("x", "tiny", {"a": {}}, seeds=[0], mode="fast")

@@ -11,16 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import micro_config
+from pgolf_testing import micro_config, raise_at
 
-from pgolf.core import train as train_mod
 from pgolf.core.data import identity as identity_mod
 from pgolf.core.data.identity import NO_MANIFEST_RULE, DatasetMismatchError, verify_dataset
 from pgolf.core.data.loader import TokenStream, resolve_dataset
 from pgolf.core.data.shards import HEADER_BYTES, ShardError, read_shard, write_shard
 from pgolf.core.data.tokenizer import train_sentencepiece
 from pgolf.core.runs import read_status
-from pgolf.core.train import train
+from pgolf.core.train import TrainerHooks, train
 from pgolf.data.build import build_dataset
 from pgolf.data.corpus import default_corpus_documents
 
@@ -166,20 +165,10 @@ def test_identity_is_recorded_in_run_folder_summary_and_checkpoint(small_dataset
     assert f"dataset_sha256:{want}" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_resume_after_the_dataset_was_rebuilt_is_refused(ds, small_dataset, tmp_path, monkeypatch):
+def test_resume_after_the_dataset_was_rebuilt_is_refused(ds, small_dataset, tmp_path):
     cfg = micro_config(ds, **{"train.checkpoint_every": 3})
-    original = train_mod.Trainer._micro_step
-    calls = {"n": 0}
-
-    def interrupted(self, loader):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self, loader)
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "run", console=False)
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", original)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C before the 5th step; the checkpoint is step 3's
+        train(cfg, tmp_path / "run", console=False, hooks=TrainerHooks(before_step=raise_at(4, KeyboardInterrupt)))
     old = hashlib.sha256((ds / "manifest.json").read_bytes()).hexdigest()
 
     # Rebuilt in place with another shard size: same folder, same config, other token stream.

@@ -45,7 +45,7 @@ def test_two_process_gloo_matches_single_process(micro, tmp_path):
 
 def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path):
     """Under a wallclock cap each rank measures its own progress. Rank 1's QAT clock runs 30 minutes ahead
-    (the worker's test-only PGOLF_TEST_CLOCK_SKEW), so alone it would switch QAT on at step 0 and rank 0
+    (the worker's test-only --test-clock-skew), so alone it would switch QAT on at step 0 and rank 0
     never; the switch is agreed across ranks, so both switch on at step 0 and the run finishes."""
     cfg = micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "train.max_wallclock_seconds": 3600.0,
                    "train.iterations": 4, "export.keep_float_max_numel": 1000, "export.bits_mlp": 6,
@@ -54,9 +54,10 @@ def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path
     (run / "launch").mkdir(parents=True)
     cfg_path = run / "launch" / "config.json"  # where the launcher puts it: ranks then keep launch/ranks/
     cfg_path.write_text(cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PGOLF_TEST_CLOCK_SKEW": "1:1800000"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run)]
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run),
+           "--test-clock-skew", "1:1800000"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TEST CLOCK SKEW: rank 1" in proc.stderr

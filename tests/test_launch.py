@@ -31,8 +31,7 @@ def _launch(run_dir: Path, dataset: Path, *extra: str, fail: tuple[int, int, str
             "--nproc-per-node", "2", "--env", "OMP_NUM_THREADS=1", *extra]
     if fail:
         rank, step, mode = fail
-        argv += ["--env", f"PGOLF_TEST_FAIL_RANK={rank}", "--env", f"PGOLF_TEST_FAIL_STEP={step}",
-                 "--env", f"PGOLF_TEST_FAIL_MODE={mode}"]
+        argv += ["--test-fail", f"{rank}:{step}:{mode}"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         rc = cli_main(argv)
@@ -240,3 +239,20 @@ def test_nan_loss_fails_the_job(small_dataset, tmp_path):
     run = tmp_path / "nan"
     rc, out = _launch(run, small_dataset, fail=(1, 2, "nan"))
     _assert_failed(run, rc, out, 1, "NonFiniteLossError")
+
+
+def test_labels_and_test_faults_reach_every_rank_as_worker_arguments(tmp_path, small_dataset, capsys):
+    """``pgolf train --labels-json/--test-fail`` are passed on to each rank's worker command (no env side channel)."""
+    run = tmp_path / "r"
+    assert cli_main(["train", "tiny", f"data.path={small_dataset}", "--run-dir", str(run), "--nproc-per-node", "2",
+                     "--dry-run", "--labels-json", '{"arm": "a"}', "--test-fail", "1:2:raise"]) == 0
+    cmd = shlex.split(capsys.readouterr().out.splitlines()[0])
+    assert cmd[cmd.index("pgolf.running.worker"):] == [
+        "pgolf.running.worker", "--config", str(run / "launch" / "config.json"), "--run-dir", str(run),
+        "--labels-json", '{"arm": "a"}', "--test-fail", "1:2:raise"]
+    script = slurm_script(run / "launch" / "config.json", run, nnodes=2, nproc_per_node=8,
+                          worker_args=["--labels-json", '{"arm": "a"}'])
+    (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    inner = shlex.split(srun)[shlex.split(srun).index("-c") + 1]  # the torchrun command bash -c runs
+    assert inner.endswith("$RESUME --labels-json '{\"arm\": \"a\"}'")
+    assert shlex.split(inner)[-2:] == ["--labels-json", '{"arm": "a"}']

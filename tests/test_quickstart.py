@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pgolf.core.train import train
+from pgolf.core.train import TrainerHooks, train
 from pgolf.running.quickstart import calibrate_threads, progress, usable_cpus
 
 
@@ -38,5 +38,6 @@ def test_progress_bar_only_on_a_terminal_and_lines_stay_readable():
 
 def test_trainer_reports_each_step_with_the_budget(micro, tmp_path):
     calls = []
-    train(micro(), tmp_path / "run", console=False, on_step=lambda step, total: calls.append((step, total)))
+    train(micro(), tmp_path / "run", console=False,
+          hooks=TrainerHooks(on_step=lambda step, total: calls.append((step, total))))
     assert calls == [(s, 8) for s in range(1, 9)]

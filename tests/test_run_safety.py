@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from pgolf_testing import raise_at
 
-from pgolf.core import optim
 from pgolf.core import train as train_mod
 from pgolf.core.config import ConfigError
 from pgolf.core.evaluate import EvalResult
@@ -30,7 +30,12 @@ from pgolf.core.runs import (
     prepare_run_dir,
     read_status,
 )
-from pgolf.core.train import NonFiniteScoreError, check_finite_score, train
+from pgolf.core.train import (
+    NonFiniteScoreError,
+    TrainerHooks,
+    check_finite_score,
+    train,
+)
 from pgolf.research.results import load_runs
 from pgolf.running.cli import main as cli_main
 from pgolf.running.launch import finalize
@@ -108,25 +113,17 @@ def test_running_status_of_a_dead_process_reads_interrupted(tmp_path):
     assert read_status(alive)["status"] == "running"
 
 
-def test_ctrl_c_marks_the_run_interrupted_and_the_cli_says_how_to_resume(micro, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_marks_the_run_interrupted_and_the_cli_says_how_to_resume(micro, tmp_path, capsys):
     cfg_file, run = tmp_path / "cfg.json", tmp_path / "run"
     cfg_file.write_text(micro(**{"train.checkpoint_every": 2}).to_json())
-    original, calls = train_mod.Trainer._micro_step, {"n": 0}
-
-    def ctrl_c(self, loader):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self, loader)
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", ctrl_c)
-    rc = cli_main(["train", "--config", str(cfg_file), "--run-dir", str(run)])
-    err = capsys.readouterr().err
-    assert rc == 130
+    # Ctrl-C before the 4th step (the checkpoint is step 2's)
+    rc = cli_main(["train", "--config", str(cfg_file), "--run-dir", str(run), "--test-fail", "0:3:interrupt"])
+    armed, err = capsys.readouterr().err.split("\n", 1)
+    assert rc == 130 and armed == "pgolf.running.worker: TEST FAULT ARMED: rank 0 mode interrupt at step 3"
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"interrupted: run folder {run}" in err and "--resume" in err
     st = read_status(run)
     assert st["status"] == "interrupted" and st["checkpoint"] is True
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", original)
     assert cli_main(["train", "--config", str(run / "config.json"), "--run-dir", str(run), "--resume"]) == 0
     assert read_status(run)["status"] == "finished"
 
@@ -155,17 +152,13 @@ def test_launcher_marks_an_interrupted_job_and_leaves_a_locked_folder_alone(tmp_
 
 PAUSING_RUN = """
 import pathlib, sys, time
-from pgolf.core import optim
 from pgolf.core.config import Config
-from pgolf.core.train import train
-real = optim.lr_multiplier
-def pause(step, elapsed_ms, cfg):
+from pgolf.core.train import TrainerHooks, train
+def pause(step):
     if step == 2:  # after the checkpoint of step 2
         pathlib.Path(sys.argv[3]).touch()
         time.sleep(600)
-    return real(step, elapsed_ms, cfg)
-optim.lr_multiplier = pause
-train(Config.from_json(sys.argv[1]), sys.argv[2], console=False)
+train(Config.from_json(sys.argv[1]), sys.argv[2], console=False, hooks=TrainerHooks(before_step=pause))
 """
 
 
@@ -203,25 +196,19 @@ def test_a_second_process_cannot_train_into_a_running_folder(micro, tmp_path):
 # -- 4. a resume does not repeat rows ------------------------------------------------------------------
 
 
-def test_resume_cuts_the_rows_written_after_the_checkpoint(micro, tmp_path, monkeypatch):
+def test_resume_cuts_the_rows_written_after_the_checkpoint(micro, tmp_path):
     cfg = micro(**{"train.iterations": 6, "train.checkpoint_every": 2, "train.val_loss_every": 5,
                    "schedule.warmdown_iters": 3})
     train(cfg, tmp_path / "full", console=False)
 
-    real = optim.lr_multiplier
-
-    def crash(step, elapsed_ms, c):
-        if step == 5:  # after step 5 was trained, logged and validated; the last checkpoint is step 4
-            raise RuntimeError("simulated crash")
-        return real(step, elapsed_ms, c)
-    monkeypatch.setattr(optim, "lr_multiplier", crash)
+    # after step 5 was trained, logged and validated; the last checkpoint is step 4
+    crash = TrainerHooks(before_step=raise_at(5, RuntimeError("simulated crash")))
     run = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, run, console=False)
+        train(cfg, run, console=False, hooks=crash)
     assert any(r.get("step") == 5 for r in rows(run))
     stale = run / f".summary.json.{dead_pid()}@{host_tag()}.tmp"
     stale.write_text("{")
-    monkeypatch.setattr(optim, "lr_multiplier", real)
     train(cfg, run, resume=True, console=False)
 
     def timeless(rs):

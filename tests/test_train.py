@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pgolf_testing import raise_at
 
 from pgolf.core import train as train_mod
 from pgolf.core.runs import RunExistsError, read_status
-from pgolf.core.train import train
+from pgolf.core.train import TrainerHooks, train
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_micro.json"
 
@@ -63,35 +64,23 @@ def test_run_folder_contents_and_protection(micro, tmp_path):
     assert read_status(run)["status"] == "finished"  # untouched
 
 
-def test_failed_run_is_marked_failed(micro, tmp_path, monkeypatch):
-    def boom(self, loader):
-        raise RuntimeError("simulated failure")
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", boom)
+def test_failed_run_is_marked_failed(micro, tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
-        train(micro(), tmp_path / "run", console=False)
+        train(micro(), tmp_path / "run", console=False,
+              hooks=TrainerHooks(before_step=raise_at(0, RuntimeError("simulated failure"))))
     st = read_status(tmp_path / "run")
     assert st["status"] == "failed" and "simulated failure" in st["error"]
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_resume_reproduces_uninterrupted_losses(micro, tmp_path, monkeypatch):
+def test_resume_reproduces_uninterrupted_losses(micro, tmp_path):
     cfg = micro(**{"train.checkpoint_every": 3})
     train(cfg, tmp_path / "full", console=False)
     full = metric_rows(tmp_path / "full", "train_loss")
 
-    original = train_mod.Trainer._micro_step
-    calls = {"n": 0}
-
-    def interrupted(self, loader):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return original(self, loader)
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", console=False)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C before the 6th step (the checkpoint is step 3's)
+        train(cfg, tmp_path / "cut", console=False, hooks=TrainerHooks(before_step=raise_at(5, KeyboardInterrupt)))
     assert read_status(tmp_path / "cut")["status"] == "interrupted"  # Ctrl-C, resumable
-    monkeypatch.setattr(train_mod.Trainer, "_micro_step", original)
     s = train(cfg, tmp_path / "cut", resume=True, console=False)
     resumed = metric_rows(tmp_path / "cut", "train_loss")
     assert resumed == full  # bit-identical on CPU

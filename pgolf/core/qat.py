@@ -1,14 +1,17 @@
 """Straight-through fake-quant QAT, wired from the export plan so both quantize the same tensors.
 
-The on/off state is explicit instance state on each CastedLinear. The trainer flips it with
-:func:`set_qat` and then rebuilds the compiled model after ``torch._dynamo.reset()``, so a compiled
-graph can never keep a stale value (the records' constant-folded class attribute). When it flips is
-decided by :func:`qat_start_due` alone, once for all ranks.
+The on/off state is explicit instance state on each CastedLinear. During a run one object owns it:
+:class:`QATController` decides when it switches on (:func:`qat_start_due`, once for all ranks), flips the
+layers with :func:`set_qat`, rebuilds the compiled model after ``torch._dynamo.reset()`` (so a compiled
+graph can never keep a stale value, the records' constant-folded class attribute), logs the switch, saves
+and restores the decision in checkpoints, and switches it off for the export.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -83,3 +86,64 @@ def qat_start_due(progress: float, start_frac: float, distributed: bool, device:
     flag = torch.tensor(int(due), device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
+
+
+class QATController:
+    """The one owner of QAT's on/off state during a run; nothing else flips it.
+
+    ``recompile`` (or None when the model is not compiled) is called after every flip: it resets dynamo and
+    rebuilds the trainer's compiled (and DDP) wrapper. ``log(line)`` and ``metric(**row)`` write the run's
+    log and metrics. ``qat_step`` is the step at which QAT switched on (None: not yet); it is decided once,
+    even when no layer has a fake quantizer, and a resumed run takes it from the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, cfg: QATConfig, *, distributed: bool, device: torch.device,
+                 recompile: Callable[[], None] | None, log: Callable[[str], None], metric: Callable[..., None]):
+        self.model, self.cfg = model, cfg
+        self.distributed, self.device = distributed, device
+        self.recompile, self.log, self.metric = recompile, log, metric
+        self.qat_step: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return qat_active(self.model)
+
+    def maybe_switch(self, step: int, progress: float) -> bool:
+        """Switch QAT on at ``step`` if it is due at training fraction ``progress`` (agreed across ranks).
+
+        Every rank calls this before every step until the switch happened: it holds the all-reduce of
+        :func:`qat_start_due`, so a rank that skipped a call would deadlock the others."""
+        if not self.cfg.enabled or self.qat_step is not None or self.active:  # decided once, even with 0 layers
+            return False
+        if not qat_start_due(progress, self.cfg.start_frac, self.distributed, self.device):
+            return False
+        self.switch_on(step)
+        return True
+
+    def switch_on(self, step: int) -> int:
+        """Switch fake quantization on now (at ``step``), recompile, log; returns the number of layers."""
+        n = set_qat(self.model, True)
+        if self.recompile is not None:
+            self.recompile()
+        self.qat_step = step
+        self.log(f"qat:enabled step:{step} layers:{n} recompile:{int(self.recompile is not None)}")
+        self.metric(event="qat_enabled", step=step, layers=n, recompile=self.recompile is not None)
+        return n
+
+    def switch_off(self) -> int:
+        """Real weights for the export (``qat_step`` keeps the decision for the summary). No recompile: fake
+        quantization acts only in training mode, so the evaluation graphs are the same either way, and a
+        recompile would cost the final evaluation its compile time again."""
+        return set_qat(self.model, False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's keys ``qat_active`` and ``qat_step``."""
+        return {"qat_active": self.active, "qat_step": self.qat_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's decision: the step it was made at, and the layers on if it was on."""
+        self.qat_step = state["qat_step"]
+        if state["qat_active"]:
+            set_qat(self.model, True)
+            if self.recompile is not None:
+                self.recompile()

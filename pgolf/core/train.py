@@ -5,6 +5,20 @@ scores the round-tripped artifact and returns the summary it writes to ``summary
 follows the official ``train_gpt.py`` step for step (same token order, schedule, logging lines) and
 adds the seed-PR options, checkpoints and failure marking.
 
+:class:`Trainer` is that run as public, documented stages, which ``train`` (through :meth:`Trainer.run`),
+``pgolf bench``, ``pgolf doctor`` and the tests call; nothing outside this module uses a private member:
+
+- ``setup()``: seeds, run-folder records, data (checked before the model is built), model, compiled/DDP
+  wrapper, optimizers, weight averager, QAT controller, loader, compile priming, resume. Every attribute the
+  other stages use is created here (``setup_model()`` alone: what a step needs, without data).
+- ``step()``: one optimizer step -> :class:`StepResult`.
+- ``evaluate(final)``: the periodic validation, or the final split as scored.
+- ``checkpoint()``, ``wallclock_reached()``: what ``run()`` does between steps.
+- ``finish()``: average, save raw, export, score, summary.
+
+QAT is switched on and off only by the run's :class:`pgolf.core.qat.QATController`. Tests and tools observe
+or inject faults through :class:`TrainerHooks`, never through environment variables or monkeypatches.
+
 Nothing is lost or silent when a run ends early: rank 0 holds the run folder's lock for the whole run;
 eval settings that only the data can check are checked before the model is built; the trained (averaged)
 weights go to ``final_model.pt`` before export and final scoring (written even with
@@ -25,7 +39,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 import numpy as np
 import torch
@@ -42,7 +56,7 @@ from pgolf.core.export import artifact_filename, artifact_format, export_artifac
 from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.ownership import process_identity
-from pgolf.core.qat import assign_qat_specs, qat_active, qat_start_due, set_qat
+from pgolf.core.qat import QATController, assign_qat_specs
 from pgolf.core.runs import CHECKPOINT, RunWriter, claim_run_dir, environment
 from pgolf.core.safe_load import load_plain
 
@@ -225,25 +239,64 @@ def check_finite_artifact(state: dict[str, torch.Tensor], restored: dict[str, to
                                   f"in fp16 passthrough tensors and scales); the artifact was not written")
 
 
-class Trainer:
-    """Holds the state of one run; ``run()`` executes it. Use :func:`train`."""
+@dataclass
+class TrainerHooks:
+    """The one way tests and tools observe a run or inject faults into it (nothing patches the trainer's internals).
 
-    def __init__(self, cfg: Config, run_dir: Path | None, resume: bool, console: bool,
-                 labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
-                 test_clock_skew_ms: float = 0.0):
+    ``on_step(step, iterations)`` is called after each optimizer step (``step`` = steps done), e.g. by the
+    quickstart's progress bar. ``before_step(step)`` is called before step ``step`` (0-based) is trained, after
+    the previous step's checkpoint and any validation; it is for fault injection: it may raise, kill the process,
+    or return a float that replaces this step's LR scale (NaN poisons the weights), or None to keep the
+    schedule's. ``clock_skew_ms`` is added to this process's elapsed training time where the QAT switch reads it,
+    so that a test can make ranks disagree about time; the LR schedule and the wallclock cap keep the real clock.
+    """
+
+    on_step: Callable[[int, int], None] | None = None
+    before_step: Callable[[int], float | None] | None = None
+    clock_skew_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :meth:`Trainer.step` did."""
+
+    step: int  # optimizer steps done, this one included
+    train_loss: float  # mean loss of the step's micro-batches on this rank (nats per token)
+    lr_scale: float  # the LR multiplier the step used (the schedule's, or a before_step hook's)
+
+
+class Trainer:
+    """One run as public stages; :func:`train` runs them all and marks how the run ended::
+
+        with Trainer(cfg, run_dir) as tr:  # claims the run folder; on an exception marks it failed/interrupted
+            tr.setup()                     # every attribute the stages use (see setup)
+            for _ in range(cfg.train.iterations):
+                tr.step()                  # one optimizer step -> StepResult
+            tr.evaluate()                  # the periodic validation (logged); evaluate(final=True): the final split
+            summary = tr.finish()          # average, save raw, export, score the round trip, summary.json
+
+    :meth:`run` is that loop as the official script runs it: validation every ``train.val_loss_every`` steps and
+    at the end, checkpoints, and the wallclock stop agreed across ranks. :meth:`setup_model` alone builds what
+    :meth:`step` needs without data (``pgolf bench`` steps on synthetic tokens that way). QAT is switched only
+    by ``self.qat`` (:class:`pgolf.core.qat.QATController`).
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path | str | None = None, *, resume: bool = False, console: bool = True,
+                 labels: dict[str, Any] | None = None, hooks: TrainerHooks | None = None):
         self.cfg = cfg
-        self.test_clock_skew_ms = test_clock_skew_ms  # test-only, see train()
-        self.labels = dict(labels or {})
-        self.on_step = on_step  # called as on_step(step, train.iterations) after each optimizer step
+        self.labels = dict(labels or {})  # copied into summary.json (e.g. ablation arm names); not config
+        self.hooks = hooks or TrainerHooks()
         self.d = setup_dist(cfg)
         self.resume = resume
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.autocast = self.d.device.type == "cuda"
+        self.use_autocast = self.d.device.type == "cuda"  # bf16 autocast, as the official script on GPUs
         if self.d.device.type == "cpu":
             torch.set_num_threads(cfg.train.num_threads or 1)
         self.accum = grad_accum_steps(cfg, self.d.world_size)
         self.compiled = use_compile(cfg, self.d.device)
-        # Last, so that nothing after it can fail and leave the lock held: train() releases it.
+        self.model: nn.Module | None = None  # the compiled / DDP wrapper, built by setup_model
+        self.is_setup = False
+        # Last, so that nothing after it can fail and leave the lock held: close() releases it.
         self.lock, stale = (claim_run_dir(self.run_dir, resume=resume) if self.d.master and self.run_dir is not None
                             else (None, []))
         self.out = RunWriter(self.run_dir, enabled=self.d.master, console=console)
@@ -251,17 +304,70 @@ class Trainer:
         for p in stale:
             self.log(f"cleanup: removed {p.relative_to(self.run_dir)} (temp file of a writer that died)")
 
-    def release(self) -> None:
+    # -- lifetime -------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc is not None:
+                self.mark_ended(exc)
+        finally:
+            self.close()
+        return False
+
+    def mark_ended(self, exc: BaseException) -> None:
+        """Record in status.json and the log that the run stopped on ``exc``: ``interrupted`` for Ctrl-C
+        (``--resume`` continues from the last checkpoint), else ``failed`` with the error."""
+        if isinstance(exc, KeyboardInterrupt):
+            has_ck = self.run_dir is not None and (self.run_dir / CHECKPOINT).exists()
+            self.out.status("interrupted", rank=self.d.rank, error="KeyboardInterrupt", checkpoint=has_ck)
+            self.log(f"run_interrupted rank:{self.d.rank} checkpoint:{int(has_ck)}")
+        else:
+            self.out.status("failed", rank=self.d.rank, error=f"{type(exc).__name__}: {exc}")
+            self.log(f"run_failed rank:{self.d.rank} error:{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        """Release the run folder's lock (after the final status: the next owner sees this run's end state) and
+        the process group. Idempotent."""
         if self.lock is not None:
             self.lock.release()
+            self.lock = None
+        release_dist(self)
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- small public helpers ---------------------------------------------------------------------
     def log(self, msg: str, console: bool = True) -> None:
         self.out.log(msg, console)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for the device (timings on CUDA)."""
         if self.d.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def autocast(self):
+        """The forward pass's autocast context: bf16 on CUDA, none on CPU."""
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.use_autocast else nullcontext()
+
+    def rewrap(self) -> None:
+        """Rebuild the compiled / DDP wrapper around ``self.base`` after ``torch._dynamo.reset()`` (QAT's recompile)."""
+        torch._dynamo.reset()
+        self.model = self._wrap()
+
+    def elapsed_ms(self) -> float:
+        """Training time so far (validation, checkpoints and set-up excluded)."""
+        if self._clock_from is None:
+            return self.training_time_ms
+        return self.training_time_ms + 1000.0 * (time.perf_counter() - self._clock_from)
+
+    def _clock_start(self) -> None:
+        self.sync()
+        self._clock_from = time.perf_counter()
+
+    def _clock_stop(self, count: bool = True) -> None:
+        self.sync()
+        if count:
+            self.training_time_ms = self.elapsed_ms()
+        self._clock_from = None
 
     def _wrap(self) -> nn.Module:
         m: nn.Module = self.base
@@ -272,9 +378,6 @@ class Trainer:
             m = DDP(m, device_ids=ids, broadcast_buffers=False)
         return m
 
-    def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
-
     def _make_loader(self):
         from pgolf.core.data.loader import DistributedTokenLoader
         return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
@@ -284,30 +387,13 @@ class Trainer:
         t = self.cfg.train
         return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
 
-    def _maybe_enable_qat(self, step: int, elapsed_ms: float) -> None:
-        """Switch QAT on once :func:`qat_start_due` (agreed by all ranks) says so; every rank calls this each step."""
-        q = self.cfg.qat
-        if not q.enabled or self.qat_step is not None or qat_active(self.base):  # decided once, even with 0 layers
-            return
-        progress = self._progress(step, elapsed_ms + self.test_clock_skew_ms)
-        if not qat_start_due(progress, q.start_frac, self.d.distributed, self.d.device):
-            return
-        n = set_qat(self.base, True)
-        recompile = self.compiled
-        if recompile:
-            torch._dynamo.reset()
-            self.model = self._wrap()
-        self.qat_step = step
-        self.log(f"qat:enabled step:{step} layers:{n} recompile:{int(recompile)}")
-        self.out.metric(event="qat_enabled", step=step, layers=n, recompile=recompile)
-
     def _micro_step(self, loader) -> torch.Tensor:
         total = torch.zeros((), device=self.d.device)
         for micro in range(self.accum):
             if self.d.distributed:
                 self.model.require_backward_grad_sync = micro == self.accum - 1
             x, y = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
-            with self._autocast():
+            with self.autocast():
                 loss = self.model(x, y)
             total += loss.detach()
             (loss * (1.0 / self.accum)).backward()
@@ -317,69 +403,24 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
 
-    def validate(self, tokens: torch.Tensor, final: bool) -> EvalResult:
+    def _validate(self, tokens: torch.Tensor, final: bool) -> EvalResult:
         c = self.cfg
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
-                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.autocast)
+                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast)
         # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
         return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
                             c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.autocast, c.eval.window_rule)
+                            self.use_autocast, c.eval.window_rule)
 
-    # -- checkpoints ------------------------------------------------------------------------------
-    def _checkpoint(self, step: int, training_time_ms: float, loader) -> None:
-        opt_states = [opt.state_dict() for opt in self.optimizers]
-        if self.d.distributed:  # Muon momentum lives only on the rank that owns each matrix
-            gathered: list[Any] = [None] * self.d.world_size
-            dist.all_gather_object(gathered, opt_states)
-        else:
-            gathered = [opt_states]
-        if self.d.master:
-            self.out.metric(event="checkpoint", step=step)  # before log_sizes, so a resume keeps this row
-            self.out.torch_save(CHECKPOINT, {
-                "step": step, "training_time_ms": training_time_ms, "model": self.base.state_dict(),
-                "optimizers_by_rank": gathered, "loader": loader.state_dict(), "averager": self.averager.state_dict(),
-                "qat_active": qat_active(self.base), "qat_step": self.qat_step, "config": self.cfg.to_dict(),
-                "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
-                "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
-            })
-
-    def _restore(self, loader) -> tuple[int, float]:
-        assert self.run_dir is not None
-        path = self.run_dir / CHECKPOINT
-        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
-                             f"by another pgolf version or is not a pgolf checkpoint")
-        if ck["config"] != self.cfg.to_dict():
-            raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
-                             f"same config (see {self.run_dir / 'config.json'})")
-        note = check_same_dataset(self.run_dir / CHECKPOINT, ck.get("dataset_sha256"), ck.get("dataset_path"),
-                                  self.dataset_id)
-        if note:
-            self.log(note)
-        self.base.load_state_dict(ck["model"], strict=True)
-        for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
-            opt.load_state_dict(state)
-        loader.load_state_dict(ck["loader"])
-        self.averager.load_state_dict(ck["averager"])
-        self.qat_step = ck["qat_step"]  # the switch was decided, even when no layer had a spec
-        if ck["qat_active"]:
-            set_qat(self.base, True)
-            if self.compiled:
-                torch._dynamo.reset()
-                self.model = self._wrap()
-        set_rng_state(ck["rng"])
-        cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
-        self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
-        for note in cut:
-            self.log(f"resume:{note}")
-        return ck["step"], ck["training_time_ms"]
-
-    # -- the run ---------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    # -- stage 1: set-up ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Seed, write ``config.json``/``environment.json``/``dataset.json`` (not on resume), mark the run running,
+        load and check the data, build the model (:meth:`setup_model`), the token loader, switch QAT on at step 0
+        when ``qat.start_frac <= 0``, prime compilation (``train.warmup_steps``), and on resume restore the
+        checkpoint. Afterwards every attribute the other stages use exists."""
+        if self.is_setup:
+            raise RuntimeError("Trainer.setup() was already called")
         cfg, d, t = self.cfg, self.d, self.cfg.train
         random.seed(t.seed)
         np.random.seed(t.seed)
@@ -392,29 +433,57 @@ class Trainer:
             self.out.json("config.json", cfg.to_dict())
             self.out.json("environment.json", environment())
         self.out.status("running", rank_count=d.world_size, **process_identity())
-        self.ds, self.dataset_id, self.luts, val_periodic, val_final, self.official_eval = load_data(cfg, d)
-        check_eval_fits(cfg, val_final, self.official_eval, d.world_size, self.accum)
+        self.ds, self.dataset_id, self.luts, self.val_periodic, self.val_final, self.official_eval = load_data(cfg, d)
+        check_eval_fits(cfg, self.val_final, self.official_eval, d.world_size, self.accum)
         if not self.resume:
             self.out.json("dataset.json", self.dataset_id.record())
         for line in self.dataset_id.log_lines():
             self.log(line)
         self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
         self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
-        self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{val_periodic.numel() - 1}")
+        self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{self.val_periodic.numel() - 1}")
+        self.setup_model()
+        self._log_setup()
+        self.loader = self._make_loader()
+        if cfg.qat.enabled and cfg.qat.start_frac <= 0 and not self.resume:  # on resume the checkpoint decides
+            self.qat.maybe_switch(0, self._progress(0, self.hooks.clock_skew_ms))
+        if t.warmup_steps > 0 and not self.resume:
+            self.compile_ms = self._prime(self.loader)
+            self.loader = self._make_loader()
+        if self.resume:
+            self.steps_done, self.training_time_ms = self._restore()
+        self.is_setup = True
 
+    def setup_model(self, loader=None) -> None:
+        """The model, its compiled / DDP wrapper, the optimizers (Muon), the weight averager, the QAT controller,
+        the step counter and the training clock: all that :meth:`step` needs besides the token loader
+        (``loader``: anything with ``next_batch(global_tokens, seq_len, grad_accum_steps)``; :meth:`setup` sets
+        the dataset's)."""
+        cfg, d = self.cfg, self.d
         self.base = prepare_model(cfg, d.device)
         self.model = self._wrap()
         self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda")
         if self.compiled:
             self.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)
         self.averager = WeightAverager(self.base, cfg.averaging)
-        self.qat_step: int | None = None
-        n_params = sum(p.numel() for p in self.base.parameters())
-        self.log(f"model_params:{n_params}")
+        self.qat = QATController(self.base, cfg.qat, distributed=d.distributed, device=d.device,
+                                 recompile=self.rewrap if self.compiled else None, log=self.log,
+                                 metric=self.out.metric)
+        self.n_params = sum(p.numel() for p in self.base.parameters())
+        self.loader = loader
+        self.steps_done = 0  # optimizer steps taken
+        self.training_time_ms = 0.0  # training time before the clock's current stretch
+        self._clock_from: float | None = None  # perf_counter when the clock last started; None: stopped
+        self.stop_after: int | None = None  # the step the wallclock cap stops the run at, once reached
+        self.last_val: EvalResult | None = None  # the latest periodic validation
+        self.compile_ms = 0.0  # compile priming time
+
+    def _log_setup(self) -> None:
+        cfg, d, t, o = self.cfg, self.d, self.cfg.train, self.cfg.optim
+        self.log(f"model_params:{self.n_params}")
         self.log(f"world_size:{d.world_size} grad_accum_steps:{self.accum}")
         self.log(f"device:{d.device.type} compile:{int(self.compiled)} threads:{torch.get_num_threads()}")
         self.log(f"attention_mode:gqa num_heads:{cfg.model.num_heads} num_kv_heads:{cfg.model.num_kv_heads}")
-        o = cfg.optim
         token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
         self.log(f"tie_embeddings:{cfg.model.tie_embeddings} embed_lr:{token_lr} "
                  f"head_lr:{o.head_lr if self.base.lm_head is not None else 0.0} "
@@ -423,81 +492,6 @@ class Trainer:
                  f"iterations:{t.iterations} warmup_steps:{t.warmup_steps} "
                  f"max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
         self.log(f"seed:{t.seed}")
-
-        loader = self._make_loader()
-        if cfg.qat.enabled and cfg.qat.start_frac <= 0:
-            self._maybe_enable_qat(0, 0.0)
-        compile_ms = 0.0
-        if t.warmup_steps > 0 and not self.resume:
-            compile_ms = self._prime(loader)
-            loader = self._make_loader()
-        step, training_time_ms = self._restore(loader) if self.resume else (0, 0.0)
-        max_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
-        stop_after: int | None = None
-        self._sync()
-        t0 = time.perf_counter()
-        val = None
-        while True:
-            last = step == t.iterations or (stop_after is not None and step >= stop_after)
-            if last or (t.val_loss_every > 0 and step % t.val_loss_every == 0):
-                self._sync()
-                training_time_ms += 1000.0 * (time.perf_counter() - t0)
-                val = self.validate(val_periodic, final=False)
-                self.log(f"step:{step}/{t.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
-                         f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
-                self.out.metric(step=step, val_loss=val.val_loss, val_bpb=val.val_bpb, train_time_ms=training_time_ms)
-                self._sync()
-                t0 = time.perf_counter()
-            if last:
-                if stop_after is not None and step < t.iterations:
-                    self.log(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms "
-                             f"step:{step}/{t.iterations}")
-                break
-            elapsed_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
-            self._maybe_enable_qat(step, elapsed_ms)
-            scale = optim.lr_multiplier(step, elapsed_ms, cfg)
-            self._zero_grad()
-            train_loss = self._micro_step(loader)
-            for g in self.muon.param_groups:
-                g["momentum"] = optim.muon_momentum(step, cfg)
-            for opt in self.optimizers:
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * scale
-            if o.grad_clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.base.parameters(), o.grad_clip_norm)
-            for opt in self.optimizers:
-                opt.step()
-            self._zero_grad()
-            step += 1
-            loss_value = train_loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(f"rank {d.rank}: train_loss is {loss_value} at step {step}")
-            if self.averager.update(self.base, step, scale) and cfg.averaging.mode == "swa":
-                self.out.metric(event="swa_snapshot", step=step, count=self.averager.count)
-            approx_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
-            if t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0 or stop_after is not None):
-                self.log(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
-                         f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
-            self.out.metric(step=step, train_loss=loss_value, lr_scale=scale, train_time_ms=approx_ms)
-            if self.on_step is not None:
-                self.on_step(step, t.iterations)
-            if t.checkpoint_every and step % t.checkpoint_every == 0:
-                self._sync()
-                training_time_ms += 1000.0 * (time.perf_counter() - t0)
-                self._checkpoint(step, training_time_ms, loader)
-                t0 = time.perf_counter()
-                approx_ms = training_time_ms
-            reached = max_ms is not None and approx_ms >= max_ms
-            if d.distributed and max_ms is not None:
-                flag = torch.tensor(int(reached), device=d.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                reached = bool(flag.item())
-            if stop_after is None and reached:
-                stop_after = step
-        if d.device.type == "cuda":
-            self.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
-                     f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
-        return self._finish(step, training_time_ms, val, val_final, n_params, compile_ms)
 
     def _prime(self, loader) -> float:
         """Official compile priming: run warmup steps, then restore the initial weights and optimizers."""
@@ -520,30 +514,180 @@ class Trainer:
         self._zero_grad()
         if self.d.distributed:
             self.model.require_backward_grad_sync = True
-        self._sync()
+        self.sync()
         return 1000.0 * (time.perf_counter() - t_start)
 
-    def _finish(self, step: int, training_time_ms: float, last_val: EvalResult | None, val_final,
-                n_params: int, compile_ms: float) -> dict[str, Any]:
+    # -- stage 2: one training step -----------------------------------------------------------------
+    def step(self) -> StepResult:
+        """One optimizer step: the QAT switch when due, the LR and momentum schedule, zero grad, the micro-steps,
+        gradient clipping, the optimizers' step, the weight averager; logged and written to metrics.jsonl.
+        Raises :class:`NonFiniteLossError` when the train loss is NaN or inf."""
+        cfg, t = self.cfg, self.cfg.train
+        step = self.steps_done
+        elapsed_ms = self.elapsed_ms()
+        self.qat.maybe_switch(step, self._progress(step, elapsed_ms + self.hooks.clock_skew_ms))
+        forced = self.hooks.before_step(step) if self.hooks.before_step is not None else None
+        scale = optim.lr_multiplier(step, elapsed_ms, cfg) if forced is None else forced
+        self._zero_grad()
+        train_loss = self._micro_step(self.loader)
+        for g in self.muon.param_groups:
+            g["momentum"] = optim.muon_momentum(step, cfg)
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * scale
+        if cfg.optim.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.base.parameters(), cfg.optim.grad_clip_norm)
+        for opt in self.optimizers:
+            opt.step()
+        self._zero_grad()
+        self.steps_done = step = step + 1
+        loss_value = train_loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"rank {self.d.rank}: train_loss is {loss_value} at step {step}")
+        if self.averager.update(self.base, step, scale) and cfg.averaging.mode == "swa":
+            self.out.metric(event="swa_snapshot", step=step, count=self.averager.count)
+        approx_ms = self.elapsed_ms()
+        if t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0 or self.stop_after is not None):
+            self.log(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
+                     f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+        self.out.metric(step=step, train_loss=loss_value, lr_scale=scale, train_time_ms=approx_ms)
+        if self.hooks.on_step is not None:
+            self.hooks.on_step(step, t.iterations)
+        return StepResult(step, loss_value, scale)
+
+    # -- stage 3: evaluation ------------------------------------------------------------------------
+    def evaluate(self, final: bool = False) -> EvalResult:
+        """``final=False``: the periodic validation on the official split, the training clock paused, logged as
+        ``step:N/M val_loss:...`` and kept as ``last_val``. ``final=True``: the current weights on the final split
+        with the ``eval.*`` settings, as :meth:`finish` scores them (not logged)."""
+        if final:
+            return self._validate(self.val_final, final=True)
+        running = self._clock_from is not None
+        self._clock_stop()
+        val = self._validate(self.val_periodic, final=False)
+        step, ms = self.steps_done, self.training_time_ms
+        self.log(f"step:{step}/{self.cfg.train.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
+                 f"train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms")
+        self.out.metric(step=step, val_loss=val.val_loss, val_bpb=val.val_bpb, train_time_ms=ms)
+        self.last_val = val
+        if running:
+            self._clock_start()
+        return val
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """:meth:`setup`, the training loop (validation cadence, checkpoints, the wallclock stop agreed across
+        ranks), :meth:`finish`; returns the summary."""
+        self.setup()
+        t = self.cfg.train
+        self._clock_start()
+        while True:
+            last = self.steps_done == t.iterations or (self.stop_after is not None
+                                                        and self.steps_done >= self.stop_after)
+            if last or (t.val_loss_every > 0 and self.steps_done % t.val_loss_every == 0):
+                self.evaluate()
+            if last:
+                if self.stop_after is not None and self.steps_done < t.iterations:
+                    self.log(f"stopping_early: wallclock_cap train_time:{self.training_time_ms:.0f}ms "
+                             f"step:{self.steps_done}/{t.iterations}")
+                break
+            r = self.step()
+            if t.checkpoint_every and r.step % t.checkpoint_every == 0:
+                self.checkpoint()
+            if self.wallclock_reached() and self.stop_after is None:  # every rank joins the all-reduce every step
+                self.stop_after = r.step
+        self._clock_stop(count=False)  # training ended with the last validation
+        return self.finish()
+
+    def wallclock_reached(self) -> bool:
+        """Whether the training time reached ``train.max_wallclock_seconds`` on any rank (a MAX all-reduce, so
+        all ranks stop after the same step); False without a cap."""
+        cap_s = self.cfg.train.max_wallclock_seconds
+        if cap_s <= 0:
+            return False
+        reached = self.elapsed_ms() >= 1000.0 * cap_s
+        if self.d.distributed:
+            flag = torch.tensor(int(reached), device=self.d.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            reached = bool(flag.item())
+        return reached
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` (rank 0; every rank takes part, Muon's state is gathered), the clock paused."""
+        running = self._clock_from is not None
+        self._clock_stop()
+        opt_states = [opt.state_dict() for opt in self.optimizers]
+        if self.d.distributed:  # Muon momentum lives only on the rank that owns each matrix
+            gathered: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(gathered, opt_states)
+        else:
+            gathered = [opt_states]
+        if self.d.master:
+            self.out.metric(event="checkpoint", step=self.steps_done)  # before log_sizes: a resume keeps this row
+            self.out.torch_save(CHECKPOINT, {
+                "step": self.steps_done, "training_time_ms": self.training_time_ms, "model": self.base.state_dict(),
+                "optimizers_by_rank": gathered, "loader": self.loader.state_dict(),
+                "averager": self.averager.state_dict(), **self.qat.state_dict(), "config": self.cfg.to_dict(),
+                "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+                "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
+            })
+        if running:
+            self._clock_start()
+
+    def _restore(self) -> tuple[int, float]:
+        assert self.run_dir is not None
+        path = self.run_dir / CHECKPOINT
+        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
+                             f"by another pgolf version or is not a pgolf checkpoint")
+        if ck["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.run_dir / CHECKPOINT}: saved config differs from this run's; resume with the "
+                             f"same config (see {self.run_dir / 'config.json'})")
+        note = check_same_dataset(self.run_dir / CHECKPOINT, ck.get("dataset_sha256"), ck.get("dataset_path"),
+                                  self.dataset_id)
+        if note:
+            self.log(note)
+        self.base.load_state_dict(ck["model"], strict=True)
+        for opt, state in zip(self.optimizers, ck["optimizers_by_rank"][self.d.rank], strict=True):
+            opt.load_state_dict(state)
+        self.loader.load_state_dict(ck["loader"])
+        self.averager.load_state_dict(ck["averager"])
+        self.qat.load_state_dict({"qat_step": ck["qat_step"], "qat_active": ck["qat_active"]})
+        set_rng_state(ck["rng"])
+        cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
+        self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
+        for note in cut:
+            self.log(f"resume:{note}")
+        return ck["step"], ck["training_time_ms"]
+
+    # -- stage 4: finish --------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """Apply the weight average, switch QAT off, save the raw weights (``final_model.pt``), export the artifact,
+        score it after the round trip, write ``summary.json`` and mark the run finished; returns the summary."""
         cfg = self.cfg
+        if self.d.device.type == "cuda":
+            self.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+                     f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
         avg = self.averager.averaged_state(self.base)
         if avg is None and self.averager.count and cfg.averaging.mode == "swa":
             self.log(f"swa:not_applied snapshots:{self.averager.count} (< averaging.swa_min_snapshots)")
         if avg is not None:
             self.base.load_state_dict(avg, strict=True)
             self.log(f"{cfg.averaging.mode}:applied snapshots:{self.averager.count}")
-            self.out.metric(event=f"{cfg.averaging.mode}_applied", step=step, count=self.averager.count)
+            self.out.metric(event=f"{cfg.averaging.mode}_applied", step=self.steps_done, count=self.averager.count)
         elif self.averager.count:
             self.log(f"{cfg.averaging.mode}:not_applied snapshots:{self.averager.count} "
                      f"(fewer than averaging.swa_min_snapshots={cfg.averaging.swa_min_snapshots})")
-        set_qat(self.base, False)  # evaluation and export see the real weights
+        self.qat.switch_off()  # evaluation and export see the real weights
         # A copy: on CPU .cpu() would alias the parameters, which the artifact round trip overwrites.
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
         if cfg.train.save_raw_model:  # first, so that a failing export or evaluation loses nothing
             self._save_raw(state)
         try:
-            return self._score_and_export(state, step, training_time_ms, last_val, val_final, n_params, compile_ms,
-                                          averaged=avg is not None)
+            return self._score_and_export(state, averaged=avg is not None)
         except BaseException:
             if not cfg.train.save_raw_model:
                 self._save_raw(state, note=" (train.save_raw_model=false, kept because export or scoring failed)")
@@ -554,15 +698,13 @@ class Trainer:
             self.out.torch_save("final_model.pt", state)
             self.log(f"Serialized model: {(self.run_dir / 'final_model.pt').stat().st_size} bytes{note}")
 
-    def _score_and_export(self, state: dict[str, torch.Tensor], step: int, training_time_ms: float,
-                          last_val: EvalResult | None, val_final, n_params: int, compile_ms: float,
-                          averaged: bool) -> dict[str, Any]:
+    def _score_and_export(self, state: dict[str, torch.Tensor], averaged: bool) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
-        if averaged or not self.official_eval:
-            pre = self.validate(val_final, final=True)
-        else:
-            pre = last_val
-        assert pre is not None
+        step, training_time_ms = self.steps_done, self.training_time_ms
+        # Official scoring reuses the last periodic validation when the weights are still those it saw.
+        pre = self.last_val if not averaged and self.official_eval and self.last_val is not None else None
+        if pre is None:
+            pre = self.evaluate(final=True)
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
         check_finite_score("final_prequant", pre, state)
         code = accounting.code_bytes()
@@ -585,15 +727,16 @@ class Trainer:
             dist.barrier()
         self.base.load_state_dict(restored, strict=True)
         t_q = time.perf_counter()
-        q = self.validate(val_final, final=True)
+        q = self.evaluate(final=True)
         self.log(f"final_{tag}_roundtrip val_loss:{q.val_loss:.4f} val_bpb:{q.val_bpb:.4f} "
                  f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
         self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
         check_finite_score(f"final_{tag}_roundtrip", q, restored)
         summary = {
-            "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step, "train_time_ms": training_time_ms,
+            "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step,
+            "train_time_ms": training_time_ms,
             "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
-            "compile_priming_ms": compile_ms, "model_params": n_params, "seed": cfg.train.seed,
+            "compile_priming_ms": self.compile_ms, "model_params": self.n_params, "seed": cfg.train.seed,
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
@@ -601,7 +744,7 @@ class Trainer:
             "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
             "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
-            "qat_step": self.qat_step, "averaged_snapshots": self.averager.count,
+            "qat_step": self.qat.qat_step, "averaged_snapshots": self.averager.count,
             "device": d.device.type, "world_size": d.world_size,
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
             "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
@@ -616,32 +759,14 @@ class Trainer:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console: bool = True,
-          labels: dict[str, Any] | None = None, on_step: Callable[[int, int], None] | None = None,
-          test_clock_skew_ms: float = 0.0) -> dict[str, Any]:
-    """Train, export and score one run; returns the summary. Marks the run failed on any error, and
-    ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
+          labels: dict[str, Any] | None = None, hooks: TrainerHooks | None = None) -> dict[str, Any]:
+    """Train, export and score one run (:meth:`Trainer.run`); returns the summary. Marks the run failed on any
+    error, and ``interrupted`` on Ctrl-C (KeyboardInterrupt), which ``--resume`` continues from the last checkpoint.
 
-    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config.
-    ``test_clock_skew_ms`` is test-only (``pgolf.running.worker``'s PGOLF_TEST_CLOCK_SKEW): it is added to this
-    process's elapsed training time where the QAT switch reads it, so that a test can make ranks
-    disagree about time; the LR schedule and the wallclock cap keep the real clock.
-    ``on_step(step, iterations)`` is called after each optimizer step (the quickstart's progress bar)."""
-    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else None, resume, console, labels, on_step,
-                      test_clock_skew_ms)
-    try:
+    ``labels`` (e.g. ablation arm names) are copied into ``summary.json``; they are not config. ``hooks``
+    (:class:`TrainerHooks`) observe the steps (a progress bar) or inject faults (tests)."""
+    with Trainer(cfg, run_dir, resume=resume, console=console, labels=labels, hooks=hooks) as trainer:
         return trainer.run()
-    except KeyboardInterrupt:
-        has_ck = trainer.run_dir is not None and (trainer.run_dir / CHECKPOINT).exists()
-        trainer.out.status("interrupted", rank=trainer.d.rank, error="KeyboardInterrupt", checkpoint=has_ck)
-        trainer.log(f"run_interrupted rank:{trainer.d.rank} checkpoint:{int(has_ck)}")
-        raise
-    except BaseException as e:
-        trainer.out.status("failed", rank=trainer.d.rank, error=f"{type(e).__name__}: {e}")
-        trainer.log(f"run_failed rank:{trainer.d.rank} error:{type(e).__name__}: {e}")
-        raise
-    finally:
-        trainer.release()  # after the final status: the next owner sees this run's end state
-        release_dist(trainer)
 
 
 def release_dist(trainer: Trainer) -> None:

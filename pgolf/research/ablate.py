@@ -8,9 +8,11 @@ resolved config and the code version (the sources of the training modules), so r
 reuses every finished run and trains only what changed; ``rerun=True`` trains again (the old folder is
 moved aside, not deleted).
 
-With ``PGOLF_ABLATE_MODE=reuse`` (set for nbval in CI) the engine never trains: each (arm, seed) takes the
-finished run whose config is identical, even one made by older code, flagged ``stale_code`` in the table;
-a missing run is an error that says how to train it. On CPU, independent runs go to parallel processes with one thread each:
+With ``mode="reuse"`` the engine never trains: each (arm, seed) takes the finished run whose config is
+identical, even one made by older code, flagged ``stale_code`` in the table; a missing run is an error that
+says how to train it. ``mode=None`` (what the notebooks pass) takes the mode from :func:`default_mode`, the
+one place that reads ``PGOLF_ABLATE_MODE``: the notebook runner's switch (``notebooks/conftest.py`` sets it
+to ``reuse`` for nbval), read once per :func:`ablate` call at the API boundary. On CPU, independent runs go to parallel processes with one thread each:
 on the 2-vCPU development machine two 1-thread processes trained more tokens per second in total than
 one 2-thread process. Multi-process runs (``nproc_per_node > 1``) go through the torchrun launcher.
 """
@@ -25,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import pandas as pd
 
@@ -35,6 +37,19 @@ from pgolf.core.paths import runs_dir
 from pgolf.core.runs import read_status
 from pgolf.research.results import load_runs
 from pgolf.running.presets import get_preset
+
+AblateMode = Literal["train", "reuse"]
+MODES = ("train", "reuse")
+MODE_ENV = "PGOLF_ABLATE_MODE"
+
+
+def default_mode() -> AblateMode:
+    """The mode of an :func:`ablate` call that names none: ``PGOLF_ABLATE_MODE`` (``train`` when unset), the
+    notebook runner's switch. The only place pgolf reads that variable."""
+    mode = os.environ.get(MODE_ENV, "train")
+    if mode not in MODES:
+        raise ValueError(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}")
+    return mode  # type: ignore[return-value]
 
 
 def code_version() -> str:
@@ -99,8 +114,7 @@ def _command(run: PlannedRun, ablation: str, nproc_per_node: int) -> tuple[list[
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if nproc_per_node > 1:
         cmd = [sys.executable, "-m", "pgolf", "train", "--config", str(cfg_file), "--run-dir", str(run.path),
-               "--nproc-per-node", str(nproc_per_node)]
-        env["PGOLF_RUN_LABELS"] = labels
+               "--nproc-per-node", str(nproc_per_node), "--labels-json", labels]
     else:
         cmd = [sys.executable, "-m", "pgolf.research.ablate", str(cfg_file), str(run.path), labels]
     return cmd, env
@@ -150,17 +164,25 @@ def _reuse(r: PlannedRun) -> PlannedRun:
             continue
         if Config.from_json(cand / "config.json") == r.cfg and PlannedRun(r.arm, r.seed, r.cfg, cand).finished:
             return PlannedRun(r.arm, r.seed, r.cfg, cand)
-    raise RuntimeError(f"PGOLF_ABLATE_MODE=reuse: no finished run for arm {r.arm!r} seed {r.seed} with this config "
-                       f"under {r.path.parent}; train it with `pgolf notebooks run` (without PGOLF_ABLATE_MODE)")
+    raise RuntimeError(f"ablate mode 'reuse' ({MODE_ENV}=reuse for notebooks): no finished run for arm {r.arm!r} "
+                       f"seed {r.seed} with this config under {r.path.parent}; train it with mode='train' (notebooks: "
+                       f"`pgolf notebooks run` without {MODE_ENV})")
 
 
 def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] = (0, 1, 2),
            budget_steps: int | None = None, budget_seconds: float | None = None,
            common: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None,
-           nproc_per_node: int = 1, runs_root: Path | None = None, log=print) -> pd.DataFrame:
-    """Run what is missing and return one row per (arm, seed) with the run's summary fields."""
+           nproc_per_node: int = 1, runs_root: Path | None = None, log=print,
+           mode: AblateMode | None = None) -> pd.DataFrame:
+    """Run what is missing and return one row per (arm, seed) with the run's summary fields.
+
+    ``mode``: ``"train"`` trains the missing runs, ``"reuse"`` only takes finished ones (see the module
+    docstring); None: :func:`default_mode`."""
+    mode = default_mode() if mode is None else mode
+    if mode not in MODES:
+        raise ValueError(f"ablate(mode={mode!r}): expected one of {', '.join(MODES)}")
     planned = plan(ablation, base, arms, seeds, budget_steps, budget_seconds, common, runs_root)
-    if os.environ.get("PGOLF_ABLATE_MODE", "train") == "reuse":
+    if mode == "reuse":
         runs = [_reuse(r) for r in planned]
         log(f"ablation {ablation}: reuse-only mode, {len(runs)} finished runs found")
     else:

@@ -1,9 +1,10 @@
 """Step time, throughput, FLOPs, MFU and memory of the trainer's own step on synthetic tokens.
 
 ``pgolf bench PRESET [overrides] [--steps N] [--warmup N] [--options]`` / :func:`bench` build the model,
-optimizers and (compiled, DDP-free) wrapper exactly as :class:`pgolf.core.train.Trainer` does and time its
-``_micro_step`` followed by the optimizer step, on uniform random tokens (no dataset needed), on the
-current device: bf16 autocast and ``torch.compile`` on CUDA, as ``train.compile`` says on CPU.
+optimizers and (compiled, DDP-free) wrapper with :meth:`pgolf.core.train.Trainer.setup_model` and time the
+trainer's own :meth:`~pgolf.core.train.Trainer.step` on uniform random tokens (no dataset needed), on the
+current device: bf16 autocast and ``torch.compile`` on CUDA, as ``train.compile`` says on CPU. The trainer's
+clock is not running, so the LR schedule reads elapsed time 0.
 
 Model FLOPs per token (training, forward + backward; nanoGPT's ``estimate_mfu`` / PaLM appendix B)::
 
@@ -34,13 +35,11 @@ from typing import Any
 
 import torch
 
-from pgolf.core import optim
 from pgolf.core.averaging import WeightAverager
 from pgolf.core.config import Config, apply_overrides
 from pgolf.core.evaluate import ByteLUTs, eval_windows
 from pgolf.core.model.layers import CastedLinear
-from pgolf.core.qat import set_qat
-from pgolf.core.train import Trainer, prepare_model
+from pgolf.core.train import Trainer
 
 FLOPS_FORMULA = "6 * N_matmul + 12 * num_layers * seq_len * model_dim"
 # Dense bf16 tensor-core peaks from the NVIDIA datasheets (SXM parts, no sparsity).
@@ -117,48 +116,24 @@ class SyntheticTokens:
         return self.batches[(self.i - 1) % len(self.batches)]
 
 
-def build_trainer(cfg: Config, qat: bool = False) -> Trainer:
-    """A Trainer with the model, compiled wrapper and optimizers set up as ``Trainer.run`` does, no data."""
+def build_trainer(cfg: Config, qat: bool = False, loader: Any = None) -> Trainer:
+    """A Trainer whose model, compiled wrapper, optimizers, averager and QAT controller are set up as in a run
+    (:meth:`Trainer.setup_model`), without data or a run folder; ``loader`` feeds its steps. ``qat``: QAT on
+    from the start (through the trainer's QAT controller)."""
     tr = Trainer(cfg, None, resume=False, console=False)
-    tr.base = prepare_model(cfg, tr.d.device)
+    tr.setup_model(loader=loader)
     if qat:
-        set_qat(tr.base, True)
-    tr.model = tr._wrap()
-    tr.optimizers, tr.muon = optim.build_optimizers(tr.base, cfg, fused=tr.d.device.type == "cuda")
-    if tr.compiled:
-        tr.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)
-    tr.averager = WeightAverager(tr.base, cfg.averaging)
+        tr.qat.switch_on(0)
     return tr
 
 
-def train_step(tr: Trainer, loader: SyntheticTokens, step: int) -> float:
-    """One optimizer step, as in the body of ``Trainer.run``'s loop (elapsed time taken as 0)."""
-    cfg = tr.cfg
-    scale = optim.lr_multiplier(step, 0.0, cfg)
-    tr._zero_grad()
-    loss = tr._micro_step(loader)
-    for g in tr.muon.param_groups:
-        g["momentum"] = optim.muon_momentum(step, cfg)
-    for opt in tr.optimizers:
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * scale
-    if cfg.optim.grad_clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(tr.base.parameters(), cfg.optim.grad_clip_norm)
-    for opt in tr.optimizers:
-        opt.step()
-    tr._zero_grad()
-    value = loss.item()  # the trainer syncs here every step too
-    tr.averager.update(tr.base, step + 1, scale)
-    return value
-
-
-def _timed_steps(tr: Trainer, loader: SyntheticTokens, start: int, n: int) -> list[float]:
+def _timed_steps(tr: Trainer, n: int) -> list[float]:
     out = []
-    for i in range(n):
-        tr._sync()
+    for _ in range(n):
+        tr.sync()
         t0 = time.perf_counter()
-        train_step(tr, loader, start + i)
-        tr._sync()
+        tr.step()
+        tr.sync()
         out.append(1000.0 * (time.perf_counter() - t0))
     return out
 
@@ -172,6 +147,8 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3, *, qat: bool | None = N
     if steps < 1 or warmup < 1:
         raise ValueError(f"steps ({steps}) and warmup ({warmup}) must be >= 1 (the first step is timed apart)")
     qat = cfg.qat.enabled if qat is None else qat
+    if not qat:  # otherwise the trainer's QAT controller would switch it on at qat.start_frac
+        cfg = apply_overrides(cfg, {"qat.enabled": False})
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tr = build_trainer(cfg, qat=qat)
@@ -179,10 +156,10 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3, *, qat: bool | None = N
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    loader = SyntheticTokens(cfg.model.vocab_size, device, seed=cfg.train.seed)
-    first_ms = _timed_steps(tr, loader, 0, 1)[0]
-    _timed_steps(tr, loader, 1, warmup - 1)
-    times = sorted(_timed_steps(tr, loader, warmup, steps))
+    tr.loader = SyntheticTokens(cfg.model.vocab_size, device, seed=cfg.train.seed)
+    first_ms = _timed_steps(tr, 1)[0]
+    _timed_steps(tr, warmup - 1)
+    times = sorted(_timed_steps(tr, steps))
     step_ms = sum(times) / len(times)
     tokens_per_step = cfg.train.train_batch_tokens // tr.d.world_size
     n_matmul = matmul_params(tr.base)
@@ -193,7 +170,7 @@ def bench(cfg: Config, steps: int = 10, warmup: int = 3, *, qat: bool | None = N
     m = cfg.model
     out: dict[str, Any] = {
         "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "compile": tr.compiled, "autocast_bf16": tr.autocast, "qat_active": qat,
+        "threads": torch.get_num_threads(), "compile": tr.compiled, "autocast_bf16": tr.use_autocast, "qat_active": qat,
         "world_size": tr.d.world_size, "grad_accum_steps": tr.accum, "steps": steps, "warmup": warmup,
         "step_ms": step_ms, "step_ms_median": times[len(times) // 2], "step_ms_min": times[0],
         "first_step_ms": first_ms, "compile_ms": first_ms - step_ms if tr.compiled else None,
@@ -289,7 +266,7 @@ def bench_options(cfg: Config, steps: int = 10, warmup: int = 3, base: dict[str,
     evals = {}
     for label, s in (("non_overlapping", 0), ("sliding", stride)):
         run = lambda s=s: eval_windows(model, tokens, luts, seq_len, s, "drop", cfg.eval.batch_seqs, 0, 1,  # noqa: E731
-                                       device, tr.autocast)
+                                       device, tr.use_autocast)
         res = run()
         ms = _median_ms(run, 2)
         evals[label] = {"stride": s, "seq_len": seq_len, "tokens_scored": res.tokens,
@@ -326,7 +303,7 @@ def bench_eval(cfg: Config, n_windows: int = 2048) -> dict[str, Any]:
                                                                                 n_windows)):
         part = tokens[: seq_len + stride * (count - 1) + 1]
         run = lambda m=model, t=part: eval_windows(m, t, luts, seq_len, stride, "drop", cfg.eval.batch_seqs,  # noqa: E731
-                                                    0, 1, device, tr.autocast)
+                                                    0, 1, device, tr.use_autocast)
         res = run()
         ms = _median_ms(run, 3)
         out[label] = {"windows": count, "tokens_scored": res.tokens, "eval_ms": ms,

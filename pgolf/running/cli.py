@@ -90,9 +90,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch(cfg, path, args)
     from pgolf.core.runs import prepare_run_dir
     from pgolf.core.train import train
+    from pgolf.running.worker import hooks_from_args, parse_labels
+    labels = parse_labels(args.labels_json)
+    hooks, _ = hooks_from_args(0, args.test_fail, args.test_clock_skew)
     prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
     try:
-        summary = train(cfg, path, resume=args.resume)
+        summary = train(cfg, path, resume=args.resume, labels=labels, hooks=hooks)
     except KeyboardInterrupt:
         return interrupted(path)
     print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
@@ -103,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Build the embedded corpus, train ``tiny`` on CPU for a fixed number of steps (pgolf.running.quickstart), export,
     score, and compare with a unigram model."""
-    from pgolf.core.train import train
+    from pgolf.core.train import TrainerHooks, train
     from pgolf.data.build import build_dataset
     from pgolf.running.quickstart import QUICKSTART_BUDGET, choose_threads, progress
 
@@ -117,7 +120,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     path = run_path(args, f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         with progress(cfg.train.iterations) as on_step:
-            s = train(cfg, path, labels=labels, on_step=on_step)
+            s = train(cfg, path, labels=labels, hooks=TrainerHooks(on_step=on_step))
     except KeyboardInterrupt:
         return interrupted(path)
     unigram = manifest.get("unigram_val_bpb")
@@ -176,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run (old folder kept aside)")
     from pgolf.running.launch import add_launch_args
+    from pgolf.running.worker import add_worker_args
     add_launch_args(t)
+    add_worker_args(t)
     t.set_defaults(func=cmd_train)
 
     q = sub.add_parser("quickstart", help="build the embedded corpus, train `tiny` on CPU for a fixed number "

@@ -61,7 +61,7 @@ def check_presets(device: torch.device, steps: int) -> dict[str, Any]:
     """Every preset: parameter count at full size; with ``steps``, that many (compiled on CUDA) training
     steps at a short sequence."""
     from pgolf.core.model import build_model
-    from pgolf.running.bench import SyntheticTokens, build_trainer, train_step
+    from pgolf.running.bench import SyntheticTokens, build_trainer
     rows = {}
     ok = True
     for name in sorted(PRESETS):
@@ -71,11 +71,10 @@ def check_presets(device: torch.device, steps: int) -> dict[str, Any]:
             row["model_params"] = sum(p.numel() for p in build_model(cfg).parameters())
             if steps:
                 run_cfg = _small(cfg)
-                tr = build_trainer(run_cfg)
-                loader = SyntheticTokens(cfg.model.vocab_size, device)
+                tr = build_trainer(run_cfg, loader=SyntheticTokens(cfg.model.vocab_size, device))
                 t0 = time.perf_counter()
-                losses = [train_step(tr, loader, i) for i in range(steps)]
-                tr._sync()
+                losses = [tr.step().train_loss for _ in range(steps)]
+                tr.sync()
                 row.update(steps=steps, seconds=time.perf_counter() - t0, losses=losses, compiled=tr.compiled,
                            seq_len=run_cfg.train.train_seq_len)
                 del tr
@@ -90,19 +89,17 @@ def check_presets(device: torch.device, steps: int) -> dict[str, Any]:
 
 def check_cpu_steps() -> dict[str, Any]:
     """A few eager steps of the CPU preset ``tiny`` on synthetic tokens: finite, decreasing loss."""
-    from pgolf.running.bench import SyntheticTokens, build_trainer, train_step
+    from pgolf.running.bench import SyntheticTokens, build_trainer
     cfg = apply_overrides(get_preset("tiny"), {"train.train_batch_tokens": 2048})
-    tr = build_trainer(cfg)
-    loader = SyntheticTokens(cfg.model.vocab_size, tr.d.device, pool=1)
+    tr = build_trainer(cfg, loader=SyntheticTokens(cfg.model.vocab_size, torch.device("cpu"), pool=1))
     t0 = time.perf_counter()
-    losses = [train_step(tr, loader, i) for i in range(5)]
+    losses = [tr.step().train_loss for _ in range(5)]
     ok = all(map(_finite, losses)) and losses[-1] < losses[0]
     return {"status": "pass" if ok else "fail", "losses": losses, "seconds_per_step": (time.perf_counter() - t0) / 5}
 
 
 def check_qat_flip(device: torch.device, compiled: bool) -> dict[str, Any]:
     """The (compiled) model's training-mode output must change when QAT switches on mid-run."""
-    from pgolf.core.qat import set_qat
     from pgolf.running.bench import build_trainer
     cfg = apply_overrides(_small(get_preset("tiny"), 64, 512), {"qat.enabled": True,
                                                                 "export.keep_float_max_numel": 4096,
@@ -112,13 +109,10 @@ def check_qat_flip(device: torch.device, compiled: bool) -> dict[str, Any]:
         for p in tr.base.parameters():
             p.normal_(0, 0.05)
     x = torch.randint(0, cfg.model.vocab_size, (4, 64), device=device)
-    with torch.no_grad(), tr._autocast():
+    with torch.no_grad(), tr.autocast():
         before = float(tr.model(x, x))
-    n = set_qat(tr.base, True)
-    if tr.compiled:
-        torch._dynamo.reset()
-        tr.model = tr._wrap()
-    with torch.no_grad(), tr._autocast():
+    n = tr.qat.switch_on(0)  # the trainer's own switch: flips the layers and recompiles
+    with torch.no_grad(), tr.autocast():
         after = float(tr.model(x, x))
     return {"status": "pass" if n > 0 and before != after else "fail", "layers": n, "compiled": tr.compiled,
             "loss_qat_off": before, "loss_qat_on": after}

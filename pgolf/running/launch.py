@@ -46,6 +46,7 @@ from typing import Any
 from pgolf.core.config import Config
 from pgolf.core.ownership import describe_holder, lock_holder
 from pgolf.core.runs import RunExistsError, RunWriter, atomic_write_json, prepare_run_dir, read_status
+from pgolf.running.worker import worker_argv
 
 LAUNCH_DIR = "launch"  # the launcher's files inside a run folder
 RANKS_DIR = "ranks"  # launch/ranks/rank<R>.json: each rank's own state, written by pgolf.running.worker
@@ -88,8 +89,9 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 def torchrun_command(run_dir: Path, *, nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0,
                      rdzv_endpoint: str | None = None, rdzv_id: str | None = None, resume: bool = False,
-                     python: str | None = None) -> list[str]:
-    """The torchrun command for this node. One node: ``--standalone``; several: c10d rendezvous."""
+                     python: str | None = None, worker_args: list[str] | None = None) -> list[str]:
+    """The torchrun command for this node. One node: ``--standalone``; several: c10d rendezvous.
+    ``worker_args``: more arguments for every rank's worker (``pgolf.running.worker.add_worker_args``)."""
     run_dir = Path(run_dir)
     if nproc_per_node < 1 or nnodes < 1:
         raise ValueError(f"--nproc-per-node ({nproc_per_node}) and --nnodes ({nnodes}) must be >= 1")
@@ -109,7 +111,7 @@ def torchrun_command(run_dir: Path, *, nproc_per_node: int = 1, nnodes: int = 1,
             "-m", "pgolf.running.worker", "--config", str(run_dir / LAUNCH_DIR / "config.json"), "--run-dir", str(run_dir)]
     if resume:
         cmd.append("--resume")
-    return cmd
+    return cmd + list(worker_args or [])
 
 
 def passthrough_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -337,7 +339,8 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     if _opt(args, "slurm"):
         return write_slurm(cfg, run_dir, args, env_overrides)
     cmd = torchrun_command(run_dir, nproc_per_node=nproc, nnodes=nnodes, node_rank=node_rank,
-                           rdzv_endpoint=_opt(args, "rdzv_endpoint"), rdzv_id=_opt(args, "rdzv_id"), resume=resume)
+                           rdzv_endpoint=_opt(args, "rdzv_endpoint"), rdzv_id=_opt(args, "rdzv_id"), resume=resume,
+                           worker_args=worker_argv(args))
     if _opt(args, "dry_run", False):
         return dry_run(cfg, run_dir, cmd, env_overrides, resume=resume, overwrite=bool(_opt(args, "overwrite", False)))
 
@@ -412,7 +415,7 @@ def check_data(cfg: Config) -> str:
 def slurm_script(cfg_path: Path, run_dir: Path, nnodes: int, nproc_per_node: int, *, job_name: str = "pgolf",
                  time_limit: str = "00:30:00", env: dict[str, str] | None = None, python: str | None = None,
                  rdzv_port: int = SLURM_RDZV_PORT, partition: str | None = None,
-                 cpus_per_task: int | None = None) -> str:
+                 cpus_per_task: int | None = None, worker_args: list[str] | None = None) -> str:
     """A batch script: one srun task per node, each running torchrun with c10d rendezvous on the first node.
 
     Assumes ``run_dir`` is on a filesystem every node sees. The script resumes from ``checkpoint.pt`` when the
@@ -441,7 +444,8 @@ def slurm_script(cfg_path: Path, run_dir: Path, nnodes: int, nproc_per_node: int
     torchrun = (f"exec {py} -m torch.distributed.run --nnodes {nnodes} --nproc_per_node {nproc_per_node} "
                 f'--node_rank "$SLURM_NODEID" --rdzv-backend c10d --rdzv-endpoint "$HEAD_NODE:{rdzv_port}" '
                 f'--rdzv-id "$SLURM_JOB_ID" --log-dir {run}/{LAUNCH_DIR}/logs/node"$SLURM_NODEID" '
-                f"--redirects 3 --tee 3 -m pgolf.running.worker --config {cfg} --run-dir {run} $RESUME")
+                f"--redirects 3 --tee 3 -m pgolf.running.worker --config {cfg} --run-dir {run} $RESUME"
+                + "".join(f" {shlex.quote(w)}" for w in worker_args or []))
     lines += ["", f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c {shlex.quote(torchrun)} "
                   f'2>&1 | tee "$RUN_DIR/{LAUNCH_DIR}/torchrun.$SLURM_JOB_ID.log"',
               "rc=${PIPESTATUS[0]}",
@@ -458,7 +462,7 @@ def write_slurm(cfg: Config, run_dir: Path, args: argparse.Namespace, env: dict[
     cfg_path = run_dir / LAUNCH_DIR / "config.json"
     atomic_write_json(cfg_path, cfg.to_dict())
     script = slurm_script(cfg_path, run_dir, _opt(args, "nnodes", 1), _opt(args, "nproc_per_node", 1),
-                          job_name=run_dir.name, env=env)
+                          job_name=run_dir.name, env=env, worker_args=worker_argv(args))
     out = Path(args.slurm).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(script)

@@ -33,17 +33,19 @@ def calibrate_threads(cfg: Config, steps: int = 2) -> dict[int, float]:
     nothing in the run."""
     import time
 
-    from pgolf.running.bench import SyntheticTokens, build_trainer, train_step
+    import torch
+
+    from pgolf.running.bench import SyntheticTokens, build_trainer
     out: dict[int, float] = {}
     for threads in sorted({1, usable_cpus()}):
         c = apply_overrides(cfg, {"train.num_threads": threads})
-        tr = build_trainer(c)  # sets torch's thread count from train.num_threads, as the trainer does
-        loader = SyntheticTokens(c.model.vocab_size, tr.d.device, seed=c.train.seed)
-        train_step(tr, loader, 0)
+        # sets torch's thread count from train.num_threads, as the trainer does
+        tr = build_trainer(c, loader=SyntheticTokens(c.model.vocab_size, torch.device("cpu"), seed=c.train.seed))
+        tr.step()
         times = []
-        for i in range(steps):
+        for _ in range(steps):
             t0 = time.perf_counter()
-            train_step(tr, loader, i + 1)
+            tr.step()
             times.append(1000.0 * (time.perf_counter() - t0))
         out[threads] = min(times)
     return out

@@ -8,15 +8,20 @@ finished or failed with the error and traceback): a rank that is SIGKILLed stays
 launcher uses these records to name the rank that failed first. The run folder already holds ``launch/``
 when rank 0 starts, which :func:`pgolf.core.runs.prepare_run_dir` allows.
 
-Test-only fault injection (``tests/test_launch.py``; never set these in a real run):
-``PGOLF_TEST_FAIL_RANK=R`` (or ``all``), ``PGOLF_TEST_FAIL_STEP=S`` (default 1) and
-``PGOLF_TEST_FAIL_MODE=raise|kill|nan`` make rank R, when the trainer asks for the LR scale of step S
-(that is, after S optimizer steps and the checkpoint of step S), raise a RuntimeError, SIGKILL itself,
-or take step S+1 with a NaN learning rate (its weights turn NaN, so the train loss of step S+2 is NaN and
-the trainer raises NonFiniteLossError). The hook replaces ``pgolf.core.optim.lr_multiplier`` in that process.
-``PGOLF_TEST_CLOCK_SKEW=R:MS`` makes rank R's QAT switch read its elapsed training time MS milliseconds
-ahead (``train(test_clock_skew_ms=MS)``), as if its clock disagreed with the others'
-(``tests/test_distributed.py``). A finished rank's record also holds its ``qat_step``.
+Arguments besides the config and run folder: ``--labels-json`` (labels copied into ``summary.json``, e.g. the
+ablation engine's arm and seed; ``pgolf train --labels-json`` passes them on) and two test-only fault
+injections, which :func:`hooks_from_args` turns into :class:`pgolf.core.train.TrainerHooks` (``pgolf train`` passes
+them on to every rank; never use them in a real run):
+
+- ``--test-fail RANK:STEP:MODE`` (RANK a rank or ``all``; MODE ``raise``, ``interrupt``, ``kill`` or ``nan``):
+  before rank RANK trains step STEP (0-based, that is after STEP optimizer steps and the checkpoint of step
+  STEP) it raises a RuntimeError, raises KeyboardInterrupt (as Ctrl-C), SIGKILLs itself, or takes that step
+  with a NaN learning rate (its weights turn NaN, so the train loss of the next step is NaN and the trainer
+  raises NonFiniteLossError).
+- ``--test-clock-skew RANK:MS``: rank RANK's QAT switch reads its elapsed training time MS milliseconds ahead
+  (``TrainerHooks.clock_skew_ms``), as if its clock disagreed with the others'.
+
+A finished rank's record also holds its ``qat_step``.
 """
 
 from __future__ import annotations
@@ -33,52 +38,95 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from pgolf.core import optim
 from pgolf.core import train as train_mod
 from pgolf.core.config import Config
 from pgolf.core.runs import atomic_write_json
+from pgolf.core.train import TrainerHooks
+
+FAIL_MODES = ("raise", "interrupt", "kill", "nan")
 
 
-def install_test_fault(rank: int, environ: dict[str, str] | os._Environ = os.environ) -> str | None:
-    """Test-only: arm the fault described by PGOLF_TEST_FAIL_* for this rank; returns its description."""
-    target = environ.get("PGOLF_TEST_FAIL_RANK")
-    if target is None or (target != "all" and int(target) != rank):
-        return None
-    fail_step = int(environ.get("PGOLF_TEST_FAIL_STEP", "1"))
-    mode = environ.get("PGOLF_TEST_FAIL_MODE", "raise")
-    if mode not in ("raise", "kill", "nan"):
-        raise ValueError(f"PGOLF_TEST_FAIL_MODE={mode!r}: expected raise, kill or nan")
-    real = optim.lr_multiplier
-
-    def lr_multiplier(step: int, elapsed_ms: float, cfg: Config) -> float:
-        if step == fail_step:
-            if mode == "raise":
-                raise RuntimeError(f"test fault injected on rank {rank} at step {step} (PGOLF_TEST_FAIL_MODE=raise)")
-            if mode == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            return float("nan")
-        return real(step, elapsed_ms, cfg)
-
-    optim.lr_multiplier = lr_multiplier  # the trainer calls optim.lr_multiplier once per step
-    desc = f"TEST FAULT ARMED: rank {rank} mode {mode} at step {fail_step}"
-    print(f"pgolf.running.worker: {desc}", file=sys.stderr, flush=True)
-    return desc
+def parse_test_fail(spec: str) -> tuple[str, int, str]:
+    """``RANK:STEP:MODE`` -> (rank or "all", step, mode); a clear error otherwise."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not (parts[0] == "all" or parts[0].isdigit()) or not parts[1].isdigit() \
+            or parts[2] not in FAIL_MODES:
+        raise ValueError(f"--test-fail {spec!r}: expected RANK:STEP:MODE with RANK a rank or 'all', STEP >= 0 and "
+                         f"MODE one of {', '.join(FAIL_MODES)}, e.g. 1:3:raise")
+    return parts[0], int(parts[1]), parts[2]
 
 
-def read_test_clock_skew(rank: int, environ: dict[str, str] | os._Environ = os.environ) -> float:
-    """Test-only: the skew PGOLF_TEST_CLOCK_SKEW=R:MS asks for on this rank (0.0 when unset or another rank)."""
-    spec = environ.get("PGOLF_TEST_CLOCK_SKEW")
-    if not spec:
-        return 0.0
+def parse_test_clock_skew(spec: str) -> tuple[int, float]:
+    """``RANK:MS`` -> (rank, milliseconds); a clear error otherwise."""
     try:
         target, ms = spec.split(":")
-        skew_rank, skew_ms = int(target), float(ms)
+        return int(target), float(ms)
     except ValueError:
-        raise ValueError(f"PGOLF_TEST_CLOCK_SKEW={spec!r}: expected RANK:MILLISECONDS, e.g. 1:600000") from None
-    if skew_rank != rank:
-        return 0.0
-    print(f"pgolf.running.worker: TEST CLOCK SKEW: rank {rank} QAT clock +{skew_ms:g} ms", file=sys.stderr, flush=True)
-    return skew_ms
+        raise ValueError(f"--test-clock-skew {spec!r}: expected RANK:MILLISECONDS, e.g. 1:600000") from None
+
+
+def hooks_from_args(rank: int, fail: str | None = None, clock_skew: str | None = None) -> tuple[TrainerHooks, str | None]:
+    """Test-only: the trainer hooks for this rank from ``--test-fail`` / ``--test-clock-skew`` (see the module
+    docstring), and a description of the armed fault (None: none on this rank). Announced on stderr."""
+    hooks, desc = TrainerHooks(), None
+    if fail:
+        target, fail_step, mode = parse_test_fail(fail)
+        if target == "all" or int(target) == rank:
+            hooks.before_step = _fault(rank, fail_step, mode)
+            desc = f"TEST FAULT ARMED: rank {rank} mode {mode} at step {fail_step}"
+            print(f"pgolf.running.worker: {desc}", file=sys.stderr, flush=True)
+    if clock_skew:
+        skew_rank, skew_ms = parse_test_clock_skew(clock_skew)
+        if skew_rank == rank:
+            hooks.clock_skew_ms = skew_ms
+            print(f"pgolf.running.worker: TEST CLOCK SKEW: rank {rank} QAT clock +{skew_ms:g} ms", file=sys.stderr,
+                  flush=True)
+    return hooks, desc
+
+
+def _fault(rank: int, fail_step: int, mode: str):
+    def before_step(step: int) -> float | None:
+        if step != fail_step:
+            return None
+        if mode == "raise":
+            raise RuntimeError(f"test fault injected on rank {rank} at step {step} (--test-fail mode raise)")
+        if mode == "interrupt":
+            raise KeyboardInterrupt  # as Ctrl-C would
+        if mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return float("nan")  # this step's LR scale
+    return before_step
+
+
+def parse_labels(text: str | None) -> dict:
+    """``--labels-json``: a JSON object (labels for summary.json)."""
+    if not text:
+        return {}
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--labels-json: not valid JSON ({e}): {text!r}") from None
+    if not isinstance(labels, dict):
+        raise ValueError(  # noqa: TRY004 - a bad command-line value
+            f"--labels-json: expected a JSON object, got {type(labels).__name__}: {text!r}")
+    return labels
+
+
+def add_worker_args(p: argparse.ArgumentParser) -> None:
+    """The worker's optional arguments, shared with ``pgolf train``, which passes them on to every rank."""
+    p.add_argument("--labels-json", help="JSON object copied into summary.json (e.g. an ablation's arm and seed)")
+    p.add_argument("--test-fail", metavar="RANK:STEP:MODE", help=argparse.SUPPRESS)  # test-only, module docstring
+    p.add_argument("--test-clock-skew", metavar="RANK:MS", help=argparse.SUPPRESS)  # test-only, module docstring
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The worker arguments of :func:`add_worker_args` that ``args`` sets, as command-line words."""
+    out = []
+    for flag in ("labels_json", "test_fail", "test_clock_skew"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out += [f"--{flag.replace('_', '-')}", value]
+    return out
 
 
 class RankRecord:
@@ -101,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="resolved config JSON")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--resume", action="store_true")
+    add_worker_args(p)
     a = p.parse_args(argv)
     run_dir = Path(a.run_dir).resolve()
     rank = int(os.environ.get("RANK", "0"))
@@ -110,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         rec.write("running")
     fault = None
     try:
-        fault = install_test_fault(rank)
+        hooks, fault = hooks_from_args(rank, a.test_fail, a.test_clock_skew)
         cfg = Config.from_json(a.config)
-        labels = json.loads(os.environ.get("PGOLF_RUN_LABELS", "{}"))  # set by the ablation engine
-        summary = train_mod.train(cfg, run_dir, resume=a.resume, labels=labels,
-                                  test_clock_skew_ms=read_test_clock_skew(rank))
+        summary = train_mod.train(cfg, run_dir, resume=a.resume, labels=parse_labels(a.labels_json), hooks=hooks)
     except BaseException as e:
         if rec:
             rec.write("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
