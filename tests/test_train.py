@@ -145,16 +145,19 @@ def test_sliding_and_full_tail_final_evaluation(micro, tmp_path, small_dataset):
 @pytest.mark.slow
 def test_compiled_training_with_qat_recompile(micro, tmp_path):
     """The CUDA code path (torch.compile, fullgraph) on CPU: QAT switches on mid-run with a logged
-    recompile, and the run finishes through export."""
+    recompile, and the run finishes through export and a compiled sliding-window evaluation (padded
+    batches) that scores the same tokens as eager."""
     cfg = micro(**{"train.compile": "on", "qat.enabled": True, "qat.start_frac": 0.5,
-                   "export.keep_float_max_numel": 1000, "train.warmup_steps": 2})
+                   "export.keep_float_max_numel": 1000, "train.warmup_steps": 2, "eval.stride": 16})
     s = train(cfg, tmp_path / "run", console=False)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "compile:1" in log and "qat:enabled step:4 layers:12 recompile:1" in log
     assert "warmup_step:2/2" in log
-    eager = train(micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "export.keep_float_max_numel": 1000}),
-                  tmp_path / "eager", console=False)
+    eager = train(micro(**{"qat.enabled": True, "qat.start_frac": 0.5, "export.keep_float_max_numel": 1000,
+                           "eval.stride": 16}), tmp_path / "eager", console=False)
     assert s["val_loss"] == pytest.approx(eager["val_loss"], abs=2e-3)  # same math, different kernels
+    assert s["val_tokens_scored"] == eager["val_tokens_scored"]
+    assert s["q_val_bpb"] == pytest.approx(eager["q_val_bpb"], abs=2e-3)
 
 
 def test_rescore_tail_final_evaluation(micro, tmp_path, small_dataset):

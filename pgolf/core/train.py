@@ -51,7 +51,7 @@ from pgolf.core import accounting, optim
 from pgolf.core.averaging import WeightAverager
 from pgolf.core.config import Config, ConfigError
 from pgolf.core.data.identity import check_same_dataset
-from pgolf.core.evaluate import ByteLUTs, EvalResult, eval_official, eval_windows, window_mode
+from pgolf.core.evaluate import ByteLUTs, EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
 from pgolf.core.export import artifact_filename, artifact_format, export_artifact, load_artifact
 from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear
@@ -408,10 +408,11 @@ class Trainer:
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
                                  self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast)
-        # Sliding / other-length / full-tail evaluation runs on the uncompiled model (variable lengths).
-        return eval_windows(self.base, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len, c.eval.stride,
-                            c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size, self.d.device,
-                            self.use_autocast, c.eval.window_rule)
+        # Sliding / other-length / full-tail evaluation: its own forward (compiled with static shapes on CUDA,
+        # batches padded to eval.batch_seqs so each window length compiles once; eager on CPU).
+        return eval_windows(self.eval_model, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len,
+                            c.eval.stride, c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size,
+                            self.d.device, self.use_autocast, c.eval.window_rule, fixed_batch=self.compiled)
 
     # -- stage 1: set-up ----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -462,6 +463,7 @@ class Trainer:
         cfg, d = self.cfg, self.d
         self.base = prepare_model(cfg, d.device)
         self.model = self._wrap()
+        self.eval_model = compile_for_eval(self.base) if self.compiled else self.base  # window evaluation's forward
         self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda")
         if self.compiled:
             self.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)

@@ -138,7 +138,7 @@ def check_dtype_layout(device: torch.device) -> dict[str, Any]:
 
 def check_sliding_eval(device: torch.device, compiled: bool) -> dict[str, Any]:
     """Sliding-window evaluation: compiled (on CUDA) against eager on the same weights and tokens."""
-    from pgolf.core.evaluate import ByteLUTs, eval_windows
+    from pgolf.core.evaluate import ByteLUTs, compile_for_eval, eval_windows
     from pgolf.core.train import prepare_model
     cfg = _small(get_preset("tiny"))
     model = prepare_model(cfg, device)
@@ -154,8 +154,8 @@ def check_sliding_eval(device: torch.device, compiled: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"eager_val_loss": eager.val_loss, "tokens": eager.tokens, "compiled": compiled}
     if compiled:
         t0 = time.perf_counter()
-        comp = eval_windows(torch.compile(model, dynamic=False), tokens, luts, 256, 64, "drop", 32, 0, 1, device,
-                            autocast)
+        comp = eval_windows(compile_for_eval(model), tokens, luts, 256, 64, "drop", 32, 0, 1, device, autocast,
+                            fixed_batch=True)  # the trainer's compiled final evaluation
         out.update(compiled_val_loss=comp.val_loss, compile_and_eval_s=time.perf_counter() - t0,
                    abs_diff=abs(comp.val_loss - eager.val_loss))
         out["status"] = "pass" if out["abs_diff"] < 1e-2 and comp.tokens == eager.tokens else "fail"
