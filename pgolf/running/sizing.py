@@ -105,7 +105,7 @@ def format_table(name: str, est: dict[str, Any]) -> str:
     lines = [
         f"{name}: {total:,} bytes of {cap:,} -> {verdict}",
         f"  artifact {art:>12,} bytes  {artifact_contents(est)} + {est['compressor']}",
-        f"  code     {code:>12,} bytes  the pgolf modules a submission needs (pgolf.core.accounting)",
+        f"  code     {code:>12,} bytes  the training core, every .py under pgolf/core/ (pgolf.core.accounting)",
         f"  weights: {est['weights']}",
         "",
         f"{'class':<10} {'tensors':>7} {'params':>12}  {'storage':<14} {'payload bytes':>14} {'compressed (est.)':>18}",
