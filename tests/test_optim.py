@@ -78,7 +78,7 @@ def test_linear_warmdown_by_iterations_and_by_wallclock():
     # 100 ms/step so far: warmdown = 200 steps * 100 ms = 20 s; 10 s remain -> 0.5
     assert lr_multiplier(900, 90_000.0, w) == pytest.approx(0.5)
     assert lr_multiplier(100, 10_000.0, w) == 1.0
-    # slow hardware: warmdown_ms exceeds the cap and the LR decays from the start (records.md s.7 pitfall)
+    # slow hardware: warmdown_ms exceeds the cap and the LR decays from the start (a known pitfall of wallclock warmdown)
     slow = apply_overrides(w, {"schedule.warmdown_iters": 5000})
     assert lr_multiplier(10, 1000.0, slow) < 1.0
 

@@ -437,7 +437,7 @@ def test_export_dequantized_bitwise_with_records_order(exported):
 
 def test_expected_difference_control_tensors_fp32(exported):
     """pgolf keeps control tensors fp32 (the PR meant to: CONTROL_TENSOR_NAME_PATTERNS, but its small-tensor
-    check runs first, records.md bug 9). The only difference: those tensors' fp16 rounding."""
+    check runs first, a bug of the seed PRs). The only difference: those tensors' fp16 rounding."""
     sd, a, b = exported["sd"], exported["pr_deq"], exported["pg_deq"]
     diff = {k for k in a if not torch.equal(a[k], b[k])}
     control = {k for k in sd if any(p in k for p in CONTROL)}

@@ -276,7 +276,7 @@ def test_same_seed_same_init(pr, shape):
     after_p = torch.rand(4)
     assert_same_tensors(so, sp, f"init[{shape}]")
     assert torch.equal(after_o, after_p), "the RNG is left in the same state"
-    # what the PR's init does, spelled out (records.md 4.6): zero block projections, a zero bigram
+    # what the PR's init does, spelled out: zero block projections, a zero bigram
     # table and an orthogonal bigram projection scaled by 1/sqrt(2L)
     L = cfg.model.num_layers
     assert not so["bigram.embed.weight"].any() and not so["blocks.0.attn.proj.weight"].any()
@@ -306,7 +306,7 @@ def test_loss_and_gradients_equal(pr):
 
 
 def test_expected_difference_bos_safe_smear_and_bigram(pr):
-    """pgolf's preset never mixes across a BOS token (records.md bug 3); model.bos_id=-1 is the PR."""
+    """pgolf's preset never mixes across a BOS token (a bug of the seed PRs' SmearGate); model.bos_id=-1 is the PR."""
     cfg = mid_cfg()
     assert cfg.model.bos_id == 1
     o, p = pr_gpt(pr, cfg), build_model(cfg)
@@ -390,7 +390,7 @@ def test_export_codes_never_reach_minus_qmax_minus_one(pr):
 
 def test_expected_difference_control_tensors_fp32(pr):
     """pgolf's preset stores control tensors fp32; the PR's small-tensor rule runs first and stores them
-    fp16 (records.md bug 9). Exactly the control tensors differ, by their fp16 rounding."""
+    fp16 (a bug of the seed PRs' export). Exactly the control tensors differ, by their fp16 rounding."""
     cfg = mid_cfg()
     assert cfg.export.control_fp32
     o = pr_gpt(pr, cfg)
@@ -674,7 +674,7 @@ def test_swa_steps_and_average_equal_with_param_dtype(pr):
 
 def test_expected_difference_swa_sums_in_fp32(pr):
     """The preset sums SWA snapshots in fp32; the PR sums in the state-dict dtype, i.e. bf16 for tok_emb
-    and the bigram table on CUDA (records.md 6). Only those two tensors differ."""
+    and the bigram table on CUDA. Only those two tensors differ."""
     cfg = mini_cfg(**{"averaging.swa_every": 1, "averaging.swa_start_lr_scale": 1.1})
     assert cfg.averaging.swa_dtype == "fp32"
     _, final, _, averager, model = swa_run(pr, cfg, 20, [1.0] * 20, 18)
@@ -754,8 +754,8 @@ def test_sliding_window_selection_rescore_tail_equals_pr(pr, position_shard, str
 
 def test_expected_difference_every_token_scored_once(pr, position_shard):
     """pgolf's preset scores every validation target exactly once over the whole stream; the PR cuts
-    the stream to a multiple of seq_len and re-scores the last stride targets once per trailing window
-    (records.md 8). The difference is exactly those two things."""
+    the stream to a multiple of seq_len and re-scores the last stride targets once per trailing window.
+    The difference is exactly those two things."""
     root, n = position_shard
     L, S = 128, 64
     pr_pos, n_pr = pr_scored_positions(pr, root, L, S)

@@ -287,7 +287,7 @@ def test_ntk_rope_engages_at_eval_length(pr):
     assert not torch.equal(p(x), p_off(x))
     d = cfg.model.model_dim // cfg.model.num_heads
     assert p.blocks[0].attn.rotary.base_for(256) == 10000.0 * 2.0 ** (d / (d - 2))
-    assert p.blocks[0].attn.rotary.base_for(128) == 10000.0  # no NTK at the training length (records.md bug 11)
+    assert p.blocks[0].attn.rotary.base_for(128) == 10000.0  # no NTK at the training length (PR #326 applies NTK only past the training length)
 
 
 def test_expected_difference_bos(pr):
@@ -602,7 +602,7 @@ def test_export_quantized_tensors_bitwise(pr, full_state, dtypes):
 
 def test_expected_difference_control_tensors_fp32(pr, full_state):
     """pgolf stores the control tensors fp32 (export.control_fp32, default true); the PR checks the small-
-    tensor rule first and stores them fp16 (records.md bug 9). Exactly those tensors differ, by fp16 rounding."""
+    tensor rule first and stores them fp16 (a bug of the seed PRs' export). Exactly those tensors differ, by fp16 rounding."""
     differing = compare_export(pr, full_state, preset())
     cfg = preset()
     control = {k for k in to_pgolf(full_state) if any(p in k for p in cfg.model.control_patterns)}

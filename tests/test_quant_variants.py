@@ -56,7 +56,7 @@ def test_control_order_switch_restores_the_records_fp16_control_tensors():
     on = Config().export
     off = apply_overrides(Config(), {"export.control_fp32": False}).export
     assert plan_tensor("blocks.0.attn_scale", t, on, control=DEFAULT_CONTROL_PATTERNS).action == "fp32"
-    # records.md bug 9, on purpose
+    # the seed PRs' small-tensor-first export bug, on purpose
     assert plan_tensor("blocks.0.attn_scale", t, off, control=DEFAULT_CONTROL_PATTERNS).action == "fp16"
     big = torch.ones(70_000)
     # large control tensors stay fp32
