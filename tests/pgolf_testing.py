@@ -5,6 +5,11 @@ Kept out of conftest.py because ``notebooks/conftest.py`` would shadow ``import 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from pgolf.core.config import Config, apply_overrides
@@ -66,3 +71,33 @@ def random_state(model, seed: int = 0, control: tuple[str, ...] = CONTROL) -> di
 
 def max_abs_diff(a, b) -> float:
     return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
+
+
+@contextmanager
+def imported_script(path: str, name: str, env: dict[str, str] | None = None):
+    """A reference script (official or PR ``train_gpt.py``) imported under the private module name ``name``.
+
+    Its hyperparameters and module constants read the environment at import time, so while it imports every
+    variable it reads (``os.environ.get("NAME", ...)``) is cleared and ``env`` (its run command's settings) is
+    set; the environment is restored right after, so a stray ``SEED=...`` cannot change it and nothing leaks."""
+    env = dict(env or {})
+    read = set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', Path(path).read_text(encoding="utf-8")))
+    saved = {k: os.environ.get(k) for k in read | set(env)}
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        for k in read:
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        try:
+            spec.loader.exec_module(mod)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        yield mod
+    finally:
+        sys.modules.pop(name, None)

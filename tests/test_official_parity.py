@@ -9,9 +9,7 @@ byte lookup tables, the evaluator, the LR / momentum schedules and whole optimiz
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import warnings
 import zlib
 from types import SimpleNamespace
@@ -19,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import max_abs_diff, random_state, reference_script_or_skip
+from pgolf_testing import imported_script, max_abs_diff, random_state, reference_script_or_skip
 
 OFFICIAL_PATH = reference_script_or_skip("PGOLF_OFFICIAL_TRAIN_GPT", "the official baseline")
 
@@ -43,14 +41,8 @@ BASELINE_ENTRIES = 92
 @pytest.fixture(scope="module")
 def off():
     """The official module, imported from PGOLF_OFFICIAL_TRAIN_GPT under a private name."""
-    spec = importlib.util.spec_from_file_location("_official_train_gpt", OFFICIAL_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with imported_script(OFFICIAL_PATH, "_official_train_gpt") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def tiny_cfg() -> Config:

@@ -17,17 +17,14 @@ exactly the documented one; the switch that restores the PR's behaviour is teste
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
-from pgolf_testing import CONTROL, max_abs_diff, random_state, reference_script_or_skip
+from pgolf_testing import CONTROL, imported_script, max_abs_diff, random_state, reference_script_or_skip
 
 PR_PATH = reference_script_or_skip("PGOLF_PR128_TRAIN_GPT", "PR #128")
 
@@ -52,20 +49,8 @@ README_ENV: dict[str, str] = {}
 def pr():
     """The PR's module, imported under a private name with the environment it reads cleared to the
     README's (so a stray SEED=... in the test environment cannot change its Hyperparameters)."""
-    names = set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', Path(PR_PATH).read_text()))
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k in names}
-    os.environ.update(README_ENV)
-    spec = importlib.util.spec_from_file_location("_pr128_train_gpt", PR_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        for k in README_ENV:
-            os.environ.pop(k, None)
-        os.environ.update(saved)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    with imported_script(PR_PATH, "_pr128_train_gpt", README_ENV) as mod:
+        yield mod
 
 
 def small_cfg(**overrides) -> Config:

@@ -21,11 +21,9 @@ that asserts the difference is exactly the documented one.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +32,7 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from pgolf_testing import max_abs_diff
+from pgolf_testing import imported_script, max_abs_diff
 
 from pgolf.core import optim as pg_optim
 from pgolf.core.averaging import WeightAverager
@@ -77,21 +75,8 @@ def pr():
     if not PR_PATH or not Path(PR_PATH).is_file():
         pytest.skip("PR #194 parity needs PGOLF_PR194_TRAIN_GPT=<path to the PR's train_gpt.py>"
                     + (f" (no file at {PR_PATH!r})" if PR_PATH else " (not set)"))
-    spec = importlib.util.spec_from_file_location("_pr194_train_gpt", PR_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    saved = {k: os.environ.get(k) for k in RUN_ENV}
-    os.environ.update(RUN_ENV)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    yield mod
-    sys.modules.pop(spec.name, None)
+    with imported_script(PR_PATH, "_pr194_train_gpt", RUN_ENV) as mod:
+        yield mod
 
 
 def preset() -> Config:

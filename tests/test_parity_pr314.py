@@ -17,12 +17,8 @@ the difference exists and is exactly the documented one, and that the restoring 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
-import os
-import re
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -32,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from pgolf_testing import max_abs_diff, reference_script_or_skip
+from pgolf_testing import imported_script, max_abs_diff, reference_script_or_skip
 from torch import nn
 
 PR_PATH = reference_script_or_skip("PGOLF_PR314_TRAIN_GPT", "PR #314")
@@ -74,18 +70,8 @@ PR_BEHAVIOUR = AS_PR[PRESET]  # pgolf's deliberate fixes switched back (the pres
 @pytest.fixture(scope="module")
 def pr():
     """The PR's module, imported under a private name with none of its environment knobs set."""
-    text = Path(PR_PATH).read_text(encoding="utf-8")
-    knobs = set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', text))
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k in knobs}
-    spec = importlib.util.spec_from_file_location("_pr314_train_gpt", PR_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with imported_script(PR_PATH, "_pr314_train_gpt") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
-        os.environ.update(saved)
 
 
 def preset(**overrides) -> Config:

@@ -14,17 +14,12 @@ Each deliberate difference of the preset has a test that asserts it exists and i
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import max_abs_diff, reference_script_or_skip
+from pgolf_testing import imported_script, max_abs_diff, reference_script_or_skip
 from pgolf_testing import random_state as shared_random_state
 
 PR_PATH = reference_script_or_skip("PGOLF_PR326_TRAIN_GPT", "PR #326")
@@ -53,20 +48,8 @@ SMALL = {"model.num_layers": 4, "model.model_dim": 128, "model.num_heads": 4, "m
 @pytest.fixture(scope="module")
 def pr():
     """The PR's module, imported under a private name with exactly the run command's environment."""
-    read = set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', Path(PR_PATH).read_text()))
-    saved = {k: os.environ.pop(k) for k in read if k in os.environ}
-    os.environ.update(RUN_ENV)
-    spec = importlib.util.spec_from_file_location("_pr326_train_gpt", PR_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with imported_script(PR_PATH, "_pr326_train_gpt", RUN_ENV) as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
-        for k in RUN_ENV:
-            os.environ.pop(k, None)
-        os.environ.update(saved)
 
 
 def preset(**extra) -> Config:
