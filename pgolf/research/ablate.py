@@ -3,39 +3,51 @@
     df = ablate("swiglu_vs_relu2", "tiny", {"relu2": {}, "swiglu": {"model.mlp": "swiglu"}},
                 seeds=[0, 1, 2], budget_seconds=60)
 
-Each (arm, seed) is one run folder ``runs/<ablation>/<arm>-s<seed>-<key>``, where ``key`` hashes the
-resolved config and the code version (the sources of the training modules), so rerunning a notebook
-reuses every finished run and trains only what changed; ``rerun=True`` trains again (the old folder is
-moved aside, not deleted).
+Each (arm, seed) is one run folder ``runs/<ablation>/<arm>-s<seed>-<key>``. ``key``
+(:func:`pgolf.research.runkey.run_key`) hashes the config entries that differ from the default ``Config()``
+(``data.path`` left out) and the identity of the dataset the run reads (its ``dataset_sha256``); it does not
+hash the code. A finished run is reused only while the current code behaves as the code that trained it: each
+run folder holds ``behaviour.json``, the fingerprint of :mod:`pgolf.research.behaviour` (a few training steps
+of the arm's model on synthetic tokens and the export round trip) written when the run finished, and before
+reuse the fingerprint of the planned config is computed again (once per arm config and process) and compared
+(relative tolerance :data:`~pgolf.research.behaviour.RTOL`). So a core change that keeps behaviour at existing
+settings (a new switch, off by default) keeps every cached run, and one that changes it invalidates the runs
+it affects. A finished run whose fingerprint differs, or that has no ``behaviour.json`` (made before
+fingerprints), is stale: ``mode="train"`` trains it again, ``mode="reuse"`` raises :class:`StaleRunError`.
+Rerunning a notebook thus trains only what changed; ``rerun=True`` trains again. A folder trained again is
+moved aside (``.replaced-<time>``), not deleted.
 
-With ``mode="reuse"`` the engine never trains: each (arm, seed) takes the finished run whose config is
-identical, even one made by older code, flagged ``stale_code`` in the table; a missing run is an error that
-says how to train it. ``mode=None`` (what the notebooks pass) takes the mode from :func:`default_mode`, the
-one place that reads ``PGOLF_ABLATE_MODE``: the notebook runner's switch (``notebooks/conftest.py`` sets it
-to ``reuse`` for nbval), read once per :func:`ablate` call at the API boundary. On CPU, independent runs go to parallel processes with one thread each:
+With ``mode="reuse"`` the engine never trains: each (arm, seed) takes the finished run with the same key (its
+folder, or another folder of the arm and seed whose ``config.json`` and ``dataset.json`` give that key); a
+missing run is an error that says how to train it. The table's ``stale_code`` column is kept for older
+notebooks and is always False (a stale run is never returned). ``mode=None`` (what the notebooks pass) takes
+the mode from :func:`default_mode`, the one place that reads ``PGOLF_ABLATE_MODE``: the notebook runner's
+switch (``notebooks/conftest.py`` sets it to ``reuse`` for nbval), read once per :func:`ablate` call at the API
+boundary. On CPU, independent runs go to parallel processes with one thread each:
 on the 2-vCPU development machine two 1-thread processes trained more tokens per second in total than
 one 2-thread process. Multi-process runs (``nproc_per_node > 1``) go through the torchrun launcher.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
-from pgolf.core import accounting
 from pgolf.core.config import Config, apply_overrides
 from pgolf.core.paths import runs_dir
-from pgolf.core.runs import read_status
+from pgolf.core.runs import atomic_write_json, read_status
+from pgolf.research import behaviour
 from pgolf.research.results import load_runs
+from pgolf.research.runkey import config_delta, dataset_sha256, key_of, run_key
 from pgolf.running.presets import get_preset
 
 AblateMode = Literal["train", "reuse"]
@@ -52,18 +64,14 @@ def default_mode() -> AblateMode:
     return mode  # type: ignore[return-value]
 
 
-def code_version() -> str:
-    """Hash of the training core's sources (``pgolf/core/``), which determine a run's result; the command line,
-    notebooks and plotting are outside it."""
-    h = hashlib.sha256()
-    for p in accounting.core_sources():
-        h.update(p.relative_to(accounting.CORE).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()[:12]
+BEHAVIOUR = "behaviour.json"
+
+__all__ = ["StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason"]
 
 
-def run_key(cfg: Config) -> str:
-    blob = json.dumps({"config": cfg.to_dict(), "code": code_version()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+class StaleRunError(RuntimeError):
+    """A finished run that the current code no longer reproduces (reuse-only mode); the message names the folder,
+    the arm and the first differing value."""
 
 
 @dataclass
@@ -72,6 +80,7 @@ class PlannedRun:
     seed: int
     cfg: Config
     path: Path
+    dataset: str = ""  # the dataset_sha256 in its key
 
     @property
     def finished(self) -> bool:
@@ -99,11 +108,36 @@ def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]
         budget["train.max_wallclock_seconds"] = budget_seconds
     root = (runs_root or runs_dir()) / ablation
     out = []
+    datasets: dict[str, str] = {}  # the data section (and vocabulary) -> dataset_sha256, computed once each
     for arm, overrides in arms.items():
         for seed in seeds:
             cfg = apply_overrides(cfg0, {**budget, **overrides, "train.seed": seed})
-            out.append(PlannedRun(arm, seed, cfg, root / f"{arm}-s{seed}-{run_key(cfg)}"))
+            where = json.dumps([cfg.to_dict()["data"], cfg.model.vocab_size], sort_keys=True)
+            if where not in datasets:
+                datasets[where] = dataset_sha256(cfg)
+            key = run_key(cfg, datasets[where])
+            out.append(PlannedRun(arm, seed, cfg, root / f"{arm}-s{seed}-{key}", datasets[where]))
     return out
+
+
+def stale_reason(run: PlannedRun) -> str | None:
+    """Why the finished run in ``run.path`` cannot stand for ``run.cfg`` under the current code, or None: its
+    ``behaviour.json`` is missing or unreadable, or differs from :func:`pgolf.research.behaviour.fingerprint`."""
+    path = run.path / BEHAVIOUR
+    if not path.is_file():
+        return (f"no {BEHAVIOUR} (trained before behaviour fingerprints, or its worker stopped before writing it), so "
+                "nothing shows that the current code reproduces it")
+    try:
+        stored = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{BEHAVIOUR} is not valid JSON ({e})"
+    diff = behaviour.compare(stored, behaviour.fingerprint(run.cfg))
+    return None if diff is None else f"the current code's behaviour differs: {diff}"
+
+
+def write_behaviour(run_dir: Path, cfg: Config) -> None:
+    """Record the fingerprint of ``cfg`` under the current code in ``run_dir`` (atomically)."""
+    atomic_write_json(Path(run_dir) / BEHAVIOUR, behaviour.fingerprint(cfg), allow_nan=False)
 
 
 def _command(run: PlannedRun, ablation: str, nproc_per_node: int) -> tuple[list[str], dict[str, str]]:
@@ -124,7 +158,13 @@ def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: in
             log=print) -> list[str]:
     """Train the runs that are missing (all of them with ``rerun``); returns the failures."""
     from pgolf.core.runs import prepare_run_dir
-    todo = [r for r in runs if rerun or not r.finished]
+    todo = []
+    for r in runs:
+        reason = None if rerun or not r.finished else stale_reason(r)
+        if reason is not None:
+            log(f"  {r.path.name}: stale, training it again ({reason})")
+        if rerun or not r.finished or reason is not None:
+            todo.append(r)
     log(f"ablation {ablation}: {len(runs) - len(todo)} cached, {len(todo)} to train ({jobs} parallel)")
     pending = list(todo)
     active: list[tuple[PlannedRun, subprocess.Popen, float, Any]] = []
@@ -148,6 +188,8 @@ def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: in
             finished += 1
             where = f"[{finished}/{len(todo)}] {r.path.name}"
             if proc.returncode == 0:
+                if not (r.path / BEHAVIOUR).exists():  # the torchrun launcher's runs: recorded here, same code
+                    write_behaviour(r.path, r.cfg)
                 log(f"  {where}: done in {time.time() - t0:.0f}s (elapsed {time.time() - t_start:.0f}s)")
             else:
                 failures.append(f"{r.path.name} (exit {proc.returncode}; see {out.name})")
@@ -156,17 +198,28 @@ def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: in
 
 
 def _reuse(r: PlannedRun) -> PlannedRun:
-    """The finished run with the same config as ``r`` (any code version), for reuse-only mode."""
-    if r.finished:
-        return r
-    for cand in sorted(r.path.parent.glob(f"{r.arm}-s{r.seed}-*"), reverse=True):
-        if ".replaced-" in cand.name or not (cand / "config.json").exists():
+    """The finished run with the key of ``r`` (its folder, else another folder of the arm and seed whose recorded
+    config and dataset give that key), for reuse-only mode; :class:`StaleRunError` if the code no longer
+    reproduces it."""
+    found = r if r.finished else None
+    key = r.path.name.rsplit("-", 1)[1]
+    for cand in ([] if found else sorted(r.path.parent.glob(f"{r.arm}-s{r.seed}-*"), reverse=True)):
+        if ".replaced-" in cand.name or not (cand / "config.json").exists() or not (cand / "dataset.json").exists():
             continue
-        if Config.from_json(cand / "config.json") == r.cfg and PlannedRun(r.arm, r.seed, r.cfg, cand).finished:
-            return PlannedRun(r.arm, r.seed, r.cfg, cand)
-    raise RuntimeError(f"ablate mode 'reuse' ({MODE_ENV}=reuse for notebooks): no finished run for arm {r.arm!r} "
-                       f"seed {r.seed} with this config under {r.path.parent}; train it with mode='train' (notebooks: "
-                       f"`pgolf notebooks run` without {MODE_ENV})")
+        recorded = json.loads((cand / "dataset.json").read_text()).get("dataset_sha256")
+        delta = config_delta(Config.from_json(cand / "config.json"))
+        if key_of(delta, recorded) == key and PlannedRun(r.arm, r.seed, r.cfg, cand).finished:
+            found = PlannedRun(r.arm, r.seed, r.cfg, cand, r.dataset)
+            break
+    if found is None:
+        raise RuntimeError(f"ablate mode 'reuse' ({MODE_ENV}=reuse for notebooks): no finished run for arm {r.arm!r} "
+                           f"seed {r.seed} with this config under {r.path.parent}; train it with mode='train' "
+                           f"(notebooks: `pgolf notebooks run` without {MODE_ENV})")
+    reason = stale_reason(found)
+    if reason is not None:
+        raise StaleRunError(f"{found.path}: cached run of arm {found.arm!r} seed {found.seed} is stale: {reason}. "
+                            f"Train it again with mode='train' (notebooks: `pgolf notebooks run` without {MODE_ENV})")
+    return found
 
 
 def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] = (0, 1, 2),
@@ -196,7 +249,7 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
     table = table[table["path"].isin([str(r.path) for r in runs])]
     order = {str(r.path): i for i, r in enumerate(runs)}
     table = table.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
-    table["stale_code"] = [str(r.path) != str(p.path) for r, p in zip(runs, planned)]
+    table["stale_code"] = False  # kept for older notebooks: a stale run is retrained or refused, never returned
     return table
 
 
@@ -207,7 +260,9 @@ def _worker(argv: list[str]) -> int:
     from pgolf.core.train import train
     cfg_file, run_dir, labels = argv
     torch.set_num_threads(1)
-    train(Config.from_json(cfg_file), run_dir, labels=json.loads(labels))
+    cfg = Config.from_json(cfg_file)
+    train(cfg, run_dir, labels=json.loads(labels))
+    write_behaviour(Path(run_dir), cfg)  # the code that trained the run, at the run's config
     return 0
 
 

@@ -25,7 +25,8 @@ import contextlib
 import copy
 import math
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.core.config import Config
-from pgolf.core.data.identity import MANIFEST_NAME, NO_MANIFEST_RULE, is_pgolf_manifest, sha256_file
+from pgolf.core.data.identity import (
+    MANIFEST_NAME,
+    NO_MANIFEST_RULE,
+    is_pgolf_manifest,
+    sha256_file,
+)
 from pgolf.core.data.shards import read_header
 
 EXCLUDED = ("data.path",)  # the run's location, not its content (the dataset identity covers that)
@@ -40,12 +45,11 @@ def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_delta(cfg: Config | dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``cfg`` (a Config or its ``to_dict()``) that differ from ``Config()``, without ``data.path``.
-
-    An entry the default lacks (a config dict from a newer pgolf) counts as differing."""
+def config_delta(cfg: Config | dict[str, Any], default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The entries of ``cfg`` (a Config or its ``to_dict()``) that differ from ``default`` (``Config().to_dict()``
+    when None), without ``data.path``. An entry the default lacks (a config dict from a newer pgolf) differs."""
     mine = flat(cfg.to_dict() if isinstance(cfg, Config) else cfg)
-    default = flat(Config().to_dict())
+    default = flat(Config().to_dict() if default is None else default)
     missing = object()
     return {k: mine[k] for k in sorted(mine) if k not in EXCLUDED and default.get(k, missing) != mine[k]}
 
