@@ -66,7 +66,7 @@ def default_mode() -> AblateMode:
 
 BEHAVIOUR = "behaviour.json"
 
-__all__ = ["StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason"]
+__all__ = ["StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason", "write_behaviour"]
 
 
 class StaleRunError(RuntimeError):
