@@ -30,8 +30,9 @@ def _run(root: Path, study: str, arm: str, seed: int, cfg: Config) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(cfg.to_json())
     torch.save(random_state(build_model(cfg), seed), run_dir / "final_model.pt")
+    q = 4.0 + 0.01 * (seed + 1) * (len(arm) % 3 + 1)  # differs by arm and seed: paired differences have a spread
     summary = {"status": "finished", "name": run_dir.name, "arm": arm, "seed": seed, "steps": 8, "val_bpb": 4.0,
-               "q_val_bpb": 4.01, "quant_gap_bpb": 0.01, "artifact_bytes": 1000}
+               "val_loss": 2.8, "q_val_bpb": q, "q_val_loss": q * 0.7, "quant_gap_bpb": q - 4.0, "artifact_bytes": 1000}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
 
@@ -102,7 +103,7 @@ def test_cached_table_needs_no_weights_until_its_inputs_change(qat_runs, small_d
     kw = {"runs_root": root, "runs": runs, "arms": ["no_qat", "qat_int6"], "bits": [8], "dataset": small_dataset}
     first = bits_sweep.bits_sweep_table(**kw, eval_tokens=N_TOKENS)
     stored = json.loads(bits_sweep.TABLE.path(root).read_text())
-    assert stored["inputs"]["runs"] == [Path(p).name for p in runs["path"]]
+    assert stored["inputs"]["runs"] == [f"qat/{Path(p).name}" for p in runs["path"]]
     assert stored["inputs"]["embedding_bits"] == 8
     for p in runs["path"]:
         (Path(p) / "final_model.pt").unlink()  # a fresh clone: raw weights are not committed
@@ -134,12 +135,12 @@ def test_a_stored_table_of_another_schema_is_recomputed_or_refused(tmp_path):
 
 
 def test_eval_sweep_scores_the_same_targets_in_every_setting(tmp_path, micro, small_dataset):
-    run_dir = _run(tmp_path, "quickstart", "tiny", 0, micro())
+    run_dir = _run(tmp_path, "micro", "control", 0, micro())
     settings = eval_sweep.eval_settings(train_len=64, eval_lens=[64, 128], strides=[0, 32, 64])
     assert [(s.setting, s.stride) for s in settings] == [
         ("L=64", 0), ("L=64", 32), ("L=128 NTK", 0), ("L=128 NTK", 32), ("L=128 NTK", 64),
         ("L=128 no NTK", 0), ("L=128 no NTK", 32), ("L=128 no NTK", 64)]
-    table = eval_sweep.eval_sweep(run_dir=run_dir, dataset=small_dataset, eval_tokens=N_TOKENS, strides=[0, 32],
+    table = eval_sweep.eval_sweep(run_dirs=[run_dir], dataset=small_dataset, eval_tokens=N_TOKENS, strides=[0, 32],
                                   eval_lens=[64, 128], batch_seqs=8)
     assert list(table.columns) == eval_sweep.TABLE.columns
     assert (table["tokens_scored"] == N_TOKENS).all()
@@ -147,16 +148,36 @@ def test_eval_sweep_scores_the_same_targets_in_every_setting(tmp_path, micro, sm
     # non-overlapping windows forward each target once; stride 32 at L=64 forwards about twice as many tokens
     assert table["forward_tokens"].iloc[0] == N_TOKENS and table["forward_tokens"].iloc[1] > 1.9 * N_TOKENS
     assert table["val_bpb"].iloc[0] != table["val_bpb"].iloc[1]
+    assert (table["run"] == f"micro/{run_dir.name}").all() and (table["seed"] == micro().train.seed).all()
+
+
+def test_eval_setting_differences_are_against_the_same_runs_official_evaluation():
+    rows = [{"run": f"r{seed}", "seed": seed, "setting": setting, "eval_len": length, "ntk": ntk, "stride": stride,
+             "val_bpb": bpb, "forward_tokens": 10, "tokens_scored": 10}
+            for seed, base in ((0, 2.0), (1, 2.5))
+            for setting, length, ntk, stride, bpb in (("L=64", 64, "n/a", 0, base), ("L=64", 64, "n/a", 32, base - 0.1),
+                                                      ("L=128 NTK", 128, "on", 0, base + 0.2))]
+    labelled, reference = eval_sweep.labelled(pd.DataFrame(rows))
+    assert reference == "L=64 no overlap"
+    assert labelled["arm"].tolist()[:3] == ["L=64 no overlap", "L=64 stride 32", "L=128 NTK no overlap"]
+    diffs = eval_sweep.setting_differences(pd.DataFrame(rows))
+    assert diffs["arm"].tolist() == ["L=64 stride 32", "L=128 NTK no overlap"] * 2
+    assert diffs["diff"].round(6).tolist() == [-0.1, 0.2, -0.1, 0.2]
+    with pytest.raises(ValueError, match="no non-overlapping evaluation at the training length"):
+        eval_sweep.labelled(pd.DataFrame(rows[1:2]))
 
 
 def test_compression_grid_and_tables(tmp_path, micro, small_dataset):
     grid = compression.compression_grid(bit_grid=[[8, 8], [6, 4]], compressors=["zlib", "lzma"],
                                         prune_fracs=[0.0, 0.03], bitpack_bits=[6, 4])
     assert len(grid) == 2 * 2 * 2 + 2 and all(s.bitpack for s in grid[-2:]) and grid[-1].bits == "6/4"
-    run_dir = _run(tmp_path, "quickstart", "tiny", 0, micro(**QUANTIZE_ALL))
+    run_dirs = [_run(tmp_path, "micro", "control", seed, micro(**QUANTIZE_ALL, **{"train.seed": seed}))
+                for seed in (0, 1)]
     small = [s for s in grid if s.compressor == "zlib" and s.prune_frac == 0]
-    trained = compression.trained_table(run_dir=run_dir, dataset=small_dataset, eval_tokens=N_TOKENS, grid=small)
-    assert list(trained.columns) == compression.TRAINED.columns and len(trained) == len(small)
+    trained = compression.trained_table(run_dirs=run_dirs, dataset=small_dataset, eval_tokens=N_TOKENS, grid=small)
+    assert list(trained.columns) == compression.TRAINED.columns and len(trained) == 2 * len(small)
+    assert trained["seed"].tolist() == [0] * len(small) + [1] * len(small)
+    assert trained["run"].iloc[-1] == f"micro/{run_dirs[1].name}"
     assert (trained["trained_over_fresh"] == trained["artifact_bytes"] / trained["fresh_init_bytes"]).all()
     assert trained["artifact_bytes"].iloc[1] < trained["artifact_bytes"].iloc[0]  # 6/4 bits < 8/8 bits
     rng = torch.get_rng_state()
@@ -164,8 +185,11 @@ def test_compression_grid_and_tables(tmp_path, micro, small_dataset):
     assert torch.equal(torch.get_rng_state(), rng)  # the fresh init leaves the caller's RNG alone
     params = sum(p.numel() for p in build_model(get_preset("tiny")).parameters())
     assert real["params"].tolist() == [params] * len(small) and (real["total_bytes"] == real["artifact_bytes"] + 100).all()
-    est = compression.naive_trained_estimate(real=real, trained=trained, code_bytes=100)
-    assert est["naive_trained_estimate"].tolist() == (real["artifact_bytes"] * trained["trained_over_fresh"]).round().add(100).tolist()
+    with pytest.raises(ValueError, match="no baseline 8/8 zlib row"):
+        compression.fresh_init_calibration(real)
+    calib = compression.fresh_init_calibration(real.assign(preset="baseline"))
+    assert calib["fresh_init_bytes"] == real["artifact_bytes"].iloc[0]
+    assert calib["trained_over_fresh"] == 15_815_847 / real["artifact_bytes"].iloc[0]
 
 
 def test_pareto_front_and_labels():
@@ -199,29 +223,34 @@ def test_gate_values_are_the_weight_on_the_current_token_in_either_form(tmp_path
     assert smear_gates.smear_gate_values(records) == pytest.approx((1 - torch.sigmoid(logit)).tolist())
 
 
-def test_figures_read_the_stored_tables_without_weights(qat_runs, micro, small_dataset, tmp_path):
-    """Tables made by the package functions, then every weight deleted: the figures still show them."""
-    root, runs = qat_runs
-    figures.write_selection(root, "qat", runs)
-    bits_sweep.bits_sweep_table(runs_root=root, runs=runs, arms=["no_qat"], bits=[8, 6], eval_tokens=N_TOKENS,
-                                dataset=small_dataset)
-    gated = _run(root, "smeargate", "scalar", 0, micro(**{"model.smear_gate": "scalar"}))
-    figures.write_selection(root, "smeargate", _table([gated]))
-    smear_gates.gate_table_cached(runs_root=root, runs=_table([gated]))
-    quick = _run(root, "quickstart", "tiny", 0, micro())
-    eval_sweep.eval_sweep_table(runs_root=root, run_dir=quick, dataset=small_dataset, eval_tokens=N_TOKENS,
+def test_figures_read_the_stored_tables_without_weights(micro, small_dataset, tmp_path):
+    """Runs in a scale folder shared by the studies, tables made by the package functions, then every weight
+    deleted: the figures still show them."""
+    root = tmp_path / "runs"
+    cfg = micro(**QUANTIZE_ALL)
+    control = [_run(root, "micro", "control", seed, cfg) for seed in (0, 1)]
+    qat = [_run(root, "micro", "qat_int6", seed, cfg.replace({"export.bits_attn": 6, "export.bits_mlp": 6}))
+           for seed in (0, 1)]
+    gated = [_run(root, "micro", "smear_scalar", seed, cfg.replace({"model.smear_gate": "scalar"})) for seed in (0, 1)]
+    for study, dirs in (("qat", control + qat), ("smeargate", control + gated), ("swiglu_vs_relu2", control + gated)):
+        figures.write_selection(root, study, _table(dirs))
+    assert json.loads((root / "qat" / "selection.json").read_text())["runs"][0]["run"] == f"micro/{control[0].name}"
+    assert figures.selected_runs(root, "qat")["arm"].tolist() == ["control"] * 2 + ["qat_int6"] * 2
+    bits_sweep.bits_sweep_table(runs_root=root, runs=_table(control), arms=["control"], bits=[8, 6],
+                                eval_tokens=N_TOKENS, dataset=small_dataset)
+    smear_gates.gate_table_cached(runs_root=root, runs=_table(gated))
+    eval_sweep.eval_sweep_table(runs_root=root, run_dirs=control, dataset=small_dataset, eval_tokens=N_TOKENS,
                                 strides=[0, 32], eval_lens=[64], batch_seqs=8)
     grid = compression.compression_grid(bit_grid=[[8, 8]], compressors=["zlib"], prune_fracs=[0.0],
                                         bitpack_bits=[6, 4])
-    compression.trained_table_cached(runs_root=root, run_dir=quick, dataset=small_dataset, eval_tokens=N_TOKENS,
+    compression.trained_table_cached(runs_root=root, run_dirs=control, dataset=small_dataset, eval_tokens=N_TOKENS,
                                      grid=grid)
-    compression.real_scale_table_cached(runs_root=root, presets=["tiny"], grid=grid, compressors=["zlib"],
-                                        code_bytes=100)
     for weights in root.rglob("final_model.pt"):
         weights.unlink()
     out = tmp_path / "figures"
-    paths = figures.regenerate(["qat", "smeargate", "eval", "compression"], runs_root=root, out_dir=out)
-    assert [p.name for p in paths] == ["qat.svg", "smeargate.svg", "eval.svg", "compression.svg"]
+    names = ["qat", "smeargate", "eval", "compression", "swiglu_vs_relu2"]
+    paths = figures.regenerate(names, runs_root=root, out_dir=out)
+    assert [p.name for p in paths] == [f"{n}.svg" for n in names]
     with_gates = (out / "smeargate.svg").read_bytes()
     smear_gates.TABLE.path(root).unlink()
     figures.regenerate(["smeargate"], runs_root=root, out_dir=out)

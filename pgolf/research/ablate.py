@@ -90,7 +90,11 @@ class PlannedRun:
 
 def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
          budget_steps: int | None = None, budget_seconds: float | None = None,
-         common: Mapping[str, Any] | None = None, runs_root: Path | None = None) -> list[PlannedRun]:
+         common: Mapping[str, Any] | None = None, runs_root: Path | None = None,
+         seed_keys: Sequence[str] = ("train.seed",)) -> list[PlannedRun]:
+    """One planned run per (arm, seed): the base config, ``common``, the budget, the arm's overrides, and each
+    key of ``seed_keys`` set to the seed (default: the init seed only; the research protocol also sets the
+    data-order seed)."""
     cfg0 = get_preset(base) if isinstance(base, str) else base
     if common:
         cfg0 = apply_overrides(cfg0, common)
@@ -111,7 +115,7 @@ def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]
     datasets: dict[str, str] = {}  # the data section (and vocabulary) -> dataset_sha256, computed once each
     for arm, overrides in arms.items():
         for seed in seeds:
-            cfg = apply_overrides(cfg0, {**budget, **overrides, "train.seed": seed})
+            cfg = apply_overrides(cfg0, {**budget, **overrides, **dict.fromkeys(seed_keys, seed)})
             where = json.dumps([cfg.to_dict()["data"], cfg.model.vocab_size], sort_keys=True)
             if where not in datasets:
                 datasets[where] = dataset_sha256(cfg)
@@ -226,7 +230,7 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
            budget_steps: int | None = None, budget_seconds: float | None = None,
            common: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None,
            nproc_per_node: int = 1, runs_root: Path | None = None, log=print,
-           mode: AblateMode | None = None) -> pd.DataFrame:
+           mode: AblateMode | None = None, seed_keys: Sequence[str] = ("train.seed",)) -> pd.DataFrame:
     """Run what is missing and return one row per (arm, seed) with the run's summary fields.
 
     ``mode``: ``"train"`` trains the missing runs, ``"reuse"`` only takes finished ones (see the module
@@ -234,7 +238,7 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
     mode = default_mode() if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"ablate(mode={mode!r}): expected one of {', '.join(MODES)}")
-    planned = plan(ablation, base, arms, seeds, budget_steps, budget_seconds, common, runs_root)
+    planned = plan(ablation, base, arms, seeds, budget_steps, budget_seconds, common, runs_root, seed_keys)
     if mode == "reuse":
         runs = [_reuse(r) for r in planned]
         log(f"ablation {ablation}: reuse-only mode, {len(runs)} finished runs found")

@@ -21,6 +21,7 @@ from pgolf.research.tables import AnalysisTable
 
 @dataclass(frozen=True)
 class BitsSweepRow:
+    scale: str  # the folder under runs/ that holds the run (a protocol scale)
     arm: str  # the ablation arm whose weights were re-exported
     seed: int
     bits: int  # export bits of the attention and MLP matrices
@@ -55,7 +56,7 @@ def bits_sweep(*, runs: pd.DataFrame, arms: Sequence[str], bits: Sequence[int], 
             export_cfg = cfg.replace({"export.bits_attn": b, "export.bits_mlp": b}).export
             blob, _ = export_artifact(state, export_cfg, control=cfg.model.control_patterns)
             q = score_state(cfg=cfg, state=load_artifact(blob), tokens=tokens, luts=luts)
-            rows.append(BitsSweepRow(arm=r["arm"], seed=int(r["seed"]), bits=int(b), val_bpb_fp=fp.val_bpb,
+            rows.append(BitsSweepRow(scale=Path(r["path"]).parent.name, arm=r["arm"], seed=int(r["seed"]), bits=int(b), val_bpb_fp=fp.val_bpb,
                                      q_val_bpb=q.val_bpb, gap_bpb=q.val_bpb - fp.val_bpb, artifact_bytes=len(blob),
                                      tokens_scored=q.tokens))
     return TABLE.frame(rows)
@@ -66,7 +67,7 @@ def bits_sweep_inputs(*, runs: pd.DataFrame, arms: Sequence[str], bits: Sequence
     selected = _selected(runs, arms)
     embedding = sorted({_embedding_storage(Config.from_json(Path(r["path"]) / "config.json")) for r in selected},
                        key=str)
-    return {"runs": [Path(r["path"]).name for r in selected], "sweep_arms": list(arms), "bits": list(bits),
+    return {"runs": [f"{Path(r['path']).parent.name}/{Path(r['path']).name}" for r in selected], "sweep_arms": list(arms), "bits": list(bits),
             "eval_tokens": eval_tokens, "embedding_bits": embedding[0] if len(embedding) == 1 else embedding}
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pgolf.core.accounting import CAP_BYTES
 from pgolf.core.config import Config, ExportConfig
 from pgolf.core.export import export_artifact, load_artifact
 from pgolf.core.model import build_model
@@ -41,6 +40,8 @@ class ExportSetting:
 
 @dataclass(frozen=True)
 class TrainedRow(ExportSetting):
+    run: str  # <scale>/<run folder>: the trained weights
+    seed: int
     artifact_bytes: int  # the trained weights' compressed artifact
     fresh_init_bytes: int  # a fresh init of the same config, same setting
     trained_over_fresh: float  # artifact_bytes / fresh_init_bytes
@@ -82,23 +83,30 @@ def fresh_state(cfg: Config, seed: int = FRESH_SEED) -> dict[str, torch.Tensor]:
         return build_model(cfg).state_dict()
 
 
-def trained_table(*, run_dir: str | Path, dataset: str | Path, eval_tokens: int,
+def trained_table(*, run_dirs: Sequence[str | Path], dataset: str | Path, eval_tokens: int,
                   grid: Sequence[ExportSetting]) -> pd.DataFrame:
-    """One row per setting for the raw weights of ``run_dir``, scored on the first ``eval_tokens`` targets."""
-    cfg = Config.from_json(Path(run_dir) / "config.json")
-    state = load_final_state(run_dir)
-    tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
+    """One row per run and setting for the raw weights of ``run_dirs``, scored on the first ``eval_tokens``
+    targets."""
     rows = []
     with one_thread():
-        fp = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts).val_bpb
-        fresh = fresh_state(cfg)
-        for s in grid:
-            blob, _ = export_artifact(state, export_config(cfg, s), control=cfg.model.control_patterns)
-            fresh_blob, _ = export_artifact(fresh, export_config(cfg, s), control=cfg.model.control_patterns)
-            q = score_state(cfg=cfg, state=load_artifact(blob), tokens=tokens, luts=luts).val_bpb
-            rows.append(TrainedRow(**asdict(s), artifact_bytes=len(blob), fresh_init_bytes=len(fresh_blob),
-                                   trained_over_fresh=len(blob) / len(fresh_blob), val_bpb_fp=fp, q_val_bpb=q))
+        for run_dir in map(Path, run_dirs):
+            cfg = Config.from_json(run_dir / "config.json")
+            state = load_final_state(run_dir)
+            tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
+            fp = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts).val_bpb
+            fresh = fresh_state(cfg)
+            for s in grid:
+                blob, _ = export_artifact(state, export_config(cfg, s), control=cfg.model.control_patterns)
+                fresh_blob, _ = export_artifact(fresh, export_config(cfg, s), control=cfg.model.control_patterns)
+                q = score_state(cfg=cfg, state=load_artifact(blob), tokens=tokens, luts=luts).val_bpb
+                rows.append(TrainedRow(**asdict(s), run=_run_id(run_dir), seed=cfg.train.seed,
+                                       artifact_bytes=len(blob), fresh_init_bytes=len(fresh_blob),
+                                       trained_over_fresh=len(blob) / len(fresh_blob), val_bpb_fp=fp, q_val_bpb=q))
     return TRAINED.frame(rows)
+
+
+def _run_id(run_dir: Path) -> str:
+    return f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def real_scale_table(*, presets: Sequence[str], grid: Sequence[ExportSetting], compressors: Sequence[str],
@@ -116,14 +124,14 @@ def real_scale_table(*, presets: Sequence[str], grid: Sequence[ExportSetting], c
     return REAL_SCALE.frame(rows)
 
 
-def trained_table_cached(*, runs_root: Path, run_dir: str | Path, dataset: str | Path, eval_tokens: int,
-                         grid: Sequence[ExportSetting], rerun: bool = False,
+def trained_table_cached(*, runs_root: Path, run_dirs: Sequence[str | Path], dataset: str | Path,
+                         eval_tokens: int, grid: Sequence[ExportSetting], rerun: bool = False,
                          log: Callable[[str], None] = print) -> pd.DataFrame:
     """:func:`trained_table`, stored under ``runs_root/compression/analysis`` while its inputs are unchanged."""
-    inputs = {"run": Path(run_dir).name, "eval_tokens": eval_tokens, "grid": [asdict(s) for s in grid],
-              "fresh_seed": FRESH_SEED}
+    inputs = {"runs": [_run_id(Path(d)) for d in run_dirs], "eval_tokens": eval_tokens,
+              "grid": [asdict(s) for s in grid], "fresh_seed": FRESH_SEED}
     return TRAINED.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
-                          compute=lambda: trained_table(run_dir=run_dir, dataset=dataset, eval_tokens=eval_tokens,
+                          compute=lambda: trained_table(run_dirs=run_dirs, dataset=dataset, eval_tokens=eval_tokens,
                                                         grid=grid))
 
 
@@ -141,14 +149,19 @@ def real_scale_table_cached(*, runs_root: Path, presets: Sequence[str], grid: Se
 SETTING_KEY = ["bits", "compressor", "prune_frac", "bitpack"]  # identifies a setting across the two tables
 
 
-def naive_trained_estimate(*, real: pd.DataFrame, trained: pd.DataFrame, code_bytes: int) -> pd.DataFrame:
-    """``real`` with the tiny model's trained/fresh byte ratio per setting, the real fresh bytes scaled by it
-    (+ code bytes: an extrapolation across model sizes, not a measurement) and whether each total fits the cap."""
-    out = real.merge(trained[SETTING_KEY + ["trained_over_fresh"]], on=SETTING_KEY, how="left")
-    out["naive_trained_estimate"] = (out["artifact_bytes"] * out["trained_over_fresh"]).round() + code_bytes
-    out["fits_fresh"] = out["total_bytes"] <= CAP_BYTES
-    out["fits_naive_estimate"] = out["naive_trained_estimate"] <= CAP_BYTES
-    return out
+OFFICIAL_BASELINE_BYTES = 15_815_847  # the NaiveBaseline record's trained int8+zlib artifact (model only)
+
+
+def fresh_init_calibration(real: pd.DataFrame) -> dict[str, float]:
+    """How far the fresh-init bytes of ``baseline`` at int8+zlib (a row of ``real``) are from the official trained
+    artifact of the same config: the error any fresh-init size estimate carries at real size."""
+    row = real[(real["preset"] == "baseline") & (real["bits"] == "8/8") & (real["compressor"] == "zlib")
+               & (real["prune_frac"] == 0) & ~real["bitpack"]]
+    if row.empty:
+        raise ValueError("the real-size table has no baseline 8/8 zlib row to calibrate against")
+    fresh = int(row["artifact_bytes"].iloc[0])
+    return {"fresh_init_bytes": fresh, "official_trained_bytes": OFFICIAL_BASELINE_BYTES,
+            "trained_over_fresh": OFFICIAL_BASELINE_BYTES / fresh}
 
 
 def pareto_front(table: pd.DataFrame) -> pd.DataFrame:

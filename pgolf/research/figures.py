@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pgolf.core.accounting import CAP_BYTES
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.core.runs import atomic_write_json
-from pgolf.research import bits_sweep, compression, eval_sweep, plots, smear_gates
+from pgolf.research import bits_sweep, compression, eval_sweep, late_qat, plots, protocol, smear_gates
 from pgolf.research.results import load_metrics, load_runs
 
 Builder = Callable[[Path, Path], list[Path]]
@@ -65,33 +64,41 @@ SELECTION_FILE = "selection.json"
 
 
 def write_selection(runs_root: Path, study: str, runs: pd.DataFrame) -> Path:
-    """Record which run folders (names, in table order) a notebook's ablation used."""
-    rows = [{"arm": str(r["arm"]), "seed": int(r["seed"]), "run": Path(r["path"]).name}
+    """Record which run folders (paths relative to ``runs_root``, in table order) a notebook's study used; the
+    runs may live in any folder under ``runs_root`` (e.g. a scale's folder shared by several studies)."""
+    root = Path(runs_root).resolve()
+    rows = [{"arm": str(r["arm"]), "seed": int(r["seed"]), "run": Path(r["path"]).resolve().relative_to(root).as_posix()}
             for r in runs.to_dict("records")]
     path = Path(runs_root) / study / SELECTION_FILE
     atomic_write_json(path, {"study": study, "runs": rows})
     return path
 
 
+def _selection(runs_root: Path, study: str) -> list[Path] | None:
+    sel = Path(runs_root) / study / SELECTION_FILE
+    if not sel.is_file():
+        return None
+    return [Path(runs_root) / row["run"] for row in json.loads(sel.read_text())["runs"]]
+
+
 def selected_runs(runs_root: Path, study: str) -> pd.DataFrame:
-    """The finished runs of ``runs_root/study`` listed in its selection file (all of them if none)."""
-    folder = Path(runs_root) / study
-    runs = load_runs(folder)  # empty when the folder does not exist
-    sel = folder / SELECTION_FILE
-    if runs.empty or not sel.is_file():
-        return runs
-    order = {row["run"]: i for i, row in enumerate(json.loads(sel.read_text())["runs"])}
-    names = runs["path"].map(lambda p: Path(p).name)
-    runs = runs[names.isin(order)]
-    return runs.sort_values("path", key=lambda s: s.map(lambda p: order[Path(p).name])).reset_index(drop=True)
+    """The finished runs listed in ``runs_root/study/selection.json``, in its order (every finished run under
+    ``runs_root/study`` if there is no selection)."""
+    folders = _selection(runs_root, study)
+    if folders is None:
+        return load_runs(Path(runs_root) / study)  # empty when the folder does not exist
+    frames = [load_runs(folder) for folder in folders if folder.is_dir()]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else load_runs(Path(runs_root) / study)
 
 
 def selected_metrics(runs_root: Path, study: str) -> pd.DataFrame:
-    runs = selected_runs(runs_root, study)
-    metrics = load_metrics(Path(runs_root) / study)
-    if runs.empty:
-        return metrics
-    return metrics[metrics["name"].isin([Path(p).name for p in runs["path"]])]
+    folders = _selection(runs_root, study)
+    if folders is None:
+        return load_metrics(Path(runs_root) / study)
+    frames = [load_metrics(folder) for folder in folders if folder.is_dir()]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else load_metrics(Path(runs_root) / study)
 
 
 # ---- per-notebook figures --------------------------------------------------------------------------
@@ -125,60 +132,70 @@ def quickstart_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     return [plots.savefig(fig, Path(out_dir) / "quickstart.svg")]
 
 
-def _arms_and_curves(runs_root: Path, out_dir: Path, study: str, title: str) -> list[Path]:
+def _scale_panels(pairs: pd.DataFrame, title: str, metric: str = "q_val_bpb"):
+    """One paired-difference panel per scale (``pairs``: scale, arm, seed, diff, threshold)."""
+    scales = list(dict.fromkeys(pairs["scale"]))
+    fig, axes = plots.new_figure(ncols=len(scales), width_in=max(3.4, 0.9 * pairs["arm"].nunique() + 1.6))
+    for ax, scale in zip(axes, scales):
+        sub = pairs[pairs["scale"] == scale]
+        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]), metric=metric)
+        ax.set_title(scale)
+    fig.suptitle(title)
+    return fig
+
+
+def _paired_figure(runs_root: Path, out_dir: Path, study: str, title: str, control: str = "control") -> list[Path]:
     runs = selected_runs(runs_root, study)
     if runs.empty:
         return []
-    fig, (left, right) = plots.new_figure(ncols=2)
-    plots.plot_metric_by_arm(runs, metric="q_val_bpb", ax=left)
-    plots.plot_curves(selected_metrics(runs_root, study), y="val_bpb", ax=right)
-    fig.suptitle(title)
+    runs = runs.assign(scale=runs["ablation"])
+    pairs = protocol.deltas(runs, "q_val_bpb", control)
+    if pairs.empty:
+        return []
+    fig = _scale_panels(pairs, title)
     return [plots.savefig(fig, Path(out_dir) / f"{study}.svg")]
 
 
 @figure("swiglu_vs_relu2")
 def swiglu_vs_relu2_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 01: post-roundtrip bpb per arm and the validation curves."""
-    return _arms_and_curves(runs_root, out_dir, "swiglu_vs_relu2", "relu² vs SwiGLU (param-matched)")
+    """Notebook 01: per-seed paired differences of each SwiGLU arm from the shared relu² control, per scale."""
+    return _paired_figure(runs_root, out_dir, "swiglu_vs_relu2", "SwiGLU − relu² control, after the int8 roundtrip")
 
 
 @figure("qat")
 def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 02: quantization gap per arm, and the gap of trained weights exported at 8/6/5/4 bits."""
+    """Notebook 02: late QAT at each bit width minus the control re-exported at that width, per seed: on the
+    final score, on the quantization gap and on the pre-quantization bpb."""
     runs = selected_runs(runs_root, "qat")
-    if runs.empty:
-        return []
-    fig, (left, mid, right) = plots.new_figure(ncols=3, width_in=3.4)
-    plots.plot_metric_by_arm(runs, metric="quant_gap_bpb", ax=left)
-    left.axhline(0.0, color="0.5", linewidth=0.8)
-    plots.plot_metric_by_arm(runs, metric="q_val_bpb", ax=mid)
-    for ax in (left, mid):
-        for label in ax.get_xticklabels():
-            label.set_rotation(25)
     stored = bits_sweep.TABLE.read(runs_root)
-    if stored is not None and not stored[1].empty:
-        sweep = stored[1]
-        for arm, group in sweep.groupby("arm", sort=False):
-            means = group.groupby("bits")["gap_bpb"].mean()
-            (line,) = right.plot(means.index, means.values, label=f"{arm} (mean)")
-            right.scatter(group["bits"], group["gap_bpb"], s=12, color=line.get_color(), alpha=0.6)
-        right.set_xticks(sorted(sweep["bits"].unique()))
-        right.axhline(0.0, color="0.5", linewidth=0.8)
-        right.set_xlabel("export bits (attention + MLP matrices)")
-        right.set_ylabel("quantization gap (bpb)")
-        right.legend()
-    fig.suptitle("QAT: does it shrink the quantization gap?")
+    if runs.empty or stored is None or stored[1].empty:
+        return []
+    runs = runs.assign(scale=runs["ablation"])
+    qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
+    if not qat_arms:
+        return []
+    pairs = late_qat.differences(runs, stored[1], qat_arms)
+    fig = _scale_panels(pairs, "Late QAT − no QAT at the same export bits (bpb)", metric="bpb")
     return [plots.savefig(fig, Path(out_dir) / "qat.svg")]
 
 
 @figure("smeargate")
 def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 03: post-roundtrip bpb per arm and the learned gate values of each run."""
+    """Notebook 03: per-seed paired differences from the shared control, per scale, and the learned gates."""
     runs = selected_runs(runs_root, "smeargate")
     if runs.empty:
         return []
-    fig, (left, right) = plots.new_figure(ncols=2)
-    plots.plot_metric_by_arm(runs, metric="q_val_bpb", ax=left)
+    runs = runs.assign(scale=runs["ablation"])
+    pairs = protocol.deltas(runs, "q_val_bpb")
+    if pairs.empty:
+        return []
+    scales = list(dict.fromkeys(pairs["scale"]))
+    fig, axes = plots.new_figure(ncols=len(scales) + 1, width_in=3.4)
+    for ax, scale in zip(axes, scales):
+        sub = pairs[pairs["scale"] == scale]
+        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]))
+        ax.set_title(scale)
+    right = axes[-1]
     stored = smear_gates.TABLE.read(runs_root)
     gates = stored[1] if stored is not None else smear_gates.TABLE.frame([])
     order = {Path(p).name: i for i, p in enumerate(runs["path"])}  # the selected runs, in their order
@@ -189,76 +206,66 @@ def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         label = None if r["arm"] in colors else r["arm"]  # one legend entry per arm
         color = colors.setdefault(r["arm"], f"C{len(colors)}")
         if g.size == 1:
-            right.axhline(float(g[0]), color=color, linewidth=1.2, label=label)
+            right.axhline(float(g[0]), color=color, linewidth=1.0, label=label)
         else:
-            right.plot(np.sort(g)[::-1], color=color, linewidth=1, label=label)
+            right.plot(np.sort(g)[::-1], color=color, linewidth=0.8, label=label)
     right.set_xlabel("gate dimension (sorted)")
     right.set_ylabel("gate: weight on x_t")
+    right.set_title("learned gates")
     if colors:
         right.legend()
-    fig.suptitle("SmearGate")
+    fig.suptitle("SmearGate − no gate, after the int8 roundtrip")
     return [plots.savefig(fig, Path(out_dir) / "smeargate.svg")]
 
 
 @figure("eval")
 def eval_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 04: bpb of one trained model by stride, eval length and NTK; compute per scored token."""
+    """Notebook 04: per-seed differences of each evaluation setting from the official non-overlapping
+    evaluation of the same weights, and the forward compute per scored token."""
     stored = eval_sweep.TABLE.read(runs_root)
     if stored is None or stored[1].empty:
         return []
-    sweep = stored[1]
-    strides = sorted(sweep["stride"].unique(), key=lambda s: (s != 0, -s))  # none, then large -> small
-    xpos = {s: i for i, s in enumerate(strides)}
-    fig, (left, right) = plots.new_figure(ncols=2)
-    for setting, group in sweep.groupby("setting", sort=False):
-        group = group.sort_values("stride", key=lambda s: s.map(xpos))
-        x = group["stride"].map(xpos)
-        left.plot(x, group["val_bpb"], marker="o", label=setting)
-        right.plot(x, group["forward_tokens"] / group["tokens_scored"], marker="o", label=setting)
-    for ax in (left, right):
-        ax.set_xticks(range(len(strides)), ["none" if s == 0 else str(s) for s in strides])
-        ax.set_xlabel("sliding-window stride")
-    left.set_ylabel("val_bpb (same tokens scored)")
-    right.set_ylabel("forward tokens per scored token")
-    right.set_yscale("log")
-    left.legend()
-    fig.suptitle("Evaluation: stride, length and NTK RoPE on one trained model")
+    diffs = eval_sweep.setting_differences(stored[1])
+    fig, (left, right) = plots.new_figure(ncols=2, width_in=4.6)
+    plots.plot_paired_deltas(diffs, ax=left, metric="val_bpb")
+    left.set_title("Δ vs non-overlapping windows")
+    cost = diffs.groupby("arm", sort=False)[["forward_tokens", "tokens_scored"]].first()
+    right.barh(range(len(cost)), cost["forward_tokens"] / cost["tokens_scored"], color="C0")
+    right.set_yticks(range(len(cost)), cost.index, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlabel("forward tokens per scored token")
+    fig.suptitle("Evaluation settings on the same weights (per seed)")
     return [plots.savefig(fig, Path(out_dir) / "eval.svg")]
 
 
 @figure("compression")
 def compression_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 05: bytes vs roundtrip bpb (tiny, trained) and real-size bytes against the cap (fresh init)."""
-    trained = compression.TRAINED.read(runs_root)
-    real = compression.REAL_SCALE.read(runs_root)
-    if trained is None and real is None:
+    """Notebook 05: artifact bytes against the roundtrip bpb loss of trained weights, per export setting (mean
+    over the runs, with the 95% CI of the bpb loss across them); colour = bits, marker = compressor."""
+    stored = compression.TRAINED.read(runs_root)
+    if stored is None or stored[1].empty:
         return []
-    n_bars = 0 if real is None else len(real[1])
-    fig, (left, right) = plots.new_figure(ncols=2, width_in=4.6, height_in=max(3.6, 0.11 * n_bars))
-    markers = {"zlib": "o", "zstd": "s", "lzma": "^"}
-    if trained is not None and not trained[1].empty:
-        t = trained[1]
-        for i, (bits, group) in enumerate(t.groupby("bits", sort=False)):
-            for (comp, prune, packed), g in group.groupby(["compressor", "prune_frac", "bitpack"], sort=False):
-                left.scatter(g["artifact_bytes"] / 1e3, g["q_val_bpb"], marker="*" if packed else markers.get(comp, "o"),
-                             facecolors=f"C{i}" if prune == 0 else "none", edgecolors=f"C{i}", s=40 if packed else 22,
-                             label=f"{bits} {comp}{' prune' if prune else ''}{' packed' if packed else ''}")
-        left.axhline(float(t["val_bpb_fp"].iloc[0]), color="0.5", linestyle="--", linewidth=0.8)
-        left.set_xlabel("artifact kB (tiny, trained weights)")
-        left.set_ylabel("val_bpb after roundtrip")
-        left.legend(fontsize=5, ncols=2)
-    if real is not None and not real[1].empty:
-        r = real[1]
-        labels = [f"{p} {b} {c}{' p' + str(pf) if pf else ''}{' packed' if bp else ''}"
-                  for p, b, c, pf, bp in zip(r["preset"], r["bits"], r["compressor"], r["prune_frac"], r["bitpack"])]
-        y = np.arange(len(r))
-        colors = ["C2" if fits else "C3" for fits in r["total_bytes"] <= CAP_BYTES]
-        right.barh(y, r["total_bytes"] / 1e6, color=colors)
-        right.axvline(CAP_BYTES / 1e6, color="k", linestyle="--", linewidth=1)
-        right.set_yticks(y, labels, fontsize=5)
-        right.invert_yaxis()
-        right.set_xlabel("artifact + code, MB (fresh-init weights)")
-    fig.suptitle("Compression: bits x compressor x pruning")
+    t = stored[1].assign(gap_bpb=lambda d: d["q_val_bpb"] - d["val_bpb_fp"])
+    fig, (ax,) = plots.new_figure(ncols=1, width_in=5.0, height_in=3.4)
+    markers = {"zlib": "o", "zstd": "s", "lzma": "^", "brotli": "D"}
+    bits = list(dict.fromkeys(t["bits"]))
+    for (b, comp, prune, packed), g in t.groupby(["bits", "compressor", "prune_frac", "bitpack"], sort=False):
+        per_run = g["gap_bpb"].to_numpy(float)
+        half = plots.t_interval_half_width(per_run) if len(per_run) > 1 else 0.0
+        color = f"C{bits.index(b)}"
+        ax.errorbar(g["artifact_bytes"].mean() / 1e3, per_run.mean(), yerr=half, fmt="none", ecolor=color,
+                    elinewidth=0.7, capsize=2)
+        ax.scatter(g["artifact_bytes"].mean() / 1e3, per_run.mean(), marker="*" if packed else markers.get(comp, "o"),
+                   facecolors=color if prune == 0 else "none", edgecolors=color, s=50 if packed else 22, zorder=3)
+    handles = [plots.legend_proxy(marker="o", color=f"C{i}", label=f"{b} bits") for i, b in enumerate(bits)]
+    handles += [plots.legend_proxy(marker=m, color="0.3", label=c) for c, m in markers.items()
+                if c in set(t["compressor"])]
+    ax.legend(handles=handles, fontsize=7, ncols=2)
+    ax.axhline(0.0, color="0.5", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("artifact kB (trained weights, mean over runs)")
+    ax.set_ylabel("roundtrip bpb loss (mean, 95% CI)")
+    n = t["run"].nunique()
+    fig.suptitle(f"Compression of trained weights ({n} runs): hollow = pruned, star = bit-packed")
     return [plots.savefig(fig, Path(out_dir) / "compression.svg")]
 
 

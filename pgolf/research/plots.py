@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from scipy import stats as sps
 
 # Reproducible bytes: a fixed SVG id salt and no dates or tool versions in the file metadata.
 SAVE_RC = {"svg.hashsalt": "pgolf"}
@@ -112,3 +114,41 @@ def plot_curves(metrics: pd.DataFrame, y: str = "val_bpb", x: str = "step", arm_
     if len(rows):
         ax.legend()
     return ax.figure
+
+
+@styled
+def plot_paired_deltas(pairs: pd.DataFrame, ax: Axes | None = None, level: float = 0.95,
+                       threshold: float | None = None, metric: str = "q_val_bpb") -> Figure:
+    """Per-seed paired differences (arm - control; grey dots) and their mean with its ``level`` t-interval
+    (black), one column per arm in table order; a line at 0 and, with ``threshold``, a dashed line at
+    -threshold (the record rule's 0.005 nats in the metric's units). ``pairs``: columns arm, diff (and seed)."""
+    ax = _axes(ax)
+    arms = list(dict.fromkeys(pairs["arm"]))
+    for x, arm in enumerate(arms):
+        d = pairs.loc[pairs["arm"] == arm, "diff"].to_numpy(float)
+        offsets = np.linspace(-0.3, -0.12, len(d)) if len(d) > 1 else np.array([-0.2])
+        ax.scatter(x + offsets, d, s=10, color="0.6", zorder=2)
+        half = t_interval_half_width(d, level) if len(d) > 1 else 0.0
+        ax.errorbar(x, d.mean(), yerr=half, fmt="o", color="k", capsize=4, zorder=3)
+        ax.annotate(f"n={len(d)}", (x, d.mean()), xytext=(8, 0), textcoords="offset points", va="center",
+                    fontsize=7)
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    if threshold is not None:
+        ax.axhline(-threshold, color="C3", linestyle="--", linewidth=0.9)
+        ax.annotate("-0.005 nats", (len(arms) - 0.5, -threshold), xytext=(0, -9), textcoords="offset points",
+                    ha="right", fontsize=7, color="C3")
+    ax.set_xticks(range(len(arms)), arms, rotation=30 if len(arms) > 3 else 0)
+    ax.set_xlim(-0.6, len(arms) - 0.4)
+    ax.set_ylabel(f"Δ {metric} vs control (per seed; mean, {level:.0%} CI)")
+    return ax.figure
+
+
+def t_interval_half_width(values: np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the ``level`` t-interval of the mean of ``values`` (at least 2)."""
+    values = np.asarray(values, dtype=float)
+    return float(sps.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def legend_proxy(*, marker: str, color: str, label: str) -> Line2D:
+    """A legend entry for a marker that no single artist carries."""
+    return Line2D([], [], marker=marker, color=color, linestyle="none", label=label)

@@ -22,14 +22,22 @@ def arm_table(runs: pd.DataFrame, metrics: dict[str, str] = TABLE) -> pd.DataFra
 
 
 def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
-    """One sentence that says only what the test in ``row`` (a ``stats.compare`` row) supports."""
+    """One sentence that says only what the test in ``row`` (a ``stats.compare`` row) supports: the paired
+    difference with its 95% CI, the two-sided p, the rule's one-sided p, and the smallest effect these seeds
+    detect (MDE at alpha 0.01, power 0.8). A non-significant difference whose whole CI lies closer to 0 than
+    the rule's threshold is reported as excluding an effect of the rule's size."""
     diff = f"`{arm}` − `{control}` = {row['diff']:+.4f} {metric}"
     if not np.isfinite(row["p"]):
         return f"{diff}; {row['note'] or 'no test possible'}."
+    n = int(row["n_pairs"] or row["n"])
+    ci = f"95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+    power = f"{n} seeds detect {row['mde']:.4f} (MDE, α = {RULE_ALPHA}, power 0.8)"
     if row["p"] >= RULE_ALPHA:
-        return (f"no significant difference at this scale: {diff} (p = {row['p']:.2g}, {row['test']} t-test over "
-                f"{row['n_pairs'] or row['n']} seeds).")
+        excluded = ""
+        if max(abs(row["ci_low"]), abs(row["ci_high"])) < row["threshold"]:
+            excluded = f"; the CI excludes an effect of the rule's size (±{row['threshold']:.4f})"
+        return f"not significant at this scale: {diff}, {ci}, p = {row['p']:.2g}; {power}{excluded}."
     better = "lower" if row["diff"] < 0 else "higher"
     rule = "clears" if row["clears_rule"] else "does not clear"
-    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric} (p = {row['p']:.2g}); it {rule} the 0.005-nat "
-            f"threshold ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")
+    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric}, {ci}, p = {row['p']:.2g} ({n} seeds, paired); "
+            f"it {rule} the 0.005-nat rule ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")

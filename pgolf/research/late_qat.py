@@ -1,0 +1,75 @@
+"""Late QAT against the same weights without QAT, at the same export bits (notebook 02).
+
+The control trains without QAT and exports at int8. Its trained weights re-exported at ``b`` bits
+(:mod:`pgolf.research.bits_sweep`, on the targets the official evaluation scores) are exactly what a no-QAT arm
+exporting at ``b`` bits would give, since export bits do not change training. Against that ``control@int<b>``,
+the QAT arm that trains with fake quantization at ``b`` bits over the last part of training and exports at
+``b`` bits is measured three ways, paired by seed:
+
+- ``score``: q_val_bpb (after the export round trip): what QAT buys on the final score;
+- ``gap``: q_val_bpb - val_bpb: whether QAT shrinks the quantization gap;
+- ``pre_quant``: val_bpb before the round trip: what fake quantization costs the unquantized model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from pgolf.research.stats import compare, paired_differences, rule_threshold
+
+MEASURES = {"score": "q_val_bpb", "gap": "gap_bpb", "pre_quant": "val_bpb"}
+
+
+def control_at_bits(sweep: pd.DataFrame, bits: int, control: str = "control") -> pd.DataFrame:
+    """The control's re-export at ``bits`` as run-like rows (scale, arm ``control@int<bits>``, seed, metrics)."""
+    rows = sweep[(sweep["arm"] == control) & (sweep["bits"] == bits)]
+    return pd.DataFrame({"scale": rows["scale"], "arm": f"{control}@int{bits}", "seed": rows["seed"],
+                         "val_bpb": rows["val_bpb_fp"], "q_val_bpb": rows["q_val_bpb"],
+                         "gap_bpb": rows["gap_bpb"]}).reset_index(drop=True)
+
+
+def _frames(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, str], control: str):
+    """(scale, bits, arm, reference arm, the two arms' rows, rule threshold) for each QAT arm present."""
+    runs = runs.assign(gap_bpb=runs["q_val_bpb"] - runs["val_bpb"])
+    for scale, group in runs.groupby("scale", sort=False):
+        threshold = rule_threshold(group, "q_val_bpb")
+        for bits, arm in qat_arms.items():
+            qat = group[group["arm"] == arm]
+            if qat.empty:
+                continue
+            ref = control_at_bits(sweep[sweep["scale"] == scale], bits, control)
+            if ref.empty:
+                raise ValueError(f"scale {scale}: the sweep has no re-export of {control!r} at {bits} bits")
+            rows = pd.concat([ref, qat[["scale", "arm", "seed", "val_bpb", "q_val_bpb", "gap_bpb"]]],
+                             ignore_index=True)
+            yield scale, bits, arm, ref["arm"].iloc[0], rows, threshold
+
+
+def comparisons(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, str],
+                control: str = "control") -> pd.DataFrame:
+    """One row per (scale, bits, measure): the QAT arm minus ``control@int<bits>``
+    (:func:`pgolf.research.stats.compare`: diff, 95% CI, p, one-sided rule p, MDE), 0.005 nats as threshold."""
+    out = []
+    for scale, bits, arm, ref, rows, threshold in _frames(runs, sweep, qat_arms, control):
+        for measure, metric in MEASURES.items():
+            row = compare(rows, ref, metric, threshold=threshold).loc[arm]
+            out.append({"scale": scale, "bits": bits, "measure": measure, "arm": arm, "reference": ref,
+                        **row.to_dict()})
+    return pd.DataFrame(out).set_index(["scale", "bits", "measure"])
+
+
+def differences(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, str],
+                control: str = "control") -> pd.DataFrame:
+    """Per-seed paired differences for every (scale, bits, measure), labelled ``int<bits> <measure>`` in the
+    ``arm`` column (the input of :func:`pgolf.research.plots.plot_paired_deltas`), with the rule threshold."""
+    frames = []
+    for scale, bits, _arm, ref, rows, threshold in _frames(runs, sweep, qat_arms, control):
+        for measure, metric in MEASURES.items():
+            pairs = paired_differences(rows, ref, metric)
+            pairs["arm"] = f"int{bits} {measure}"
+            pairs.insert(0, "scale", scale)
+            pairs["bits"], pairs["measure"], pairs["threshold"] = bits, measure, threshold
+            frames.append(pairs)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,119 @@
+"""The research protocol every ablation notebook uses: two CPU scales, one shared control, common random numbers.
+
+- **Scales.** ``micro`` (the ``micro`` preset: 2 layers, d=64, 400 steps of 2,048 tokens) is cheap enough for
+  many seeds on 2 CPUs; ``small`` (the ``tiny`` preset's model: 4 layers, d=128, 150 steps of 4,096 tokens) is
+  about 8x the compute per run and says whether an effect grows or shrinks with scale. Each scale quantizes
+  every block matrix at export (at these widths the official 65,536-element threshold would keep them all fp16).
+- **One shared control.** Every study's control arm is the same runs, ``runs/<scale>/control-s<seed>-<key>``:
+  the scale's config with no override. Studies add their arms beside it in the same folder, so a notebook
+  that compares against the control reuses the runs every other notebook made (and says so).
+- **Common random numbers.** Replicate ``s`` sets the initialization seed (``train.seed``) and the data-order
+  seed (``data.order_seed``) to ``s``; training data is read in a seeded permutation of fixed-length blocks
+  (``data.order=permuted``) and every parameter is initialized from its own generator seeded by its name
+  (``model.init_seeding=per_name``). An arm that adds a module (a SwiGLU gate, a SmearGate) therefore sees the
+  same batches in the same order as the control, with every tensor they share initialized identically; arms
+  are compared seed by seed (paired).
+
+The official baseline's own behaviour (sequential data, one global RNG for init) stays the default of
+:class:`~pgolf.core.config.Config`; the protocol is these switches, turned on here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pgolf.core.config import Config, apply_overrides
+from pgolf.research.ablate import AblateMode, ablate
+from pgolf.research.stats import compare, paired_differences, rule_threshold
+from pgolf.running.presets import get_preset, param_count
+
+CONTROL = "control"
+PROTOCOL: dict[str, Any] = {"data.order": "permuted", "model.init_seeding": "per_name"}
+SEED_KEYS = ("train.seed", "data.order_seed")  # replicate s sets both to s
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str  # also the folder under runs/ that holds the scale's runs
+    preset: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1, 2)  # the default replicates
+    description: str = ""
+
+    def config(self) -> Config:
+        """The control's config: preset, the scale's overrides and the protocol switches."""
+        return apply_overrides(get_preset(self.preset), {**self.overrides, **PROTOCOL})
+
+
+SCALES: dict[str, Scale] = {s.name: s for s in (
+    Scale("micro", "micro", {"export.keep_float_max_numel": 1024}, tuple(range(10)),
+          "micro preset: 2L d64 2H/1KV, seq 128, 2,048 tokens/step, 400 steps (0.82M tokens)"),
+    Scale("small", "tiny", {
+        "train.train_batch_tokens": 4096, "train.iterations": 150, "train.max_wallclock_seconds": 0.0,
+        "schedule.warmdown_iters": 40, "train.val_loss_every": 75, "optim.muon_momentum_warmup_steps": 50,
+        "export.keep_float_max_numel": 4096,
+    }, (0, 1, 2), "tiny preset's model: 4L d128 4H/2KV, seq 256, 4,096 tokens/step, 150 steps (0.61M tokens)"),
+)}
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise ValueError(f"scale {name!r}: unknown; expected one of {sorted(SCALES)}")
+    return SCALES[name]
+
+
+def study(scale: str, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None, *,
+          overrides: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None, mode: AblateMode | None = None,
+          runs_root: Path | None = None, log=print) -> pd.DataFrame:
+    """The shared control and ``arms`` at ``scale``, one run per arm and replicate (trained if missing).
+
+    Rows gain ``scale`` and ``shared_control`` (True for the control's runs). ``seeds``: the scale's
+    default replicates when None. ``overrides`` apply to every arm on top of the scale (the real studies pass
+    none; smoke tests shrink the budget with them)."""
+    if CONTROL in arms:
+        raise ValueError(f"arm name {CONTROL!r} is the shared control; give the study's arms other names")
+    sc = get_scale(scale)
+    seeds = list(sc.seeds if seeds is None else seeds)
+    base = apply_overrides(sc.config(), dict(overrides or {}))
+    runs = ablate(sc.name, base, {CONTROL: {}, **arms}, seeds=seeds, rerun=rerun, jobs=jobs, mode=mode,
+                  runs_root=runs_root, log=log, seed_keys=SEED_KEYS)
+    runs["scale"] = sc.name
+    runs["shared_control"] = runs["arm"] == CONTROL
+    return runs
+
+
+def param_matched_hidden(cfg: Config, mlp: str, *, tolerance: float = 0.01) -> int:
+    """The hidden width of MLP variant ``mlp`` whose model's total parameter count is closest to ``cfg``'s
+    (which keeps its own MLP); an error if the closest is not within ``tolerance`` (relative)."""
+    target = param_count(cfg)
+    probe = {h: param_count(cfg.replace({"model.mlp": mlp, "model.mlp_hidden": h})) for h in (64, 128)}
+    per_unit = (probe[128] - probe[64]) / 64
+    hidden = max(1, round(64 + (target - probe[64]) / per_unit))
+    got = param_count(cfg.replace({"model.mlp": mlp, "model.mlp_hidden": hidden}))
+    if abs(got - target) > tolerance * target:
+        raise ValueError(f"no {mlp} hidden width matches {target:,} parameters within {tolerance:.0%} "
+                         f"(closest: {hidden} -> {got:,})")
+    return hidden
+
+
+def comparisons(runs: pd.DataFrame, metric: str = "q_val_bpb", control: str = CONTROL) -> pd.DataFrame:
+    """:func:`pgolf.research.stats.compare` per scale: one row per (scale, arm) against that scale's control."""
+    frames = {sc: compare(group, control, metric) for sc, group in runs.groupby("scale", sort=False)}
+    return pd.concat(frames, names=["scale"])
+
+
+def deltas(runs: pd.DataFrame, metric: str = "q_val_bpb", control: str = CONTROL) -> pd.DataFrame:
+    """Per-seed paired differences (arm - control) per scale, with the scale's rule threshold in the metric's
+    units (0.005 nats) as a column."""
+    frames = []
+    for sc, group in runs.groupby("scale", sort=False):
+        pairs = paired_differences(group, control, metric)
+        pairs.insert(0, "scale", sc)
+        pairs["threshold"] = rule_threshold(group, metric)
+        frames.append(pairs)
+    return pd.concat(frames, ignore_index=True)
