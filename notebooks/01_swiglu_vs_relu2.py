@@ -13,122 +13,127 @@
 # ---
 
 # %% [markdown]
-# # 01 · SwiGLU vs relu² at matched parameters
+# # 01 · SwiGLU vs relu²: at matched parameters, and by the seed's rounding rule
 #
 # **Question.** Does replacing the baseline's relu² MLP, `proj(relu(fc(x))²)`, with a gated SiLU MLP,
-# `proj(silu(gate(x)) · fc(x))`, lower val_bpb when the parameter count is held (about) fixed?
+# `proj(silu(gate(x)) · fc(x))`, lower val_bpb after the export round trip, (a) when the total parameter count is
+# held fixed, and (b) with the hidden width the SwiGLU proposal prescribes?
 #
 # **What was claimed.**
-# - Seed 000 (a SwiGLU + QAT proposal with no PR code; the `swiglu_qat` preset follows it): SwiGLU with hidden = 2/3 · mlp_mult · dim rounded
-#   to 64 (704 at d=512; 3% more MLP parameters than relu²'s 1024) gives "~0.004 bpb improvement (confirmed
-#   by community ablation on 1xH100)". It was never run on 8×H100 (estimated 1.2155 combined with QAT).
-# - The records: non-record `2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090` measured −0.0041 bpb
-#   (1.3633 → 1.3592) on one RTX 5090, but the artifact grew from 12.3 to 15.1 MB; the ternary write-up
-#   measured −0.010 bpb at +25% step time and +25% bytes (SwiGLU with 1.5× the MLP parameters); the
-#   FP16Embed README found it "45% slower on 8-GPU … net negative". No 10-minute record uses SwiGLU.
+# - Seed 000 (a SwiGLU + QAT proposal with no PR code; pgolf's `swiglu_qat` preset follows it): SwiGLU with hidden
+#   = 2/3 · mlp_mult · dim rounded *up* to a multiple of 64 (704 at d=512: 3% more MLP parameters than relu²'s
+#   1024) gives "~0.004 bpb improvement (confirmed by community ablation on 1xH100)". Never run on 8×H100.
+# - The records (https://github.com/openai/parameter-golf/tree/main/records): a non-record 1×RTX 5090 run
+#   measured −0.0041 bpb (1.3633 → 1.3592) while its artifact grew from 12.3 to 15.1 MB; the ternary write-up
+#   measured −0.010 bpb with 1.5× the MLP parameters at +25% step time; no 10-minute record uses SwiGLU.
 #
-# **Method.** `tiny` preset (4 layers, d=128, seq 256, CPU) on the embedded corpus; arms `relu2` (control)
-# and `swiglu` (`model.mlp=swiglu`, hidden by the seed's rule: 2/3 · 2 · 128 = 170.7 → 192). Everything else
-# is fixed by `common`: the same step budget, batch, schedule, seeds (the data order is the same for every
-# arm; the seed changes the initialization), int8 + zlib export with every block matrix quantized. Each
-# arm runs once per seed; arms are compared seed by seed with a paired t-test (`pgolf.research.stats.compare`).
-# The budget is in **steps**, so SwiGLU's slower steps are not charged here; the step times are reported.
+# **Method** (the research protocol, `pgolf.research.protocol`; every number below is computed from the runs).
+# - Two CPU scales on the embedded corpus: `micro` (2 layers, d=64, 400 steps of 2,048 tokens; 10 seeds) and
+#   `small` (4 layers, d=128, 150 steps of 4,096 tokens; 3 seeds). Budgets are in steps: SwiGLU's slower steps
+#   are not charged here (step times are reported).
+# - Arms: `control` (relu², hidden 2·d) is the **shared control**: the same runs serve notebooks 01, 02 and 03.
+#   `swiglu_matched`: SwiGLU with the hidden width that matches the control's total parameters within 1%
+#   (computed below). `swiglu_rounded`: SwiGLU by seed 000's rule (2/3 · 2 · d rounded up to 64): at these widths
+#   that rounding adds far more than at d=512 (shown below), so it is *not* parameter-matched.
+# - Common random numbers: seed s sets the init seed and the data-order seed; data are read in a seeded
+#   permutation of 129/257-token blocks of the shuffled train split; each parameter is initialized from its own
+#   name-seeded generator, so SwiGLU and control share the attention and embedding init exactly. Arms are paired
+#   by seed: each comparison is the mean paired difference with its 95% CI, the two-sided p, the record rule's
+#   one-sided p (improvement > 0.005 nats) and the minimal detectable effect (α = 0.01, power 0.8).
+# - Everything else is the scale's config: the int8 + zlib export with every block matrix quantized.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
-seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
-budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
-common: dict = {  # fixed overrides for every arm
-    "train.train_batch_tokens": 4096,  # tokens per optimizer step
-    "train.max_wallclock_seconds": 0,  # step budget only
-    "schedule.warmdown_iters": 40,  # linear LR decay over the last 40 steps
-    "train.val_loss_every": 75,  # validation curve resolution (steps)
-    "optim.muon_momentum_warmup_steps": 50,  # Muon momentum 0.85 -> 0.95 over the first 50 steps
-    "export.keep_float_max_numel": 4096,  # quantize every block matrix, as at d512 (tiny's are all < 65,536)
-}
+scales: list = ["micro", "small"]  # protocol scales (pgolf.research.protocol.SCALES), smallest first
+seeds: dict = {"micro": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "small": [0, 1, 2]}  # replicates per scale (init + data-order seed)
+overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train again even if finished runs with these configs exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
 
 # %%
-import json
-
-import numpy as np
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
 from pgolf.core.model import mlp_hidden
 from pgolf.core.paths import figures_dir, runs_dir
-from pgolf.data.build import build_dataset
-from pgolf.research import figures
-from pgolf.research.ablate import ablate, plan
+from pgolf.research import figures, protocol
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import compare, summarize
+from pgolf.research.stats import seeds_needed
+from pgolf.running.presets import param_count
 
 STUDY = "swiglu_vs_relu2"
-CONTROL = "relu2"
-ARMS = {"relu2": {}, "swiglu": {"model.mlp": "swiglu"}}
+CLAIM = -0.004  # seed 000's claimed bpb change
+control_cfg = {sc: protocol.get_scale(sc).config().replace(overrides) for sc in scales}
+ARMS = {sc: {"swiglu_matched": {"model.mlp": "swiglu",
+                                "model.mlp_hidden": protocol.param_matched_hidden(control_cfg[sc], "swiglu")},
+             "swiglu_rounded": {"model.mlp": "swiglu"}} for sc in scales}
+
 # %% [markdown]
 # ## Parameter counts
 #
-# The seed's rule keeps SwiGLU's three matrices close to relu²'s two. Rounding *up* to a multiple of 64 costs
-# more at d=128 (192 instead of 170.7: +12.5% MLP parameters) than at d=512 (704 instead of 682.7: +3%).
+# The matched arm's hidden width is solved from the parameter count; the rounded arm follows seed 000's rule.
 
 # %%
-planned = plan(STUDY, base_preset, ARMS, seeds[:1], budget_steps=budget_steps, common=common)
-sizes = pd.DataFrame({r.arm: {"mlp_hidden": mlp_hidden(r.cfg.model),
-                              "mlp_params_per_layer": (3 if r.cfg.model.mlp == "swiglu" else 2)
-                              * mlp_hidden(r.cfg.model) * r.cfg.model.model_dim} for r in planned}).T
-display(sizes)
+sizes = []
+for sc in scales:
+    for arm, extra in {"control": {}, **ARMS[sc]}.items():
+        cfg = control_cfg[sc].replace(extra)
+        sizes.append({"scale": sc, "arm": arm, "mlp_hidden": mlp_hidden(cfg.model), "params": param_count(cfg)})
+sizes = pd.DataFrame(sizes).set_index(["scale", "arm"])
+sizes["vs_control"] = sizes["params"] / sizes.groupby(level="scale")["params"].transform("first") - 1
+display(sizes.style.format({"params": "{:,}", "vs_control": "{:+.2%}"}))
+assert (sizes.xs("swiglu_matched", level="arm")["vs_control"].abs() < 0.01).all(), "matched arm must be within 1%"
 
 # %% [markdown]
 # ## Runs
 
 # %%
-runs = ablate(STUDY, base_preset, ARMS, seeds=seeds, budget_steps=budget_steps, common=common, rerun=rerun,
-              jobs=jobs or None)
+runs = pd.concat([protocol.study(sc, ARMS[sc], seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
+                  for sc in scales], ignore_index=True)
 figures.write_selection(runs_dir(), STUDY, runs)
-runs[["arm", "seed", "steps", "model_params", "val_bpb", "q_val_bpb", "artifact_bytes", "step_avg_ms", "stale_code"]]
+runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bpb", "q_val_bpb", "step_avg_ms"]]
 
 # %% [markdown]
 # ## Results
 #
-# Mean ± std over seeds. `quant_gap_bpb` = q_val_bpb − val_bpb (after minus before the export round trip);
-# `artifact_bytes` is the compressed weights only.
+# Per arm: mean ± std over seeds (`artifact_bytes` is the compressed weights only). Then each SwiGLU arm minus
+# the shared control, paired by seed, after the int8 round trip (`q_val_bpb`) and before it (`val_bpb`).
 
 # %%
-display(arm_table(runs).join(summarize(runs, "model_params")["mean"].astype(int).rename("model_params")))
-tests = pd.concat({m: compare(runs, CONTROL, m) for m in ("q_val_bpb", "val_bpb")}, names=["metric"])
-display(tests[["n_pairs", "test", "diff", "p", "p_rule", "threshold", "clears_rule", "note"]])
+for sc in scales:
+    display(Markdown(f"**{sc}**"))
+    display(arm_table(runs[runs["scale"] == sc]))
+tests = pd.concat({m: protocol.comparisons(runs, m) for m in ("q_val_bpb", "val_bpb")}, names=["metric"])
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde", "clears_rule"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %%
 (fig_path,) = figures.swiglu_vs_relu2_figure(runs_dir(), figures_dir())
 display(SVG(filename=str(fig_path)))
 
 # %% [markdown]
-# *Left: post-roundtrip val_bpb per arm, mean ± std (black) and each seed (grey). Right: validation bpb
-# during training, mean over seeds with ±std band.*
+# *Per scale: each seed's difference from the shared control after the round trip (grey), their mean with its
+# 95% CI (black), zero (grey line) and the record rule's −0.005 nats in bpb (red dashed).*
 #
 # ## Conclusion
 
 # %%
-manifest = json.loads((build_dataset(None, None) / "manifest.json").read_text())
-unigram = manifest["unigram_val_bpb"]
-control_bpb = summarize(runs, "val_bpb").loc[CONTROL, "mean"]
-row = compare(runs, CONTROL, "q_val_bpb").loc["swiglu"]
-step = summarize(runs, "step_avg_ms")["mean"]
-size = summarize(runs, "artifact_bytes")["mean"]
-claim = -0.004
-display(Markdown("\n".join([
-    f"- The control (`{CONTROL}`) reaches val_bpb {control_bpb:.4f}, {abs(unigram - control_bpb):.3f} bpb "
-    f"{'below' if control_bpb < unigram else 'above'} the corpus's unigram baseline ({unigram:.4f})"
-    + (": it uses context well beyond token frequencies." if unigram - control_bpb > 0.1 else
-       ": barely (or not) better than token frequencies, so this budget is too small to compare MLPs."),
-    f"- After the export round trip: {verdict(row, 'swiglu', CONTROL, 'q_val_bpb')}",
-    f"- Seed 000 claimed about {claim:+.3f} bpb; the measured difference is {row['diff']:+.4f}"
-    + (" (same sign)." if np.sign(row["diff"]) == np.sign(claim) else " (opposite sign)."),
-    f"- Cost: SwiGLU steps take {step['swiglu'] / step[CONTROL]:.2f}× as long here and its artifact is "
-    f"{size['swiglu'] / size[CONTROL]:.2f}× as large; under the challenge's wallclock cap the slower steps mean "
-    "fewer steps, which this step-budgeted comparison does not charge.",
-    f"- Scale: {len(seeds)} seeds of a {budget_steps}-step CPU model; a difference of the claimed size "
-    "(0.004 bpb) needs the paired seed-to-seed spread to be well below it to show up here.",
-])))
+step = runs.groupby(["scale", "arm"])["step_avg_ms"].mean()
+lines = []
+for sc in scales:
+    for arm in ARMS[sc]:
+        row = tests.loc[("q_val_bpb", sc, arm)]
+        lines.append(f"- **{sc}**, {arm} ({sizes.loc[(sc, arm), 'vs_control']:+.1%} parameters): "
+                     + verdict(row, arm, "control", "q_val_bpb"))
+        if pd.notna(row["sd_diff"]) and row["sd_diff"] > 0:
+            lines.append(f"  Seeds needed to detect seed 000's claimed {CLAIM:+.3f} bpb at α = 0.01, power 0.8 with "
+                         f"this seed-to-seed spread (sd of paired differences {row['sd_diff']:.4f}): "
+                         f"{seeds_needed(sd_diff=row['sd_diff'], effect=CLAIM)}.")
+        lines.append(f"  Step time {step[(sc, arm)] / step[(sc, 'control')]:.2f}× the control's "
+                     "(not charged by a step budget; a wallclock budget would give SwiGLU fewer steps).")
+if len(scales) > 1:
+    d = tests.xs("q_val_bpb", level="metric")["diff"].unstack("scale")
+    for arm in d.index:
+        lo, hi = scales[0], scales[-1]
+        lines.append(f"- Scale: `{arm}` − control is {d.loc[arm, lo]:+.4f} at {lo} and {d.loc[arm, hi]:+.4f} at {hi} "
+                     "(the CIs above say whether the two differ from zero; the two scales are not compared by a test).")
+display(Markdown("\n".join(lines)))

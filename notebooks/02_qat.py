@@ -13,147 +13,131 @@
 # ---
 
 # %% [markdown]
-# # 02 · Quantization-aware training: does it shrink the quantization gap?
+# # 02 · Late QAT at 6, 5 and 4 bits: the gap it closes and what it costs
 #
 # **Question.** The score counts only after the export round trip (quantize → compress → decompress →
-# dequantize). The *quantization gap* is q_val_bpb − val_bpb, the bpb lost in that round trip. Does
-# straight-through fake quantization during training (QAT) shrink the gap at int8, and at int6, where the
-# gap is larger? And, with no extra training, how does the gap of ordinary trained weights grow as the
-# export goes from 8 to 6, 5 and 4 bits?
+# dequantize); the *quantization gap* is q_val_bpb − val_bpb. At 8 bits the gap of these small models is about
+# zero, so there is nothing for QAT to shrink; at 6, 5 and 4 bits there is. Does straight-through fake
+# quantization over the last 15% of training ("late QAT") shrink the gap at those widths, does it improve the
+# final score, and what does it cost the unquantized model?
 #
 # **What was claimed.**
 # - Seed 000 (the SwiGLU + QAT proposal): int8 STE QAT over the last 15% of training "reduces quantization gap
-#   from 0.007 to ~0.002 at 13k steps → ~0.005 bpb saved" (estimate, not run on 8×H100).
-# - Seed 003 (https://github.com/openai/parameter-golf/pull/128, 1.1594): "STE fake int6 QAT — trains weights to survive 6-bit
-#   quantization", with int6 per-row export + zstd (pre-quant 1.1727, sliding-window score 1.1594).
-# - The NaiveBaseline record: the baseline's int8 gap is 0.0072 bpb (1.2172 → 1.2244). §2: with STE int6 on the
-#   blocks and an int8 embedding the gap was +0.0015 (MixedQuant), ~0.0001 with an fp16 embedding
-#   (smeargate_orthoinit), while uniform int6 without QAT or embedding protection cost +0.048; FP16Embed
-#   found int8 QAT "not worth" its step cost; from 04-01 on the records dropped QAT for GPTQ. §2 also records
-#   that the "late QAT" of several records never ran (torch.compile constant-folded a class attribute); in
-#   pgolf the switch is explicit instance state with a recompile, and its activation is logged.
+#   from 0.007 to ~0.002 at 13k steps → ~0.005 bpb saved" (an estimate, never run on 8×H100).
+# - Seed 003 (https://github.com/openai/parameter-golf/pull/128, 1.1594): "STE fake int6 QAT" from step 0 with an
+#   int6 per-row export + zstd.
+# - The records (https://github.com/openai/parameter-golf/tree/main/records): the baseline's int8 gap is
+#   0.0072 bpb on 8×H100; uniform int6 without QAT cost +0.048; from 2026-04-01 on the records dropped QAT for
+#   GPTQ. Several records' "late QAT" never ran (torch.compile constant-folded a class attribute); in pgolf the
+#   switch is explicit per-layer state with a recompile, and its activation step is logged (`qat_step`).
 #
-# **Method.** `tiny` preset on CPU; four arms: `no_qat` (control: int8 export), `qat_int8` (QAT with the
-# int8 export quantizer), `no_qat_int6` (attention and MLP matrices exported at 6 bits, no QAT), `qat_int6`
-# (QAT with the 6-bit quantizer and the 6-bit export). QAT uses exactly the export's quantizer (same clip,
-# same scale floor), is on from step 0 (`qat.start_frac=0`, seed 003's always-on STE; seed 000's late QAT is
-# `qat.start_frac=0.85` in `common`, which only changes the QAT arms), and evaluation always sees the real
-# weights. The embedding stays int8 in every arm. Fixed: step budget, batch, schedule, seeds, and every block
-# matrix quantized (`export.keep_float_max_numel=4096`; at tiny's width the official 65,536 threshold would
-# leave them all in fp16 and QAT would have nothing to do). QAT arms are compared with the no-QAT arm of the
-# same bit width, paired by seed.
+# **Method** (the research protocol, `pgolf.research.protocol`).
+# - Scales `micro` (10 seeds) and `small` (3 seeds), as in notebook 01. The **shared control** (`control`, the same
+#   runs as in 01 and 03) trains without QAT and exports at int8. Exporting is deterministic given the trained
+#   weights and does not change training, so the control's weights re-exported with the attention and MLP
+#   matrices at b bits (`pgolf.research.bits_sweep`) *are* the no-QAT arm at b bits: `control@int<b>`. The sweep
+#   scores the same targets as the runs' own evaluation, and its 8-bit point must reproduce the control's own
+#   q_val_bpb (checked below).
+# - QAT arms `qat_int<b>`: fake quantization with exactly the export's b-bit quantizer on the attention and MLP
+#   matrices, switched on at 85% of the steps (`qat.start_frac=0.85`), export at b bits. The embedding stays int8.
+# - Each QAT arm against `control@int<b>`, paired by seed: on the final score (q_val_bpb), on the gap, and on the
+#   pre-quantization val_bpb (QAT's cost). int8 appears only as the control's own export.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
-seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
-budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
-common: dict = {  # fixed overrides for every arm
-    "train.train_batch_tokens": 4096,  # tokens per optimizer step
-    "train.max_wallclock_seconds": 0,  # step budget only
-    "schedule.warmdown_iters": 40,  # linear LR decay over the last 40 steps
-    "train.val_loss_every": 75,  # validation curve resolution (steps)
-    "optim.muon_momentum_warmup_steps": 50,  # Muon momentum 0.85 -> 0.95 over the first 50 steps
-    "export.keep_float_max_numel": 4096,  # quantize every block matrix, as at d512 (tiny's are all < 65,536)
-}
-rerun: bool = False  # True: train (and re-evaluate the bit sweep) again even if results exist
+scales: list = ["micro", "small"]  # protocol scales (pgolf.research.protocol.SCALES)
+seeds: dict = {"micro": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "small": [0, 1, 2]}  # replicates per scale
+qat_bits: dict = {"micro": [6, 5, 4], "small": [6]}  # QAT arms per scale (bits of the fake quantizer and export)
+start_frac: float = 0.85  # QAT switches on at this fraction of the steps (seed 000: the last 15%)
+overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
+rerun: bool = False  # True: train (and re-run the sweep) again even if results exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
-sweep_arms: list = ["no_qat", "qat_int6"]  # whose trained weights are re-exported at each bit width
-sweep_bits: list = [8, 6, 5, 4]  # export bits for attention + MLP matrices in the no-training sweep
-eval_tokens: int = 60000  # validation tokens scored per point of the sweep (the first N of the val stream)
 
 # %%
-import json
-
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.research import figures
-from pgolf.research.ablate import ablate
+from pgolf.research import figures, late_qat, protocol
 from pgolf.research.bits_sweep import bits_sweep_table
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import compare, rule_threshold, summarize
 
 STUDY = "qat"
-CONTROL = "no_qat"
-INT6 = {"export.bits_attn": 6, "export.bits_mlp": 6}
-ARMS = {"no_qat": {}, "qat_int8": {"qat.enabled": True}, "no_qat_int6": INT6, "qat_int6": {"qat.enabled": True, **INT6}}
-PAIRS = [("qat_int8", "no_qat"), ("qat_int6", "no_qat_int6"), ("no_qat_int6", "no_qat")]  # (arm, its control)
 
+
+def qat_arm(bits: int) -> dict:
+    return {"qat.enabled": True, "qat.start_frac": start_frac, "export.bits_attn": bits, "export.bits_mlp": bits}
+
+
+ARMS = {sc: {f"qat_int{b}": qat_arm(b) for b in qat_bits[sc]} for sc in scales}
+QAT_ARMS = {b: f"qat_int{b}" for sc in scales for b in qat_bits[sc]}
 
 # %% [markdown]
 # ## Runs
 
 # %%
-runs = ablate(STUDY, base_preset, ARMS, seeds=seeds, budget_steps=budget_steps, common=common, rerun=rerun,
-              jobs=jobs or None)
+runs = pd.concat([protocol.study(sc, ARMS[sc], seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
+                  for sc in scales], ignore_index=True)
 figures.write_selection(runs_dir(), STUDY, runs)
-runs[["arm", "seed", "steps", "qat_step", "val_bpb", "q_val_bpb", "quant_gap_bpb", "artifact_bytes", "step_avg_ms"]]
+runs[["scale", "arm", "seed", "shared_control", "steps", "qat_step", "val_bpb", "q_val_bpb", "quant_gap_bpb",
+      "artifact_bytes"]]
 
 # %% [markdown]
-# `qat_step` is the step at which fake quantization switched on (logged by the trainer; empty for no-QAT arms).
+# `qat_step` is the step at which fake quantization switched on (logged by the trainer; empty for the control).
 #
-# ## Results
+# ## The control re-exported at each bit width
 #
-# Mean ± std over seeds; `artifact_bytes` is the compressed weights only.
-
-# %%
-display(arm_table(runs))
-threshold = rule_threshold(runs, "q_val_bpb")  # 0.005 nats in bpb; also used for the gap, which is in bpb
-tests = []
-for arm, control in PAIRS:
-    pair = runs[runs["arm"].isin([arm, control])]
-    for metric in ("quant_gap_bpb", "q_val_bpb"):
-        row = compare(pair, control, metric, threshold=threshold).loc[arm]
-        tests.append({"arm": arm, "control": control, "metric": metric, **row.to_dict()})
-tests = pd.DataFrame(tests).set_index(["arm", "control", "metric"])
-display(tests[["n_pairs", "test", "diff", "p", "p_rule", "clears_rule", "note"]])
-
-# %% [markdown]
-# ## The gap at 8, 6, 5 and 4 bits, without extra training
-#
-# The trained weights in each run folder (`final_model.pt`, before export) are exported again with the
-# attention and MLP matrices at each bit width (embedding unchanged at int8), loaded back, and scored on the
-# first `eval_tokens` validation tokens; the gap is against the same weights unquantized on the same tokens
-# (`pgolf.research.bits_sweep`). The table is stored under `runs/qat/analysis/` with its inputs and reused when
-# they have not changed, so this cell needs the weights only to recompute it: `final_model.pt` files are kept
-# local, not committed.
+# Every control run's raw weights (`final_model.pt`) exported at 8 bits and at each QAT arm's width, loaded
+# back and scored on the targets the official evaluation scored. Stored under `runs/qat/analysis/` with its
+# inputs (only recomputing it needs the weights, which are kept local).
 
 # %%
 DATASET = build_dataset(None, None)
-sweep = bits_sweep_table(runs_root=runs_dir(), runs=runs, arms=sweep_arms, bits=sweep_bits, eval_tokens=eval_tokens,
-                         dataset=DATASET, rerun=rerun)
-sweep_summary = sweep.groupby(["arm", "bits"], sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"])
-display(sweep_summary)
+controls = runs[runs["arm"] == protocol.CONTROL]
+targets = int(controls["val_tokens_scored"].iloc[0])
+sweep = bits_sweep_table(runs_root=runs_dir(), runs=controls, arms=[protocol.CONTROL],
+                         bits=sorted({8, *QAT_ARMS}, reverse=True), eval_tokens=targets, dataset=DATASET, rerun=rerun)
+check = sweep[sweep["bits"] == 8].merge(controls[["scale", "seed", "q_val_bpb", "val_bpb"]], on=["scale", "seed"],
+                                         suffixes=("_sweep", "_run"))
+worst = max((check["q_val_bpb_sweep"] - check["q_val_bpb_run"]).abs().max(),
+            (check["val_bpb_fp"] - check["val_bpb_run"]).abs().max())
+print(f"8-bit re-export vs the runs' own scores: largest difference {worst:.2e} bpb over {len(check)} runs")
+assert worst < 1e-5, "the sweep must reproduce the runs' own evaluation"
+display(sweep.groupby(["scale", "bits"], sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"]))
+
+# %% [markdown]
+# ## Results
+
+# %%
+for sc in scales:
+    display(Markdown(f"**{sc}**"))
+    display(arm_table(runs[runs["scale"] == sc]))
+tests = late_qat.comparisons(runs, sweep, QAT_ARMS)
+display(tests[["arm", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %%
 (fig_path,) = figures.qat_figure(runs_dir(), figures_dir())
 display(SVG(filename=str(fig_path)))
 
 # %% [markdown]
-# *Left: the quantization gap of each arm (mean ± std, seeds in grey). Middle: post-roundtrip val_bpb. Right:
-# the gap of trained weights re-exported at each bit width, mean line and one point per seed.*
+# *Per scale and bit width, each seed's QAT arm minus the control re-exported at the same bits (grey), their mean
+# and 95% CI (black): `score` = after the round trip, `gap` = the quantization gap, `pre_quant` = before the round
+# trip (QAT's cost). Zero: grey line; the record rule's −0.005 nats in bpb: red dashed.*
 #
 # ## Conclusion
 
 # %%
-manifest = json.loads((DATASET / "manifest.json").read_text())
-unigram = manifest["unigram_val_bpb"]
-gap = summarize(runs, "quant_gap_bpb")["mean"]
-control_bpb = summarize(runs, "val_bpb").loc[CONTROL, "mean"]
-lines = [
-    f"- The control reaches val_bpb {control_bpb:.4f}, {abs(unigram - control_bpb):.3f} bpb "
-    f"{'below' if control_bpb < unigram else 'above'} the corpus's unigram baseline ({unigram:.4f}).",
-    "- Mean quantization gaps: " + ", ".join(f"`{a}` {gap[a]:+.4f}" for a in ARMS if a in gap) + " bpb.",
-]
-for arm, control in PAIRS:
-    lines.append(f"- Gap, {verdict(tests.loc[(arm, control, 'quant_gap_bpb')], arm, control, 'bpb of gap')}")
-    lines.append(f"  Final score, {verdict(tests.loc[(arm, control, 'q_val_bpb')], arm, control, 'q_val_bpb')}")
-ctl_sweep = sweep[sweep["arm"] == CONTROL].groupby("bits")["gap_bpb"].mean() if len(sweep) else pd.Series(dtype=float)
-if len(ctl_sweep):
-    lines.append("- Without QAT the gap of the control's weights is "
-                 + ", ".join(f"{g:+.4f} at {b} bits" for b, g in ctl_sweep.sort_index(ascending=False).items())
-                 + f" (first {eval_tokens:,} val tokens). For comparison the baseline's int8 gap on 8×H100 was 0.0072"
-                 " (the NaiveBaseline record) and seed 000 expected QAT to bring it to ~0.002.")
+gap = sweep.groupby(["scale", "bits"])["gap_bpb"].agg(["mean", "std", "count"])
+lines = []
+for sc in scales:
+    lines.append(f"- **{sc}**: without QAT the control's gap is "
+                 + ", ".join(f"{gap.loc[(sc, b), 'mean']:+.4f} ± {gap.loc[(sc, b), 'std']:.4f} at {b} bits"
+                             for b in sorted({8, *qat_bits[sc]}, reverse=True)) + " (mean ± std over seeds).")
+    for b in qat_bits[sc]:
+        arm, ref = f"qat_int{b}", f"control@int{b}"
+        lines.append(f"  - int{b}, final score: {verdict(tests.loc[(sc, b, 'score')], arm, ref, 'q_val_bpb')}")
+        lines.append(f"  - int{b}, gap: {verdict(tests.loc[(sc, b, 'gap')], arm, ref, 'gap bpb')}")
+        lines.append(f"  - int{b}, cost before quantization: "
+                     f"{verdict(tests.loc[(sc, b, 'pre_quant')], arm, ref, 'val_bpb')}")
 display(Markdown("\n".join(lines)))

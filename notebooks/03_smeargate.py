@@ -13,102 +13,92 @@
 # ---
 
 # %% [markdown]
-# # 03 · SmearGate: scalar vs per-dimension
+# # 03 · SmearGate: scalar vs per-dimension, with enough seeds to tell them apart
 #
 # **Question.** SmearGate blends each token's embedding with the previous token's,
-# `x_t ← g·x_t + (1 − g)·x_{t−1}` with `g = sigmoid(gate)`, a cheap way to give the first layer bigram
-# context. Does it lower val_bpb, and is a gate per embedding dimension better than one scalar gate?
+# `x_t ← g·x_t + (1 − g)·x_{t−1}` with `g = sigmoid(gate)`, a cheap way to give the first layer bigram context.
+# Does it lower val_bpb, and is a gate per embedding dimension better than one scalar gate?
 #
 # **What was claimed.**
-# - Seed 004 (https://github.com/openai/parameter-golf/pull/194, 1.1480 3-seed mean): "Per-Dimension SmearGate … More
-#   expressive than scalar gating — each embedding dimension gets its own blend ratio. Zero-initialized,
-#   512 params", as one of five techniques together with int6 QAT, SWA, Muon WD and an fp16 embedding. The PR
-#   publishes no ablation that isolates the gate (no scalar-gate or no-gate run).
-# - The records: v1 (per-dim, gate initialized at 3.0, g≈0.95) in `2026-03-19_smeargate_orthoinit_muonwd`;
-#   v1′ (per-dim, gate at 0, g = 0.5, after the embedding norm) in the PR #162 lineage with no published
-#   ablation; removed in 04-01 ("less necessary after increasing vocab"); a 13-parameter input-dependent
-#   v2 returned in 04-16; SmearGate hurt looped models (DepthRecurrence non-record).
-# - The **BOS rule** (found in the audit of https://github.com/openai/parameter-golf/pull/1797): in a packed stream the last token of
-#   document N was smeared into the BOS of document N+1. pgolf's gate never blends across a BOS token
-#   (`model.bos_id`, default 1; every document in the shards starts with BOS), so no document sees the
-#   previous one through the gate.
+# - Seed 004 (https://github.com/openai/parameter-golf/pull/194, 1.1480 3-seed mean): "Per-Dimension SmearGate …
+#   More expressive than scalar gating — each embedding dimension gets its own blend ratio. Zero-initialized,
+#   512 params", as one of five techniques; the PR publishes no run that isolates the gate.
+# - The records (https://github.com/openai/parameter-golf/tree/main/records): per-dim gates initialized at 3.0
+#   (g ≈ 0.95) and at 0 (g = 0.5) both appear without a published ablation; removed on 2026-04-01 ("less
+#   necessary after increasing vocab"); an input-dependent 13-parameter version returned on 2026-04-16.
+# - The **BOS rule** (from the audit of https://github.com/openai/parameter-golf/pull/1797): in a packed stream
+#   the last token of document N was smeared into the BOS of document N+1. pgolf's gate never blends across a
+#   BOS token (`model.bos_id`), so no document sees the previous one through the gate.
 #
-# **Method.** `tiny` preset on CPU; arms `none` (control, no gate), `scalar` (`model.smear_gate=scalar`,
-# one parameter) and `per_dim` (`model.smear_gate=per_dim`, 128 parameters). Both gates start at seed
-# 004's zero init (`"model.smear_init": "half"` in `common`: logit 0, g = 0.5, an even mix of x_t and
-# x_{t-1}); `"identity"` (logit 3.0, g ≈ 0.95) starts almost as without the gate. The gate sits before the embedding RMSNorm and is trained by Adam with the other scalars; it is a
-# control tensor, so the export keeps it in fp32. Fixed: step budget, batch, schedule, seeds, int8 export with
-# every block matrix quantized. Arms are paired by seed.
+# **Method** (the research protocol, `pgolf.research.protocol`).
+# - Scales `micro` and `small`. The earlier 3-seed pilot at d=128 measured per-dim − scalar ≈ −0.012 bpb with a
+#   paired sd that made 7 seeds enough at α = 0.01; this study uses 10 micro seeds and reports the seeds the
+#   measured spread would need.
+# - Arms: the **shared control** (`control`, no gate: the same runs as in 01 and 02), `smear_scalar` (one
+#   parameter) and `smear_per_dim` (d parameters). **Gate init as run: logit 0, g = 0.5** (`model.smear_init=half`,
+#   seed 004's "zero-initialized"), an even mix of x_t and x_{t−1} at step 0; the gate sits before the embedding
+#   RMSNorm, is trained by Adam with the other scalars and exported in fp32 (a control tensor).
+# - Common random numbers as in 01: the gated arms share every other tensor's init and the data order with the
+#   control. Comparisons: each gate vs the control, and per-dim vs scalar, paired by seed.
 
 # %% tags=["parameters"]
-base_preset: str = "tiny"  # CPU-sized baseline (pgolf.running.presets.tiny): 4L d128 4H/2KV, seq 256
-seeds: list = [0, 1, 2]  # one run per arm and seed; arms are paired by seed
-budget_steps: int = 150  # optimizer steps per run; no wallclock cap, so runs regenerate identically
-common: dict = {  # fixed overrides for every arm
-    "train.train_batch_tokens": 4096,  # tokens per optimizer step
-    "train.max_wallclock_seconds": 0,  # step budget only
-    "schedule.warmdown_iters": 40,  # linear LR decay over the last 40 steps
-    "train.val_loss_every": 75,  # validation curve resolution (steps)
-    "optim.muon_momentum_warmup_steps": 50,  # Muon momentum 0.85 -> 0.95 over the first 50 steps
-    "export.keep_float_max_numel": 4096,  # quantize every block matrix, as at d512 (tiny's are all < 65,536)
-    "model.smear_init": "half",  # seed 004's zero-initialized gate (g = 0.5); no effect on the `none` arm
-}
+scales: list = ["micro", "small"]  # protocol scales (pgolf.research.protocol.SCALES)
+seeds: dict = {"micro": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "small": [0, 1, 2]}  # replicates per scale
+smear_init: str = "half"  # gate init of both gated arms: "half" (logit 0, g = 0.5) or "identity" (logit 3, g ≈ 0.95)
+overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train again even if finished runs with these configs exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
 
 # %%
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
 from pgolf.core.model.embed import SMEAR_INIT_LOGIT
 from pgolf.core.paths import figures_dir, runs_dir
-from pgolf.data.build import build_dataset
-from pgolf.research import figures
-from pgolf.research.ablate import ablate
+from pgolf.research import figures, protocol
 from pgolf.research.report import arm_table, verdict
 from pgolf.research.smear_gates import gate_table_cached
-from pgolf.research.stats import compare, summarize
+from pgolf.research.stats import compare, seeds_needed
 
 STUDY = "smeargate"
-CONTROL = "none"
-ARMS = {"none": {}, "scalar": {"model.smear_gate": "scalar"}, "per_dim": {"model.smear_gate": "per_dim"}}
+GATED = {"smear_scalar": {"model.smear_gate": "scalar", "model.smear_init": smear_init},
+         "smear_per_dim": {"model.smear_gate": "per_dim", "model.smear_init": smear_init}}
+INIT_G = 1 / (1 + np.exp(-SMEAR_INIT_LOGIT[smear_init]))
+
 # %% [markdown]
 # ## Runs
 
 # %%
-runs = ablate(STUDY, base_preset, ARMS, seeds=seeds, budget_steps=budget_steps, common=common, rerun=rerun,
-              jobs=jobs or None)
+runs = pd.concat([protocol.study(sc, GATED, seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
+                  for sc in scales], ignore_index=True)
 figures.write_selection(runs_dir(), STUDY, runs)
-runs[["arm", "seed", "steps", "model_params", "val_bpb", "q_val_bpb", "artifact_bytes", "step_avg_ms", "stale_code"]]
+runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bpb", "q_val_bpb", "step_avg_ms"]]
 
 # %% [markdown]
 # ## Results
-#
-# Mean ± std over seeds; `artifact_bytes` is the compressed weights only. The tests compare each gate with no
-# gate, and `per_dim` with `scalar` (seed 004's claim).
 
 # %%
-display(arm_table(runs))
-tests = pd.concat({
-    "vs none": compare(runs, CONTROL, "q_val_bpb"),
-    "vs scalar": compare(runs[runs["arm"].isin(["scalar", "per_dim"])], "scalar", "q_val_bpb"),
-}, names=["comparison"])
-display(tests[["n_pairs", "test", "diff", "p", "p_rule", "threshold", "clears_rule", "note"]])
+for sc in scales:
+    display(Markdown(f"**{sc}**"))
+    display(arm_table(runs[runs["scale"] == sc]))
+per_dim_vs_scalar = pd.concat(
+    {sc: compare(g[g["arm"].isin(list(GATED))], "smear_scalar", "q_val_bpb") for sc, g in runs.groupby("scale", sort=False)},
+    names=["scale"])
+tests = pd.concat({"vs control": protocol.comparisons(runs), "per_dim vs scalar": per_dim_vs_scalar},
+                  names=["comparison"])
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde", "clears_rule"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %% [markdown]
 # ## What the gates learned
 #
-# `sigmoid(smear.gate)` from each run's final weights: the weight kept on the current token (the rest comes
-# from the previous token). 1.0 would mean the gate is unused; the start value is sigmoid(3) ≈ 0.953 under
-# the default init. The values are stored under `runs/smeargate/analysis/` with the runs they come from
-# (`pgolf.research.smear_gates`), so only recomputing them needs the `final_model.pt` files, kept local.
+# `sigmoid(smear.gate)` from each gated run's final weights: the weight kept on the current token (the rest comes
+# from the previous token); it starts at the init above. Stored under `runs/smeargate/analysis/`
+# (`pgolf.research.smear_gates`); only recomputing it needs the `final_model.pt` files, kept local.
 
 # %%
-gates = gate_table_cached(runs_root=runs_dir(), runs=runs[runs["arm"] != CONTROL], rerun=rerun)
+gates = gate_table_cached(runs_root=runs_dir(), runs=runs[runs["arm"] != protocol.CONTROL], rerun=rerun)
 display(gates.drop(columns=["values"]).style.format({c: "{:.3f}" for c in ("mean", "min", "max", "share_from_previous")}))
 
 # %%
@@ -116,29 +106,26 @@ display(gates.drop(columns=["values"]).style.format({c: "{:.3f}" for c in ("mean
 display(SVG(filename=str(fig_path)))
 
 # %% [markdown]
-# *Left: post-roundtrip val_bpb per arm (mean ± std, seeds in grey). Right: learned gate values, the
-# per-dimension gates sorted from largest to smallest (one line per seed), the scalar gates as horizontal lines.*
+# *Per scale: each seed's difference from the shared control after the round trip (grey), their mean and 95% CI
+# (black), zero and the rule's −0.005 nats (red dashed). Right: the learned gates, per-dim sorted (one line per
+# run), scalar as horizontal lines.*
 #
 # ## Conclusion
 
 # %%
-manifest = json.loads((build_dataset(None, None) / "manifest.json").read_text())
-unigram = manifest["unigram_val_bpb"]
-control_bpb = summarize(runs, "val_bpb").loc[CONTROL, "mean"]
-gated = runs[runs["arm"] != CONTROL]
-smear_init = json.loads((Path(gated["path"].iloc[0]) / "config.json").read_text())["model"]["smear_init"]
-init_g = 1 / (1 + np.exp(-SMEAR_INIT_LOGIT[smear_init]))  # the gates' value at step 0
-lines = [
-    f"- The control reaches val_bpb {control_bpb:.4f}, {abs(unigram - control_bpb):.3f} bpb "
-    f"{'below' if control_bpb < unigram else 'above'} the corpus's unigram baseline ({unigram:.4f}).",
-    f"- Scalar gate vs none: {verdict(tests.loc[('vs none', 'scalar')], 'scalar', CONTROL, 'q_val_bpb')}",
-    f"- Per-dim gate vs none: {verdict(tests.loc[('vs none', 'per_dim')], 'per_dim', CONTROL, 'q_val_bpb')}",
-    f"- Per-dim vs scalar (seed 004's claim that per-dim is better): "
-    f"{verdict(tests.loc[('vs scalar', 'per_dim')], 'per_dim', 'scalar', 'q_val_bpb')}",
-]
+lines = [f"- Gate init as run: `{smear_init}`, g = {INIT_G:.3f} at step 0 in both gated arms."]
+for sc in scales:
+    for arm in GATED:
+        lines.append(f"- **{sc}**, {arm} vs no gate: {verdict(tests.loc[('vs control', sc, arm)], arm, 'control', 'q_val_bpb')}")
+    row = tests.loc[("per_dim vs scalar", sc, "smear_per_dim")]
+    lines.append(f"- **{sc}**, per-dim vs scalar (seed 004's claim): "
+                 f"{verdict(row, 'smear_per_dim', 'smear_scalar', 'q_val_bpb')}")
+    if pd.notna(row["sd_diff"]) and row["sd_diff"] > 0 and row["diff"] != 0:
+        lines.append(f"  With this spread (sd of paired differences {row['sd_diff']:.4f}), a true difference of the "
+                     f"measured size ({row['diff']:+.4f}) needs {seeds_needed(sd_diff=row['sd_diff'], effect=row['diff'])} "
+                     "seeds at α = 0.01 and power 0.8.")
 if len(gates):
     moved = gates.groupby("arm")["mean"].mean()
     lines.append("- Mean learned gate " + ", ".join(f"`{a}` {v:.3f}" for a, v in moved.items())
-                 + f" (start {init_g:.3f}): the models take on average "
-                 + ", ".join(f"{1 - v:.1%}" for v in moved.values) + " of each embedding from the previous token.")
+                 + f" (start {INIT_G:.3f}).")
 display(Markdown("\n".join(lines)))

@@ -2,9 +2,9 @@
 
 nbval (``pytest notebooks/``) runs the notebooks with their real parameters in reuse-only mode against the
 committed runs, so it never trains; this file covers the training path: each notebook trains a 2-layer
-width-64 model for 2 steps (1 seed; 2 seeds in 01 so the paired test runs) into a temporary ``PGOLF_OUT``
-and must succeed and write its figure. The notebooks share one output folder and run in order, so 04 and 05
-reuse the quickstart run that 00 trained, as they do with the real settings.
+width-64 model for 2 steps (the protocol's micro scale with a 2-step budget, 2 seeds so the paired tests run)
+into a temporary ``PGOLF_OUT`` and must succeed and write its figure. The notebooks share one output folder
+and run in order, so 02-05 reuse the shared control runs that 01 trained, as they do with the real settings.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ MICRO = {  # tiny enough for CI: a training step takes well under a second on on
     "eval.max_tokens": 4096, "train.val_batch_size": 4096, "export.keep_float_max_numel": 1024,
 }
 COMMON = {"budget_steps": 2, "common": MICRO}
+SMOKE = {"train.iterations": 2, "schedule.warmdown_iters": 1, "optim.muon_momentum_warmup_steps": 1,
+         "eval.max_tokens": 4096, "train.val_batch_size": 4096}  # on top of the protocol's micro scale
+STUDY = {"scales": ["micro"], "overrides": SMOKE}
 PARAMS = {
     "00_quickstart": COMMON,
-    "01_swiglu_vs_relu2": {**COMMON, "seeds": [0, 1]},
-    "02_qat": {**COMMON, "seeds": [0], "eval_tokens": 2048, "sweep_bits": [8, 4]},
-    "03_smeargate": {**COMMON, "seeds": [0]},
-    "04_eval": {**COMMON, "eval_tokens": 2048, "strides": [0, 32], "eval_lens": [64, 128]},
-    "05_compression": {**COMMON, "eval_tokens": 2048, "bit_grid": [[8, 8], [6, 4]], "compressors": ["zlib", "zstd"],
-                       "prune_fracs": [0.0, 0.03], "real_presets": ["tiny"]},
+    "01_swiglu_vs_relu2": {**STUDY, "seeds": {"micro": [0, 1]}},
+    "02_qat": {**STUDY, "seeds": {"micro": [0, 1]}, "qat_bits": {"micro": [4]}},
+    "03_smeargate": {**STUDY, "seeds": {"micro": [0, 1]}},
+    "04_eval": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "strides": [0, 32], "eval_lens": [128, 256]},
+    "05_compression": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "bit_grid": [[8, 8], [6, 4]],
+                       "compressors": ["zlib", "zstd"], "prune_fracs": [0.0, 0.03], "calibrate": False},
 }
 FIGURES = {
     "00_quickstart": ["quickstart.svg"],
