@@ -108,6 +108,16 @@ class DataConfig:
     train_pattern: str = "fineweb_train_*.bin"  # train shard glob inside path
     val_pattern: str = "fineweb_val_*.bin"  # validation shard glob inside path
     tokenizer_path: str = ""  # SentencePiece .model; "" = <path>/tokenizer.model or the manifest's
+    # Train batch order: "sequential" = the official stream; "permuted" = blocks of train_seq_len + 1 tokens
+    # in a per-epoch permutation seeded by (order_seed, epoch), apart from train.seed (pgolf.core.data.permuted).
+    order: Literal["sequential", "permuted"] = "sequential"
+    order_seed: int = 0  # seed of the permuted order (ignored by "sequential")
+
+    def __post_init__(self) -> None:
+        _check(self.order in ("sequential", "permuted"), "data.order",
+               f"expected 'sequential' or 'permuted', got {self.order!r}")
+        _check(isinstance(self.order_seed, int) and not isinstance(self.order_seed, bool) and self.order_seed >= 0,
+               "data.order_seed", f"expected an integer >= 0, got {self.order_seed!r}")
 
 
 @dataclass

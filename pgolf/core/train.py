@@ -379,9 +379,8 @@ class Trainer:
         return m
 
     def _make_loader(self):
-        from pgolf.core.data.loader import DistributedTokenLoader
-        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
-                                      vocab_size=self.cfg.model.vocab_size)
+        from pgolf.core.data.permuted import make_train_loader
+        return make_train_loader(self.cfg, self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
 
     def _progress(self, step: int, elapsed_ms: float) -> float:
         t = self.cfg.train
