@@ -71,6 +71,9 @@ class ModelConfig:
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
     embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
+    # global: the official init from the global RNG in creation order; per_name: every random parameter re-drawn
+    # from its own generator seeded by (train.seed, its name), so arms share every common tensor (model/init.py)
+    init_seeding: Literal["global", "per_name"] = "global"
     # Parameters whose name contains one of these are control tensors: Adam (never Muon), kept fp32 in the
     # official dtype layout, stored fp32 in the artifact (less export.control_exclude).
     control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS
