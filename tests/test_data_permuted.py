@@ -133,5 +133,6 @@ def test_trainer_resume_continues_the_permuted_order(small_dataset, tmp_path):
     losses = {r: {x["step"]: x["train_loss"] for x in rows[r] if "train_loss" in x} for r in rows}
     assert losses["cut"] == losses["full"] and len(losses["full"]) == 6
     assert resumed["val_loss"] == full["val_loss"]
+    assert (full["data_order"], full["data_order_seed"], full["init_seed"]) == ("permuted", 3, cfg.train.seed)
     sequential = train(micro_config(small_dataset, **{"train.iterations": 6}), tmp_path / "seq", console=False)
     assert sequential["val_loss"] != full["val_loss"]  # the switch changes what is read
