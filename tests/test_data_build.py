@@ -255,3 +255,53 @@ def test_normalize_none_keeps_the_text_bit_for_bit(tmp_path):
     assert not any("\n" in d or "  " in d for d in ddocs["train"] + ddocs["val"])  # what the default normalizes
     with pytest.raises(BuildError, match="normalize='raw': expected one of paragraphs, none"):
         build_dataset([src], tmp_path / "x", normalize="raw")
+
+
+def _train_documents(out):
+    """The train stream cut at BOS tokens, as token tuples in shard order."""
+    _, toks = _split_tokens(out, "train")
+    starts = np.flatnonzero(toks == 1)
+    return [tuple(toks[a:b].tolist()) for a, b in zip(starts, [*starts[1:], toks.size])]
+
+
+def test_train_order_is_shuffled_by_a_recorded_seed(built, corpus_dir, tmp_path):
+    """The train documents' order depends on the seed (default 0) and nothing else does: same documents, same val
+    shards, same tokenizer; shuffle_seed=None writes them in source order."""
+    other = build_dataset([corpus_dir], tmp_path / "s1", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS, shuffle_seed=1)
+    plain = build_dataset([corpus_dir], tmp_path / "src", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS, shuffle_seed=None)
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (built, other, plain)]
+    assert [m["train_shuffle_seed"] for m in manifests] == [0, 1, None]
+    assert "default_rng(0)" in manifests[0]["train_order_rule"] and "source order" in manifests[2]["train_order_rule"]
+    assert len({m["cache_key"] for m in manifests}) == 3
+    for m in manifests[1:]:
+        assert m["tokenizer_sha256"] == manifests[0]["tokenizer_sha256"]
+        assert m["splits"]["train"]["tokens"] == manifests[0]["splits"]["train"]["tokens"]
+        val = {k: v["sha256"] for k, v in m["files"].items() if k.startswith("fineweb_val_")}
+        assert val == {k: v["sha256"] for k, v in manifests[0]["files"].items() if k.startswith("fineweb_val_")}
+    orders = [_train_documents(d) for d in (built, other, plain)]
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2])  # the same documents, tokens included
+    # source order: the train documents of load_documents, in that order, encoded as the build does
+    sp = load_tokenizer(plain / "tokenizer.model")
+    docs = [d for d in build_mod.load_documents([corpus_dir]) if not is_val_document(d, build_mod.DEFAULT_VAL_FRACTION)]
+    assert orders[2] == [(1, *ids) for ids in sp.encode(docs, out_type=int)]
+    assert orders[0] == [orders[2][i] for i in build_mod.train_order(len(docs), 0)]
+    with pytest.raises(BuildError, match="shuffle_seed must be a non-negative integer or None"):
+        build_dataset([corpus_dir], tmp_path / "x", shuffle_seed=-1)
+
+
+def test_cli_shuffle_flags(tmp_path, monkeypatch):
+    import argparse
+
+    from pgolf.data import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "build_dataset", lambda *a, **kw: seen.append(kw["shuffle_seed"]) or tmp_path)
+    parser = argparse.ArgumentParser(prog="pgolf")
+    cli.register(parser.add_subparsers(dest="command"))
+    for flags in ([], ["--shuffle-seed", "3"], ["--no-shuffle"]):
+        args = parser.parse_args(["data", "build", *flags])
+        assert args.func(args) == 0
+    assert seen == [0, 3, None]
+    with pytest.raises(SystemExit):  # one or the other
+        parser.parse_args(["data", "build", "--no-shuffle", "--shuffle-seed", "3"])

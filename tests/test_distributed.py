@@ -21,9 +21,11 @@ def val_losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
 
 
-def test_two_process_gloo_matches_single_process(micro, tmp_path):
+@pytest.mark.parametrize("order", ["sequential", "permuted"])
+def test_two_process_gloo_matches_single_process(micro, tmp_path, order):
     # grad_accum_steps=0 is the official rule 8 // world_size: 8 micro-batches on 1 rank, 4 on each of 2
-    cfg = micro(**{"train.grad_accum_steps": 0, "train.val_loss_every": 2, "train.iterations": 6})
+    cfg = micro(**{"train.grad_accum_steps": 0, "train.val_loss_every": 2, "train.iterations": 6,
+                   "data.order": order, "data.order_seed": 5})
     single = train(cfg, tmp_path / "single", console=False)
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(cfg.to_json())

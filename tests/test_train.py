@@ -52,6 +52,10 @@ def test_run_folder_contents_and_protection(micro, tmp_path):
     assert read_status(run)["status"] == "finished"
     env = json.loads((run / "environment.json").read_text())
     assert {"git_sha", "git_dirty", "torch", "python"} <= set(env)
+    dataset = json.loads((run / "dataset.json").read_text())
+    assert env["dataset_sha256"] == dataset["dataset_sha256"] == s["dataset_sha256"] and len(env["dataset_sha256"]) == 64
+    assert (s["init_seed"], s["init_seeding"], s["data_order"], s["data_order_seed"]) == (
+        cfg.train.seed, "global", "sequential", 0)
     log = (run / "train.log").read_text()
     assert "step:8/8 val_loss:" in log and "final_int8_zlib_roundtrip_exact val_loss:" in log
     # baseline export settings: the official artifact name and log line names

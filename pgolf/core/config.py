@@ -71,6 +71,9 @@ class ModelConfig:
     proj_init_gain: float = 0.0  # >0: orthogonal init of output projections scaled by gain/sqrt(2L)
     resid_mix_init: Literal["default", "phase"] = "default"  # phase: sigmoid(3(i/(L-1)-0.5)) mix
     embed_init: Literal["normal", "overtone"] = "normal"  # overtone: spectrum S_k = S_1 k^-1/2
+    # global: the official init from the global RNG in creation order; per_name: every random parameter re-drawn
+    # from its own generator seeded by (train.seed, its name), so arms share every common tensor (model/init.py)
+    init_seeding: Literal["global", "per_name"] = "global"
     # Parameters whose name contains one of these are control tensors: Adam (never Muon), kept fp32 in the
     # official dtype layout, stored fp32 in the artifact (less export.control_exclude).
     control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS
@@ -108,6 +111,16 @@ class DataConfig:
     train_pattern: str = "fineweb_train_*.bin"  # train shard glob inside path
     val_pattern: str = "fineweb_val_*.bin"  # validation shard glob inside path
     tokenizer_path: str = ""  # SentencePiece .model; "" = <path>/tokenizer.model or the manifest's
+    # Train batch order: "sequential" = the official stream; "permuted" = blocks of train_seq_len + 1 tokens
+    # in a per-epoch permutation seeded by (order_seed, epoch), apart from train.seed (pgolf.core.data.permuted).
+    order: Literal["sequential", "permuted"] = "sequential"
+    order_seed: int = 0  # seed of the permuted order (ignored by "sequential")
+
+    def __post_init__(self) -> None:
+        _check(self.order in ("sequential", "permuted"), "data.order",
+               f"expected 'sequential' or 'permuted', got {self.order!r}")
+        _check(isinstance(self.order_seed, int) and not isinstance(self.order_seed, bool) and self.order_seed >= 0,
+               "data.order_seed", f"expected an integer >= 0, got {self.order_seed!r}")
 
 
 @dataclass

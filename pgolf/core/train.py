@@ -379,9 +379,8 @@ class Trainer:
         return m
 
     def _make_loader(self):
-        from pgolf.core.data.loader import DistributedTokenLoader
-        return DistributedTokenLoader(self.ds.train_files, self.d.rank, self.d.world_size, self.d.device,
-                                      vocab_size=self.cfg.model.vocab_size)
+        from pgolf.core.data.permuted import make_train_loader
+        return make_train_loader(self.cfg, self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
 
     def _progress(self, step: int, elapsed_ms: float) -> float:
         t = self.cfg.train
@@ -416,7 +415,7 @@ class Trainer:
 
     # -- stage 1: set-up ----------------------------------------------------------------------------
     def setup(self) -> None:
-        """Seed, write ``config.json``/``environment.json``/``dataset.json`` (not on resume), mark the run running,
+        """Seed, write ``config.json``/``dataset.json``/``environment.json`` (not on resume), mark the run running,
         load and check the data, build the model (:meth:`setup_model`), the token loader, switch QAT on at step 0
         when ``qat.start_frac <= 0``, prime compilation (``train.warmup_steps``), and on resume restore the
         checkpoint. Afterwards every attribute the other stages use exists."""
@@ -432,12 +431,12 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         if not self.resume:
             self.out.json("config.json", cfg.to_dict())
-            self.out.json("environment.json", environment())
         self.out.status("running", rank_count=d.world_size, **process_identity())
         self.ds, self.dataset_id, self.luts, self.val_periodic, self.val_final, self.official_eval = load_data(cfg, d)
         check_eval_fits(cfg, self.val_final, self.official_eval, d.world_size, self.accum)
         if not self.resume:
             self.out.json("dataset.json", self.dataset_id.record())
+            self.out.json("environment.json", {**environment(), "dataset_sha256": self.dataset_id.sha256})
         for line in self.dataset_id.log_lines():
             self.log(line)
         self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
@@ -739,6 +738,8 @@ class Trainer:
             "train_time_ms": training_time_ms,
             "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
             "compile_priming_ms": self.compile_ms, "model_params": self.n_params, "seed": cfg.train.seed,
+            "init_seed": cfg.train.seed, "init_seeding": cfg.model.init_seeding, "data_order": cfg.data.order,
+            "data_order_seed": cfg.data.order_seed,
             "val_loss": pre.val_loss, "val_bpb": pre.val_bpb, "q_val_loss": q.val_loss, "q_val_bpb": q.val_bpb,
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else

@@ -27,6 +27,14 @@ text, read as an integer and divided by 2**32, are below ``val_fraction``. The s
 on the document itself, so it is stable when documents are added, removed or reordered, and
 identical documents always land in the same split.
 
+Train order (``shuffle_seed``, recorded in the manifest as ``train_shuffle_seed`` with
+``train_order_rule``, part of the cache key): the train documents are written to the train shards in the
+order ``numpy.random.default_rng(shuffle_seed).permutation(n_train)`` of their source order, so a run
+reading the stream from the start does not see one book after another (whose boundaries make the same loss
+spikes in every run). ``shuffle_seed=None`` keeps the source order. Val documents always keep their source
+order, and the tokenizer is always trained on the train documents in source order, so neither changes with
+the seed.
+
 Output (the official names, so the official ``train_gpt.py`` reads it too): ``tokenizer.model``
 (+ ``.vocab``, trained on train documents only), ``fineweb_val_000000.bin``..., 
 ``fineweb_train_000000.bin``... (each document is BOS, id 1, then its tokens; no EOS, like the
@@ -78,6 +86,7 @@ MANIFEST_FORMAT = BUILT_MANIFEST
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SHARD_TOKENS = 1_000_000  # official exports use 100M; small shards exercise multi-shard reading
 TEXT_SUFFIXES = (".txt", ".md")
+DEFAULT_SHUFFLE_SEED = 0
 SPLIT_RULE = "val iff int(sha256(utf8(text)).hexdigest()[:8], 16) / 2**32 < val_fraction"
 LEGACY_TEMP_MAX_AGE_S = 24 * 3600  # unnamed temp folders of older builds older than this are stale
 _TEMP_DIR_TAIL = r"(?:building|old)-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)-)?[0-9a-f]{8}"  # legacy: no pid@host
@@ -177,6 +186,19 @@ def load_documents(sources: list[Path] | None, normalize: str = "paragraphs") ->
     if not docs:
         raise BuildError(f"no non-empty documents in {', '.join(str(s) for s in sources)}")
     return docs
+
+
+def train_order(n_train: int, shuffle_seed: int | None) -> list[int]:
+    """Indices (into the train documents in source order) in the order they are written (module docstring)."""
+    if shuffle_seed is None:
+        return list(range(n_train))
+    return [int(i) for i in np.random.default_rng(shuffle_seed).permutation(n_train)]
+
+
+def train_order_rule(shuffle_seed: int | None) -> str:
+    if shuffle_seed is None:
+        return "source order (file order, then order inside each file)"
+    return f"numpy.random.default_rng({shuffle_seed}).permutation(n_train) of the train documents in source order"
 
 
 def is_val_document(text: str, val_fraction: float) -> bool:
@@ -309,6 +331,7 @@ def build_dataset(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     force: bool = False,
     normalize: str = "paragraphs",
+    shuffle_seed: int | None = DEFAULT_SHUFFLE_SEED,
 ) -> Path:
     """Build (or return the cached) dataset folder; see the module docstring for every rule."""
     if not 0.0 < val_fraction < 1.0:
@@ -316,6 +339,8 @@ def build_dataset(
     if shard_tokens <= 0:
         raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
     _check_normalize(normalize)
+    if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0):
+        raise BuildError(f"shuffle_seed must be a non-negative integer or None (source order), got {shuffle_seed!r}")
     if not 0 < vocab_size <= 2**16:
         raise BuildError(f"vocab_size must be in [1, 65536] to fit uint16 shards, got {vocab_size}")
     sources = None if sources is None else [Path(s) for s in sources]
@@ -325,7 +350,8 @@ def build_dataset(
     records = source_records(sources)
     trainer_extra = VERBATIM_TRAINER_OPTIONS if normalize == "none" else {}
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
-              "normalize": normalize, "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS, **trainer_extra}}
+              "normalize": normalize, "train_shuffle_seed": shuffle_seed,
+              "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS, **trainer_extra}}
     key = _cache_key(records, params)
     if not force and _is_cached(out_dir, key):
         return out_dir
@@ -354,7 +380,10 @@ def build_dataset(
                 f"the tokenizer trained on these sources has {sp.vocab_size()} pieces, not vocab_size={vocab_size}; "
                 "use more text or a smaller vocab_size"
             )
-        split_stats = _encode_and_write(sp, docs, is_val, tmp, shard_tokens)
+        # Val documents first in source order (their own shards), then the train documents in the train order.
+        train_docs = [d for d, v in zip(docs, is_val) if not v]
+        written = [d for d, v in zip(docs, is_val) if v] + [train_docs[i] for i in train_order(len(train_docs), shuffle_seed)]
+        split_stats = _encode_and_write(sp, written, sorted(is_val, reverse=True), tmp, shard_tokens)
         luts = build_byte_luts(sp, vocab_size)
         train_files = sorted(tmp.glob("fineweb_train_*.bin"))
         val_files = sorted(tmp.glob("fineweb_val_*.bin"))
@@ -371,6 +400,7 @@ def build_dataset(
             "sources": records,
             "document_rule": DOCUMENT_RULES[normalize],
             "split_rule": SPLIT_RULE,
+            "train_order_rule": train_order_rule(shuffle_seed),
             **params,
             "tokenizer": "tokenizer.model",
             "tokenizer_vocab": "tokenizer.vocab",

@@ -12,6 +12,7 @@ from pgolf.core.data.shards import ShardError, shard_stats, total_stats
 from pgolf.core.data.tokenizer import TokenizerError
 from pgolf.data.build import (
     DEFAULT_SHARD_TOKENS,
+    DEFAULT_SHUFFLE_SEED,
     DEFAULT_VAL_FRACTION,
     NORMALIZE_MODES,
     BuildError,
@@ -40,6 +41,11 @@ def register(subparsers) -> None:
                    help="paragraphs (default): join wrapped lines, collapse whitespace, and the official tokenizer "
                         "normalization (NFKC, whitespace runs to one space); none: keep the text byte for byte "
                         "(tokenizer without normalization; see pgolf/data/build.py)")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--shuffle-seed", type=int, default=DEFAULT_SHUFFLE_SEED, metavar="N",
+                       help=f"seed of the train documents' order in the shards (default {DEFAULT_SHUFFLE_SEED}; "
+                            "val order and the tokenizer do not depend on it)")
+    order.add_argument("--no-shuffle", action="store_true", help="write the train documents in source order")
     p.set_defaults(func=_guard(_build))
 
     p = sub.add_parser("inspect", help="print shard statistics and the manifest summary")
@@ -76,6 +82,7 @@ def _build(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         force=args.force,
         normalize=args.normalize,
+        shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
     )
     print(out)
     _print_manifest(read_manifest(out))
