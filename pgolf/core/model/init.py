@@ -152,6 +152,8 @@ def reseed_per_name(model: nn.Module, cfg: ModelConfig, init_seed: int) -> nn.Mo
     params = dict(model.named_parameters())
     for name, draw in random_parameters(model, cfg).items():
         p = params[name]
+        if p.is_meta:  # a model built on the meta device (parameter counting) holds no values to draw
+            continue
         g = torch.Generator(device=p.device).manual_seed(name_seed(init_seed, name))
         draw(p, g)
     return model
