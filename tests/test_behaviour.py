@@ -84,8 +84,16 @@ def test_fingerprint_sees_a_change_of_behaviour(micro, other):
     assert diff is not None and "rtol 1e-05" in diff
 
 
+@pytest.mark.parametrize("other", [{"eval.stride": 16}, {"eval.tail": "score"}])
+def test_fingerprint_sees_a_change_of_evaluation(micro, other):
+    a, b = behaviour.fingerprint(micro()), behaviour.fingerprint(micro(**other))
+    assert a["losses"] == b["losses"] and a["eval_official"] == b["eval_official"]  # training untouched
+    assert behaviour.compare(a, b).startswith("eval_final")
+
+
 def test_compare_names_the_first_difference():
-    fp = {"version": 1, "losses": [7.0, 6.9], "loss": 6.8, "q_loss": 6.81, "update_probe": 0.5}
+    fp = {"version": 1, "losses": [7.0, 6.9], "loss": 6.8, "q_loss": 6.81, "update_probe": 0.5,
+          "eval_official": [6.8, 3.1], "eval_final": [6.8, 3.1]}
     assert behaviour.compare(dict(fp, losses=[7.0, 6.9 * (1 + 3e-6)]), fp) is None  # within rtol
     assert behaviour.compare(dict(fp, losses=[7.0, 6.91]), fp).startswith("losses[1] 6.91, now 6.9")
     assert "version" in behaviour.compare(dict(fp, version=0), fp)

@@ -4,7 +4,9 @@
 :data:`STEPS` optimizer steps on deterministic synthetic tokens through the Trainer's public stages
 (:meth:`~pgolf.core.train.Trainer.setup_model`, :meth:`~pgolf.core.train.Trainer.step`), then applies the
 weight average, switches QAT off, scores a held-out synthetic batch, exports the artifact, loads it back and
-scores the batch again, and projects the weights' change on a fixed random direction (``update_probe``).
+scores the batch again, projects the weights' change on a fixed random direction (``update_probe``), and scores
+a synthetic validation stream (with synthetic byte counts) through both evaluators with the arm's ``eval.*``
+settings (``eval_official``, ``eval_final``).
 It reads no dataset and writes no files. The result is stored as ``behaviour.json``
 in each ablation run folder; a cached run is reused only while the current code reproduces it
 (:func:`compare`: relative tolerance :data:`RTOL` on every value).
@@ -15,7 +17,8 @@ Fixed for the fingerprint (so that it is fast, deterministic and the same for ev
 averaging window fall inside the few steps instead of depending on the clock), ``train.train_seq_len``
 at most :data:`MAX_SEQ_LEN` and :data:`SEQS` sequences per step in one micro-batch, CPU, eager (no
 compile), one thread, no compile priming, checkpoints or logging. The model, optimizer, QAT, averaging and
-export settings are the arm's. Not covered: the evaluation code (``eval.*``, sliding windows), data loading,
+export settings are the arm's; the evaluation uses its ``eval.*`` settings with the window length capped at
+:data:`MAX_EVAL_LEN` (and the stride at half of it). Not covered: data loading and the real byte tables,
 CUDA/bf16 kernels, multi-process training and the compressor's byte count.
 """
 
@@ -33,13 +36,15 @@ import torch
 
 from pgolf.core.config import Config, apply_overrides
 
-VERSION = 1  # bump when the recipe below changes: every stored fingerprint then no longer matches
+VERSION = 2  # bump when the recipe below changes: every stored fingerprint then no longer matches
 STEPS = 4
 MAX_SEQ_LEN = 64
 SEQS = 2  # sequences per step
 SEED = 0
+MAX_EVAL_LEN = 128
+EVAL_WINDOWS = 4  # the synthetic validation stream holds this many windows of the evaluation length
 RTOL = 1e-5  # relative tolerance on every compared value (same machine and torch: identical; other CPUs: ~1e-7)
-COMPARED = ("version", "losses", "loss", "q_loss", "update_probe")
+COMPARED = ("version", "losses", "loss", "q_loss", "update_probe", "eval_official", "eval_final")
 
 _cache: dict[str, dict[str, Any]] = {}
 
@@ -115,8 +120,30 @@ def _compute(fcfg: Config) -> dict[str, Any]:
             blob, _ = export_artifact(state, fcfg.export, control=fcfg.model.control_patterns)
             tr.base.load_state_dict(load_artifact(blob), strict=True)
             q_loss = tr.base(x, y).item()
+            tr.base.load_state_dict(state, strict=True)
+            evals = _evaluations(tr.base, fcfg, data)
     return {"version": VERSION, "losses": losses, "loss": loss, "q_loss": q_loss, "update_probe": probe,
-            "torch": torch.__version__}
+            **evals, "torch": torch.__version__}
+
+
+def _evaluations(model: torch.nn.Module, fcfg: Config, data: SyntheticTokens) -> dict[str, list[float]]:
+    """[val_loss, val_bpb] of the official evaluator and of the final evaluator with the arm's ``eval.*``
+    settings, on a synthetic stream with random byte counts (1-4 bytes a token, random leading spaces)."""
+    from pgolf.core.evaluate import ByteLUTs, eval_official, eval_windows
+
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(SEED)
+    v = fcfg.model.vocab_size
+    luts = ByteLUTs(torch.randint(1, 5, (v,), generator=g, dtype=torch.int16),
+                    torch.rand(v, generator=g) < 0.3, torch.rand(v, generator=g) < 0.05)
+    seq, ev = fcfg.train.train_seq_len, fcfg.eval
+    eval_len = min(ev.seq_len or seq, MAX_EVAL_LEN)
+    stride = min(ev.stride, eval_len // 2)
+    tokens = data.tokens(EVAL_WINDOWS * max(seq, eval_len) + eval_len // 2 + 1)  # a partial last window
+    official = eval_official(model, tokens, luts, seq, EVAL_WINDOWS * seq, 0, 1, 1, cpu, False)
+    final = eval_windows(model, tokens, luts, eval_len, stride, ev.tail, ev.batch_seqs, 0, 1, cpu, False,
+                         ev.window_rule)
+    return {"eval_official": [official.val_loss, official.val_bpb], "eval_final": [final.val_loss, final.val_bpb]}
 
 
 def _update_probe(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor]) -> float:
