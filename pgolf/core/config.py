@@ -233,7 +233,7 @@ class AveragingConfig:
 
 
 # Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
-COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9), "brotli": (0, 11)}
 
 
 @dataclass
@@ -257,8 +257,9 @@ class ExportConfig:
     prune_scope: Literal["quantized", "matrices"] = "quantized"  # int-exported matrices, or all 2-D floats
     prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
     prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
-    compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
-    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
+    # brotli: PR #1394's byte shuffle (stride 2) then brotli (needs the brotli package)
+    compressor: Literal["zlib", "zstd", "lzma", "brotli"] = "zlib"
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME, brotli 11); else zlib/lzma 0..9, zstd 1..22, brotli 0..11
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
     # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
     # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
