@@ -195,3 +195,12 @@ def test_trainer_exports_with_gptq(micro, tmp_path):
     assert summary["status"] == "finished" and summary["artifact_file"].endswith(".brotli.ptz")
     assert "blocks.0.mlp.fc.weight" in rep["gptq_tensors"] and "tok_emb.weight" in rep["gptq_tensors"]
     assert abs(summary["quant_gap_bpb"]) < 0.05
+
+
+def test_size_estimate_of_a_gptq_config_uses_rtn_and_says_so():
+    from pgolf.running.presets import get_preset
+    from pgolf.running.sizing import GPTQ_NOTE, size_estimate
+    cfg = apply_overrides(get_preset("tiny"), GPTQ)
+    est = size_estimate(cfg, detail=False)
+    rtn = size_estimate(apply_overrides(cfg, {"export.quantizer": "rtn"}), detail=False)
+    assert est["quantizer_note"] == GPTQ_NOTE and est["artifact_bytes"] == rtn["artifact_bytes"]

@@ -48,22 +48,22 @@ def gptq_codes(w: Tensor, H: Tensor, scale: Tensor, qmax: int, *, damp: float = 
                         f"for a weight of shape {tuple(W.shape)}")
     if scale.shape != (rows,):
         raise GPTQError(f"gptq: scale of {name} has shape {tuple(scale.shape)}, expected ({rows},)")
-    H = H.detach().float().clone()
+    H = H.detach().to(W.device, torch.float32).clone()
     dead = H.diagonal() == 0  # inputs never active: their columns cannot matter
     H[dead, dead] = 1
     H.diagonal().add_(damp * H.diagonal().mean())
-    order = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(cols)
+    order = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(cols, device=W.device)
     W = W[:, order].clone()
     W[:, dead[order]] = 0
     H = H[order][:, order]
     U = _upper_inverse_factor(H, name, damp)  # H^-1 = U^T U
-    s = scale.float()
-    Q = torch.zeros(rows, cols, dtype=torch.int8)
+    s = scale.to(W.device, torch.float32)
+    Q = torch.zeros(rows, cols, dtype=torch.int8, device=W.device)
     for b0 in range(0, cols, block_size):
         b1 = min(b0 + block_size, cols)
         Wb = W[:, b0:b1].clone()
         Ub = U[b0:b1, b0:b1]
-        errs = torch.zeros(rows, b1 - b0)
+        errs = torch.zeros(rows, b1 - b0, device=W.device)
         for j in range(b1 - b0):
             col = Wb[:, j]
             q = torch.clamp(torch.round(col / s), -qmax, qmax)
