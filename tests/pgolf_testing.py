@@ -81,7 +81,7 @@ def imported_script(path: str, name: str, env: dict[str, str] | None = None):
     variable it reads (``os.environ.get("NAME", ...)``) is cleared and ``env`` (its run command's settings) is
     set; the environment is restored right after, so a stray ``SEED=...`` cannot change it and nothing leaks."""
     env = dict(env or {})
-    read = set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', Path(path).read_text(encoding="utf-8")))
+    read = set(re.findall(r"""os\.environ\.get\(\s*["']([A-Z0-9_]+)["']""", Path(path).read_text(encoding="utf-8")))
     saved = {k: os.environ.get(k) for k in read | set(env)}
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)

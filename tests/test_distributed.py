@@ -96,3 +96,28 @@ def test_process_group_and_its_threads_are_gone_when_train_returns(micro, tmp_pa
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["world_size"] == 1
     assert [t for t in out["threads"] if "gloo" in t or "tcpstore" in t] == [], out["threads"]
+
+
+def test_two_process_gptq_export_is_the_artifact_every_rank_scores(micro, tmp_path, capsys):
+    """export.quantizer=gptq under DDP: the ranks average their Hessians, so each exports the artifact rank 0
+    writes; scoring that file in one process gives the run's own round-trip loss."""
+    pytest.importorskip("brotli")
+    from pgolf.running.cli import main
+
+    cfg = micro(**{"train.iterations": 2, "export.quantizer": "gptq", "export.clip": "sdclip",
+                   "export.scale_floor": False, "export.bits_attn": 6, "export.bits_mlp": 6,
+                   "export.keep_float_max_numel": 1000, "export.gptq_calibration_batches": 2,
+                   "export.compressor": "brotli"})
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["artifact_file"].endswith(".brotli.ptz")
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ddp"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["val_loss"] == pytest.approx(summary["q_val_loss"], abs=TOLERANCE)

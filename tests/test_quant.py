@@ -131,8 +131,10 @@ def test_magnitude_pruning_fraction():
     assert torch.count_nonzero(pruned["blocks.0.attn_scale"]) == 64  # only quantized matrices are pruned
 
 
-@pytest.mark.parametrize("method", ["zlib", "zstd", "lzma"])
+@pytest.mark.parametrize("method", ["zlib", "zstd", "lzma", "brotli"])
 def test_compressors_round_trip(method):
+    if method == "brotli":
+        pytest.importorskip("brotli")
     raw = bytes(range(256)) * 100
     blob = compress(raw, method)
     assert detect(blob) == method and decompress(blob) == raw and len(blob) < len(raw)
@@ -191,3 +193,19 @@ def test_qat_flip_without_reset_is_still_seen_by_dynamo_guards():
     before = compiled(x, x).item()
     set_qat(m, True)
     assert compiled(x, x).item() != before
+
+
+@pytest.mark.parametrize("level", [0, 1, 5, 11])
+def test_brotli_blobs_are_never_taken_for_zlib(level):
+    """Brotli has no magic bytes; pgolf's blobs (window 2^22) start with low nibble 0xb, never zlib's 8."""
+    pytest.importorskip("brotli")
+    for i in range(200):
+        raw = f"payload {i} ".encode() * (1 + i)
+        blob = compress(raw, "brotli", level)
+        assert blob[0] & 0x0F == 0xB and detect(blob) == "brotli" and decompress(blob) == raw
+
+
+def test_unknown_bytes_are_refused_with_a_clear_error():
+    pytest.importorskip("brotli")
+    with pytest.raises(ValueError, match="not zlib, zstd, xz or brotli"):
+        decompress(b"\x00\x01garbage-bytes")

@@ -62,7 +62,7 @@ def rows(run: Path) -> list[dict]:
 def test_failing_export_keeps_the_trained_weights(micro, tmp_path, monkeypatch, save_raw_model):
     exported = {}
 
-    def broken_export(state, cfg, *, control, detail=False):
+    def broken_export(state, cfg, *, control, hessians=None, detail=False):
         exported.update({k: v.clone() for k, v in state.items()})
         raise RuntimeError("simulated export failure")
     monkeypatch.setattr(train_mod, "export_artifact", broken_export)

@@ -246,7 +246,7 @@ class AveragingConfig:
 
 
 # Valid export.level per compressor (what zlib, zstandard and lzma presets accept); -1 picks the default.
-COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9)}
+COMPRESSION_LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9), "brotli": (0, 11)}
 
 
 @dataclass
@@ -255,8 +255,17 @@ class ExportConfig:
     bits_mlp: int = 8  # bits for MLP matrices
     bits_other: int = 8  # bits for other large matrices (embedding when not fp16, bigram, head)
     embed_fp16: bool = False  # keep the tied embedding as fp16 passthrough
-    clip: Literal["quantile", "amax"] = "quantile"  # per-row clip value
+    # per-row clip value: a quantile of |w|, max |w|, or sdclip (PR #1394): k * the row's standard deviation
+    clip: Literal["quantile", "amax", "sdclip"] = "quantile"
     clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
+    sdclip_sigmas_matrix: float = 12.85  # clip=sdclip: k for every int matrix but the embedding (PR #1394's)
+    sdclip_sigmas_embed: float = 20.0  # clip=sdclip: k for the embedding / head class (PR #1394's)
+    # rtn: round to nearest; gptq: full-Hessian GPTQ (PR #1394) for 2-D int tensors with a calibration Hessian
+    quantizer: Literal["rtn", "gptq"] = "rtn"
+    gptq_damp: float = 0.01  # added to the Hessian's diagonal, as a fraction of its mean diagonal
+    gptq_block_size: int = 128  # columns per lazy-update block
+    gptq_act_order: bool = True  # quantize columns by descending Hessian diagonal (PR #1394); false: in order
+    gptq_calibration_batches: int = 64  # training micro-batches whose activations make the Hessians (per rank)
     scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
     keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
@@ -270,8 +279,9 @@ class ExportConfig:
     prune_scope: Literal["quantized", "matrices"] = "quantized"  # int-exported matrices, or all 2-D floats
     prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
     prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
-    compressor: Literal["zlib", "zstd", "lzma"] = "zlib"
-    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME); else zlib/lzma 0..9, zstd 1..22
+    # brotli: PR #1394's byte shuffle (stride 2) then brotli (needs the brotli package)
+    compressor: Literal["zlib", "zstd", "lzma", "brotli"] = "zlib"
+    level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME, brotli 11); else zlib/lzma 0..9, zstd 1..22, brotli 0..11
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
     # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb
     # false, but is marked failed and the process exits non-zero; false: it finishes with an over_cap: log line
@@ -281,6 +291,15 @@ class ExportConfig:
         for k in ("bits_attn", "bits_mlp", "bits_other"):
             _check(getattr(self, k) in BITS, f"export.{k}", f"expected one of {BITS}, got {getattr(self, k)}")
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
+        for k in ("sdclip_sigmas_matrix", "sdclip_sigmas_embed"):
+            _check(getattr(self, k) > 0, f"export.{k}", f"expected > 0, got {getattr(self, k)}")
+        _check(self.clip != "sdclip" or not self.scale_floor, "export.scale_floor",
+               "export.clip=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma clip "
+               "of every row whose std is below 1/sigmas)")
+        _check(self.gptq_damp >= 0, "export.gptq_damp", f"expected >= 0, got {self.gptq_damp}")
+        _check(self.gptq_block_size >= 1, "export.gptq_block_size", f"expected >= 1, got {self.gptq_block_size}")
+        _check(self.gptq_calibration_batches >= 1, "export.gptq_calibration_batches",
+               f"expected >= 1, got {self.gptq_calibration_batches}")
         _check(0 <= self.prune_frac < 1, "export.prune_frac", f"expected in [0, 1), got {self.prune_frac}")
         _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
                f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")

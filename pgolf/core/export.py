@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pgolf.core.compress import compress, decompress
 from pgolf.core.config import ExportConfig
+from pgolf.core.gptq import gptq_quantize
 from pgolf.core.quant import TensorPlan, dequantize_rows, floor_fraction, plan_tensor, quantize_rows, quantize_tensor
 from pgolf.core.safe_load import load_plain
 
@@ -90,10 +91,24 @@ def unpack_codes(buf: Tensor, bits: int, shape: tuple[int, ...]) -> Tensor:
 
 # -- quantize / dequantize --------------------------------------------------------------------
 
-def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *,
-                        control: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def check_hessians(sd: dict[str, Tensor], cfg: ExportConfig, hessians: dict[str, Tensor] | None) -> None:
+    """``export.quantizer=gptq`` needs calibration Hessians, named as the state dict's weights."""
+    if cfg.quantizer != "gptq":
+        return
+    if hessians is None:
+        raise ValueError("export.quantizer=gptq needs calibration Hessians: pass hessians= (from "
+                         "pgolf.core.gptq.collect_hessians), or set export.quantizer=rtn")
+    unknown = sorted(set(hessians) - set(sd))
+    if unknown:
+        raise ValueError(f"hessians: names not in the state dict: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+
+
+def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[str, ...],
+                        hessians: dict[str, Tensor] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quantize a state dict (``control``: ``model.control_patterns``). Returns the serializable object and
-    a per-tensor plan report."""
+    a per-tensor plan report. With ``export.quantizer=gptq`` the int matrices that have a Hessian in
+    ``hessians`` are quantized by GPTQ, the others (row ``quantizer: rtn``) by rounding to nearest."""
+    check_hessians(sd, cfg, hessians)
     quantized: dict[str, Tensor] = {}
     scales: dict[str, Tensor] = {}
     dtypes: dict[str, str] = {}
@@ -123,7 +138,14 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *,
         else:
             spec = plan.spec
             assert spec is not None
-            if t.ndim == 2:
+            if t.ndim == 2 and cfg.quantizer == "gptq" and hessians is not None and name in hessians:
+                q, s = gptq_quantize(t, hessians[name], spec, damp=cfg.gptq_damp, block_size=cfg.gptq_block_size,
+                                     act_order=cfg.gptq_act_order, name=name)
+                qmeta[name] = {"scheme": "per_row", "axis": 0}
+                row["floor_frac"] = floor_fraction(t, spec)
+                row["quantizer"] = "gptq"
+                b = spec.bits
+            elif t.ndim == 2:
                 q, s = quantize_rows(t, spec)
                 qmeta[name] = {"scheme": "per_row", "axis": 0}
                 row["floor_frac"] = floor_fraction(t, spec)
@@ -192,23 +214,29 @@ def serialize(obj: dict[str, Any]) -> bytes:
 
 
 def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[str, ...],
-                    detail: bool = False) -> tuple[bytes, dict[str, Any]]:
+                    hessians: dict[str, Tensor] | None = None, detail: bool = False) -> tuple[bytes, dict[str, Any]]:
     """prune -> quantize -> serialize -> compress. Returns the blob and a size report.
 
     A pure function of the state, the export config and ``control``, the model's control patterns
     (``model.control_patterns``, one list shared with the optimizer and the dtype layout), which the
     caller passes explicitly: e.g. ``export_artifact(sd, cfg.export, control=cfg.model.control_patterns)``.
 
+    ``hessians`` (``export.quantizer=gptq`` only, required there): the calibration Hessians by weight name,
+    from :func:`pgolf.core.gptq.collect_hessians`; the report then lists ``gptq_tensors``.
+
     With ``detail`` the report also compresses each tensor class on its own (an estimate of where
     the bytes go: classes compressed apart do not add up exactly to the artifact).
     """
+    check_hessians(sd, cfg, hessians)
     pruned = prune_state_dict(sd, cfg, control=control)
-    obj, plan = quantize_state_dict(pruned, cfg, control=control)
+    obj, plan = quantize_state_dict(pruned, cfg, control=control, hessians=hessians)
     raw = serialize(obj)
     blob = compress(raw, cfg.compressor, cfg.level)
     report = size_report(plan["tensors"])
     report.update({"format": obj["__quant_format__"], "compressor": cfg.compressor,
                    "serialized_bytes": len(raw), "artifact_bytes": len(blob)})
+    if cfg.quantizer == "gptq":
+        report["gptq_tensors"] = [r["name"] for r in plan["tensors"] if r.get("quantizer") == "gptq"]
     if detail:
         for cls, entry in report["classes"].items():
             names = [r["name"] for r in plan["tensors"] if r["class"] == cls]

@@ -33,6 +33,7 @@ def qat_spec(export_spec: QuantSpec, cls: str, cfg: QATConfig) -> QuantSpec | No
         bits,
         clip=export_spec.clip if cfg.clip == "export" else cfg.clip,
         clip_quantile=export_spec.clip_quantile,
+        clip_sigmas=export_spec.clip_sigmas,
         scale_floor=export_spec.scale_floor if cfg.scale_floor == "export" else cfg.scale_floor == "qmax",
         scale_dtype=export_spec.scale_dtype if cfg.scale_dtype == "export" else cfg.scale_dtype,
         stored=False,

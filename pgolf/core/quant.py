@@ -6,7 +6,8 @@ so the records' "small tensor before control tensor" bug cannot happen unless
 ``export.control_fp32=false`` asks for it), then small-float passthrough, then the
 fp16-kept names and the fp16 embedding, then integer quantization by tensor class (attention / MLP /
 other) at the bits the config gives that class. The seed PRs' variants (row-max clip, fp16-rounded
-scales, no scale floor) are fields of :class:`QuantSpec`.
+scales, no scale floor) and PR #1394's standard-deviation clip (https://github.com/openai/parameter-golf/pull/1394)
+are fields of :class:`QuantSpec`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ class QuantSpec:
     """
 
     bits: int
-    clip: Literal["quantile", "amax"] = "quantile"
+    clip: Literal["quantile", "amax", "sdclip"] = "quantile"
     clip_quantile: float = 0.9999984
     scale_floor: bool = True  # scale >= 1/qmax (official)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # the scale the codes are computed with
     stored: bool = True
+    clip_sigmas: float = 0.0  # sdclip: clip each row at clip_sigmas * its standard deviation
 
     @property
     def qmax(self) -> int:
@@ -61,7 +63,8 @@ def tensor_class(name: str) -> TensorClass:
 
 def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     bits = {"attn": cfg.bits_attn, "mlp": cfg.bits_mlp}.get(cls, cfg.bits_other)
-    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype)
+    sigmas = (cfg.sdclip_sigmas_embed if cls == "embed" else cfg.sdclip_sigmas_matrix) if cfg.clip == "sdclip" else 0.0
+    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas)
 
 
 def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) -> bool:
@@ -114,6 +117,10 @@ def row_quantile(a: Tensor, q: float) -> Tensor:
 
 
 def row_clip(t32: Tensor, spec: QuantSpec) -> Tensor:
+    """Per-row clip value: a quantile of |w|, max |w|, or (sdclip) ``clip_sigmas`` times the row's
+    standard deviation (unbiased, about the row mean, as PR #1394 computes it)."""
+    if spec.clip == "sdclip":
+        return spec.clip_sigmas * t32.std(dim=1)
     a = t32.abs()
     if spec.clip == "amax":
         return a.amax(dim=1)

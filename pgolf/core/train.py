@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf.core import accounting, optim
+from pgolf.core import accounting, gptq, optim
 from pgolf.core.averaging import WeightAverager
 from pgolf.core.config import Config, ConfigError
 from pgolf.core.data.identity import check_same_dataset
@@ -709,7 +709,14 @@ class Trainer:
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
         check_finite_score("final_prequant", pre, state)
         code = accounting.code_bytes()
-        blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns)
+        hessians = None
+        if cfg.export.quantizer == "gptq":  # the final weights' Hessians, from fresh training micro-batches
+            t = cfg.train
+            with self.autocast():
+                hessians = gptq.collect_hessians(self.base, gptq.calibration_batches(
+                    self._make_loader(), cfg.export.gptq_calibration_batches, t.train_batch_tokens, t.train_seq_len,
+                    self.accum), reduce=d.distributed)
+        blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, hessians=hessians)
         restored = load_artifact(blob)
         check_finite_artifact(state, restored)
         tag = artifact_format(report)

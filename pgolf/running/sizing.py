@@ -36,8 +36,10 @@ def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, det
     log2(qmax / 3.3) + 2.05 bits (7.3 at int8, 5.3 at int6), which the surrogate reproduces. With
     ``detail`` the surrogate's per-class report is ``surrogate_classes``."""
     state, source = _weights(cfg, run_dir, seed)
-    blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, detail=detail)
+    blob, report = export_artifact(state, _export_cfg(cfg), control=cfg.model.control_patterns, detail=detail)
     code = accounting.code_bytes()
+    if cfg.export.quantizer == "gptq":
+        report["quantizer_note"] = GPTQ_NOTE
     report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
                    "fits_16mb": accounting.fits(len(blob), code), "cap_bytes": accounting.CAP_BYTES})
     if run_dir is None:
@@ -58,11 +60,22 @@ def size_estimate(cfg: Config, run_dir: Path | None = None, seed: int = 0, detai
         blob, report = _export_surrogate(state, cfg, seed, detail)
         source = f"{SURROGATE_NOTE}; seed {seed}"
     else:
-        blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, detail=detail)
+        blob, report = export_artifact(state, _export_cfg(cfg), control=cfg.model.control_patterns, detail=detail)
     code = accounting.code_bytes()
+    if cfg.export.quantizer == "gptq":
+        report["quantizer_note"] = GPTQ_NOTE
     report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
                    "cap_bytes": accounting.CAP_BYTES, "fits_16mb": accounting.fits(len(blob), code)})
     return report
+
+
+GPTQ_NOTE = ("export.quantizer=gptq sized with round-to-nearest codes (no calibration Hessians here); "
+             "GPTQ rounds on the same per-row grid, so its artifact differs in the codes only")
+
+
+def _export_cfg(cfg: Config):
+    """The export settings to size with: gptq needs calibration data, so its sizes use rounding to nearest."""
+    return dataclasses.replace(cfg.export, quantizer="rtn") if cfg.export.quantizer == "gptq" else cfg.export
 
 
 def _weights(cfg: Config, run_dir: Path | None, seed: int) -> tuple[dict[str, torch.Tensor], str]:
@@ -77,7 +90,7 @@ def _weights(cfg: Config, run_dir: Path | None, seed: int) -> tuple[dict[str, to
 
 
 def _export_surrogate(state: dict[str, torch.Tensor], cfg: Config, seed: int, detail: bool) -> tuple[bytes, dict]:
-    return export_artifact(gaussian_surrogate(state, cfg, seed), dataclasses.replace(cfg.export, scale_floor=False),
+    return export_artifact(gaussian_surrogate(state, cfg, seed), dataclasses.replace(_export_cfg(cfg), scale_floor=False),
                            control=cfg.model.control_patterns, detail=detail)
 
 
