@@ -195,6 +195,19 @@ def test_trainer_exports_with_gptq(micro, tmp_path):
     assert summary["status"] == "finished" and summary["artifact_file"].endswith(".brotli.ptz")
     assert "blocks.0.mlp.fc.weight" in rep["gptq_tensors"] and "tok_emb.weight" in rep["gptq_tensors"]
     assert abs(summary["quant_gap_bpb"]) < 0.05
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "gptq:calibrated" in log and summary["export_ms"] > 0  # the calibration's time is reported
+
+
+def test_trainer_stops_early_by_the_gptq_reserve(micro, tmp_path):
+    """A 1 s cap with 0.9 s reserved: training stops at the shortened cap and says so."""
+    from pgolf.core.train import train
+    cfg = micro(**{**GPTQ, "export.gptq_calibration_batches": 1, "train.iterations": 10_000,
+                   "train.max_wallclock_seconds": 1.0, "export.gptq_reserve_seconds": 0.9})
+    summary = train(cfg, tmp_path / "run", console=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "gptq:reserving 1s, effective=100ms" in log and summary["training_cap_seconds"] == pytest.approx(0.1)
+    assert summary["train_time_ms"] < 1000 and summary["steps"] < 10_000
 
 
 def test_size_estimate_of_a_gptq_config_uses_rtn_and_says_so():
@@ -204,3 +217,16 @@ def test_size_estimate_of_a_gptq_config_uses_rtn_and_says_so():
     est = size_estimate(cfg, detail=False)
     rtn = size_estimate(apply_overrides(cfg, {"export.quantizer": "rtn"}), detail=False)
     assert est["quantizer_note"] == GPTQ_NOTE and est["artifact_bytes"] == rtn["artifact_bytes"]
+
+
+def test_gptq_reserve_shortens_the_training_cap_only_with_gptq():
+    from pgolf.core.config import Config, ConfigError
+    cfg = Config().replace({"train.max_wallclock_seconds": 600})
+    assert cfg.training_cap_seconds == 600  # round to nearest: nothing reserved
+    gptq_cfg = cfg.replace({"export.quantizer": "gptq"})
+    assert gptq_cfg.training_cap_seconds == 600 - 12.0  # PR #1394's GPTQ_RESERVE_SECONDS default
+    assert gptq_cfg.replace({"train.max_wallclock_seconds": 0}).training_cap_seconds == 0  # no cap, no reserve
+    with pytest.raises(ConfigError, match="export.gptq_reserve_seconds"):
+        cfg.replace({"export.quantizer": "gptq", "export.gptq_reserve_seconds": 600})
+    with pytest.raises(ConfigError, match="export.gptq_reserve_seconds"):
+        cfg.replace({"export.gptq_reserve_seconds": -1})

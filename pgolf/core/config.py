@@ -266,6 +266,9 @@ class ExportConfig:
     gptq_block_size: int = 128  # columns per lazy-update block
     gptq_act_order: bool = True  # quantize columns by descending Hessian diagonal (PR #1394); false: in order
     gptq_calibration_batches: int = 64  # training micro-batches whose activations make the Hessians (per rank)
+    # with quantizer=gptq and a wallclock cap, training stops this much earlier so that calibration fits in the
+    # budget (PR #1394's GPTQ_RESERVE_SECONDS); the schedule's progress is measured against the shortened cap
+    gptq_reserve_seconds: float = 12.0
     scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
     keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
@@ -300,6 +303,8 @@ class ExportConfig:
         _check(self.gptq_block_size >= 1, "export.gptq_block_size", f"expected >= 1, got {self.gptq_block_size}")
         _check(self.gptq_calibration_batches >= 1, "export.gptq_calibration_batches",
                f"expected >= 1, got {self.gptq_calibration_batches}")
+        _check(self.gptq_reserve_seconds >= 0, "export.gptq_reserve_seconds",
+               f"expected >= 0, got {self.gptq_reserve_seconds}")
         _check(0 <= self.prune_frac < 1, "export.prune_frac", f"expected in [0, 1), got {self.prune_frac}")
         _check(self.prune_frac_mlp == -1.0 or 0 <= self.prune_frac_mlp < 1, "export.prune_frac_mlp",
                f"expected -1 (same as prune_frac) or a value in [0, 1), got {self.prune_frac_mlp}")
@@ -355,6 +360,18 @@ class Config:
         unknown = [p for p in self.export.control_exclude if p not in self.model.control_patterns]
         _check(not unknown, "export.control_exclude",
                f"expected patterns of model.control_patterns {list(self.model.control_patterns)}, got {unknown}")
+        cap, reserve = self.train.max_wallclock_seconds, self.export.gptq_reserve_seconds
+        _check(self.export.quantizer != "gptq" or cap == 0 or reserve < cap, "export.gptq_reserve_seconds",
+               f"expected less than train.max_wallclock_seconds={cap}, got {reserve}")
+
+    @property
+    def training_cap_seconds(self) -> float:
+        """The wallclock cap training runs to (0: none): ``train.max_wallclock_seconds``, less
+        ``export.gptq_reserve_seconds`` when GPTQ calibrates after training."""
+        cap = self.train.max_wallclock_seconds
+        if cap > 0 and self.export.quantizer == "gptq":
+            return cap - self.export.gptq_reserve_seconds
+        return cap
 
     # -- dict / JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -383,8 +383,8 @@ class Trainer:
         return make_train_loader(self.cfg, self.ds.train_files, self.d.rank, self.d.world_size, self.d.device)
 
     def _progress(self, step: int, elapsed_ms: float) -> float:
-        t = self.cfg.train
-        return elapsed_ms / (1000.0 * t.max_wallclock_seconds) if t.max_wallclock_seconds > 0 else step / t.iterations
+        cap_s = self.cfg.training_cap_seconds
+        return elapsed_ms / (1000.0 * cap_s) if cap_s > 0 else step / self.cfg.train.iterations
 
     def _micro_step(self, loader) -> torch.Tensor:
         total = torch.zeros((), device=self.d.device)
@@ -492,6 +492,9 @@ class Trainer:
         self.log(f"train_batch_tokens:{t.train_batch_tokens} train_seq_len:{t.train_seq_len} "
                  f"iterations:{t.iterations} warmup_steps:{t.warmup_steps} "
                  f"max_wallclock_seconds:{t.max_wallclock_seconds:.3f}")
+        if cfg.training_cap_seconds != t.max_wallclock_seconds:
+            self.log(f"gptq:reserving {cfg.export.gptq_reserve_seconds:.0f}s, "
+                     f"effective={1000 * cfg.training_cap_seconds:.0f}ms")
         self.log(f"seed:{t.seed}")
 
     def _prime(self, loader) -> float:
@@ -601,9 +604,9 @@ class Trainer:
         return self.finish()
 
     def wallclock_reached(self) -> bool:
-        """Whether the training time reached ``train.max_wallclock_seconds`` on any rank (a MAX all-reduce, so
-        all ranks stop after the same step); False without a cap."""
-        cap_s = self.cfg.train.max_wallclock_seconds
+        """Whether the training time reached the cap (:attr:`Config.training_cap_seconds`) on any rank (a MAX
+        all-reduce, so all ranks stop after the same step); False without a cap."""
+        cap_s = self.cfg.training_cap_seconds
         if cap_s <= 0:
             return False
         reached = self.elapsed_ms() >= 1000.0 * cap_s
@@ -709,7 +712,7 @@ class Trainer:
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
         check_finite_score("final_prequant", pre, state)
         code = accounting.code_bytes()
-        hessians = None
+        hessians, t0 = None, time.perf_counter()
         if cfg.export.quantizer == "gptq":  # the final weights' Hessians, from fresh training micro-batches
             t = cfg.train
             with self.autocast():
@@ -717,6 +720,10 @@ class Trainer:
                     self._make_loader(), cfg.export.gptq_calibration_batches, t.train_batch_tokens, t.train_seq_len,
                     self.accum), reduce=d.distributed)
         blob, report = export_artifact(state, cfg.export, control=cfg.model.control_patterns, hessians=hessians)
+        export_ms = 1000 * (time.perf_counter() - t0)  # GPTQ: calibration included, what the reserve must cover
+        if hessians is not None:
+            self.log(f"gptq:calibrated {len(hessians)} tensors, calibration+quantization {export_ms:.0f}ms "
+                     f"(reserve {1000 * cfg.export.gptq_reserve_seconds:.0f}ms)")
         restored = load_artifact(blob)
         check_finite_artifact(state, restored)
         tag = artifact_format(report)
@@ -754,7 +761,8 @@ class Trainer:
             "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
             "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
-            "qat_step": self.qat.qat_step, "averaged_snapshots": self.averager.count,
+            "qat_step": self.qat.qat_step, "averaged_snapshots": self.averager.count, "export_ms": export_ms,
+            "training_cap_seconds": cfg.training_cap_seconds,
             "device": d.device.type, "world_size": d.world_size,
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
             "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
