@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "time at zstd-22 / lzma; the artifact total stays exact)")
     s.set_defaults(func=cmd_size)
 
-    for module in ("pgolf.data.cli", "pgolf.research.notebooks", "pgolf.research.figures", "pgolf.running.bench", "pgolf.running.scoring", "pgolf.running.doctor"):
+    for module in ("pgolf.data.cli", "pgolf.research.notebooks", "pgolf.research.figures", "pgolf.research.results_table", "pgolf.running.bench", "pgolf.running.scoring", "pgolf.running.doctor"):
         __import__(module, fromlist=["register"]).register(sub)
     return p
 
