@@ -255,3 +255,14 @@ def test_figures_read_the_stored_tables_without_weights(micro, small_dataset, tm
     smear_gates.TABLE.path(root).unlink()
     figures.regenerate(["smeargate"], runs_root=root, out_dir=out)
     assert (out / "smeargate.svg").read_bytes() != with_gates  # the gate panel was drawn from the stored table
+
+
+def test_gptq_sweep_compares_quantizers_and_clips_on_the_same_weights(tmp_path, micro, small_dataset):
+    from pgolf.research import gptq_sweep
+    run_dir = _run(tmp_path, "micro", "control", 0, micro(**QUANTIZE_ALL))
+    table = gptq_sweep.gptq_sweep(run_dirs=[run_dir], dataset=small_dataset, bits=[4], eval_tokens=N_TOKENS,
+                                  calibration_batches=2)
+    assert list(table.columns) == gptq_sweep.TABLE.columns and len(table) == 4
+    assert sorted(gptq_sweep.labelled(table)["arm"]) == ["gptq quantile", "gptq sdclip", "rtn quantile", "rtn sdclip"]
+    assert table["val_bpb_fp"].nunique() == 1 and table["q_val_bpb"].nunique() == 4  # four different exports
+    assert (table["tokens_scored"] == N_TOKENS).all()
