@@ -33,6 +33,7 @@ PARAMS = {
     "04_eval": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "strides": [0, 32], "eval_lens": [128, 256]},
     "05_compression": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "bit_grid": [[8, 8], [6, 4]],
                        "compressors": ["zlib", "zstd"], "prune_fracs": [0.0, 0.03], "calibrate": False},
+    "06_frontier": {"overrides": SMOKE, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048, "calibration_batches": 2},
 }
 FIGURES = {
     "00_quickstart": ["quickstart.svg"],
@@ -41,6 +42,7 @@ FIGURES = {
     "03_smeargate": ["smeargate.svg"],
     "04_eval": ["eval.svg"],
     "05_compression": ["compression.svg"],
+    "06_frontier": ["frontier.svg"],
 }
 
 
@@ -65,5 +67,5 @@ def test_notebook_runs_and_writes_its_figures(name, out_root):
     for fig in FIGURES[name]:
         path = out_root / "figures" / fig
         assert path.is_file() and path.stat().st_size > 1000, f"{name} did not write {path}"
-    if name in ("02_qat", "04_eval", "05_compression"):
+    if name in ("02_qat", "04_eval", "05_compression", "06_frontier"):
         assert any((out_root / "runs").glob("*/analysis/*.json")), "derived tables are stored beside the runs"

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.core.runs import atomic_write_json
-from pgolf.research import bits_sweep, compression, eval_sweep, late_qat, plots, protocol, smear_gates
+from pgolf.research import bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, smear_gates
 from pgolf.research.results import load_metrics, load_runs
 
 Builder = Callable[[Path, Path], list[Path]]
@@ -236,6 +236,33 @@ def eval_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     right.set_xlabel("forward tokens per scored token")
     fig.suptitle("Evaluation settings on the same weights (per seed)")
     return [plots.savefig(fig, Path(out_dir) / "eval.svg")]
+
+
+@figure("frontier")
+def frontier_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+    """Notebook 06: per bit width, GPTQ and/or SD-clip minus round-to-nearest with the quantile clip on the same
+    weights (per seed, mean and 95% CI); with a training arm, its paired difference from the shared control."""
+    stored = gptq_sweep.TABLE.read(runs_root)
+    if stored is None or stored[1].empty:
+        return []
+    sweep = gptq_sweep.labelled(stored[1])
+    panels = []
+    for b, group in sweep.groupby("bits", sort=False):
+        ref = group[group["arm"] == "rtn quantile"].set_index("seed")["q_val_bpb"]
+        others = group[group["arm"] != "rtn quantile"]
+        panels.append((f"int{b}: vs rtn quantile", others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref))))
+    runs = selected_runs(runs_root, "frontier")
+    if not runs.empty and runs["arm"].nunique() > 1:
+        runs = runs.assign(scale=runs["ablation"])
+        pairs = protocol.deltas(runs, "q_val_bpb")
+        panels.append(("training arms vs control", pairs))
+    fig, axes = plots.new_figure(ncols=len(panels), width_in=3.2)
+    for ax, (title, pairs) in zip(axes, panels):
+        threshold = float(pairs["threshold"].iloc[0]) if "threshold" in pairs else None
+        plots.plot_paired_deltas(pairs, ax=ax, threshold=threshold)
+        ax.set_title(title)
+    fig.suptitle("GPTQ, SD-clip and depth recurrence (round-trip bpb)")
+    return [plots.savefig(fig, Path(out_dir) / "frontier.svg")]
 
 
 @figure("compression")

@@ -1,0 +1,127 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · The April frontier at CPU scale: GPTQ, SD-clip and depth recurrence
+#
+# **Question.** The 2026-04-05 record (Kevin Clark, https://github.com/openai/parameter-golf/pull/1394, 5-seed mean
+# **1.08563** bpb, artifacts 15,985,678 B on average) stacks several techniques. Which of the ones that can be
+# isolated cheaply hold up at CPU scale, under the research protocol?
+#
+# **What the record claims, per component** (its README and code,
+# https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb/2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2;
+# the record publishes no per-component ablation, only the stack's scores):
+# - *GPTQ* (full-Hessian, Hessians from training batches inside a 12 s reserve of the 600 s budget) for every int6
+#   matrix and, new in this record, the int8 embedding, "instead of using simple round-to-nearest quantization".
+# - *SD-clip*: the clip threshold is k · std of the row (k = 12.85 for matrices, 20 for the embedding) "rather than
+#   searching for a quantile with low reconstruction error"; its argument is about compressed size: a wider
+#   clip lowers the entropy of the codes, so int5 with a wide clip can compress smaller than int4.
+# - *Depth recurrence*: layers 4–5 run twice with shared weights from 50% of training on.
+# - Also in the stack, not isolated here: vocabulary 8192, MuonEq-R, XSA on the last layers, partial RoPE,
+#   layer-norm scaling by depth, sigmoid skip gates, QK-gain 4, EMA 0.997, brotli with a byte shuffle.
+#   Pre-quant 1.09021 → post-quant 1.10235 → sliding-window 1.08563 (5-seed means).
+#
+# **Method** (the research protocol, `pgolf.research.protocol`).
+# - *GPTQ and SD-clip* need no training: the **shared control** runs of the `micro` scale (notebooks 01–05) are
+#   exported at 6, 5 and 4 bits (attention and MLP matrices; embedding int8) under {round-to-nearest, GPTQ} ×
+#   {quantile clip, SD-clip at the record's k}, every setting with `export.scale_floor=false` (SD-clip needs it),
+#   GPTQ's Hessians from `calibration_batches` training micro-batches of the run's own loader
+#   (`pgolf.research.gptq_sweep`). Each setting is compared with round-to-nearest + quantile clip at the same
+#   bits, paired by seed: round-trip bpb and artifact bytes.
+# - *Depth recurrence* is a training arm at `micro`: the last layer runs twice with shared weights from 50% of
+#   the steps on, against the shared control, paired by seed (the micro model has 2 layers; the record loops 2 of
+#   11).
+
+# %% tags=["parameters"]
+scale: str = "micro"  # protocol scale
+seeds: list = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # replicates (init + data-order seed)
+bits: list = [6, 5, 4]  # export bits of the attention and MLP matrices in the GPTQ / SD-clip sweep
+eval_tokens: int = 60000  # validation targets scored per export (the first N of the val stream)
+calibration_batches: int = 16  # training micro-batches whose activations make GPTQ's Hessians
+loop_arm: dict = {}  # the depth-recurrence arm's overrides on top of the scale ({} : no loop arm)
+overrides: dict = {}  # applied to every arm on top of the scale (none for the study; smoke tests shrink it)
+rerun: bool = False  # True: retrain and recompute even if results exist
+jobs: int = 0  # parallel training processes (0: one per CPU)
+
+# %%
+import pandas as pd
+from IPython.display import SVG, Markdown, display
+
+from pgolf.core.paths import figures_dir, runs_dir
+from pgolf.data.build import build_dataset
+from pgolf.research import figures, gptq_sweep, protocol
+from pgolf.research.report import verdict
+from pgolf.research.stats import compare
+
+STUDY = "frontier"
+DATASET = build_dataset(None, None)
+ARMS = {"loop_last_layer": loop_arm} if loop_arm else {}
+
+# %% [markdown]
+# ## Runs
+
+# %%
+runs = protocol.study(scale, ARMS, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None)
+figures.write_selection(runs_dir(), STUDY, runs)
+runs[["scale", "arm", "seed", "shared_control", "steps", "val_bpb", "q_val_bpb", "step_avg_ms"]]
+
+# %% [markdown]
+# ## GPTQ and SD-clip on the same trained weights
+
+# %%
+controls = runs[runs["arm"] == protocol.CONTROL]
+sweep = gptq_sweep.gptq_sweep_table(runs_root=runs_dir(), run_dirs=list(controls["path"]), dataset=DATASET,
+                                    bits=bits, eval_tokens=eval_tokens, calibration_batches=calibration_batches,
+                                    rerun=rerun)
+sweep = gptq_sweep.labelled(sweep)
+display(sweep.groupby(["bits", "arm"], sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"]))
+REFERENCE = "rtn quantile"
+tests = pd.concat({b: compare(g, REFERENCE, "q_val_bpb", threshold=float("nan")) for b, g in sweep.groupby("bits")},
+                  names=["bits"])
+size = pd.concat({b: compare(g, REFERENCE, "artifact_bytes", threshold=float("nan")) for b, g in sweep.groupby("bits")},
+                 names=["bits"])
+tests["bytes_diff"] = size["diff"]
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "mde", "bytes_diff"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "bytes_diff": "{:+,.0f}"}))
+
+# %%
+paths = figures.frontier_figure(runs_dir(), figures_dir())
+for path in paths:
+    display(SVG(filename=str(path)))
+
+# %% [markdown]
+# *Per bit width: each seed's round-trip bpb under GPTQ and/or SD-clip minus round-to-nearest with the quantile
+# clip on the same weights (grey), the mean and 95% CI (black). With a loop arm: its paired difference from the
+# shared control after the round trip.*
+#
+# ## Depth recurrence
+
+# %%
+loop_tests = protocol.comparisons(runs) if ARMS else pd.DataFrame()
+if ARMS:
+    display(loop_tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde"]])
+
+# %% [markdown]
+# ## Conclusion
+
+# %%
+lines = [f"- {len(controls)} `{scale}` control models (seeds {', '.join(map(str, controls['seed']))}); each export "
+         f"scored on the first {eval_tokens:,} val targets; reference: `{REFERENCE}` at the same bits."]
+for (b, arm), row in tests.iterrows():
+    lines.append(f"- int{b}, `{arm}`: {verdict(row, arm, REFERENCE, 'q_val_bpb')} "
+                 f"Artifact {row['bytes_diff']:+,.0f} B.")
+if ARMS:
+    row = loop_tests.loc[(scale, "loop_last_layer")]
+    lines.append(f"- Depth recurrence at `{scale}`: {verdict(row, 'loop_last_layer', 'control', 'q_val_bpb')}")
+display(Markdown("\n".join(lines)))
