@@ -101,3 +101,26 @@ def imported_script(path: str, name: str, env: dict[str, str] | None = None):
         yield mod
     finally:
         sys.modules.pop(name, None)
+
+
+@contextmanager
+def stubbed_modules(*names: str):
+    """Empty stand-in modules for ``names`` in ``sys.modules`` while the block runs (e.g. flash-attention, which a
+    reference script imports at import time but the compared functions never call); the previous entries are
+    restored afterwards."""
+    import sys
+    import types
+
+    saved = {n: sys.modules.get(n) for n in names}
+    for n in names:
+        stub = types.ModuleType(n)
+        stub.flash_attn_func = None
+        sys.modules[n] = stub
+    try:
+        yield
+    finally:
+        for n, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = mod

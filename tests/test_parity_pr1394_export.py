@@ -7,13 +7,12 @@ The script imports flash-attention 3 at import time; a stub module stands in for
 
 from __future__ import annotations
 
-import sys
 import types
 
 import pytest
 import torch
 
-from pgolf_testing import imported_script, reference_script_or_skip
+from pgolf_testing import imported_script, reference_script_or_skip, stubbed_modules
 
 PR_PATH = reference_script_or_skip("PGOLF_PR1394_TRAIN_GPT", "PR #1394")
 brotli = pytest.importorskip("brotli")
@@ -23,18 +22,8 @@ from pgolf.core.compress import byte_shuffle, byte_unshuffle, compress, decompre
 
 @pytest.fixture(scope="module")
 def rec():
-    saved = sys.modules.get("flash_attn_interface")
-    stub = types.ModuleType("flash_attn_interface")
-    stub.flash_attn_func = None  # only the attention forward calls it
-    sys.modules["flash_attn_interface"] = stub
-    try:
-        with imported_script(PR_PATH, "_pr1394_train_gpt") as mod:
-            yield mod
-    finally:
-        if saved is None:
-            sys.modules.pop("flash_attn_interface", None)
-        else:
-            sys.modules["flash_attn_interface"] = saved
+    with stubbed_modules("flash_attn_interface"), imported_script(PR_PATH, "_pr1394_train_gpt") as mod:
+        yield mod
 
 
 def payload(n: int = 50_001) -> bytes:
