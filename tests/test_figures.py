@@ -51,9 +51,11 @@ def test_load_metrics_is_long_format_with_run_keys(runs_root):
 def test_every_builder_tolerates_any_runs_folder_and_is_byte_identical(runs_root, tmp_path):
     """Study folders next to plain, failed and quickstart runs, no dataset anywhere: every builder runs."""
     for seed in (0, 1):
-        _write_run(runs_root, "swiglu_vs_relu2", "relu2", seed, 1.3)
-        _write_run(runs_root, "swiglu_vs_relu2", "swiglu", seed, 1.29)
-        _write_run(runs_root, "smeargate", "none", seed, 1.3)
+        _write_run(runs_root, "swiglu_vs_relu2", "control", seed, 1.3 + 0.01 * seed)
+        _write_run(runs_root, "swiglu_vs_relu2", "swiglu_matched", seed, 1.29)
+        _write_run(runs_root, "smeargate", "control", seed, 1.3 + 0.01 * seed)
+        _write_run(runs_root, "smeargate", "smear_per_dim", seed, 1.28)
+        _write_run(runs_root, "qat", "no_control_here", seed, 1.3)  # a study folder without the control
     _write_run(runs_root, "quickstart", "quickstart", 0, 2.2)
     plain = runs_root / "my-run"
     plain.mkdir()

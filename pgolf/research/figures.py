@@ -144,11 +144,19 @@ def _scale_panels(pairs: pd.DataFrame, title: str, metric: str = "q_val_bpb"):
     return fig
 
 
+def _with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
+    """The runs of the scales (folders) that hold a ``control`` arm, with a ``scale`` column; others are
+    left out (a figure of paired differences needs the control)."""
+    if runs.empty or "arm" not in runs:
+        return runs.iloc[:0]
+    runs = runs.assign(scale=runs["ablation"])
+    return runs[runs.groupby("scale")["arm"].transform(lambda a: (a == control).any()).astype(bool)]
+
+
 def _paired_figure(runs_root: Path, out_dir: Path, study: str, title: str, control: str = "control") -> list[Path]:
-    runs = selected_runs(runs_root, study)
+    runs = _with_control(selected_runs(runs_root, study), control)
     if runs.empty:
         return []
-    runs = runs.assign(scale=runs["ablation"])
     pairs = protocol.deltas(runs, "q_val_bpb", control)
     if pairs.empty:
         return []
@@ -166,11 +174,10 @@ def swiglu_vs_relu2_figure(runs_root: Path, out_dir: Path) -> list[Path]:
 def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 02: late QAT at each bit width minus the control re-exported at that width, per seed: on the
     final score, on the quantization gap and on the pre-quantization bpb."""
-    runs = selected_runs(runs_root, "qat")
+    runs = _with_control(selected_runs(runs_root, "qat"))
     stored = bits_sweep.TABLE.read(runs_root)
     if runs.empty or stored is None or stored[1].empty:
         return []
-    runs = runs.assign(scale=runs["ablation"])
     qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
     if not qat_arms:
         return []
@@ -182,10 +189,9 @@ def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
 @figure("smeargate")
 def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 03: per-seed paired differences from the shared control, per scale, and the learned gates."""
-    runs = selected_runs(runs_root, "smeargate")
+    runs = _with_control(selected_runs(runs_root, "smeargate"))
     if runs.empty:
         return []
-    runs = runs.assign(scale=runs["ablation"])
     pairs = protocol.deltas(runs, "q_val_bpb")
     if pairs.empty:
         return []
@@ -251,9 +257,8 @@ def frontier_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         ref = group[group["arm"] == "rtn quantile"].set_index("seed")["q_val_bpb"]
         others = group[group["arm"] != "rtn quantile"]
         panels.append((f"int{b}: vs rtn quantile", others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref))))
-    runs = selected_runs(runs_root, "frontier")
+    runs = _with_control(selected_runs(runs_root, "frontier"))
     if not runs.empty and runs["arm"].nunique() > 1:
-        runs = runs.assign(scale=runs["ablation"])
         pairs = protocol.deltas(runs, "q_val_bpb")
         panels.append(("training arms vs control", pairs))
     fig, axes = plots.new_figure(ncols=len(panels), width_in=3.2)
