@@ -1,0 +1,200 @@
+"""The official environment-variable names (``NUM_LAYERS=11 ...``) mapped onto the config tree.
+
+Split out of :mod:`pgolf.core.config` (which re-exports every public name) to keep each file small.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pgolf.core.config import (
+    _SECTION_TYPES,
+    BITS,
+    BOOL_FALSE,
+    BOOL_HELP,
+    BOOL_TRUE,
+    Config,
+    ConfigError,
+    ModelConfig,
+    _coerce,
+    _field_types,
+    apply_overrides,
+)
+
+# The official environment-variable names (train_gpt.py and the seed PRs), in one place.
+ENV_KEYS: dict[str, str] = {
+    "DATA_PATH": "data.path",
+    "TOKENIZER_PATH": "data.tokenizer_path",
+    "SEED": "train.seed",
+    "VAL_BATCH_SIZE": "train.val_batch_size",
+    "VAL_LOSS_EVERY": "train.val_loss_every",
+    "TRAIN_LOG_EVERY": "train.train_log_every",
+    "ITERATIONS": "train.iterations",
+    "WARMDOWN_ITERS": "schedule.warmdown_iters",
+    "WARMDOWN_STEPS": "schedule.warmdown_iters",
+    "WARMDOWN_FRAC": "schedule.warmdown_frac",
+    "MIN_LR": "schedule.min_lr_frac",
+    "WARMUP_STEPS": "train.warmup_steps",
+    "TRAIN_BATCH_TOKENS": "train.train_batch_tokens",
+    "TRAIN_SEQ_LEN": "train.train_seq_len",
+    "MAX_WALLCLOCK_SECONDS": "train.max_wallclock_seconds",
+    "QK_GAIN_INIT": "model.qk_gain_init",
+    "VOCAB_SIZE": "model.vocab_size",
+    "NUM_LAYERS": "model.num_layers",
+    "NUM_KV_HEADS": "model.num_kv_heads",
+    "MODEL_DIM": "model.model_dim",
+    "NUM_HEADS": "model.num_heads",
+    "MLP_MULT": "model.mlp_mult",
+    "MLP_HIDDEN": "model.mlp_hidden",
+    "TIE_EMBEDDINGS": "model.tie_embeddings",
+    "ROPE_BASE": "model.rope_base",
+    "LOGIT_SOFTCAP": "model.logit_softcap",
+    "EMBED_LR": "optim.embed_lr",
+    "HEAD_LR": "optim.head_lr",
+    "TIED_EMBED_LR": "optim.tied_embed_lr",
+    "TIED_EMBED_INIT_STD": "model.tied_embed_init_std",
+    "MATRIX_LR": "optim.matrix_lr",
+    "SCALAR_LR": "optim.scalar_lr",
+    "MUON_MOMENTUM": "optim.muon_momentum",
+    "MUON_BACKEND_STEPS": "optim.muon_backend_steps",
+    "MUON_MOMENTUM_WARMUP_START": "optim.muon_momentum_warmup_start",
+    "MUON_MOMENTUM_WARMUP_STEPS": "optim.muon_momentum_warmup_steps",
+    "MUON_WEIGHT_DECAY": "optim.muon_weight_decay",
+    "BETA1": "optim.beta1",
+    "BETA2": "optim.beta2",
+    "ADAM_EPS": "optim.adam_eps",
+    "GRAD_CLIP_NORM": "optim.grad_clip_norm",
+    "EVAL_STRIDE": "eval.stride",
+    "EVAL_SEQ_LEN": "eval.seq_len",
+    "EVAL_BATCH_SEQS": "eval.batch_seqs",
+    "SWA_START_FRAC": "averaging.swa_start_lr_scale",
+    "SWA_EVERY": "averaging.swa_every",
+    "BIGRAM_BUCKETS": "model.bigram_buckets",
+    "BIGRAM_DIM": "model.bigram_dim",
+}
+
+
+# Environment switches take the boolean words of BOOL_TRUE / BOOL_FALSE (any case, surrounding spaces
+# ignored) and nothing else. The seed scripts parse them with ``bool(int(value))``, which reads QAT=2 as on
+# and crashes on QAT=true; pgolf refuses QAT=2, naming the variable, rather than guess.
+SMEAR_MODES = typing.get_args(_field_types(ModelConfig)["smear_gate"])
+
+
+def _env_error(name: str, value: str, msg: str, key: str | None = None) -> ConfigError:
+    return ConfigError(f"{name}={value!r}{f' ({key})' if key else ''}: {msg}")
+
+
+def _env_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return v in BOOL_TRUE
+    raise _env_error(name, value, BOOL_HELP)
+
+
+def _env_smear(name: str, value: str) -> str:
+    v = value.strip().lower()
+    if v in SMEAR_MODES:
+        return v
+    if v in BOOL_TRUE or v in BOOL_FALSE:
+        return "per_dim" if v in BOOL_TRUE else "off"
+    raise _env_error(name, value, f"{BOOL_HELP} (1 = per_dim) or a mode, one of {list(SMEAR_MODES)}")
+
+
+def _env_quant_bits(name: str, value: str) -> int:
+    try:
+        bits = int(value.strip())
+    except ValueError:
+        bits = None
+    if bits not in BITS:
+        raise _env_error(name, value, f"expected one of {BITS} (bits of attention and MLP matrices)")
+    return bits
+
+
+def _env_qat_fraction(name: str, value: str) -> dict[str, Any]:
+    # The seed scripts' QAT_FRACTION is the trailing fraction of training with QAT on.
+    try:
+        frac = float(value)
+    except ValueError:
+        frac = math.nan
+    if not 0 < frac <= 1:
+        raise _env_error(name, value, "expected a number in (0, 1], the trailing fraction of training with QAT on "
+                                      "(to turn QAT off, unset it or set QAT=0)")
+    return {"qat.enabled": True, "qat.start_frac": 1.0 - frac}
+
+
+def _env_special(name: str, value: str) -> dict[str, Any]:
+    """Seed-PR switches that do not map one-to-one onto a single field."""
+    if name == "USE_SWIGLU":
+        return {"model.mlp": "swiglu" if _env_bool(name, value) else "relu2"}
+    if name == "QAT":
+        return {"qat.enabled": _env_bool(name, value)}
+    if name == "QUANT_BITS":
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
+    if name == "FP16_EMBED":
+        return {"export.embed_fp16": _env_bool(name, value)}
+    if name == "SMEAR_GATE":
+        return {"model.smear_gate": _env_smear(name, value)}
+    if name == "BIGRAM_HASH":  # on: the table size comes from BIGRAM_BUCKETS or the preset (checked in from_env)
+        return {} if _env_bool(name, value) else {"model.bigram_buckets": 0}
+    if name == "SWA_ENABLED":
+        return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
+    if name == "QAT_FRACTION":
+        return _env_qat_fraction(name, value)
+    raise KeyError(name)
+
+
+ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
+               "QAT_FRACTION")
+
+
+def _env_mapped(name: str, value: str) -> dict[str, Any]:
+    key = ENV_KEYS[name]
+    section, field_name = key.split(".")
+    try:
+        return {key: _coerce(value, _field_types(_SECTION_TYPES[section])[field_name], key)}
+    except ConfigError as e:
+        raise _env_error(name, value, str(e).split(": ", 1)[1], key) from None
+
+
+def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
+    out: dict[str, tuple[Any, str]] = {}
+    for name in (*ENV_SPECIAL, *ENV_KEYS):
+        if name not in environ:
+            continue
+        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        for key, value in parsed.items():
+            if key in out and out[key][0] != value:
+                other = out[key][1]
+                raise ConfigError(f"{other}={environ[other]!r} and {name}={environ[name]!r} disagree on {key} "
+                                  f"({out[key][0]!r} vs {value!r}); set only one")
+            out[key] = (value, name)
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Typed dotted overrides from the official environment names present in ``environ``.
+
+    A malformed value raises :class:`ConfigError` naming the variable, its value and what it accepts."""
+    return {key: value for key, (value, _) in _env_sources(environ).items()}
+
+
+def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
+    """``cfg`` with the environment's overrides; a value the config refuses names its variable."""
+    sources = _env_sources(environ)
+    try:
+        out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        if key in sources:
+            name = sources[key][1]
+            raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
+        raise
+    if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:
+        raise _env_error("BIGRAM_HASH", environ["BIGRAM_HASH"], "BigramHash needs a table size: set BIGRAM_BUCKETS=N "
+                                                                 "too (e.g. 4096), or use a preset that has one")
+    return out
