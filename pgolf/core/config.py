@@ -76,6 +76,14 @@ class ModelConfig:
     # Parameters whose name contains one of these are control tensors: Adam (never Muon), kept fp32 in the
     # official dtype layout, stored fp32 in the artifact (less export.control_exclude).
     control_patterns: tuple[str, ...] = DEFAULT_CONTROL_PATTERNS
+    # PR #1394 (https://github.com/openai/parameter-golf/pull/1394) techniques, all off by default:
+    xsa_last_n: int = 0  # exclusive self-attention (output minus its projection on v) in the last N blocks
+    rope_dims: int = 0  # rotate only the first N dims of each head (partial RoPE); 0 = all of head_dim
+    ln_scale_by_depth: bool = False  # block i scales its pre-attention/-MLP RMSNorm outputs by 1/sqrt(i + 1)
+    skip_gates: bool = False  # U-Net skips mixed by a learned sigmoid gate: lerp(w * skip, x, sigmoid(gate))
+    loop_layers: tuple[int, ...] = ()  # contiguous block indices re-run with shared weights (depth recurrence)
+    loop_count: int = 0  # extra passes over loop_layers once looping is on (PR #1394's NUM_LOOPS: 2 = 3 passes)
+    loop_start_frac: float = 0.5  # looping switches on at this fraction of wallclock (or of iterations)
 
     def __post_init__(self) -> None:
         for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
@@ -96,6 +104,20 @@ class ModelConfig:
         # an empty pattern is a substring of every name: every parameter would be a control tensor
         _check(all(isinstance(p, str) and p for p in self.control_patterns), "model.control_patterns",
                f"expected non-empty name substrings, got {list(self.control_patterns)}")
+        hd = self.model_dim // self.num_heads
+        _check(0 <= self.rope_dims <= hd and self.rope_dims % 2 == 0, "model.rope_dims",
+               f"expected an even number in [0, head_dim={hd}], got {self.rope_dims}")
+        _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n",
+               f"expected in [0, num_layers={self.num_layers}], got {self.xsa_last_n}")
+        self.loop_layers = tuple(self.loop_layers)
+        ll = self.loop_layers
+        _check(not ll or (list(ll) == list(range(ll[0], ll[-1] + 1)) and 0 <= ll[0] and ll[-1] < self.num_layers),
+               "model.loop_layers", f"expected contiguous increasing block indices < {self.num_layers}, got {list(ll)}")
+        _check(self.loop_count >= 0, "model.loop_count", f"expected >= 0, got {self.loop_count}")
+        _check(bool(ll) == (self.loop_count > 0), "model.loop_count",
+               f"loop_layers and loop_count go together, got loop_layers={list(ll)} loop_count={self.loop_count}")
+        _check(not ll or self.unet_skips, "model.loop_layers", "depth recurrence needs model.unet_skips=true")
+        _check(0 <= self.loop_start_frac < 1, "model.loop_start_frac", f"expected in [0, 1), got {self.loop_start_frac}")
         if self.bigram_buckets and self.bigram_init == "ortho_proj":
             # The records zero the table; without an orthogonal projection both stay zero and never train.
             _check(self.init == "orthogonal", "model.bigram_init",
@@ -164,6 +186,8 @@ class OptimConfig:
     muon_ns_dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on CUDA (official), fp32 on CPU
     muon_weight_decay: float = 0.0  # decoupled: p *= 1 - lr_t * wd, before the update
     adam_weight_decay: float = 0.0  # decoupled WD on the Adam groups (embedding and scalars)
+    embed_weight_decay: float = -1.0  # decoupled WD of the token embedding's Adam; < 0: adam_weight_decay
+    muon_row_normalize: bool = False  # MuonEq-R (PR #1394): divide each row of the update by its norm before NS
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -490,6 +514,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if origin is tuple and typing.get_args(tp)[0] is int:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of integers, got {value!r}")
+        return tuple(_coerce(v, int, key) for v in value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]

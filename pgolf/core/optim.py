@@ -31,6 +31,12 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7,
     return X.T if transposed else X
 
 
+def row_normalize(g: Tensor, eps: float = 1e-7) -> Tensor:
+    """MuonEq-R (PR #1394): each row divided by its fp32 L2 norm (floored at eps), in g's dtype, before
+    Newton-Schulz, so every output unit enters the orthogonalization with the same weight."""
+    return g / g.float().norm(dim=-1, keepdim=True).clamp_min(eps).to(g.dtype)
+
+
 class Muon(torch.optim.Optimizer):
     """Momentum + Nesterov, orthogonalized update scaled by sqrt(max(1, rows/cols)).
 
@@ -40,9 +46,9 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns_dtype: torch.dtype = torch.bfloat16):
+                 weight_decay: float = 0.0, ns_dtype: torch.dtype = torch.bfloat16, row_normalize: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, row_normalize=row_normalize))
         self.orthogonalize = zeropower_via_newtonschulz5
         self.ns_dtype = ns_dtype
 
@@ -69,6 +75,8 @@ class Muon(torch.optim.Optimizer):
                     buf.mul_(momentum).add_(g)
                     if group["nesterov"]:
                         g = g.add(buf, alpha=momentum)
+                    if group.get("row_normalize", False):
+                        g = row_normalize(g)
                     g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype)
                     g *= max(1, g.size(0) / g.size(1)) ** 0.5
                     updates_flat[curr: curr + p.numel()] = g.reshape(-1)
@@ -114,18 +122,19 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
     groups = split_params(model, cfg.model.control_patterns)
     token_lr = o.tied_embed_lr if cfg.model.tie_embeddings else o.embed_lr
 
-    def adam(params: list[nn.Parameter], lr: float, beta2: float = o.beta2) -> torch.optim.Optimizer:
+    def adam(params: list[nn.Parameter], lr: float, beta2: float = o.beta2,
+             wd: float = o.adam_weight_decay) -> torch.optim.Optimizer:
         kw = dict(betas=(o.beta1, beta2), eps=o.adam_eps, fused=fused)
         group = [{"params": params, "lr": lr, "base_lr": lr}]
-        if o.adam_weight_decay:
-            return torch.optim.AdamW(group, weight_decay=o.adam_weight_decay, **kw)
+        if wd:
+            return torch.optim.AdamW(group, weight_decay=wd, **kw)
         return torch.optim.Adam(group, **kw)
 
     smear = [p for n, p in model.named_parameters() if n.startswith("smear.")] if o.smear_beta2 > 0 else []
     groups["scalar"] = [p for p in groups["scalar"] if all(p is not q for q in smear)]
-    opt_tok = adam(groups["embed"], token_lr)
+    opt_tok = adam(groups["embed"], token_lr, wd=o.adam_weight_decay if o.embed_weight_decay < 0 else o.embed_weight_decay)
     muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
-                weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device))
+                weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize)
     for g in muon.param_groups:
         g["base_lr"] = o.matrix_lr
     opt_scalar = adam(groups["scalar"], o.scalar_lr)
@@ -164,7 +173,8 @@ def lr_multiplier(step: int, elapsed_ms: float, cfg: Config) -> float:
       average step time when a cap is set.
     """
     s, t = cfg.schedule, cfg.train
-    max_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
+    cap_s = cfg.training_cap_seconds  # less the GPTQ reserve, as PR #1394's schedule (equal without GPTQ)
+    max_ms = 1000.0 * cap_s if cap_s > 0 else None
     if s.warmdown_frac > 0:
         progress = elapsed_ms / max_ms if max_ms else step / t.iterations
         start = 1.0 - s.warmdown_frac

@@ -53,6 +53,7 @@ from pgolf.core.config import Config, ConfigError
 from pgolf.core.data.identity import check_same_dataset
 from pgolf.core.evaluate import ByteLUTs, EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
 from pgolf.core.export import artifact_filename, artifact_format, export_artifact, load_artifact
+from pgolf.core.loop import LoopController, prime_looped
 from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.ownership import process_identity
@@ -470,6 +471,8 @@ class Trainer:
         self.qat = QATController(self.base, cfg.qat, distributed=d.distributed, device=d.device,
                                  recompile=self.rewrap if self.compiled else None, log=self.log,
                                  metric=self.out.metric)
+        self.loop = LoopController(self.base, cfg.model, distributed=d.distributed, device=d.device, log=self.log,
+                                   metric=self.out.metric)
         self.n_params = sum(p.numel() for p in self.base.parameters())
         self.loader = loader
         self.steps_done = 0  # optimizer steps taken
@@ -504,14 +507,18 @@ class Trainer:
         init_model = {k: v.detach().cpu().clone() for k, v in self.base.state_dict().items()}
         init_opts = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
         self.model.train()
-        for i in range(t.warmup_steps):
-            self._zero_grad()
-            self._micro_step(loader)
-            for opt in self.optimizers:
-                opt.step()
-            self._zero_grad()
-            if t.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == t.warmup_steps:
-                self.log(f"warmup_step:{i + 1}/{t.warmup_steps}")
+
+        def warmup(tag: str = "warmup_step") -> None:
+            for i in range(t.warmup_steps):
+                self._zero_grad()
+                self._micro_step(loader)
+                for opt in self.optimizers:
+                    opt.step()
+                self._zero_grad()
+                if t.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == t.warmup_steps:
+                    self.log(f"{tag}:{i + 1}/{t.warmup_steps}")
+        warmup()
+        prime_looped(self.base, self.cfg.model, lambda: warmup("loop_warmup_step"), self.log)  # depth recurrence
         self.base.load_state_dict(init_model, strict=True)
         for opt, state in zip(self.optimizers, init_opts, strict=True):
             opt.load_state_dict(state)
@@ -530,6 +537,7 @@ class Trainer:
         step = self.steps_done
         elapsed_ms = self.elapsed_ms()
         self.qat.maybe_switch(step, self._progress(step, elapsed_ms + self.hooks.clock_skew_ms))
+        self.loop.maybe_switch(step, self._progress(step, elapsed_ms + self.hooks.clock_skew_ms))
         forced = self.hooks.before_step(step) if self.hooks.before_step is not None else None
         scale = optim.lr_multiplier(step, elapsed_ms, cfg) if forced is None else forced
         self._zero_grad()
@@ -632,7 +640,7 @@ class Trainer:
             self.out.torch_save(CHECKPOINT, {
                 "step": self.steps_done, "training_time_ms": self.training_time_ms, "model": self.base.state_dict(),
                 "optimizers_by_rank": gathered, "loader": self.loader.state_dict(),
-                "averager": self.averager.state_dict(), **self.qat.state_dict(), "config": self.cfg.to_dict(),
+                "averager": self.averager.state_dict(), **self.qat.state_dict(), **self.loop.state_dict(), "config": self.cfg.to_dict(),
                 "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
                 "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
             })
@@ -660,6 +668,7 @@ class Trainer:
         self.loader.load_state_dict(ck["loader"])
         self.averager.load_state_dict(ck["averager"])
         self.qat.load_state_dict({"qat_step": ck["qat_step"], "qat_active": ck["qat_active"]})
+        self.loop.load_state_dict(ck)
         set_rng_state(ck["rng"])
         cut = self.out.cut_logs(ck.get("log_sizes"), self.log_sizes_at_start)
         self.log(f"resume:step:{ck['step']} train_time:{ck['training_time_ms']:.0f}ms")
@@ -686,6 +695,7 @@ class Trainer:
             self.log(f"{cfg.averaging.mode}:not_applied snapshots:{self.averager.count} "
                      f"(fewer than averaging.swa_min_snapshots={cfg.averaging.swa_min_snapshots})")
         self.qat.switch_off()  # evaluation and export see the real weights
+        self.loop.for_evaluation()
         # A copy: on CPU .cpu() would alias the parameters, which the artifact round trip overwrites.
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
         if cfg.train.save_raw_model:  # first, so that a failing export or evaluation loses nothing
@@ -761,7 +771,7 @@ class Trainer:
             "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
             "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
-            "qat_step": self.qat.qat_step, "averaged_snapshots": self.averager.count, "export_ms": export_ms,
+            "qat_step": self.qat.qat_step, "loop_step": self.loop.loop_step, "averaged_snapshots": self.averager.count, "export_ms": export_ms,
             "training_cap_seconds": cfg.training_cap_seconds,
             "device": d.device.type, "world_size": d.world_size,
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,

@@ -18,14 +18,29 @@ from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
 from pgolf.core.model.mlp import build_mlp
 
 
+def loop_schedule(cfg: ModelConfig) -> tuple[list[int], list[int]]:
+    """(encoder, decoder) block indices with looping on: blocks before the loop, the loop segment
+    1 + loop_count times, the rest; split in half (the encoder the shorter). Without a loop: the U-Net halves."""
+    n_enc = cfg.num_layers // 2 if cfg.unet_skips else 0
+    if not cfg.loop_layers:
+        return list(range(n_enc)), list(range(n_enc, cfg.num_layers))
+    first, last = cfg.loop_layers[0], cfg.loop_layers[-1]
+    order = list(range(first)) + list(cfg.loop_layers) * (cfg.loop_count + 1) + list(range(last + 1, cfg.num_layers))
+    half = len(order) // 2
+    return order[:half], order[half:]
+
+
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, train_seq_len: int, ntk: bool):
+    def __init__(self, cfg: ModelConfig, train_seq_len: int, ntk: bool, layer_idx: int = 0):
         super().__init__()
         dim = cfg.model_dim
         self.attn_norm = RMSNorm()
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init,
-                                        train_seq_len, ntk)
+                                        train_seq_len, ntk, rope_dims=cfg.rope_dims,
+                                        xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n)
+        # 1/sqrt(depth) on the normed sublayer inputs (model.ln_scale_by_depth); a looped block keeps its own
+        self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale_by_depth else 1.0
         self.mlp = build_mlp(cfg)
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
@@ -34,6 +49,9 @@ class Block(nn.Module):
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(dtype=x.dtype)
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
+        if self.ln_scale != 1.0:
+            x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x) * self.ln_scale)
+            return x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x) * self.ln_scale)
         x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x))
         x = x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x))
         return x
@@ -50,10 +68,16 @@ class GPT(nn.Module):
             self._build_options()
         self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else 0
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
+        # Depth recurrence: the block order when looping is on; off, the plain order. Flipped only by
+        # pgolf.core.loop.LoopController (explicit state, logged and checkpointed).
+        self.encoder_indices, self.decoder_indices = loop_schedule(cfg)
+        self.looping_active: bool = False
         if cfg.unet_skips:
-            n_skip = min(self.num_encoder_layers, self.num_decoder_layers)
+            n_skip = min(len(self.encoder_indices), len(self.decoder_indices))
             self.skip_weights = nn.Parameter(torch.ones(n_skip, cfg.model_dim, dtype=torch.float32))
-        self.blocks = nn.ModuleList([Block(cfg, train_seq_len, ntk) for _ in range(cfg.num_layers)])
+            if cfg.skip_gates:  # zero logits: sigmoid 0.5, an even mix of skip and stream at init
+                self.skip_gates = nn.Parameter(torch.zeros(n_skip, cfg.model_dim, dtype=torch.float32))
+        self.blocks = nn.ModuleList([Block(cfg, train_seq_len, ntk, i) for i in range(cfg.num_layers)])
         self.final_norm = RMSNorm()
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._official_init()
@@ -121,13 +145,22 @@ class GPT(nn.Module):
             x = self.smear(x, input_ids)
         x0 = x
         skips: list[Tensor] = []
-        for i in range(self.num_encoder_layers):
+        if self.looping_active:
+            enc, dec = self.encoder_indices, self.decoder_indices
+        else:
+            enc = range(self.num_encoder_layers)
+            dec = range(self.num_encoder_layers, self.num_encoder_layers + self.num_decoder_layers)
+        for i in enc:
             x = self.blocks[i](x, x0)
             skips.append(x)
-        for i in range(self.num_decoder_layers):
+        for j, i in enumerate(dec):
             if skips:
-                x = x + self.skip_weights[i].to(dtype=x.dtype)[None, None, :] * skips.pop()
-            x = self.blocks[self.num_encoder_layers + i](x, x0)
+                skip = self.skip_weights[j].to(dtype=x.dtype)[None, None, :] * skips.pop()
+                if self.cfg.skip_gates:
+                    x = torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(dtype=x.dtype))[None, None, :])
+                else:
+                    x = x + skip
+            x = self.blocks[i](x, x0)
         return self.final_norm(x)
 
     def logits(self, h: Tensor) -> Tensor:

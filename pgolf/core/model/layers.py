@@ -74,7 +74,10 @@ class Rotary(nn.Module):
         return freqs.cos()[None, None].to(dtype=dtype), freqs.sin()[None, None].to(dtype=dtype)
 
 
-def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor, rope_dims: int = 0) -> Tensor:
+    """Rotate the first ``rope_dims`` dims of each head (all with 0); the rest pass through (partial RoPE)."""
+    if 0 < rope_dims < x.size(-1):
+        return torch.cat((apply_rotary_emb(x[..., :rope_dims], cos, sin), x[..., rope_dims:]), dim=-1)
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
@@ -82,7 +85,7 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
-                 train_seq_len: int, ntk: bool):
+                 train_seq_len: int, ntk: bool, rope_dims: int = 0, xsa: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
@@ -92,7 +95,9 @@ class CausalSelfAttention(nn.Module):
         self.c_v = CastedLinear(dim, kv_dim)
         self.proj = CastedLinear(dim, dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
-        self.rotary = Rotary(self.head_dim, rope_base, train_seq_len, ntk)
+        self.rope_dims = rope_dims  # 0: every dim (the baseline); the frequencies span only the rotated dims
+        self.rotary = Rotary(rope_dims or self.head_dim, rope_base, train_seq_len, ntk)
+        self.xsa = xsa
 
     def forward(self, x: Tensor) -> Tensor:
         bsz, seqlen, dim = x.shape
@@ -102,11 +107,24 @@ class CausalSelfAttention(nn.Module):
         q = F.rms_norm(q, (q.size(-1),))
         k = F.rms_norm(k, (k.size(-1),))
         cos, sin = self.rotary(seqlen, x.device, q.dtype)
-        q = apply_rotary_emb(q, cos, sin)
-        k = apply_rotary_emb(k, cos, sin)
+        q = apply_rotary_emb(q, cos, sin, self.rope_dims)
+        k = apply_rotary_emb(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
         )
+        if self.xsa:
+            y = exclusive_attention(y, v)
         y = y.transpose(1, 2).contiguous().reshape(bsz, seqlen, dim)
         return self.proj(y)
+
+
+def exclusive_attention(y: Tensor, v: Tensor) -> Tensor:
+    """XSA: remove from each head's output its component along the token's own (unit) value vector.
+
+    y: (B, H, T, hd); v: (B, KV, T, hd); head h reads kv head h // (H / KV), as GQA does."""
+    b, h, t, d = y.shape
+    kv = v.size(1)
+    y_g = y.reshape(b, kv, h // kv, t, d)
+    vn = F.normalize(v, dim=-1).unsqueeze(2)  # (B, KV, 1, T, hd)
+    return (y_g - (y_g * vn).sum(dim=-1, keepdim=True) * vn).reshape(b, h, t, d)
