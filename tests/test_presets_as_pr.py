@@ -31,4 +31,5 @@ def test_every_pr_preset_has_a_twin_and_qat_defaults_to_the_export_quantizer():
     assert sorted(prs) == sorted(AS_PR)
     for n in prs:
         assert not get_preset(n).qat.own_quantizer, f"{n}: QAT through the export quantizer is pgolf's default"
-        assert get_preset(f"{n}_as_pr").qat.own_quantizer
+        if get_preset(n).qat.enabled:  # PR #1394 trains without QAT
+            assert get_preset(f"{n}_as_pr").qat.own_quantizer

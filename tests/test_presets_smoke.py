@@ -11,7 +11,8 @@ from pgolf.running.presets import PRESETS, get_preset
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_trains_exports_and_scores(name, small_dataset, tmp_path):
     cfg = get_preset(name).replace({
-        "data.path": str(small_dataset), "train.iterations": 2, "train.max_wallclock_seconds": 0,
+        "data.path": str(small_dataset), "model.vocab_size": 1024,  # the small dataset's tokenizer (PR #1394: 8192)
+        "train.iterations": 2, "train.max_wallclock_seconds": 0,
         "train.warmup_steps": 0, "train.val_loss_every": 0, "train.train_seq_len": 128,
         "train.train_batch_tokens": 256, "train.grad_accum_steps": 1, "train.val_batch_size": 4096,
         "eval.max_tokens": 2048, "eval.seq_len": 256 if get_preset(name).eval.seq_len else 0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from pgolf.core.config import Config, ConfigError, apply_overrides
+from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
 
 PRESETS: dict[str, Callable[[], Config]] = {}
 
@@ -271,6 +271,56 @@ def pr326_qat_ntk_cosine_swa() -> Config:
     })
 
 
+@preset
+def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
+    """Record 2026-04-05 / PR #1394 (https://github.com/openai/parameter-golf/pull/1394), "SP8192 + GPTQ
+    Embeddings + Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE:
+    point data.path at an sp8192 dataset), 11L d512 8H/4KV, MLP 4x LeakyReLU(0.5)^2, tied embedding, QK-gain
+    init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on the training length), XSA in all 11 blocks,
+    RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks 4-5 run 3
+    times, 15 virtual layers, from 50% of training; both graphs primed before training), orthogonal init,
+    786,432 tokens/step at seq 2048, Muon LR 0.02 with row normalization (MuonEq-R), momentum 0.92->0.99 over
+    1500, WD 0.085 (Muon and embedding) / 0.02 (scalars), grad clip 0.3, linear warmdown over the last 66.7%
+    of the wallclock (less the 12 s GPTQ reserve), EMA 0.997 every step; export GPTQ (64 calibration batches)
+    with SD-clip (12.85 sigma int6 matrices, 20 sigma int8 embedding), byte shuffle + brotli-11; sliding
+    evaluation at 2048 stride 64. 35,943,512 parameters.
+    Claimed: 5-seed mean val_bpb 1.08563 (quantized, sliding window) on 8xH100 in 600 s.
+
+    Deliberate differences (the switches in brackets restore the record; all of them: the preset
+    ``pr1394_sp8192_gptq_sdclip_loop45x2_as_pr``):
+    - control tensors (scales, mixes, q_gain, skip weights and gates) are stored fp32 in the artifact; the
+      record's small-tensor rule stores every float tensor of <= 65,536 elements fp16 [export.control_fp32=false].
+    Not switchable: the record's ShuffledSequenceLoader (random sequences across shards, a random phase per
+    shard, per-rank generator) is replaced by pgolf's permuted order (data.order=permuted: same tokens per
+    epoch, another order); every rank decides the loop switch together (the record: each rank by its own
+    clock); when training ends before loop_start_frac pgolf also scores the unquantized model looped (the
+    record: only the quantized one); parameter registration order differs (skip_weights before the blocks),
+    names, shapes and same-seed init do not."""
+    return apply_overrides(Config(), {
+        "model.vocab_size": 8192, "model.num_layers": 11, "model.mlp": "leaky_relu2", "model.leaky_slope": 0.5,
+        "model.mlp_mult": 4.0, "model.qk_gain_init": 4.0, "model.rope_dims": 16, "model.xsa_last_n": 11,
+        "model.ln_scale_by_depth": True, "model.skip_gates": True, "model.loop_layers": (4, 5),
+        "model.loop_count": 2, "model.loop_start_frac": 0.5, "model.init": "orthogonal",
+        "model.control_patterns": (*DEFAULT_CONTROL_PATTERNS, "skip_gates"),
+        "data.order": "permuted",
+        "train.train_seq_len": 2048, "train.train_batch_tokens": 786_432, "train.val_loss_every": 4000,
+        "train.train_log_every": 500,
+        "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
+        "optim.muon_momentum": 0.99, "optim.muon_momentum_warmup_start": 0.92,
+        "optim.muon_momentum_warmup_steps": 1500, "optim.muon_row_normalize": True,
+        "optim.muon_weight_decay": 0.085, "optim.embed_weight_decay": 0.085, "optim.adam_weight_decay": 0.02,
+        "optim.grad_clip_norm": 0.3,
+        "schedule.warmdown_frac": 0.667, "schedule.min_lr_frac": 0.0,
+        "averaging.mode": "ema", "averaging.ema_decay": 0.997,
+        "export.quantizer": "gptq", "export.gptq_calibration_batches": 64, "export.gptq_reserve_seconds": 12.0,
+        "export.clip": "sdclip", "export.scale_floor": False, "export.scale_dtype": "fp16",
+        "export.sdclip_sigmas_matrix": 12.85, "export.sdclip_sigmas_embed": 20.0,
+        "export.bits_attn": 6, "export.bits_mlp": 6, "export.bits_other": 8,
+        "export.compressor": "brotli", "export.level": 11,
+        "eval.seq_len": 2048, "eval.stride": 64, "eval.tail": "score",
+    })
+
+
 # -- the PRs' own behaviour ------------------------------------------------------------------------------
 
 # Per PR preset: the overrides that switch each of pgolf's deliberate fixes (listed in the preset's
@@ -291,6 +341,7 @@ AS_PR: dict[str, dict[str, object]] = {
     "pr326_qat_ntk_cosine_swa": {
         **PR_QAT, "qat.cast_first": True, "model.bos_id": -1, "export.control_fp32": False,
         "averaging.swa_dtype": "param", "eval.window_rule": "full_windows"},
+    "pr1394_sp8192_gptq_sdclip_loop45x2": {"export.control_fp32": False},
 }
 
 
