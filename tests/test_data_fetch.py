@@ -67,12 +67,12 @@ class Hub:
 
             def _resolve(self):
                 path = unquote(self.path.split("?")[0])
-                for repo, files in ((REPO, hub.files), *hub.other_repos.items()):
+                for repo, served in ((REPO, hub.files), *hub.other_repos.items()):
                     prefix = f"/datasets/{repo}/resolve/"
                     if path.startswith(prefix):
                         hub.repos_asked.append(repo)
                         revision, _, rel = path[len(prefix):].partition("/")
-                        return files.get(rel) if revision in ("main", COMMIT) else None, rel
+                        return served.get(rel) if revision in ("main", COMMIT) else None, rel
                 hub.repos_asked.append(None)
                 return None
 
@@ -362,7 +362,7 @@ def test_cli_fetch_sp8192_defaults_to_the_records_repo(hub, record_export, tmp_p
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "pgolf.running.cli", "data", "fetch", "--variant", "sp8192", "--train-shards", "1",
            "--out", str(tmp_path / "data")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"dataset: {tmp_path / 'data' / 'datasets' / 'fineweb10B_sp8192'}" in proc.stdout
     assert {repo for repo in hub.repos_asked if repo} == {RECORD_REPO}  # (huggingface_hub may also ask /api/...)

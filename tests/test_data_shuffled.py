@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_each_epoch_visits_every_window_of_the_ranks_shards_once(shards):
     for s in (0, 2, 3):
         offs = sorted(o for t, o in first if t == s)
         assert len(offs) == per_shard[s] and 0 <= offs[0] < SEQ  # one random phase...
-        assert all(b - a == SEQ for a, b in zip(offs, offs[1:]))  # ...then back-to-back windows
+        assert all(b - a == SEQ for a, b in pairwise(offs))  # ...then back-to-back windows
         assert offs[-1] + SEQ + 1 <= SIZES[s] < offs[-1] + 2 * SEQ + 1  # as many as fit
 
 
@@ -150,7 +151,8 @@ def test_two_process_checkpoint_keeps_every_ranks_position(small_dataset, tmp_pa
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "pgolf.running.worker", "--config", str(tmp_path / "cfg.json"), "--run-dir", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ck = load_plain(tmp_path / "ddp" / CHECKPOINT, name="ck", kind="pgolf checkpoint")
     assert ck["step"] == 2 and ck["loader"]["order"] == "record_shuffled" and len(ck["loader"]["by_rank"]) == 2

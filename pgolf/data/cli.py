@@ -20,7 +20,13 @@ from pgolf.data.build import (
     read_manifest,
 )
 from pgolf.data.corpus import CorpusError
-from pgolf.data.fetch import DEFAULT_REMOTE_ROOT, DEFAULT_REPO_ID, RECORD_REPO_ID, FetchError, fetch
+from pgolf.data.fetch import (
+    DEFAULT_REMOTE_ROOT,
+    DEFAULT_REPO_ID,
+    RECORD_REPO_ID,
+    FetchError,
+    fetch,
+)
 
 _EXPECTED_ERRORS = (BuildError, CorpusError, FetchError, DatasetNotFoundError, ShardError, TokenizerError, OSError, ValueError)
 
