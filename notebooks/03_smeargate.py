@@ -31,7 +31,7 @@
 #   BOS token (`model.bos_id`), so no document sees the previous one through the gate.
 #
 # **Method** (the research protocol, `pgolf.research.protocol`).
-# - Scales `micro` and `small`. The earlier 3-seed pilot at d=128 measured per-dim − scalar ≈ −0.012 bpb with a
+# - Scales `micro` (both gates) and `small` (the per-dim gate only, for CPU time). The earlier 3-seed pilot at d=128 measured per-dim − scalar ≈ −0.012 bpb with a
 #   paired sd that made 7 seeds enough at α = 0.01; this study uses 10 micro seeds and reports the seeds the
 #   measured spread would need.
 # - Arms: the **shared control** (`control`, no gate: the same runs as in 01 and 02), `smear_scalar` (one
@@ -45,6 +45,7 @@
 scales: list = ["micro", "small"]  # protocol scales (pgolf.research.protocol.SCALES)
 seeds: dict = {"micro": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "small": [0, 1, 2]}  # replicates per scale
 smear_init: str = "half"  # gate init of both gated arms: "half" (logit 0, g = 0.5) or "identity" (logit 3, g ≈ 0.95)
+arms: dict = {"micro": ["smear_scalar", "smear_per_dim"], "small": ["smear_per_dim"]}  # gated arms per scale
 overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train again even if finished runs with these configs exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
@@ -70,7 +71,7 @@ INIT_G = 1 / (1 + np.exp(-SMEAR_INIT_LOGIT[smear_init]))
 # ## Runs
 
 # %%
-runs = pd.concat([protocol.study(sc, GATED, seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
+runs = pd.concat([protocol.study(sc, {a: GATED[a] for a in arms[sc]}, seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
                   for sc in scales], ignore_index=True)
 figures.write_selection(runs_dir(), STUDY, runs)
 runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bpb", "q_val_bpb", "step_avg_ms"]]
@@ -82,9 +83,10 @@ runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bp
 for sc in scales:
     display(Markdown(f"**{sc}**"))
     display(arm_table(runs[runs["scale"] == sc]))
+both = [sc for sc in scales if {"smear_scalar", "smear_per_dim"} <= set(arms[sc])]
 per_dim_vs_scalar = pd.concat(
-    {sc: compare(g[g["arm"].isin(list(GATED))], "smear_scalar", "q_val_bpb") for sc, g in runs.groupby("scale", sort=False)},
-    names=["scale"])
+    {sc: compare(g[g["arm"].isin(list(GATED))], "smear_scalar", "q_val_bpb") for sc, g in runs.groupby("scale", sort=False)
+     if sc in both}, names=["scale"])
 tests = pd.concat({"vs control": protocol.comparisons(runs), "per_dim vs scalar": per_dim_vs_scalar},
                   names=["comparison"])
 display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde", "clears_rule"]].style.format(
@@ -115,8 +117,10 @@ display(SVG(filename=str(fig_path)))
 # %%
 lines = [f"- Gate init as run: `{smear_init}`, g = {INIT_G:.3f} at step 0 in both gated arms."]
 for sc in scales:
-    for arm in GATED:
+    for arm in arms[sc]:
         lines.append(f"- **{sc}**, {arm} vs no gate: {verdict(tests.loc[('vs control', sc, arm)], arm, 'control', 'q_val_bpb')}")
+    if sc not in both:
+        continue
     row = tests.loc[("per_dim vs scalar", sc, "smear_per_dim")]
     lines.append(f"- **{sc}**, per-dim vs scalar (seed 004's claim): "
                  f"{verdict(row, 'smear_per_dim', 'smear_scalar', 'q_val_bpb')}")

@@ -305,3 +305,43 @@ def test_cli_shuffle_flags(tmp_path, monkeypatch):
     assert seen == [0, 3, None]
     with pytest.raises(SystemExit):  # one or the other
         parser.parse_args(["data", "build", "--no-shuffle", "--shuffle-seed", "3"])
+
+
+@pytest.mark.parametrize("vocab", [4096, 8192])
+def test_default_dataset_per_vocab_size_cli_build_and_config_resolution(vocab, tmp_path, monkeypatch, capsys):
+    """`pgolf data build --vocab-size N` writes default_sp<N>, and model.vocab_size=N with data.path="" reads it;
+    before the build the error names that exact command. The corpus is cut to 60 documents to stay fast (the
+    full embedded corpus reaches 8192 pieces too: 1.36M train tokens at 8192, checked by hand)."""
+    import argparse
+
+    from pgolf.core.config import Config, apply_overrides
+    from pgolf.core.data.loader import DatasetNotFoundError
+    from pgolf.data import cli
+
+    monkeypatch.setenv("PGOLF_DATA", str(tmp_path / "pgdata"))
+    cfg = apply_overrides(Config(), {"model.vocab_size": vocab, "data.path": ""})
+    with pytest.raises(DatasetNotFoundError) as err:
+        resolve_dataset(cfg.data, cfg.model.vocab_size)
+    assert f"default_sp{vocab} does not exist (build it with `pgolf data build --vocab-size {vocab}`)" in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match=r"default_sp1024 does not exist \(build it with `pgolf data build`\)"):
+        resolve_dataset(cfg.data, 1024)
+
+    docs = default_corpus_documents()[:60]
+    monkeypatch.setattr(build_mod.corpus, "default_corpus_documents", lambda verbatim=False: docs)
+    parser = argparse.ArgumentParser(prog="pgolf")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "build", "--vocab-size", str(vocab)])
+    assert args.func(args) == 0
+    out = tmp_path / "pgdata" / "datasets" / f"default_sp{vocab}"
+    assert f"vocab_size:{vocab}" in capsys.readouterr().out
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    assert ds.root == out.resolve() and ds.tokenizer_path == (out / "tokenizer.model").resolve()
+    assert load_tokenizer(ds.tokenizer_path).vocab_size() == vocab and ds.manifest["vocab_size"] == vocab
+
+
+def test_vocab_size_the_text_cannot_reach_is_a_clear_error(tmp_path):
+    src = tmp_path / "few.txt"
+    src.write_text("\n\n".join(default_corpus_documents()[:8]), encoding="utf-8")
+    with pytest.raises(BuildError, match=r"has \d+ pieces, not vocab_size=8192; use more text or a smaller vocab_size"):
+        build_dataset([src], tmp_path / "ds", vocab_size=8192)
+    assert not (tmp_path / "ds").exists()

@@ -57,6 +57,8 @@ class Hub:
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.log, self.cut_once = files, [], set()
+        self.other_repos: dict[str, dict[str, bytes]] = {}  # repo id -> its files, served beside REPO's
+        self.repos_asked: list[str] = []  # the repo of each request, in the order of ``log``
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,12 +66,15 @@ class Hub:
                 pass
 
             def _resolve(self):
-                prefix = f"/datasets/{REPO}/resolve/"
                 path = unquote(self.path.split("?")[0])
-                if not path.startswith(prefix):
-                    return None
-                revision, _, rel = path[len(prefix):].partition("/")
-                return hub.files.get(rel) if revision in ("main", COMMIT) else None, rel
+                for repo, served in ((REPO, hub.files), *hub.other_repos.items()):
+                    prefix = f"/datasets/{repo}/resolve/"
+                    if path.startswith(prefix):
+                        hub.repos_asked.append(repo)
+                        revision, _, rel = path[len(prefix):].partition("/")
+                        return served.get(rel) if revision in ("main", COMMIT) else None, rel
+                hub.repos_asked.append(None)
+                return None
 
             def _headers(self, status, body, rel, start=0):
                 self.send_response(status)
@@ -260,3 +265,106 @@ def test_manifest_paths_that_leave_the_destination_are_refused(hub, export, tmp_
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0] not in
                ("data", "cache", "hf_home")]
     assert written == [] and [p.name for p in out.rglob("*") if p.is_file()] == ["manifest.json"]
+
+
+RECORD_REPO = "kevclark/parameter-golf"  # PR #1394's (sp8192) and PR #1218's (sp4096) export
+RECORD_SHARD = 2500
+
+
+@pytest.fixture(scope="module")
+def record_export(tmp_path_factory):
+    """A miniature of the records' export, in the layout their READMEs document (fetched by the official script
+    with MATCHED_FINEWEB_REPO_ID=kevclark/parameter-golf): datasets/manifest.json, datasets/datasets/
+    fineweb10B_sp{4096,8192}/fineweb_{val,train}_NNNNNN.bin, datasets/tokenizers/fineweb_{N}_bpe.{model,vocab}."""
+    tmp = tmp_path_factory.mktemp("record_export")
+    rng = np.random.default_rng(1)
+    files: dict[str, bytes] = {}
+    manifest = {"version": "10B", "shard_size": RECORD_SHARD, "tokenizers": [], "datasets": []}
+    docs = default_corpus_documents()[:60]
+    for vocab in (4096, 8192):
+        ds = f"datasets/datasets/fineweb10B_sp{vocab}"
+        for name, n in {"fineweb_val_000000.bin": 999, "fineweb_train_000000.bin": RECORD_SHARD,
+                        "fineweb_train_000001.bin": RECORD_SHARD, "fineweb_train_000002.bin": 321}.items():
+            files[f"{ds}/{name}"] = write_shard(tmp / f"{vocab}_{name}", rng.integers(0, vocab, n)).read_bytes()
+        model = train_sentencepiece(docs, tmp / f"fineweb_{vocab}_bpe", vocab)
+        files[f"datasets/tokenizers/fineweb_{vocab}_bpe.model"] = model.read_bytes()
+        files[f"datasets/tokenizers/fineweb_{vocab}_bpe.vocab"] = model.with_suffix(".vocab").read_bytes()
+        manifest["tokenizers"].append({"name": f"sp_bpe_{vocab}", "kind": "sentencepiece_bpe", "vocab_size": vocab,
+                                       "model_path": f"tokenizers/fineweb_{vocab}_bpe.model",
+                                       "vocab_path": f"tokenizers/fineweb_{vocab}_bpe.vocab"})
+        manifest["datasets"].append({"name": f"fineweb10B_sp{vocab}", "tokenizer_name": f"sp_bpe_{vocab}",
+                                     "stats": {"files_train": 3, "files_val": 1, "tokens_train": 2 * RECORD_SHARD + 321,
+                                               "tokens_val": 999}})
+    files["datasets/manifest.json"] = json.dumps(manifest).encode()
+    return files
+
+
+@pytest.mark.parametrize("vocab", [4096, 8192])
+def test_record_variants_come_from_the_records_export(hub, record_export, tmp_path, vocab):
+    """`fetch(variant="sp8192")` (no repo given) asks kevclark/parameter-golf for the documented files and lands
+    them in the official layout; a config with model.vocab_size=N and data.path=<that folder> then reads them."""
+    from types import SimpleNamespace
+
+    from pgolf.core.data.identity import verify_dataset
+    from pgolf.core.data.loader import resolve_dataset
+
+    hub.other_repos[RECORD_REPO] = record_export
+    out = tmp_path / "data"
+    result = fetch(variant=f"sp{vocab}", train_shards=2, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    ds = f"datasets/datasets/fineweb10B_sp{vocab}"
+    wanted = ["datasets/manifest.json", f"{ds}/fineweb_val_000000.bin", f"{ds}/fineweb_train_000000.bin",
+              f"{ds}/fineweb_train_000001.bin", f"datasets/tokenizers/fineweb_{vocab}_bpe.model",
+              f"datasets/tokenizers/fineweb_{vocab}_bpe.vocab"]
+    assert [rel for _, rel, _ in hub.gets()] == wanted and set(hub.repos_asked) == {RECORD_REPO}
+    for remote in wanted:
+        assert _local(out, remote).read_bytes() == record_export[remote], remote
+    assert result.dataset_dir == out / "datasets" / f"fineweb10B_sp{vocab}"
+    assert sorted(p.name for p in result.dataset_dir.glob("*.bin")) == [
+        "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["vocab_size"] == vocab and manifest["source"]["repo_id"] == RECORD_REPO
+    cfg = SimpleNamespace(path=str(result.dataset_dir), train_pattern="fineweb_train_*.bin",
+                          val_pattern="fineweb_val_*.bin", tokenizer_path="")
+    dataset = resolve_dataset(cfg, vocab)
+    assert dataset.tokenizer_path == (out / "tokenizers" / f"fineweb_{vocab}_bpe.model").resolve()
+    verify_dataset(dataset, vocab)  # ids inside the vocabulary, tokenizer of the right size
+
+
+def test_another_exports_manifest_is_replaced_not_trusted(hub, export, record_export, tmp_path):
+    """sp1024 from the official repo, then sp8192 from the records' repo into the same data root: the official
+    manifest already in place does not list sp8192 and is not the records' repo's, so it is fetched again (the
+    record's README deletes it by hand); back to sp1024, the official one returns and the shards are kept."""
+    hub.other_repos[RECORD_REPO] = record_export
+    out, cache = tmp_path / "data", tmp_path / "cache"
+    fetch(variant="sp1024", train_shards=1, out_root=out, endpoint=hub.url, cache_dir=cache)
+    assert (out / "manifest.json").read_bytes() == export["datasets/manifest.json"]
+    hub.log.clear()
+    hub.repos_asked.clear()
+    fetch(variant="sp8192", train_shards=1, out_root=out, endpoint=hub.url, cache_dir=cache)
+    assert (out / "manifest.json").read_bytes() == record_export["datasets/manifest.json"]
+    assert set(hub.repos_asked) == {RECORD_REPO}
+    hub.log.clear()
+    again = fetch(variant="sp1024", train_shards=1, out_root=out, endpoint=hub.url, cache_dir=cache)
+    assert (out / "manifest.json").read_bytes() == export["datasets/manifest.json"]
+    assert [p.name for p in again.downloaded] == ["manifest.json"]  # from the cache; every shard checked out
+    with pytest.raises(FetchError, match=r"fineweb10B_sp8192 not in datasets/manifest.json of willdepueoai/parameter-golf"
+                                         r".*sp8192 is published in kevclark/parameter-golf"):
+        fetch(variant="sp8192", repo_id=REPO, train_shards=1, out_root=out, endpoint=hub.url, cache_dir=cache)
+
+
+def test_cli_fetch_sp8192_defaults_to_the_records_repo(hub, record_export, tmp_path):
+    """`pgolf data fetch --variant sp8192` in a fresh process, HF_ENDPOINT pointing at the local hub."""
+    hub.other_repos[RECORD_REPO] = record_export
+    import pgolf
+
+    here = str(Path(pgolf.__file__).resolve().parents[1])  # this checkout's pgolf, not an installed one
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "pgolf.running.cli", "data", "fetch", "--variant", "sp8192", "--train-shards", "1",
+           "--out", str(tmp_path / "data")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"dataset: {tmp_path / 'data' / 'datasets' / 'fineweb10B_sp8192'}" in proc.stdout
+    assert {repo for repo in hub.repos_asked if repo} == {RECORD_REPO}  # (huggingface_hub may also ask /api/...)
+    tok = "datasets/tokenizers/fineweb_8192_bpe.model"
+    assert _local(tmp_path / "data", tok).read_bytes() == record_export[tok]

@@ -133,13 +133,14 @@ class DataConfig:
     val_pattern: str = "fineweb_val_*.bin"  # validation shard glob inside path
     tokenizer_path: str = ""  # SentencePiece .model; "" = <path>/tokenizer.model or the manifest's
     # Train batch order: "sequential" = the official stream; "permuted" = blocks of train_seq_len + 1 tokens
-    # in a per-epoch permutation seeded by (order_seed, epoch), apart from train.seed (pgolf.core.data.permuted).
-    order: Literal["sequential", "permuted"] = "sequential"
-    order_seed: int = 0  # seed of the permuted order (ignored by "sequential")
+    # in a per-epoch permutation seeded by (order_seed, epoch), apart from train.seed (pgolf.core.data.permuted);
+    # "record_shuffled" = PR #1394's per-rank random windows of the rank's own shards (pgolf.core.data.shuffled).
+    order: Literal["sequential", "permuted", "record_shuffled"] = "sequential"
+    order_seed: int = 0  # seed of the permuted / record_shuffled order (ignored by "sequential")
 
     def __post_init__(self) -> None:
-        _check(self.order in ("sequential", "permuted"), "data.order",
-               f"expected 'sequential' or 'permuted', got {self.order!r}")
+        _check(self.order in ("sequential", "permuted", "record_shuffled"), "data.order",
+               f"expected 'sequential', 'permuted' or 'record_shuffled', got {self.order!r}")
         _check(isinstance(self.order_seed, int) and not isinstance(self.order_seed, bool) and self.order_seed >= 0,
                "data.order_seed", f"expected an integer >= 0, got {self.order_seed!r}")
 

@@ -34,6 +34,11 @@ def data_root() -> Path:
     return Path(env).resolve() if env else REPO_ROOT / "data"
 
 
-def default_dataset_dir() -> Path:
-    """Where ``pgolf data build`` with no arguments puts the embedded default corpus."""
-    return data_root() / "datasets" / "default_sp1024"
+def default_dataset_dir(vocab_size: int = 1024) -> Path:
+    """Where ``pgolf data build [--vocab-size N]`` puts the embedded default corpus (``default_sp<N>``)."""
+    return data_root() / "datasets" / f"default_sp{vocab_size}"
+
+
+def default_build_command(vocab_size: int = 1024) -> str:
+    """The command that builds :func:`default_dataset_dir` for ``vocab_size`` (named in missing-data errors)."""
+    return "pgolf data build" if vocab_size == 1024 else f"pgolf data build --vocab-size {vocab_size}"

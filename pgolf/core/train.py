@@ -630,6 +630,11 @@ class Trainer:
         running = self._clock_from is not None
         self._clock_stop()
         opt_states = [opt.state_dict() for opt in self.optimizers]
+        loader_state = self.loader.state_dict()
+        if self.d.distributed and loader_state.get("per_rank"):  # each rank draws its own batches: keep them all
+            by_rank: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(by_rank, loader_state)
+            loader_state = {"order": loader_state["order"], "by_rank": by_rank}
         if self.d.distributed:  # Muon momentum lives only on the rank that owns each matrix
             gathered: list[Any] = [None] * self.d.world_size
             dist.all_gather_object(gathered, opt_states)
@@ -639,8 +644,8 @@ class Trainer:
             self.out.metric(event="checkpoint", step=self.steps_done)  # before log_sizes: a resume keeps this row
             self.out.torch_save(CHECKPOINT, {
                 "step": self.steps_done, "training_time_ms": self.training_time_ms, "model": self.base.state_dict(),
-                "optimizers_by_rank": gathered, "loader": self.loader.state_dict(),
-                "averager": self.averager.state_dict(), **self.qat.state_dict(), **self.loop.state_dict(), "config": self.cfg.to_dict(),
+                "optimizers_by_rank": gathered, "loader": loader_state, "averager": self.averager.state_dict(),
+                **self.qat.state_dict(), **self.loop.state_dict(), "config": self.cfg.to_dict(),
                 "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
                 "rng": rng_state(), "format": CHECKPOINT_FORMAT, "log_sizes": self.out.log_sizes(),
             })

@@ -212,9 +212,7 @@ def is_val_document(text: str, val_fraction: float) -> bool:
 
 def default_out_dir(sources: list[Path] | None, vocab_size: int) -> Path:
     if sources is None:
-        if vocab_size == 1024:
-            return paths.default_dataset_dir()
-        return paths.data_root() / "datasets" / f"default_sp{vocab_size}"
+        return paths.default_dataset_dir(vocab_size)
     first = Path(sources[0]).expanduser().resolve()
     return paths.data_root() / "datasets" / f"{first.stem or first.name}_sp{vocab_size}"
 

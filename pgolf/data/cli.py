@@ -20,7 +20,13 @@ from pgolf.data.build import (
     read_manifest,
 )
 from pgolf.data.corpus import CorpusError
-from pgolf.data.fetch import DEFAULT_REMOTE_ROOT, DEFAULT_REPO_ID, FetchError, fetch
+from pgolf.data.fetch import (
+    DEFAULT_REMOTE_ROOT,
+    DEFAULT_REPO_ID,
+    RECORD_REPO_ID,
+    FetchError,
+    fetch,
+)
 
 _EXPECTED_ERRORS = (BuildError, CorpusError, FetchError, DatasetNotFoundError, ShardError, TokenizerError, OSError, ValueError)
 
@@ -53,10 +59,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_guard(_inspect))
 
     p = sub.add_parser("fetch", help="download the official cached FineWeb export from Hugging Face")
-    p.add_argument("--variant", default="sp1024", help="tokenizer family, e.g. sp1024")
+    p.add_argument("--variant", default="sp1024", help="tokenizer family: sp1024 (official), sp4096, sp8192 (records)")
     p.add_argument("--train-shards", type=int, default=1, help="training shards to fetch (all val shards always)")
     p.add_argument("--out", type=Path, default=None, help="data root (default: pgolf data root, official layout)")
-    p.add_argument("--repo-id", default=DEFAULT_REPO_ID, help="Hugging Face dataset repo")
+    p.add_argument("--repo-id", default=None,
+                   help=f"Hugging Face dataset repo (default: {RECORD_REPO_ID} for sp4096/sp8192, the records' "
+                        f"export; {DEFAULT_REPO_ID} otherwise)")
     p.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT, help="export root inside the repo")
     p.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl (large)")
     p.set_defaults(func=_guard(_fetch))

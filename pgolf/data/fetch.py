@@ -1,5 +1,11 @@
 """Download the official cached FineWeb export from the Hugging Face dataset ``willdepueoai/parameter-golf``.
 
+``sp4096`` and ``sp8192`` come from ``kevclark/parameter-golf`` (:data:`VARIANT_REPO_IDS`), the export that the
+2026-04-05 record (https://github.com/openai/parameter-golf/pull/1394, sp8192) and its parent
+(https://github.com/openai/parameter-golf/pull/1218, sp4096) document: the same layout and file names
+(``fineweb10B_sp8192/``, ``tokenizers/fineweb_8192_bpe.model``), read by the official script with
+``MATCHED_FINEWEB_REPO_ID=kevclark/parameter-golf``.
+
 Mirrors ``data/cached_challenge_fineweb.py`` of openai/parameter-golf: the export's
 ``manifest.json`` (``<remote_root>/manifest.json``) names each dataset's shard counts and its
 tokenizer files; shards live at ``<remote_root>/datasets/<dataset>/fineweb_{val,train}_NNNNNN.bin``
@@ -21,6 +27,10 @@ Last, the dataset folder gets a pgolf ``manifest.json`` (format ``pgolf-fetch``)
 vocabulary size, so a fetched dataset has checksums and an identity like a built one
 (:mod:`pgolf.core.data.identity`). Every shard is hashed on each fetch (~1 s per 100M-token shard).
 
+Both exports put their ``manifest.json`` at the same local path, so a manifest already there counts only if it is
+byte for byte this repo's cached copy; otherwise (another repo's, as after fetching sp1024 and then sp8192, or the
+cache was cleared) it is downloaded again. (The record's README deletes ``data/manifest.json`` by hand for this.)
+
 The manifest is remote input: every path it names is checked here (:func:`check_remote_path`) before
 the first download, rather than trusting huggingface_hub to refuse paths that leave ``out_root``.
 """
@@ -41,6 +51,8 @@ from pgolf.core.data.identity import sha256_file, write_folder_manifest
 from pgolf.core.data.shards import ShardError, read_header
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+RECORD_REPO_ID = "kevclark/parameter-golf"  # PR #1218 (sp4096) and PR #1394 (sp8192) data
+VARIANT_REPO_IDS = {"sp4096": RECORD_REPO_ID, "sp8192": RECORD_REPO_ID}  # every other variant: DEFAULT_REPO_ID
 DEFAULT_REMOTE_ROOT = "datasets"
 
 
@@ -64,6 +76,11 @@ def dataset_dir_for_variant(variant: str) -> str:
     raise FetchError(f"unsupported variant {variant!r}; expected sp<VOCAB_SIZE> (e.g. sp1024) or byte260")
 
 
+def repo_for_variant(variant: str) -> str:
+    """The Hugging Face dataset repo that publishes ``variant`` (:data:`VARIANT_REPO_IDS`, else the official one)."""
+    return VARIANT_REPO_IDS.get(variant, DEFAULT_REPO_ID)
+
+
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
@@ -71,7 +88,11 @@ def _join(*parts: str) -> str:
 def check_remote_path(path: object, entry: str) -> str:
     """``path`` if it is a plain relative POSIX path, else a :class:`FetchError` naming the manifest ``entry``.
 
-    The manifest is remote input: a path that is absolute, climbs with ``..``, uses backslashes or a
+    Both exports put their ``manifest.json`` at the same local path, so a manifest already there counts only if it is
+byte for byte this repo's cached copy; otherwise (another repo's, as after fetching sp1024 and then sp8192, or the
+cache was cleared) it is downloaded again. (The record's README deletes ``data/manifest.json`` by hand for this.)
+
+The manifest is remote input: a path that is absolute, climbs with ``..``, uses backslashes or a
     drive letter, or has empty components could place a file outside the destination folder, so it is
     refused here, before anything is downloaded or written."""
     def bad(why: str) -> FetchError:
@@ -158,6 +179,20 @@ class _Downloader:
         return dest
 
 
+    def same_as_cached(self, remote_path: str) -> Callable[[Path], None]:
+        """A check that a local copy of ``remote_path`` is this repo's cached one (not another export's)."""
+        def check(path: Path) -> None:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.repo_id, remote_path, cache_dir=self.cache_dir,
+                                            revision=self.revision, repo_type="dataset")
+            if not isinstance(cached, str) or Path(cached).read_bytes() != path.read_bytes():
+                raise FetchError(f"{path} is not the cached {remote_path} of {self.repo_id} (another export's, or the "
+                                 "cache was cleared)")
+
+        return check
+
+
 def _shard_check(expected_tokens: int | None) -> Callable[[Path], None]:
     def check(path: Path) -> None:
         n = read_header(path)["num_tokens"]
@@ -200,16 +235,18 @@ def fetch(
     variant: str = "sp1024",
     train_shards: int = 1,
     out_root: Path | None = None,
-    repo_id: str = DEFAULT_REPO_ID,
+    repo_id: str | None = None,
     remote_root: str = DEFAULT_REMOTE_ROOT,
     revision: str | None = None,
     endpoint: str | None = None,
     cache_dir: Path | None = None,
     with_docs: bool = False,
 ) -> FetchResult:
-    """Fetch all val shards, the first ``train_shards`` train shards and the tokenizer of ``variant``."""
+    """Fetch all val shards, the first ``train_shards`` train shards and the tokenizer of ``variant``
+    (from ``repo_id``; None: :func:`repo_for_variant`)."""
     if train_shards < 0:
         raise FetchError(f"train_shards must be >= 0, got {train_shards}")
+    repo_id = repo_id or repo_for_variant(variant)
     out_root = Path(out_root).expanduser().resolve() if out_root is not None else paths.data_root()
     remote_root = remote_root.strip().strip("/")
     dataset_name = dataset_dir_for_variant(variant)
@@ -217,12 +254,19 @@ def fetch(
     dl = _Downloader(repo_id, remote_root, out_root, revision, endpoint, cache_dir, result)
 
     manifest_remote = _join(remote_root, "manifest.json")
-    manifest_file = dl.get(manifest_remote, _manifest_check)
+    same_as_cached = dl.same_as_cached(manifest_remote)
+
+    def manifest_check(path: Path) -> None:
+        _manifest_check(path)
+        same_as_cached(path)
+
+    manifest_file = dl.get(manifest_remote, manifest_check)
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     entry = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_name), None)
     if entry is None:
         names = [d.get("name") for d in manifest.get("datasets", [])]
-        raise FetchError(f"dataset {dataset_name} not in {manifest_remote} of {repo_id}; it lists {names}")
+        hint = f"; {variant} is published in {VARIANT_REPO_IDS[variant]}" if variant in VARIANT_REPO_IDS else ""
+        raise FetchError(f"dataset {dataset_name} not in {manifest_remote} of {repo_id}; it lists {names}{hint}")
     stats = entry.get("stats") or {}
     try:
         files_train, files_val = int(stats["files_train"]), int(stats["files_val"])

@@ -283,16 +283,15 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
     1500, WD 0.085 (Muon and embedding) / 0.02 (scalars), grad clip 0.3, linear warmdown over the last 66.7%
     of the wallclock (less the 12 s GPTQ reserve), EMA 0.997 every step; export GPTQ (64 calibration batches)
     with SD-clip (12.85 sigma int6 matrices, 20 sigma int8 embedding), byte shuffle + brotli-11; sliding
-    evaluation at 2048 stride 64. 35,943,512 parameters.
+    evaluation at 2048 stride 64; the record's shuffled sequence loader (data.order=record_shuffled). 35,943,512
+    parameters.
     Claimed: 5-seed mean val_bpb 1.08563 (quantized, sliding window) on 8xH100 in 600 s.
 
     Deliberate differences (the switches in brackets restore the record; all of them: the preset
     ``pr1394_sp8192_gptq_sdclip_loop45x2_as_pr``):
     - control tensors (scales, mixes, q_gain, skip weights and gates) are stored fp32 in the artifact; the
       record's small-tensor rule stores every float tensor of <= 65,536 elements fp16 [export.control_fp32=false].
-    Not switchable: the record's ShuffledSequenceLoader (random sequences across shards, a random phase per
-    shard, per-rank generator) is replaced by pgolf's permuted order (data.order=permuted: same tokens per
-    epoch, another order); every rank decides the loop switch together (the record: each rank by its own
+    Not switchable: every rank decides the loop switch together (the record: each rank by its own
     clock); when training ends before loop_start_frac pgolf also scores the unquantized model looped (the
     record: only the quantized one); parameter registration order differs (skip_weights before the blocks),
     names, shapes and same-seed init do not."""
@@ -302,7 +301,7 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
         "model.ln_scale_by_depth": True, "model.skip_gates": True, "model.loop_layers": (4, 5),
         "model.loop_count": 2, "model.loop_start_frac": 0.5, "model.init": "orthogonal",
         "model.control_patterns": (*DEFAULT_CONTROL_PATTERNS, "skip_gates"),
-        "data.order": "permuted",
+        "data.order": "record_shuffled",
         "train.train_seq_len": 2048, "train.train_batch_tokens": 786_432, "train.val_loss_every": 4000,
         "train.train_log_every": 500,
         "optim.matrix_lr": 0.02, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,

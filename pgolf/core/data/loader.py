@@ -161,11 +161,14 @@ class Dataset:
 
 
 def resolve_dataset(data_cfg, vocab_size: int) -> Dataset:
-    """Find shards and tokenizer for a ``DataConfig`` (fields ``path``, ``*_pattern``, ``tokenizer_path``)."""
+    """Find shards and tokenizer for a ``DataConfig`` (fields ``path``, ``*_pattern``, ``tokenizer_path``).
+
+    An empty ``path`` is the embedded corpus built for ``vocab_size`` (``default_sp<vocab_size>``); errors about
+    it name the exact ``pgolf data build`` command that makes it."""
     default = not data_cfg.path
-    root = paths.default_dataset_dir() if default else Path(data_cfg.path).expanduser()
+    root = paths.default_dataset_dir(vocab_size) if default else Path(data_cfg.path).expanduser()
     root = root.resolve()
-    hint = " (build it with `pgolf data build`)" if default else ""
+    hint = f" (build it with `{paths.default_build_command(vocab_size)}`)" if default else ""
     if not root.is_dir():
         raise DatasetNotFoundError(f"dataset folder {root} does not exist{hint}")
     manifest_file = root / "manifest.json"

@@ -130,8 +130,13 @@ class PermutedBlockLoader:
 
 
 def make_train_loader(cfg, files: list[Path], rank: int, world_size: int, device: torch.device | str):
-    """The trainer's train loader for ``cfg.data.order``: official sequential stream or permuted blocks."""
+    """The trainer's train loader for ``cfg.data.order``: official sequential stream, permuted blocks, or the
+    record's shuffled windows (:mod:`pgolf.core.data.shuffled`)."""
     if cfg.data.order == "sequential":
         return DistributedTokenLoader(files, rank, world_size, device, vocab_size=cfg.model.vocab_size)
+    if cfg.data.order == "record_shuffled":
+        from pgolf.core.data.shuffled import RecordShuffledLoader
+        return RecordShuffledLoader(files, rank, world_size, cfg.train.train_seq_len, cfg.data.order_seed, device,
+                                    vocab_size=cfg.model.vocab_size)
     return PermutedBlockLoader(files, rank, world_size, cfg.train.train_seq_len, cfg.data.order_seed, device,
                                vocab_size=cfg.model.vocab_size)
