@@ -111,3 +111,10 @@ def test_loop_state_is_checkpointed_and_resumed(small_dataset, tmp_path):
     s = train(cfg, tmp_path / "cut", resume=True, console=False)
     log = (tmp_path / "cut" / "train.log").read_text()
     assert s["steps"] == 8 and s["loop_step"] == 4 and log.count("layer_loop:enabled") == 1
+
+
+def test_preset_has_the_records_parameter_count():
+    """The record's logs print model_params:35943512 (5 seeds)."""
+    from pgolf.running.presets import param_count
+    assert param_count(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")) == 35_943_512
+    assert param_count(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2_as_pr")) == 35_943_512
