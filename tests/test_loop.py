@@ -118,3 +118,15 @@ def test_preset_has_the_records_parameter_count():
     from pgolf.running.presets import param_count
     assert param_count(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")) == 35_943_512
     assert param_count(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2_as_pr")) == 35_943_512
+
+
+def test_the_records_environment_names_map_to_the_switches():
+    from pgolf.core.config import from_env
+    cfg = from_env(Config(), {"XSA_LAST_N": "3", "ROPE_DIMS": "16", "LN_SCALE": "1", "SKIP_GATES_ENABLED": "1",
+                              "MUON_ROW_NORMALIZE": "1", "EMBED_WD": "0.085", "MUON_WD": "0.085", "ADAM_WD": "0.02"})
+    m, o = cfg.model, cfg.optim
+    assert (m.xsa_last_n, m.rope_dims, m.ln_scale_by_depth, m.skip_gates) == (3, 16, True, True)
+    assert (o.muon_row_normalize, o.embed_weight_decay, o.muon_weight_decay, o.adam_weight_decay) == (
+        True, 0.085, 0.085, 0.02)
+    with pytest.raises(ConfigError, match="ROPE_DIMS"):
+        from_env(Config(), {"ROPE_DIMS": "7"})

@@ -74,6 +74,17 @@ ENV_KEYS: dict[str, str] = {
     "SWA_EVERY": "averaging.swa_every",
     "BIGRAM_BUCKETS": "model.bigram_buckets",
     "BIGRAM_DIM": "model.bigram_dim",
+    # PR #1394's names (its loop range LOOP_START/LOOP_END/NUM_LOOPS has no mapping: use model.loop_layers etc.)
+    "XSA_LAST_N": "model.xsa_last_n",
+    "ROPE_DIMS": "model.rope_dims",
+    "LN_SCALE": "model.ln_scale_by_depth",
+    "SKIP_GATES_ENABLED": "model.skip_gates",
+    "ENABLE_LOOPING_AT": "model.loop_start_frac",
+    "MUON_ROW_NORMALIZE": "optim.muon_row_normalize",
+    "MUON_WD": "optim.muon_weight_decay",
+    "ADAM_WD": "optim.adam_weight_decay",
+    "EMBED_WD": "optim.embed_weight_decay",
+    "EMA_DECAY": "averaging.ema_decay",
 }
 
 
