@@ -8,14 +8,13 @@ import json
 
 import pytest
 import torch
+from pgolf_testing import raise_at
 
 from pgolf.core.config import Config, ConfigError
 from pgolf.core.loop import LoopController, prime_looped
 from pgolf.core.model import build_model
 from pgolf.core.train import TrainerHooks, train
 from pgolf.running.presets import get_preset
-
-from pgolf_testing import raise_at
 
 LOOPED = {"model.vocab_size": 64, "model.num_layers": 4, "model.model_dim": 32, "model.num_heads": 2,
           "model.num_kv_heads": 1, "model.loop_layers": "1,2", "model.loop_count": 1, "model.skip_gates": True}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
+from pgolf.core.config import Config, ConfigError, apply_overrides
 
 PRESETS: dict[str, Callable[[], Config]] = {}
 
@@ -300,7 +300,7 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
         "model.mlp_mult": 4.0, "model.qk_gain_init": 4.0, "model.rope_dims": 16, "model.xsa_last_n": 11,
         "model.ln_scale_by_depth": True, "model.skip_gates": True, "model.loop_layers": (4, 5),
         "model.loop_count": 2, "model.loop_start_frac": 0.5, "model.init": "orthogonal",
-        "model.control_patterns": (*DEFAULT_CONTROL_PATTERNS, "skip_gates"),
+        "model.control_patterns": (*Config().model.control_patterns, "skip_gates"),
         "data.order": "record_shuffled",
         "train.train_seq_len": 2048, "train.train_batch_tokens": 786_432, "train.val_loss_every": 4000,
         "train.train_log_every": 500,
