@@ -70,6 +70,25 @@ def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path
     assert "qat:enabled step:0 layers:" in (run / "train.log").read_text()
 
 
+def test_ranks_whose_clocks_disagree_switch_looping_on_the_same_step(micro, tmp_path):
+    """Depth recurrence (model.loop_layers) switches on the step the first rank is due, on every rank."""
+    cfg = micro(**{"model.num_layers": 3, "model.loop_layers": "1", "model.loop_count": 1,
+                   "model.loop_start_frac": 0.5, "train.max_wallclock_seconds": 3600.0, "train.iterations": 3})
+    run = tmp_path / "ddp"
+    (run / "launch").mkdir(parents=True)
+    cfg_path = run / "launch" / "config.json"
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run),
+           "--test-clock-skew", "1:1800000"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((run / "launch" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["status"], r["loop_step"]) for r in records] == [("finished", 0), ("finished", 0)]
+    assert "layer_loop:enabled step:0 " in (run / "train.log").read_text()
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux /proc")
 def test_process_group_and_its_threads_are_gone_when_train_returns(micro, tmp_path):
     """destroy_process_group must really release the gloo group: its worker and TCP threads are joined while

@@ -112,12 +112,14 @@ class ModelConfig:
         self.loop_layers = tuple(self.loop_layers)
         ll = self.loop_layers
         _check(not ll or (list(ll) == list(range(ll[0], ll[-1] + 1)) and 0 <= ll[0] and ll[-1] < self.num_layers),
-               "model.loop_layers", f"expected contiguous increasing block indices < {self.num_layers}, got {list(ll)}")
+               "model.loop_layers",
+               f"expected contiguous increasing block indices < {self.num_layers}, got {list(ll)}")
         _check(self.loop_count >= 0, "model.loop_count", f"expected >= 0, got {self.loop_count}")
         _check(bool(ll) == (self.loop_count > 0), "model.loop_count",
                f"loop_layers and loop_count go together, got loop_layers={list(ll)} loop_count={self.loop_count}")
         _check(not ll or self.unet_skips, "model.loop_layers", "depth recurrence needs model.unet_skips=true")
-        _check(0 <= self.loop_start_frac < 1, "model.loop_start_frac", f"expected in [0, 1), got {self.loop_start_frac}")
+        _check(0 <= self.loop_start_frac < 1, "model.loop_start_frac",
+               f"expected in [0, 1), got {self.loop_start_frac}")
         if self.bigram_buckets and self.bigram_init == "ortho_proj":
             # The records zero the table; without an orthogonal projection both stay zero and never train.
             _check(self.init == "orthogonal", "model.bigram_init",

@@ -132,7 +132,8 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
 
     smear = [p for n, p in model.named_parameters() if n.startswith("smear.")] if o.smear_beta2 > 0 else []
     groups["scalar"] = [p for p in groups["scalar"] if all(p is not q for q in smear)]
-    opt_tok = adam(groups["embed"], token_lr, wd=o.adam_weight_decay if o.embed_weight_decay < 0 else o.embed_weight_decay)
+    embed_wd = o.adam_weight_decay if o.embed_weight_decay < 0 else o.embed_weight_decay
+    opt_tok = adam(groups["embed"], token_lr, wd=embed_wd)
     muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
                 weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize)
     for g in muon.param_groups:

@@ -18,10 +18,11 @@ them on to every rank; never use them in a real run):
   STEP) it raises a RuntimeError, raises KeyboardInterrupt (as Ctrl-C), SIGKILLs itself, or takes that step
   with a NaN learning rate (its weights turn NaN, so the train loss of the next step is NaN and the trainer
   raises NonFiniteLossError).
-- ``--test-clock-skew RANK:MS``: rank RANK's QAT switch reads its elapsed training time MS milliseconds ahead
+- ``--test-clock-skew RANK:MS``: rank RANK's QAT and loop switches read its elapsed training time MS milliseconds ahead
   (``TrainerHooks.clock_skew_ms``), as if its clock disagreed with the others'.
 
-A finished rank's record also holds its ``qat_step``.
+A finished rank's record also holds its ``qat_step`` and ``loop_step`` (the steps QAT and depth recurrence
+switched on).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                       **({"test_fault": fault} if fault else {}))
         raise
     if rec:
-        rec.write("finished", qat_step=summary["qat_step"])
+        rec.write("finished", qat_step=summary["qat_step"], loop_step=summary.get("loop_step"))
     return 0
 
 
