@@ -274,9 +274,9 @@ def pr326_qat_ntk_cosine_swa() -> Config:
 @preset
 def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
     """Record 2026-04-05 / PR #1394 (https://github.com/openai/parameter-golf/pull/1394), "SP8192 + GPTQ
-    Embeddings + Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE:
-    data.path = the record's sp8192 export, ``pgolf data fetch --variant sp8192``), 11L d512 8H/4KV, MLP 4x LeakyReLU(0.5)^2, tied embedding, QK-gain
-    init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on the training length), XSA in all 11 blocks,
+    Embeddings + Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE;
+    data.path = the record's sp8192 export, ``pgolf data fetch --variant sp8192``), 11L d512 8H/4KV, MLP 4x
+    LeakyReLU(0.5)^2, tied embedding, QK-gain init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on the training length), XSA in all 11 blocks,
     RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks 4-5 run 3
     times, 15 virtual layers, from 50% of training; both graphs primed before training), orthogonal init,
     786,432 tokens/step at seq 2048, Muon LR 0.02 with row normalization (MuonEq-R), momentum 0.92->0.99 over
