@@ -276,8 +276,8 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
     """Record 2026-04-05 / PR #1394 (https://github.com/openai/parameter-golf/pull/1394), "SP8192 + GPTQ
     Embeddings + Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE;
     data.path = the record's sp8192 export, ``pgolf data fetch --variant sp8192``), 11L d512 8H/4KV, MLP 4x
-    LeakyReLU(0.5)^2, tied embedding, QK-gain init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on the training length), XSA in all 11 blocks,
-    RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks 4-5 run 3
+    LeakyReLU(0.5)^2, tied embedding, QK-gain init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on
+    the training length), XSA in all 11 blocks, RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks 4-5 run 3
     times, 15 virtual layers, from 50% of training; both graphs primed before training), orthogonal init,
     786,432 tokens/step at seq 2048, Muon LR 0.02 with row normalization (MuonEq-R), momentum 0.92->0.99 over
     1500, WD 0.085 (Muon and embedding) / 0.02 (scalars), grad clip 0.3, linear warmdown over the last 66.7%
@@ -293,8 +293,8 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
       record's small-tensor rule stores every float tensor of <= 65,536 elements fp16 [export.control_fp32=false].
     Not switchable: every rank decides the loop switch together (the record: each rank by its own
     clock); when training ends before loop_start_frac pgolf also scores the unquantized model looped (the
-    record: only the quantized one); parameter registration order differs (skip_weights before the blocks),
-    names, shapes and same-seed init do not."""
+    record: only the quantized one); parameter registration order differs (skip_weights before the blocks:
+    the grad-clip norm sums in another order), names, shapes and same-seed init do not."""
     return apply_overrides(Config(), {
         "model.vocab_size": 8192, "model.num_layers": 11, "model.mlp": "leaky_relu2", "model.leaky_slope": 0.5,
         "model.mlp_mult": 4.0, "model.qk_gain_init": 4.0, "model.rope_dims": 16, "model.xsa_last_n": 11,
