@@ -273,18 +273,17 @@ def pr326_qat_ntk_cosine_swa() -> Config:
 
 @preset
 def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
-    """Record 2026-04-05 / PR #1394 (https://github.com/openai/parameter-golf/pull/1394), "SP8192 + GPTQ
-    Embeddings + Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE;
-    data.path = the record's sp8192 export, ``pgolf data fetch --variant sp8192``), 11L d512 8H/4KV, MLP 4x
-    LeakyReLU(0.5)^2, tied embedding, QK-gain init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on
-    the training length), XSA in all 11 blocks, RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks 4-5 run 3
-    times, 15 virtual layers, from 50% of training; both graphs primed before training), orthogonal init,
-    786,432 tokens/step at seq 2048, Muon LR 0.02 with row normalization (MuonEq-R), momentum 0.92->0.99 over
-    1500, WD 0.085 (Muon and embedding) / 0.02 (scalars), grad clip 0.3, linear warmdown over the last 66.7%
-    of the wallclock (less the 12 s GPTQ reserve), EMA 0.997 every step; export GPTQ (64 calibration batches)
-    with SD-clip (12.85 sigma int6 matrices, 20 sigma int8 embedding), byte shuffle + brotli-11; sliding
-    evaluation at 2048 stride 64; the record's shuffled sequence loader (data.order=record_shuffled). 35,943,512
-    parameters.
+    """Record 2026-04-05 / PR #1394 (https://github.com/openai/parameter-golf/pull/1394), "SP8192 + GPTQ Embeddings +
+    Depth Recurrence + MuonEq-R + SDClip", the script's defaults: vocab 8192 (SentencePiece BPE; data.path = the
+    record's sp8192 export, ``pgolf data fetch --variant sp8192``), 11L d512 8H/4KV, MLP 4x LeakyReLU(0.5)^2, tied
+    embedding, QK-gain init 4, partial RoPE on 16 of 64 head dims (NTK base keyed on the training length), XSA in
+    all 11 blocks, RMSNorm outputs scaled by 1/sqrt(layer+1), sigmoid-gated U-Net skips, depth recurrence (blocks
+    4-5 run 3 times, 15 virtual layers, from 50% of training; both graphs primed before training), orthogonal init,
+    786,432 tokens/step at seq 2048, Muon LR 0.02 with row normalization (MuonEq-R), momentum 0.92->0.99 over 1500,
+    WD 0.085 (Muon and embedding) / 0.02 (scalars), grad clip 0.3, linear warmdown over the last 66.7% of the
+    wallclock (less the 12 s GPTQ reserve), EMA 0.997 every step; export GPTQ (64 calibration batches) with SD-clip
+    (12.85 sigma int6 matrices, 20 sigma int8 embedding), byte shuffle + brotli-11; sliding evaluation at 2048
+    stride 64; the record's shuffled sequence loader (data.order=record_shuffled). 35,943,512 parameters.
     Claimed: 5-seed mean val_bpb 1.08563 (quantized, sliding window) on 8xH100 in 600 s.
 
     Deliberate differences (the switches in brackets restore the record; all of them: the preset
