@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import copy
 import gc
-import importlib
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -49,103 +47,35 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf.core import accounting, gptq, optim
 from pgolf.core.averaging import WeightAverager
-from pgolf.core.config import Config, ConfigError
+from pgolf.core.config import Config
 from pgolf.core.data.identity import check_same_dataset
-from pgolf.core.evaluate import ByteLUTs, EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
+from pgolf.core.evaluate import EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
 from pgolf.core.export import artifact_filename, artifact_format, export_artifact, load_artifact
+from pgolf.core.finite import (  # noqa: F401 - NonFiniteLossError/NonFiniteScoreError re-exported
+    NonFiniteLossError,
+    NonFiniteScoreError,
+    check_finite_artifact,
+    check_finite_score,
+)
 from pgolf.core.loop import LoopController, prime_looped
 from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.ownership import process_identity
 from pgolf.core.qat import QATController, assign_qat_specs
+from pgolf.core.run_data import check_eval_fits, load_data
 from pgolf.core.runs import CHECKPOINT, RunWriter, claim_run_dir, environment
+from pgolf.core.runtime import (  # noqa: F401 - re-exported: the trainer's process, as tools import it
+    Dist,
+    grad_accum_steps,
+    rng_state,
+    set_rng_state,
+    setup_dist,
+    use_compile,
+)
 from pgolf.core.safe_load import load_plain
 
 # Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
 CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
-
-
-class NonFiniteScoreError(FloatingPointError):
-    """A final score, or a weight of the trained model or of its artifact, is NaN or inf; the message says which."""
-
-
-@dataclass
-class Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    distributed: bool
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-
-def setup_dist(cfg: Config) -> Dist:
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    want = cfg.train.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if distributed and not dist.is_initialized():
-        # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first imported, and
-        # torch._dynamo imports it, lazily, from DDP's constructor. Imported after init_process_group it would
-        # pin the group past destroy_process_group, into interpreter exit (see release_dist). Imported
-        # first, those defaults are None.
-        importlib.import_module("torch._dynamo")
-        if device.type == "cuda":
-            dist.init_process_group(backend="nccl", device_id=device)
-        else:
-            dist.init_process_group(backend="gloo")
-        dist.barrier()
-    return Dist(rank, world_size, local_rank, device, distributed)
-
-
-def grad_accum_steps(cfg: Config, world_size: int) -> int:
-    if cfg.train.grad_accum_steps:
-        return cfg.train.grad_accum_steps
-    if 8 % world_size != 0:
-        raise ValueError(f"WORLD_SIZE={world_size} must divide 8 (official grad_accum rule) or set "
-                         f"train.grad_accum_steps")
-    return 8 // world_size
-
-
-def use_compile(cfg: Config, device: torch.device) -> bool:
-    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
-
-
-def rng_state() -> dict[str, Any]:
-    """The torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
@@ -163,81 +93,6 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
     if cfg.qat.enabled:
         assign_qat_specs(model, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     return model
-
-
-def load_data(cfg: Config, d: Dist):
-    import sentencepiece as spm
-
-    from pgolf.core.data.identity import verify_dataset
-    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-    from pgolf.core.data.tokenizer import build_byte_luts
-
-    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
-    sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
-    if int(sp.vocab_size()) != cfg.model.vocab_size:
-        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
-                         f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
-    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
-    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
-    eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
-    official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
-    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
-    truncated = official or cfg.eval.window_rule == "rescore_tail"
-    val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
-    # PR #326's full-windows rule scores a stream cut to a multiple of the eval length.
-    final_tail = "drop" if cfg.eval.stride and cfg.eval.window_rule == "full_windows" else "score"
-    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
-    if cfg.eval.max_tokens:
-        n = cfg.eval.max_tokens
-        val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
-        val_final = val_periodic if truncated else val_final[: n + 1]
-    return ds, identity, luts, val_periodic, val_final, official
-
-
-def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:
-    """Eval settings that only the data (and world size) can validate; called before the model is built, so a
-    wrong value fails before any training instead of after it."""
-    t, ev = cfg.train, cfg.eval
-    local = t.val_batch_size // (world_size * accum)
-    if local < t.train_seq_len:
-        raise ConfigError(f"train.val_batch_size: {t.val_batch_size} gives {local} tokens per rank and micro-batch "
-                          f"(world_size={world_size}, grad_accum_steps={accum}), fewer than one sequence of "
-                          f"train.train_seq_len={t.train_seq_len}")
-    if official:
-        return  # the periodic split, already checked against train_seq_len when it was loaded
-    seq_len, targets = ev.seq_len or t.train_seq_len, val_final.numel() - 1
-    if seq_len > targets:
-        key = "eval.seq_len" if ev.seq_len else "train.train_seq_len"
-        capped = f" (eval.max_tokens={ev.max_tokens} caps it)" if ev.max_tokens else ""
-        raise ConfigError(f"{key}: the final evaluation needs windows of {seq_len} tokens but the validation "
-                          f"split has only {targets} target tokens{capped}; use a shorter eval.seq_len")
-
-
-def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-
-
-def check_finite_score(what: str, r: EvalResult, state: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteScoreError` naming the non-finite metric and the weights that could explain it."""
-    bad = [f"{k}={getattr(r, k)}" for k in ("val_loss", "val_bpb") if not math.isfinite(getattr(r, k))]
-    if not bad:
-        return
-    weights = nonfinite_tensors(state)
-    cause = (f"non-finite weights: {', '.join(weights[:8])}{' ...' if len(weights) > 8 else ''}" if weights else
-             "every weight is finite, so the forward pass overflowed")
-    raise NonFiniteScoreError(f"{what}: {' '.join(bad)} ({cause})")
-
-
-def check_finite_artifact(state: dict[str, torch.Tensor], restored: dict[str, torch.Tensor]) -> None:
-    """Raise if the round-tripped artifact holds NaN/inf, naming the tensors (with the trained max |w|: a finite
-    weight beyond the fp16 range, 65504, overflows in an fp16 passthrough tensor or scale)."""
-    bad = nonfinite_tensors(restored)
-    if bad:
-        detail = ", ".join(f"{k} (trained max|w|={state[k].float().abs().max().item():.4g})" if k in state else k
-                           for k in bad[:8])
-        raise NonFiniteScoreError(f"artifact: {len(bad)} tensor(s) are NaN/inf after export and reload: {detail}"
-                                  f"{' ...' if len(bad) > 8 else ''} (weights beyond the fp16 range, 65504, overflow "
-                                  f"in fp16 passthrough tensors and scales); the artifact was not written")
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""What a run reads before it builds its model: the dataset (checked against its manifest), the byte tables and
+the validation splits, and the evaluation settings only the data can check."""
+
+from __future__ import annotations
+
+import torch
+
+from pgolf.core.config import Config, ConfigError
+from pgolf.core.evaluate import ByteLUTs
+from pgolf.core.runtime import Dist
+
+
+def load_data(cfg: Config, d: Dist):
+    import sentencepiece as spm
+
+    from pgolf.core.data.identity import verify_dataset
+    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
+    from pgolf.core.data.tokenizer import build_byte_luts
+
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
+    sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
+    if int(sp.vocab_size()) != cfg.model.vocab_size:
+        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
+                         f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
+    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
+    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
+    eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
+    official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
+    # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
+    truncated = official or cfg.eval.window_rule == "rescore_tail"
+    val_periodic = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="drop")
+    # PR #326's full-windows rule scores a stream cut to a multiple of the eval length.
+    final_tail = "drop" if cfg.eval.stride and cfg.eval.window_rule == "full_windows" else "score"
+    val_final = val_periodic if truncated else load_validation_tokens(ds.val_files, eval_len, tail=final_tail)
+    if cfg.eval.max_tokens:
+        n = cfg.eval.max_tokens
+        val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
+        val_final = val_periodic if truncated else val_final[: n + 1]
+    return ds, identity, luts, val_periodic, val_final, official
+
+
+def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:
+    """Eval settings that only the data (and world size) can validate; called before the model is built, so a
+    wrong value fails before any training instead of after it."""
+    t, ev = cfg.train, cfg.eval
+    local = t.val_batch_size // (world_size * accum)
+    if local < t.train_seq_len:
+        raise ConfigError(f"train.val_batch_size: {t.val_batch_size} gives {local} tokens per rank and micro-batch "
+                          f"(world_size={world_size}, grad_accum_steps={accum}), fewer than one sequence of "
+                          f"train.train_seq_len={t.train_seq_len}")
+    if official:
+        return  # the periodic split, already checked against train_seq_len when it was loaded
+    seq_len, targets = ev.seq_len or t.train_seq_len, val_final.numel() - 1
+    if seq_len > targets:
+        key = "eval.seq_len" if ev.seq_len else "train.train_seq_len"
+        capped = f" (eval.max_tokens={ev.max_tokens} caps it)" if ev.max_tokens else ""
+        raise ConfigError(f"{key}: the final evaluation needs windows of {seq_len} tokens but the validation "
+                          f"split has only {targets} target tokens{capped}; use a shorter eval.seq_len")

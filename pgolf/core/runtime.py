@@ -1,0 +1,91 @@
+"""The process a run trains in: rank, device and process group (:class:`Dist`), the gradient-accumulation rule,
+whether to compile, and the RNG states a checkpoint saves and restores."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pgolf.core.config import Config
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    distributed: bool
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(cfg: Config) -> Dist:
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if distributed and not dist.is_initialized():
+        # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first imported, and
+        # torch._dynamo imports it, lazily, from DDP's constructor. Imported after init_process_group it would
+        # pin the group past destroy_process_group, into interpreter exit (see release_dist). Imported
+        # first, those defaults are None.
+        importlib.import_module("torch._dynamo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        dist.barrier()
+    return Dist(rank, world_size, local_rank, device, distributed)
+
+
+def grad_accum_steps(cfg: Config, world_size: int) -> int:
+    if cfg.train.grad_accum_steps:
+        return cfg.train.grad_accum_steps
+    if 8 % world_size != 0:
+        raise ValueError(f"WORLD_SIZE={world_size} must divide 8 (official grad_accum rule) or set "
+                         f"train.grad_accum_steps")
+    return 8 // world_size
+
+
+def use_compile(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states as tensors and plain values (checkpoints load weights-only)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
