@@ -33,7 +33,8 @@ PARAMS = {
     "04_eval": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "strides": [0, 32], "eval_lens": [128, 256]},
     "05_compression": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "bit_grid": [[8, 8], [6, 4]],
                        "compressors": ["zlib", "zstd"], "prune_fracs": [0.0, 0.03], "calibrate": False},
-    "06_frontier": {"overrides": SMOKE, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048, "calibration_batches": 2},
+    "06_frontier": {"overrides": {**SMOKE, "train.iterations": 4}, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048,
+                    "calibration_batches": 2},
 }
 FIGURES = {
     "00_quickstart": ["quickstart.svg"],
