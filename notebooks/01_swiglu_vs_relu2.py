@@ -130,8 +130,9 @@ for sc in scales:
             lines.append(f"  Seeds needed to detect seed 000's claimed {CLAIM:+.3f} bpb at α = 0.01, power 0.8 with "
                          f"this seed-to-seed spread (sd of paired differences {row['sd_diff']:.4f}): "
                          f"{seeds_needed(sd_diff=row['sd_diff'], effect=CLAIM)}.")
-        lines.append(f"  Step time {step[(sc, arm)] / step[(sc, 'control')]:.2f}× the control's "
-                     "(not charged by a step budget; a wallclock budget would give SwiGLU fewer steps).")
+        lines.append(f"  Step time {step[(sc, arm)] / step[(sc, 'control')]:.2f}× the control's, from runs trained two "
+                     "at a time under varying load: not a speed measurement (`pgolf bench` compares options side by "
+                     "side). The step budget does not charge speed; under a wallclock cap a slower MLP gets fewer steps.")
 if len(scales) > 1:
     d = tests.xs("q_val_bpb", level="metric")["diff"].unstack("scale")
     for arm in d.dropna().index:  # the arms run at every scale
