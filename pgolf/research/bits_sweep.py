@@ -15,7 +15,7 @@ import pandas as pd
 
 from pgolf.core.config import Config
 from pgolf.core.export import export_artifact, load_artifact
-from pgolf.research.rescore import load_final_state, score_state, validation_slice
+from pgolf.research.rescore import load_final_state, run_id, score_state, validation_slice
 from pgolf.research.tables import AnalysisTable
 
 
@@ -67,7 +67,7 @@ def bits_sweep_inputs(*, runs: pd.DataFrame, arms: Sequence[str], bits: Sequence
     selected = _selected(runs, arms)
     embedding = sorted({_embedding_storage(Config.from_json(Path(r["path"]) / "config.json")) for r in selected},
                        key=str)
-    return {"runs": [f"{Path(r['path']).parent.name}/{Path(r['path']).name}" for r in selected], "sweep_arms": list(arms), "bits": list(bits),
+    return {"runs": [run_id(r["path"]) for r in selected], "sweep_arms": list(arms), "bits": list(bits),
             "eval_tokens": eval_tokens, "embedding_bits": embedding[0] if len(embedding) == 1 else embedding}
 
 

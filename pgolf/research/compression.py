@@ -21,7 +21,7 @@ import torch
 from pgolf.core.config import Config, ExportConfig
 from pgolf.core.export import export_artifact, load_artifact
 from pgolf.core.model import build_model
-from pgolf.research.rescore import load_final_state, one_thread, score_state, validation_slice
+from pgolf.research.rescore import one_thread, run_id, saved_runs
 from pgolf.research.tables import AnalysisTable
 from pgolf.running.presets import get_preset
 
@@ -89,24 +89,17 @@ def trained_table(*, run_dirs: Sequence[str | Path], dataset: str | Path, eval_t
     targets."""
     rows = []
     with one_thread():
-        for run_dir in map(Path, run_dirs):
-            cfg = Config.from_json(run_dir / "config.json")
-            state = load_final_state(run_dir)
-            tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
-            fp = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts).val_bpb
-            fresh = fresh_state(cfg)
+        for run in saved_runs(run_dirs, dataset=dataset, eval_tokens=eval_tokens):
+            cfg, fp, fresh = run.cfg, run.score().val_bpb, fresh_state(run.cfg)
             for s in grid:
-                blob, _ = export_artifact(state, export_config(cfg, s), control=cfg.model.control_patterns)
+                blob, _ = export_artifact(run.state, export_config(cfg, s), control=cfg.model.control_patterns)
                 fresh_blob, _ = export_artifact(fresh, export_config(cfg, s), control=cfg.model.control_patterns)
-                q = score_state(cfg=cfg, state=load_artifact(blob), tokens=tokens, luts=luts).val_bpb
-                rows.append(TrainedRow(**asdict(s), run=_run_id(run_dir), seed=cfg.train.seed,
+                q = run.score(load_artifact(blob)).val_bpb
+                rows.append(TrainedRow(**asdict(s), run=run.run_id, seed=cfg.train.seed,
                                        artifact_bytes=len(blob), fresh_init_bytes=len(fresh_blob),
                                        trained_over_fresh=len(blob) / len(fresh_blob), val_bpb_fp=fp, q_val_bpb=q))
     return TRAINED.frame(rows)
 
-
-def _run_id(run_dir: Path) -> str:
-    return f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def real_scale_table(*, presets: Sequence[str], grid: Sequence[ExportSetting], compressors: Sequence[str],
@@ -128,7 +121,7 @@ def trained_table_cached(*, runs_root: Path, run_dirs: Sequence[str | Path], dat
                          eval_tokens: int, grid: Sequence[ExportSetting], rerun: bool = False,
                          log: Callable[[str], None] = print) -> pd.DataFrame:
     """:func:`trained_table`, stored under ``runs_root/compression/analysis`` while its inputs are unchanged."""
-    inputs = {"runs": [_run_id(Path(d)) for d in run_dirs], "eval_tokens": eval_tokens,
+    inputs = {"runs": [run_id(d) for d in run_dirs], "eval_tokens": eval_tokens,
               "grid": [asdict(s) for s in grid], "fresh_seed": FRESH_SEED}
     return TRAINED.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
                           compute=lambda: trained_table(run_dirs=run_dirs, dataset=dataset, eval_tokens=eval_tokens,

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pgolf.core.config import Config
 from pgolf.core.evaluate import windows
-from pgolf.research.rescore import RAW_WEIGHTS, load_final_state, one_thread, score_state, validation_slice
+from pgolf.research.rescore import RAW_WEIGHTS, one_thread, run_id, saved_runs
 from pgolf.research.tables import AnalysisTable
 
 
@@ -67,20 +66,17 @@ def eval_sweep(*, run_dirs: Sequence[str | Path], dataset: str | Path, eval_toke
     """One row per run of ``run_dirs`` and setting of :func:`eval_settings`, for the runs' raw weights."""
     rows = []
     with one_thread():
-        for run_dir in map(Path, run_dirs):
-            cfg = Config.from_json(run_dir / "config.json")
-            state = load_final_state(run_dir)
-            tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
+        for run in saved_runs(run_dirs, dataset=dataset, eval_tokens=eval_tokens):
+            cfg, tokens = run.cfg, run.tokens
             for s in eval_settings(train_len=cfg.train.train_seq_len, eval_lens=eval_lens, strides=strides):
                 wins = windows(tokens.numel() - 1, s.eval_len, s.stride, "score")
                 t0 = time.perf_counter()
-                res = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts, seq_len=s.eval_len,
-                                  stride=s.stride, batch_seqs=batch_seqs, ntk=bool(s.ntk))
+                res = run.score(seq_len=s.eval_len, stride=s.stride, batch_seqs=batch_seqs, ntk=bool(s.ntk))
                 seconds = time.perf_counter() - t0
                 if res.tokens != eval_tokens:
-                    raise RuntimeError(f"{run_dir}: {s.setting} stride {s.stride}: scored {res.tokens} targets, "
+                    raise RuntimeError(f"{run.run_id}: {s.setting} stride {s.stride}: scored {res.tokens} targets, "
                                        f"expected every one of the {eval_tokens}")
-                rows.append(EvalSweepRow(run=_run_id(run_dir), seed=cfg.train.seed, setting=s.setting,
+                rows.append(EvalSweepRow(run=run.run_id, seed=cfg.train.seed, setting=s.setting,
                                          eval_len=s.eval_len, ntk=_ntk_label(s.ntk), stride=s.stride,
                                          val_bpb=res.val_bpb, val_loss=res.val_loss, tokens_scored=res.tokens,
                                          forward_tokens=sum(e - b for b, e, _ in wins), seconds=seconds,
@@ -88,15 +84,12 @@ def eval_sweep(*, run_dirs: Sequence[str | Path], dataset: str | Path, eval_toke
     return TABLE.frame(rows)
 
 
-def _run_id(run_dir: Path) -> str:
-    return f"{run_dir.parent.name}/{run_dir.name}"
-
 
 def eval_sweep_table(*, runs_root: Path, run_dirs: Sequence[str | Path], dataset: str | Path, eval_tokens: int,
                      strides: Sequence[int], eval_lens: Sequence[int], batch_seqs: int = 32, rerun: bool = False,
                      log: Callable[[str], None] = print) -> pd.DataFrame:
     """:func:`eval_sweep`, stored under ``runs_root/eval/analysis`` and reused while its inputs are unchanged."""
-    inputs = {"runs": [_run_id(Path(d)) for d in run_dirs], "eval_tokens": eval_tokens, "strides": list(strides),
+    inputs = {"runs": [run_id(d) for d in run_dirs], "eval_tokens": eval_tokens, "strides": list(strides),
               "eval_lens": list(eval_lens), "batch_seqs": batch_seqs, "weights": f"{RAW_WEIGHTS} (unquantized)"}
     return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
                         compute=lambda: eval_sweep(run_dirs=run_dirs, dataset=dataset, eval_tokens=eval_tokens,

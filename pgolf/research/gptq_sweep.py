@@ -23,7 +23,7 @@ from pgolf.core.data.loader import resolve_dataset
 from pgolf.core.data.permuted import make_train_loader
 from pgolf.core.export import export_artifact, load_artifact
 from pgolf.core.model import build_model
-from pgolf.research.rescore import load_final_state, one_thread, score_state, validation_slice
+from pgolf.research.rescore import one_thread, run_id, saved_runs
 from pgolf.research.tables import AnalysisTable
 
 QUANTIZERS = ("rtn", "gptq")
@@ -68,22 +68,19 @@ def gptq_sweep(*, run_dirs: Sequence[str | Path], dataset: str | Path, bits: Seq
                calibration_batches: int) -> pd.DataFrame:
     rows = []
     with one_thread():
-        for run_dir in map(Path, run_dirs):
-            cfg = Config.from_json(run_dir / "config.json")
-            state = load_final_state(run_dir)
-            tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
-            fp = score_state(cfg=cfg, state=state, tokens=tokens, luts=luts).val_bpb
-            hessians = run_hessians(cfg, state, dataset, calibration_batches)
+        for run in saved_runs(run_dirs, dataset=dataset, eval_tokens=eval_tokens):
+            fp = run.score().val_bpb
+            hessians = run_hessians(run.cfg, run.state, dataset, calibration_batches)
             for b in bits:
                 for quantizer in QUANTIZERS:
                     for clip in CLIPS:
-                        ecfg = cfg.replace(export_overrides(b, quantizer, clip)).export
-                        blob, _ = export_artifact(state, ecfg, control=cfg.model.control_patterns,
+                        ecfg = run.cfg.replace(export_overrides(b, quantizer, clip)).export
+                        blob, _ = export_artifact(run.state, ecfg, control=run.cfg.model.control_patterns,
                                                   hessians=hessians if quantizer == "gptq" else None)
-                        q = score_state(cfg=cfg, state=load_artifact(blob), tokens=tokens, luts=luts)
-                        rows.append(GPTQSweepRow(run=f"{run_dir.parent.name}/{run_dir.name}", seed=cfg.train.seed,
-                                                 bits=int(b), quantizer=quantizer, clip=clip, val_bpb_fp=fp,
-                                                 q_val_bpb=q.val_bpb, gap_bpb=q.val_bpb - fp, artifact_bytes=len(blob),
+                        q = run.score(load_artifact(blob))
+                        rows.append(GPTQSweepRow(run=run.run_id, seed=run.cfg.train.seed, bits=int(b),
+                                                 quantizer=quantizer, clip=clip, val_bpb_fp=fp, q_val_bpb=q.val_bpb,
+                                                 gap_bpb=q.val_bpb - fp, artifact_bytes=len(blob),
                                                  tokens_scored=q.tokens))
     return TABLE.frame(rows)
 
@@ -92,7 +89,7 @@ def gptq_sweep_table(*, runs_root: Path, run_dirs: Sequence[str | Path], dataset
                      eval_tokens: int, calibration_batches: int, rerun: bool = False,
                      log: Callable[[str], None] = print) -> pd.DataFrame:
     """:func:`gptq_sweep`, stored under ``runs_root/frontier/analysis`` while its inputs are unchanged."""
-    inputs = {"runs": [f"{Path(d).parent.name}/{Path(d).name}" for d in run_dirs], "bits": list(bits),
+    inputs = {"runs": [run_id(d) for d in run_dirs], "bits": list(bits),
               "eval_tokens": eval_tokens, "calibration_batches": calibration_batches,
               "settings": [export_overrides(0, q, c) for q in QUANTIZERS for c in CLIPS]}
     return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,

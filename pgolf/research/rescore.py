@@ -9,8 +9,9 @@ whole dataset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,3 +73,33 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@dataclass
+class SavedRun:
+    """A run's config and raw weights, with the first ``eval_tokens`` validation targets of a dataset."""
+
+    run_id: str  # <scale>/<run folder>: how the analysis tables name the run
+    cfg: Config
+    state: dict[str, Tensor]
+    tokens: Tensor
+    luts: ByteLUTs
+
+    def score(self, state: dict[str, Tensor] | None = None, **kw) -> EvalResult:
+        """:func:`score_state` of ``state`` (default: the run's own raw weights) on the run's targets."""
+        return score_state(cfg=self.cfg, state=self.state if state is None else state, tokens=self.tokens,
+                           luts=self.luts, **kw)
+
+
+def saved_runs(run_dirs: Iterable[str | Path], *, dataset: str | Path, eval_tokens: int) -> Iterator[SavedRun]:
+    """Each run of ``run_dirs`` loaded for scoring, one at a time (the weights of one run in memory)."""
+    for run_dir in map(Path, run_dirs):
+        cfg = Config.from_json(run_dir / "config.json")
+        tokens, luts = validation_slice(cfg=cfg, dataset=dataset, n_tokens=eval_tokens)
+        yield SavedRun(run_id(run_dir), cfg, load_final_state(run_dir), tokens, luts)
+
+
+def run_id(run_dir: str | Path) -> str:
+    """``<scale>/<run folder>``: how analysis tables and their inputs name a run (no absolute path)."""
+    run_dir = Path(run_dir)
+    return f"{run_dir.parent.name}/{run_dir.name}"
