@@ -105,7 +105,10 @@ def test_verdict_states_the_ci_p_and_mde():
     runs = _runs(effect=0.0)
     row = compare(runs, "control", "q_val_bpb").loc["qat_int4"]
     text = verdict(row, "qat_int4", "control", "q_val_bpb")
-    assert "95% CI [" in text and "p = " in text and "rule" in text
+    assert "is higher by" in text and "95% CI [" in text and "p = " in text and "rule" not in text  # worse: no rule
+    row = compare(_runs(effect=-0.03), "control", "q_val_bpb").loc["qat_int4"]
+    text = verdict(row, "qat_int4", "control", "q_val_bpb")
+    assert "is lower by" in text and "clears the 0.005-nat rule" in text and "one-sided p" in text
     null = runs.assign(q_val_bpb=np.where(runs["arm"] == "control", runs["q_val_bpb"],
                                           runs["q_val_bpb"] - 0.012 + np.tile([0.0005, -0.0005], 6)))
     row = compare(null, "control", "q_val_bpb").loc["qat_int4"]

@@ -50,11 +50,13 @@ def _frames(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, str]
 def comparisons(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, str],
                 control: str = "control") -> pd.DataFrame:
     """One row per (scale, bits, measure): the QAT arm minus ``control@int<bits>``
-    (:func:`pgolf.research.stats.compare`: diff, 95% CI, p, one-sided rule p, MDE), 0.005 nats as threshold."""
+    (:func:`pgolf.research.stats.compare`: diff, 95% CI, p, MDE); the rule's threshold (0.005 nats) and one-sided
+    p only for the final score."""
     out = []
     for scale, bits, arm, ref, rows, threshold in _frames(runs, sweep, qat_arms, control):
-        for measure, metric in MEASURES.items():
-            row = compare(rows, ref, metric, threshold=threshold).loc[arm]
+        for measure, metric in MEASURES.items():  # the record rule applies to the final score only
+            rule = threshold if measure == "score" else float("nan")
+            row = compare(rows, ref, metric, threshold=rule).loc[arm]
             out.append({"scale": scale, "bits": bits, "measure": measure, "arm": arm, "reference": ref,
                         **row.to_dict()})
     return pd.DataFrame(out).set_index(["scale", "bits", "measure"])

@@ -34,10 +34,13 @@ def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
     power = f"{n} seeds detect {row['mde']:.4f} (MDE, α = {RULE_ALPHA}, power 0.8)"
     if row["p"] >= RULE_ALPHA:
         excluded = ""
-        if max(abs(row["ci_low"]), abs(row["ci_high"])) < row["threshold"]:
+        if np.isfinite(row["threshold"]) and max(abs(row["ci_low"]), abs(row["ci_high"])) < row["threshold"]:
             excluded = f"; the CI excludes an effect of the rule's size (±{row['threshold']:.4f})"
         return f"not significant at this scale: {diff}, {ci}, p = {row['p']:.2g}; {power}{excluded}."
     better = "lower" if row["diff"] < 0 else "higher"
+    found = (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric}, {ci}, p = {row['p']:.2g} "
+             f"({n} seeds, paired)")
+    if row["diff"] >= 0 or not np.isfinite(row["threshold"]):
+        return found + "."  # the record rule is about improvements of the score
     rule = "clears" if row["clears_rule"] else "does not clear"
-    return (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric}, {ci}, p = {row['p']:.2g} ({n} seeds, paired); "
-            f"it {rule} the 0.005-nat rule ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g}).")
+    return f"{found}; it {rule} the 0.005-nat rule ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g})."
