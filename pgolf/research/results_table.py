@@ -15,13 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from pgolf.core.paths import runs_dir
-from pgolf.research import bits_sweep, eval_sweep, late_qat, protocol
+from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
 from pgolf.research.figures import selected_runs
 from pgolf.research.stats import RULE_ALPHA, compare
 
 HEADER = ("| study | scale | arm | vs | seeds | q_val_bpb (mean) | Δ (paired) | 95% CI | p | p rule | MDE | verdict |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
-STUDIES = {"swiglu_vs_relu2": "01", "qat": "02", "smeargate": "03", "eval": "04"}
+STUDIES = {"swiglu_vs_relu2": "01", "qat": "02", "smeargate": "03", "eval": "04", "frontier": "06"}
 
 
 def _verdict(row: pd.Series) -> str:
@@ -81,7 +81,23 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
         means = labelled.groupby("arm")["val_bpb"].mean()
         scale = stored[1]["run"].iloc[0].split("/")[0]
         for arm, row in tests.iterrows():
-            lines.append(_row("04 eval (val_bpb)", scale, arm, ref, means[arm], row))
+            lines.append(_row(f"04 eval (unquantized val_bpb, first {int(labelled['tokens_scored'].iloc[0]):,} val "
+                              "targets)", scale, arm, ref, means[arm], row))
+    stored = gptq_sweep.TABLE.read(root)
+    if stored is not None and not stored[1].empty:
+        sweep = gptq_sweep.labelled(stored[1])
+        scale = sweep["run"].iloc[0].split("/")[0]
+        for bits, group in sweep.groupby("bits", sort=False):
+            tests = compare(group, "rtn quantile", "q_val_bpb", threshold=float("nan"))
+            means = group.groupby("arm")["q_val_bpb"].mean()
+            for arm, row in tests.iterrows():
+                lines.append(_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
+                                  "val targets)", scale, arm, "rtn quantile", means[arm], row))
+    runs = _study_runs(root, "frontier")
+    if not runs.empty and runs["arm"].nunique() > 1:
+        means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
+        for (scale, arm), row in protocol.comparisons(runs, "q_val_bpb").iterrows():
+            lines.append(_row("06 frontier", scale, arm, protocol.CONTROL, means[(scale, arm)], row))
     return lines
 
 
