@@ -120,9 +120,11 @@ def test_default_is_the_official_sequential_loader(shards):
     assert isinstance(ld, PermutedBlockLoader) and (ld.order_seed, ld.seq_len) == (4, SEQ)
 
 
-def test_trainer_resume_continues_the_permuted_order(small_dataset, tmp_path):
-    """Interrupted at step 5 (checkpoint at 4) and resumed: the same train losses as one uninterrupted run."""
-    cfg = micro_config(small_dataset, **{"data.order": "permuted", "data.order_seed": 3, "train.checkpoint_every": 2,
+@pytest.mark.parametrize("order", ["permuted", "record_shuffled"])
+def test_trainer_resume_continues_the_loader_order(small_dataset, tmp_path, order):
+    """Interrupted at step 5 (checkpoint at 4) and resumed: the same train losses as one uninterrupted run, for
+    each seeded loader."""
+    cfg = micro_config(small_dataset, **{"data.order": order, "data.order_seed": 3, "train.checkpoint_every": 2,
                                          "train.iterations": 6, "export.keep_float_max_numel": 1 << 30})
     full = train(cfg, tmp_path / "full", console=False)
     with pytest.raises(KeyboardInterrupt):
@@ -133,6 +135,6 @@ def test_trainer_resume_continues_the_permuted_order(small_dataset, tmp_path):
     losses = {r: {x["step"]: x["train_loss"] for x in rows[r] if "train_loss" in x} for r in rows}
     assert losses["cut"] == losses["full"] and len(losses["full"]) == 6
     assert resumed["val_loss"] == full["val_loss"]
-    assert (full["data_order"], full["data_order_seed"], full["init_seed"]) == ("permuted", 3, cfg.train.seed)
+    assert (full["data_order"], full["data_order_seed"], full["init_seed"]) == (order, 3, cfg.train.seed)
     sequential = train(micro_config(small_dataset, **{"train.iterations": 6}), tmp_path / "seq", console=False)
     assert sequential["val_loss"] != full["val_loss"]  # the switch changes what is read

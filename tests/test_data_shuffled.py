@@ -10,7 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from pgolf_testing import micro_config, raise_at
+from pgolf_testing import micro_config
 
 from pgolf.core.config import Config, ConfigError, apply_overrides
 from pgolf.core.data.loader import DistributedTokenLoader
@@ -18,7 +18,6 @@ from pgolf.core.data.permuted import make_train_loader
 from pgolf.core.data.shards import ShardError, write_shard
 from pgolf.core.data.shuffled import RecordShuffledLoader
 from pgolf.core.safe_load import load_plain
-from pgolf.core.train import TrainerHooks, train
 
 SEQ = 8
 SIZES = (400, 8, 250, 333)  # the 8-token shard has no window of SEQ + 1 tokens
@@ -117,23 +116,6 @@ def test_switch_is_off_by_default_and_builds_the_loader(shards):
     on = apply_overrides(cfg, {"data.order": "record_shuffled", "data.order_seed": 2, "train.train_seq_len": SEQ})
     ld = make_train_loader(on, shards, 1, 2, "cpu")
     assert isinstance(ld, RecordShuffledLoader) and (ld.rank, ld.world_size, ld.seq_len, ld.order_seed) == (1, 2, SEQ, 2)
-
-
-def test_trainer_resume_continues_the_record_shuffled_order(small_dataset, tmp_path):
-    """Interrupted at step 5 (checkpoint at 4) and resumed: the same train losses as one uninterrupted run."""
-    cfg = micro_config(small_dataset, **{"data.order": "record_shuffled", "train.checkpoint_every": 2,
-                                         "train.iterations": 6, "export.keep_float_max_numel": 1 << 30})
-    full = train(cfg, tmp_path / "full", console=False)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", console=False, hooks=TrainerHooks(before_step=raise_at(5, KeyboardInterrupt)))
-    resumed = train(cfg, tmp_path / "cut", resume=True, console=False)
-    rows = {r: [json.loads(line) for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
-            for r in ("full", "cut")}
-    losses = {r: {x["step"]: x["train_loss"] for x in rows[r] if "train_loss" in x} for r in rows}
-    assert losses["cut"] == losses["full"] and len(losses["full"]) == 6
-    assert resumed["val_loss"] == full["val_loss"] and full["data_order"] == "record_shuffled"
-    sequential = train(micro_config(small_dataset, **{"train.iterations": 6}), tmp_path / "seq", console=False)
-    assert sequential["val_loss"] != full["val_loss"]  # the switch changes what is read
 
 
 def test_two_process_checkpoint_keeps_every_ranks_position(small_dataset, tmp_path):

@@ -21,19 +21,24 @@ def val_losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
 
 
+def run_two_ranks(cfg, run_dir: Path) -> None:
+    """Train ``cfg`` under torchrun with 2 gloo processes into ``run_dir``; fails with the ranks' stderr."""
+    cfg_path = run_dir.parent / f"{run_dir.name}.cfg.json"
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("order", ["sequential", "permuted"])
 def test_two_process_gloo_matches_single_process(micro, tmp_path, order):
     # grad_accum_steps=0 is the official rule 8 // world_size: 8 micro-batches on 1 rank, 4 on each of 2
     cfg = micro(**{"train.grad_accum_steps": 0, "train.val_loss_every": 2, "train.iterations": 6,
                    "data.order": order, "data.order_seed": 5})
     single = train(cfg, tmp_path / "single", console=False)
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks(cfg, tmp_path / "ddp")
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert ddp["world_size"] == 2 and ddp["steps"] == single["steps"] == 6
     a, b = val_losses(tmp_path / "single"), val_losses(tmp_path / "ddp")
@@ -127,13 +132,7 @@ def test_two_process_gptq_export_is_the_artifact_every_rank_scores(micro, tmp_pa
                    "export.scale_floor": False, "export.bits_attn": 6, "export.bits_mlp": 6,
                    "export.keep_float_max_numel": 1000, "export.gptq_calibration_batches": 2,
                    "export.compressor": "brotli"})
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks(cfg, tmp_path / "ddp")
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["artifact_file"].endswith(".brotli.ptz")
     capsys.readouterr()
