@@ -63,7 +63,7 @@ from pgolf.running.presets import param_count
 
 STUDY = "swiglu_vs_relu2"
 CLAIM = -0.004  # seed 000's claimed bpb change
-control_cfg = {sc: protocol.get_scale(sc).config().replace(overrides) for sc in scales}
+control_cfg = {sc: protocol.control_config(sc, overrides) for sc in scales}
 ARM_OVERRIDES = {sc: {"swiglu_matched": {"model.mlp": "swiglu",
                                          "model.mlp_hidden": protocol.param_matched_hidden(control_cfg[sc], "swiglu")},
                       "swiglu_rounded": {"model.mlp": "swiglu"}} for sc in scales}

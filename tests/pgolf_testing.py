@@ -124,3 +124,20 @@ def stubbed_modules(*names: str):
                 sys.modules.pop(n, None)
             else:
                 sys.modules[n] = mod
+
+
+def gaussian_model_and_hessians(cfg: Config, std: float, batch_shape: tuple[int, int], n_batches: int = 2):
+    """A model of ``cfg`` with N(0, std) weights and its GPTQ Hessians from ``n_batches`` random batches of
+    ``batch_shape`` token ids (one generator, seed 0, for both)."""
+    import torch
+
+    from pgolf.core.gptq import collect_hessians
+    from pgolf.core.model import build_model
+
+    m = build_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    vocab = cfg.model.vocab_size
+    return m, collect_hessians(m, [torch.randint(0, vocab, batch_shape, generator=g) for _ in range(n_batches)])

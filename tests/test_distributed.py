@@ -21,15 +21,22 @@ def val_losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
 
 
-def run_two_ranks(cfg, run_dir: Path) -> None:
-    """Train ``cfg`` under torchrun with 2 gloo processes into ``run_dir``; fails with the ranks' stderr."""
-    cfg_path = run_dir.parent / f"{run_dir.name}.cfg.json"
+def run_two_ranks(cfg, run_dir: Path, *worker_args: str, launch_layout: bool = False) -> subprocess.CompletedProcess:
+    """Train ``cfg`` under torchrun with 2 gloo processes into ``run_dir`` (extra ``worker_args`` for
+    ``pgolf.running.worker``); fails with the ranks' stderr. ``launch_layout``: the config goes where the launcher
+    puts it, ``run_dir/launch/config.json``, so the ranks keep their records in ``launch/ranks/``."""
+    if launch_layout:
+        (run_dir / "launch").mkdir(parents=True)
+        cfg_path = run_dir / "launch" / "config.json"
+    else:
+        cfg_path = run_dir.parent / f"{run_dir.name}.cfg.json"
     cfg_path.write_text(cfg.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run_dir)]
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run_dir), *worker_args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.mark.parametrize("order", ["sequential", "permuted"])
@@ -58,15 +65,7 @@ def test_ranks_whose_clocks_disagree_switch_qat_on_the_same_step(micro, tmp_path
                    "train.iterations": 4, "export.keep_float_max_numel": 1000, "export.bits_mlp": 6,
                    "export.bits_attn": 6})
     run = tmp_path / "ddp"
-    (run / "launch").mkdir(parents=True)
-    cfg_path = run / "launch" / "config.json"  # where the launcher puts it: ranks then keep launch/ranks/
-    cfg_path.write_text(cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run),
-           "--test-clock-skew", "1:1800000"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_two_ranks(cfg, run, "--test-clock-skew", "1:1800000", launch_layout=True)
     assert "TEST CLOCK SKEW: rank 1" in proc.stderr
     records = [json.loads((run / "launch" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["status"], r["qat_step"]) for r in records] == [("finished", 0), ("finished", 0)]
@@ -80,15 +79,7 @@ def test_ranks_whose_clocks_disagree_switch_looping_on_the_same_step(micro, tmp_
     cfg = micro(**{"model.num_layers": 3, "model.loop_layers": "1", "model.loop_count": 1,
                    "model.loop_start_frac": 0.5, "train.max_wallclock_seconds": 3600.0, "train.iterations": 3})
     run = tmp_path / "ddp"
-    (run / "launch").mkdir(parents=True)
-    cfg_path = run / "launch" / "config.json"
-    cfg_path.write_text(cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run),
-           "--test-clock-skew", "1:1800000"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks(cfg, run, "--test-clock-skew", "1:1800000", launch_layout=True)
     records = [json.loads((run / "launch" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["status"], r["loop_step"]) for r in records] == [("finished", 0), ("finished", 0)]
     assert "layer_loop:enabled step:0 " in (run / "train.log").read_text()

@@ -8,13 +8,20 @@ import json
 
 import pytest
 import torch
+from pgolf_testing import gaussian_model_and_hessians
 from torch import nn
 
 from pgolf.core.config import Config, ConfigError, ExportConfig, apply_overrides
 from pgolf.core.export import export_artifact, load_artifact, quantize_state_dict
 from pgolf.core.gptq import GPTQError, collect_hessians, gptq_codes, gptq_quantize
 from pgolf.core.model import build_model
-from pgolf.core.quant import QuantSpec, dequantize_rows, quantize_rows, row_clip, row_scale
+from pgolf.core.quant import (
+    QuantSpec,
+    dequantize_rows,
+    quantize_rows,
+    row_clip,
+    row_scale,
+)
 
 SD6 = QuantSpec(6, clip="sdclip", clip_sigmas=12.85, scale_floor=False, scale_dtype="fp16")
 SMALL = {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2,
@@ -142,12 +149,7 @@ def test_tied_embedding_hessian_is_the_final_norms_output():
 
 def small_model_and_hessians(**over):
     cfg = apply_overrides(Config(), {**SMALL, **GPTQ, **over})
-    m = build_model(cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    hs = collect_hessians(m, [torch.randint(0, 128, (4, 32), generator=g) for _ in range(2)])
+    m, hs = gaussian_model_and_hessians(cfg, 0.05, (4, 32))
     return cfg, m, hs
 
 

@@ -11,13 +11,23 @@ import types
 
 import pytest
 import torch
-
-from pgolf_testing import imported_script, reference_script_or_skip, stubbed_modules
+from pgolf_testing import (
+    gaussian_model_and_hessians,
+    imported_script,
+    reference_script_or_skip,
+    stubbed_modules,
+)
 
 PR_PATH = reference_script_or_skip("PGOLF_PR1394_TRAIN_GPT", "PR #1394")
 brotli = pytest.importorskip("brotli")
 
-from pgolf.core.compress import byte_shuffle, byte_unshuffle, compress, decompress, detect  # noqa: E402
+from pgolf.core.compress import (  # noqa: E402
+    byte_shuffle,
+    byte_unshuffle,
+    compress,
+    decompress,
+    detect,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +110,12 @@ def test_export_config_reproduces_the_records_per_tensor_quantization(rec):
     20 sigma, GPTQ on both) give its codes and scales for every int tensor of a pgolf model."""
     from pgolf.core.config import Config, apply_overrides
     from pgolf.core.export import quantize_state_dict
-    from pgolf.core.gptq import collect_hessians
-    from pgolf.core.model import build_model
 
     cfg = apply_overrides(Config(), {
         "model.num_layers": 2, "model.model_dim": 256, "model.num_heads": 4, "model.num_kv_heads": 2,
         "model.vocab_size": 512, "export.quantizer": "gptq", "export.clip": "sdclip", "export.scale_floor": False,
         "export.scale_dtype": "fp16", "export.bits_attn": 6, "export.bits_mlp": 6, "export.bits_other": 8})
-    m = build_model(cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    hs = collect_hessians(m, [torch.randint(0, 512, (2, 64), generator=g) for _ in range(2)])
+    m, hs = gaussian_model_and_hessians(cfg, 0.02, (2, 64))
     sd = m.state_dict()
     obj, _ = quantize_state_dict(sd, cfg.export, control=cfg.model.control_patterns, hessians=hs)
     big = [n for n, t in sd.items() if t.is_floating_point() and t.numel() > 65536]  # the record's GPTQ set

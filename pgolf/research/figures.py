@@ -132,19 +132,24 @@ def quickstart_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     return [plots.savefig(fig, Path(out_dir) / "quickstart.svg")]
 
 
-def _scale_panels(pairs: pd.DataFrame, title: str, metric: str = "q_val_bpb"):
-    """One paired-difference panel per scale (``pairs``: scale, arm, seed, diff, threshold)."""
+def _scale_panels(pairs: pd.DataFrame, title: str | None, metric: str = "q_val_bpb", extra_panels: int = 0,
+                  width_in: float | None = None):
+    """One paired-difference panel per scale (``pairs``: scale, arm, seed, diff, threshold), then
+    ``extra_panels`` empty axes for the caller; returns the figure and all its axes. ``title``: None leaves
+    the figure's title to the caller."""
     scales = list(dict.fromkeys(pairs["scale"]))
-    fig, axes = plots.new_figure(ncols=len(scales), width_in=max(3.4, 0.9 * pairs["arm"].nunique() + 1.6))
+    width = max(3.4, 0.9 * pairs["arm"].nunique() + 1.6) if width_in is None else width_in
+    fig, axes = plots.new_figure(ncols=len(scales) + extra_panels, width_in=width)
     for ax, scale in zip(axes, scales):
         sub = pairs[pairs["scale"] == scale]
         plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]), metric=metric)
         ax.set_title(scale)
-    fig.suptitle(title)
-    return fig
+    if title is not None:
+        fig.suptitle(title)
+    return fig, axes
 
 
-def _with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
+def with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
     """The runs of the scales (folders) that hold a ``control`` arm, with a ``scale`` column; others are
     left out (a figure of paired differences needs the control)."""
     if runs.empty or "arm" not in runs:
@@ -154,13 +159,13 @@ def _with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.Dat
 
 
 def _paired_figure(runs_root: Path, out_dir: Path, study: str, title: str, control: str = "control") -> list[Path]:
-    runs = _with_control(selected_runs(runs_root, study), control)
+    runs = with_control(selected_runs(runs_root, study), control)
     if runs.empty:
         return []
     pairs = protocol.deltas(runs, "q_val_bpb", control)
     if pairs.empty:
         return []
-    fig = _scale_panels(pairs, title)
+    fig, _ = _scale_panels(pairs, title)
     return [plots.savefig(fig, Path(out_dir) / f"{study}.svg")]
 
 
@@ -174,7 +179,7 @@ def swiglu_vs_relu2_figure(runs_root: Path, out_dir: Path) -> list[Path]:
 def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 02: late QAT at each bit width minus the control re-exported at that width, per seed: on the
     final score, on the quantization gap and on the pre-quantization bpb."""
-    runs = _with_control(selected_runs(runs_root, "qat"))
+    runs = with_control(selected_runs(runs_root, "qat"))
     stored = bits_sweep.TABLE.read(runs_root)
     if runs.empty or stored is None or stored[1].empty:
         return []
@@ -182,25 +187,20 @@ def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     if not qat_arms:
         return []
     pairs = late_qat.differences(runs, stored[1], qat_arms)
-    fig = _scale_panels(pairs, "Late QAT − no QAT at the same export bits (bpb)", metric="bpb")
+    fig, _ = _scale_panels(pairs, "Late QAT − no QAT at the same export bits (bpb)", metric="bpb")
     return [plots.savefig(fig, Path(out_dir) / "qat.svg")]
 
 
 @figure("smeargate")
 def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     """Notebook 03: per-seed paired differences from the shared control, per scale, and the learned gates."""
-    runs = _with_control(selected_runs(runs_root, "smeargate"))
+    runs = with_control(selected_runs(runs_root, "smeargate"))
     if runs.empty:
         return []
     pairs = protocol.deltas(runs, "q_val_bpb")
     if pairs.empty:
         return []
-    scales = list(dict.fromkeys(pairs["scale"]))
-    fig, axes = plots.new_figure(ncols=len(scales) + 1, width_in=3.4)
-    for ax, scale in zip(axes, scales):
-        sub = pairs[pairs["scale"] == scale]
-        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]))
-        ax.set_title(scale)
+    fig, axes = _scale_panels(pairs, None, extra_panels=1, width_in=3.4)
     right = axes[-1]
     stored = smear_gates.TABLE.read(runs_root)
     gates = stored[1] if stored is not None else smear_gates.TABLE.frame([])
@@ -257,7 +257,7 @@ def frontier_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         ref = group[group["arm"] == "rtn quantile"].set_index("seed")["q_val_bpb"]
         others = group[group["arm"] != "rtn quantile"]
         panels.append((f"int{b}: vs rtn quantile", others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref))))
-    runs = _with_control(selected_runs(runs_root, "frontier"))
+    runs = with_control(selected_runs(runs_root, "frontier"))
     if not runs.empty and runs["arm"].nunique() > 1:
         pairs = protocol.deltas(runs, "q_val_bpb")
         panels.append(("training arms vs control", pairs))

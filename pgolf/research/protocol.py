@@ -67,6 +67,11 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
+def control_config(scale: str, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The shared control's config at ``scale``, with ``overrides`` on top (what :func:`study` trains)."""
+    return apply_overrides(get_scale(scale).config(), dict(overrides or {}))
+
+
 def study(scale: str, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None, *,
           overrides: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None, mode: AblateMode | None = None,
           runs_root: Path | None = None, log=print) -> pd.DataFrame:
@@ -79,8 +84,7 @@ def study(scale: str, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int
         raise ValueError(f"arm name {CONTROL!r} is the shared control; give the study's arms other names")
     sc = get_scale(scale)
     seeds = list(sc.seeds if seeds is None else seeds)
-    base = apply_overrides(sc.config(), dict(overrides or {}))
-    runs = ablate(sc.name, base, {CONTROL: {}, **arms}, seeds=seeds, rerun=rerun, jobs=jobs, mode=mode,
+    runs = ablate(sc.name, control_config(scale, overrides), {CONTROL: {}, **arms}, seeds=seeds, rerun=rerun, jobs=jobs, mode=mode,
                   runs_root=runs_root, log=log, seed_keys=SEED_KEYS)
     runs["scale"] = sc.name
     runs["shared_control"] = runs["arm"] == CONTROL

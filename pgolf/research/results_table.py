@@ -16,7 +16,7 @@ import pandas as pd
 
 from pgolf.core.paths import runs_dir
 from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
-from pgolf.research.figures import selected_runs
+from pgolf.research.figures import selected_runs, with_control
 from pgolf.research.stats import RULE_ALPHA, compare
 
 HEADER = ("| study | scale | arm | vs | seeds | q_val_bpb (mean) | Δ (paired) | 95% CI | p | p rule | MDE | verdict |\n"
@@ -42,16 +42,11 @@ def _row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series
             f"{row['diff']:+.4f} | {ci} | {p} | {p_rule} | {mde} | {_verdict(row)} |")
 
 
-def _study_runs(runs_root: Path, study: str) -> pd.DataFrame:
-    runs = selected_runs(runs_root, study)
-    return runs.assign(scale=runs["ablation"]) if not runs.empty else runs
-
-
 def results_rows(runs_root: Path | None = None) -> list[str]:
     root = Path(runs_root) if runs_root is not None else runs_dir()
     lines = []
     for study in ("swiglu_vs_relu2", "smeargate"):
-        runs = _study_runs(root, study)
+        runs = with_control(selected_runs(root, study))
         if runs.empty:
             continue
         tests = protocol.comparisons(runs, "q_val_bpb")
@@ -66,7 +61,7 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
                     row = compare(pair, "smear_scalar", "q_val_bpb").loc["smear_per_dim"]
                     lines.append(_row(name, scale, "smear_per_dim", "smear_scalar",
                                       means[(scale, "smear_per_dim")], row))
-    runs, stored = _study_runs(root, "qat"), bits_sweep.TABLE.read(root)
+    runs, stored = with_control(selected_runs(root, "qat")), bits_sweep.TABLE.read(root)
     if not runs.empty and stored is not None:
         qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
         tests = late_qat.comparisons(runs, stored[1], qat_arms)
@@ -93,7 +88,7 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
             for arm, row in tests.iterrows():
                 lines.append(_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
                                   "val targets)", scale, arm, "rtn quantile", means[arm], row))
-    runs = _study_runs(root, "frontier")
+    runs = with_control(selected_runs(root, "frontier"))
     if not runs.empty and runs["arm"].nunique() > 1:
         means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
         for (scale, arm), row in protocol.comparisons(runs, "q_val_bpb").iterrows():

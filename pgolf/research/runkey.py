@@ -18,18 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from pgolf.core.config import Config
-from pgolf.core.data.identity import (
-    MANIFEST_NAME,
-    NO_MANIFEST_RULE,
-    is_pgolf_manifest,
-    sha256_file,
-)
-from pgolf.core.data.shards import read_header
+from pgolf.core.data.identity import identity_sha256
 
 EXCLUDED = ("data.path",)  # the run's location, not its content (the dataset identity covers that)
 
@@ -58,18 +50,7 @@ def dataset_sha256(cfg: Config) -> str:
     """The ``dataset_sha256`` a run of ``cfg`` records, computed without reading the shards' contents."""
     from pgolf.core.data.loader import resolve_dataset
 
-    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
-    manifest_path = Path(ds.root) / MANIFEST_NAME
-    if manifest_path.is_file():
-        raw = manifest_path.read_bytes()
-        if is_pgolf_manifest(json.loads(raw)):
-            return hashlib.sha256(raw).hexdigest()
-    headers = {p: read_header(p) for p in [*ds.train_files, *ds.val_files]}  # a shard in both splits: once
-    listing = sorted([Path(os.path.relpath(p, ds.root)).as_posix(), h["file_bytes"], h["num_tokens"]]
-                     for p, h in headers.items())
-    blob = json.dumps({"rule": NO_MANIFEST_RULE, "shards": listing, "tokenizer_sha256": sha256_file(ds.tokenizer_path)},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return identity_sha256(resolve_dataset(cfg.data, cfg.model.vocab_size))[0]
 
 
 def key_of(delta: dict[str, Any], dataset: str) -> str:

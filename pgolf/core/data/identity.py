@@ -127,6 +127,23 @@ class DatasetIdentity:
         return lines
 
 
+def identity_sha256(ds, tokenizer_sha256: str | None = None) -> tuple[str, str]:
+    """``(dataset_sha256, rule)`` of ``ds`` (a :class:`~pgolf.core.data.loader.Dataset`), reading its manifest or
+    its shard headers and tokenizer, never the shards' contents: what :func:`verify_dataset` records, for callers
+    that need the identity before a run (the ablation cache's run key). ``tokenizer_sha256``: already computed."""
+    root = Path(ds.root)
+    manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_file():
+        raw = manifest_path.read_bytes()
+        if is_pgolf_manifest(json.loads(raw)):
+            return hashlib.sha256(raw).hexdigest(), MANIFEST_RULE
+    headers = {p: read_header(p) for p in [*ds.train_files, *ds.val_files]}  # a shard in both splits: once
+    listing = sorted([_relative(root, p), h["file_bytes"], h["num_tokens"]] for p, h in headers.items())
+    tok_sha = tokenizer_sha256 or sha256_file(ds.tokenizer_path)
+    blob = json.dumps({"rule": NO_MANIFEST_RULE, "shards": listing, "tokenizer_sha256": tok_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), NO_MANIFEST_RULE
+
+
 def verify_dataset(ds, vocab_size: int) -> DatasetIdentity:
     """Check ``ds`` (a :class:`~pgolf.core.data.loader.Dataset`) against its manifest and ``vocab_size``; see the module doc."""
     root = Path(ds.root)
@@ -155,12 +172,7 @@ def verify_dataset(ds, vocab_size: int) -> DatasetIdentity:
         if isinstance(top, int) and top >= vocab_size:
             raise ShardError(f"{path}: token id {top} is outside the model's vocabulary [0, {vocab_size}); the shard "
                              "belongs to another tokenizer or is corrupt")
-    if manifest is not None:
-        sha, rule = hashlib.sha256(raw).hexdigest(), MANIFEST_RULE
-    else:
-        listing = sorted([_relative(root, p), h["file_bytes"], h["num_tokens"]] for p, h in headers.items())
-        blob = json.dumps({"rule": NO_MANIFEST_RULE, "shards": listing, "tokenizer_sha256": tok_sha}, sort_keys=True)
-        sha, rule = hashlib.sha256(blob.encode()).hexdigest(), NO_MANIFEST_RULE
+    sha, rule = identity_sha256(ds, tok_sha)
     return DatasetIdentity(sha, str(root), str(manifest_path) if manifest is not None else None, rule,
                            str(ds.tokenizer_path), tok_sha, vocab_size, len(ds.train_files), len(ds.val_files),
                            hash_train and manifest is not None, as_read,
