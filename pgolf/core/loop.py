@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pgolf.core.config import ModelConfig
-from pgolf.core.qat import qat_start_due
+from pgolf.core.runtime import start_due
 
 
 def loop_enabled(cfg: ModelConfig) -> bool:
@@ -53,7 +53,7 @@ class LoopController:
         call until it happened, so every rank must call it before every step, as QAT's switch)."""
         if not loop_enabled(self.cfg) or self.loop_step is not None:
             return False
-        if not qat_start_due(progress, self.cfg.loop_start_frac, self.distributed, self.device):
+        if not start_due(progress, self.cfg.loop_start_frac, self.distributed, self.device):
             return False
         self.switch_on(step, progress)
         return True

@@ -1,7 +1,7 @@
 """Straight-through fake-quant QAT, wired from the export plan so both quantize the same tensors.
 
 The on/off state is explicit instance state on each CastedLinear. During a run one object owns it:
-:class:`QATController` decides when it switches on (:func:`qat_start_due`, once for all ranks), flips the
+:class:`QATController` decides when it switches on (:func:`start_due`, once for all ranks), flips the
 layers with :func:`set_qat`, rebuilds the compiled model after ``torch._dynamo.reset()`` (so a compiled
 graph can never keep a stale value, the records' constant-folded class attribute), logs the switch, saves
 and restores the decision in checkpoints, and switches it off for the export.
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pgolf.core.config import ExportConfig, QATConfig
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.quant import QuantSpec, plan_tensor
+from pgolf.core.runtime import start_due
 
 
 def qat_spec(export_spec: QuantSpec, cls: str, cfg: QATConfig) -> QuantSpec | None:
@@ -72,23 +72,6 @@ def qat_active(model: nn.Module) -> bool:
     return any(isinstance(m, CastedLinear) and m.qat_enabled for m in model.modules())
 
 
-def qat_start_due(progress: float, start_frac: float, distributed: bool, device: torch.device) -> bool:
-    """Whether QAT switches on now: the one place that decides it, with the same answer on every rank.
-
-    ``progress`` is this rank's training fraction (wallclock under a time cap, else steps). Each rank
-    reads its own clock, so near ``start_frac`` ranks can disagree by a step; a rank that quantizes
-    while another does not trains a silently different model, and under compile the switch rebuilds
-    DDP on one rank only. So every rank calls this on every step until QAT is on (all ranks together,
-    one 1-element all-reduce), and the MAX makes all of them switch on the step the first rank is due.
-    """
-    due = progress >= start_frac
-    if not distributed:
-        return due
-    flag = torch.tensor(int(due), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 class QATController:
     """The one owner of QAT's on/off state during a run; nothing else flips it.
 
@@ -113,10 +96,10 @@ class QATController:
         """Switch QAT on at ``step`` if it is due at training fraction ``progress`` (agreed across ranks).
 
         Every rank calls this before every step until the switch happened: it holds the all-reduce of
-        :func:`qat_start_due`, so a rank that skipped a call would deadlock the others."""
+        :func:`start_due`, so a rank that skipped a call would deadlock the others."""
         if not self.cfg.enabled or self.qat_step is not None or self.active:  # decided once, even with 0 layers
             return False
-        if not qat_start_due(progress, self.cfg.start_frac, self.distributed, self.device):
+        if not start_due(progress, self.cfg.start_frac, self.distributed, self.device):
             return False
         self.switch_on(step)
         return True

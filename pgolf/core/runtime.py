@@ -89,3 +89,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          n["cached_gaussian"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+
+
+def start_due(progress: float, start_frac: float, distributed: bool, device: torch.device) -> bool:
+    """Whether a mid-run switch (QAT, depth recurrence) turns on now, with the same answer on every rank.
+
+    ``progress`` is this rank's training fraction (wallclock under a time cap, else steps). Each rank
+    reads its own clock, so near ``start_frac`` ranks can disagree by a step; a rank that quantizes (or
+    loops) while another does not trains a silently different model, and under compile the switch rebuilds
+    DDP on one rank only. So every rank calls this on every step until the switch is on (all ranks together,
+    one 1-element all-reduce), and the MAX makes all of them switch on the step the first rank is due.
+    """
+    due = progress >= start_frac
+    if not distributed:
+        return due
+    flag = torch.tensor(int(due), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
