@@ -2,7 +2,8 @@
 
 - **Scales.** ``micro`` (the ``micro`` preset: 2 layers, d=64, 400 steps of 2,048 tokens) is cheap enough for
   many seeds on 2 CPUs; ``small`` (the ``tiny`` preset's model: 4 layers, d=128, 150 steps of 4,096 tokens) is
-  about 8x the compute per run and says whether an effect grows or shrinks with scale. Each scale quantizes
+  4.8x the parameters and 3.6x the parameter-tokens of a micro run, and says whether an effect grows or shrinks
+  with scale. Each scale quantizes
   every block matrix at export (at these widths the official 65,536-element threshold would keep them all fp16).
 - **One shared control.** Every study's control arm is the same runs, ``runs/<scale>/control-s<seed>-<key>``:
   the scale's config with no override. Studies add their arms beside it in the same folder, so a notebook
