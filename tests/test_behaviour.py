@@ -81,7 +81,7 @@ def test_fingerprint_sees_a_change_of_behaviour(micro, other):
     cfg = micro(**{"export.keep_float_max_numel": 1024})
     a, b = behaviour.fingerprint(cfg), behaviour.fingerprint(cfg.replace(other))
     diff = behaviour.compare(a, b)
-    assert diff is not None and "rtol 1e-05" in diff
+    assert diff is not None and f"rtol {behaviour.RTOL:g}" in diff
 
 
 @pytest.mark.parametrize("other", [{"eval.stride": 16}, {"eval.tail": "score"}])
@@ -94,7 +94,8 @@ def test_fingerprint_sees_a_change_of_evaluation(micro, other):
 def test_compare_names_the_first_difference():
     fp = {"version": 1, "losses": [7.0, 6.9], "loss": 6.8, "q_loss": 6.81, "update_probe": 0.5,
           "eval_official": [6.8, 3.1], "eval_final": [6.8, 3.1]}
-    assert behaviour.compare(dict(fp, losses=[7.0, 6.9 * (1 + 3e-6)]), fp) is None  # within rtol
+    assert behaviour.compare(dict(fp, losses=[7.0, 6.9 * (1 + behaviour.RTOL / 3)]), fp) is None  # within rtol
+    assert behaviour.compare(dict(fp, losses=[7.0, 6.9 * (1 + 3 * behaviour.RTOL)]), fp) is not None
     assert behaviour.compare(dict(fp, losses=[7.0, 6.91]), fp).startswith("losses[1] 6.91, now 6.9")
     assert "version" in behaviour.compare(dict(fp, version=0), fp)
     assert behaviour.compare(dict(fp, losses=[7.0]), fp).startswith("losses [7.0], now")

@@ -164,6 +164,8 @@ class TrainConfig:
     num_threads: int = 0  # torch threads on CPU; 0 = 1 per process (measured fastest here)
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
     save_raw_model: bool = True  # write final_model.pt (unquantized) into the run folder
+    float64: bool = False  # CPU only: train and score in float64 after the usual init (the behaviour fingerprint's
+    #                        numerics reference: no float32 rounding for CPU kernels to disagree on)
 
     def __post_init__(self) -> None:
         for k in ("iterations", "train_batch_tokens", "train_seq_len", "val_batch_size"):

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pgolf.core.precision import at_least_fp32
 from pgolf.core.quant import QuantSpec, row_clip, row_scale
 
 
@@ -41,14 +42,14 @@ def gptq_codes(w: Tensor, H: Tensor, scale: Tensor, qmax: int, *, damp: float = 
                act_order: bool = True, name: str = "weight") -> Tensor:
     """Int8 codes in [-qmax, qmax] for ``w`` (rows x cols) on the per-row grid ``scale`` (fp32, rows),
     given the input Hessian ``H`` (cols x cols). ``name`` only labels errors."""
-    W = w.detach().float()
+    W = at_least_fp32(w.detach())
     rows, cols = W.shape
     if H.shape != (cols, cols):
         raise GPTQError(f"gptq: Hessian of {name} has shape {tuple(H.shape)}, expected ({cols}, {cols}) "
                         f"for a weight of shape {tuple(W.shape)}")
     if scale.shape != (rows,):
         raise GPTQError(f"gptq: scale of {name} has shape {tuple(scale.shape)}, expected ({rows},)")
-    H = H.detach().to(W.device, torch.float32).clone()
+    H = H.detach().to(W.device, W.dtype).clone()
     dead = H.diagonal() == 0  # inputs never active: their columns cannot matter
     H[dead, dead] = 1
     H.diagonal().add_(damp * H.diagonal().mean())
@@ -57,18 +58,18 @@ def gptq_codes(w: Tensor, H: Tensor, scale: Tensor, qmax: int, *, damp: float = 
     W[:, dead[order]] = 0
     H = H[order][:, order]
     U = _upper_inverse_factor(H, name, damp)  # H^-1 = U^T U
-    s = scale.to(W.device, torch.float32)
+    s = scale.to(W.device, W.dtype)
     Q = torch.zeros(rows, cols, dtype=torch.int8, device=W.device)
     for b0 in range(0, cols, block_size):
         b1 = min(b0 + block_size, cols)
         Wb = W[:, b0:b1].clone()
         Ub = U[b0:b1, b0:b1]
-        errs = torch.zeros(rows, b1 - b0, device=W.device)
+        errs = torch.zeros(rows, b1 - b0, dtype=W.dtype, device=W.device)
         for j in range(b1 - b0):
             col = Wb[:, j]
             q = torch.clamp(torch.round(col / s), -qmax, qmax)
             Q[:, b0 + j] = q.to(torch.int8)
-            e = (col - q.float() * s) / Ub[j, j]
+            e = (col - q * s) / Ub[j, j]
             errs[:, j] = e
             Wb[:, j:] -= e.unsqueeze(1) * Ub[j, j:].unsqueeze(0)  # this block's later columns absorb the error
         if b1 < cols:
@@ -81,7 +82,7 @@ def gptq_quantize(w: Tensor, H: Tensor, spec: QuantSpec, *, damp: float = 0.01, 
     """Per-row codes (int8 container) and fp16 scales, as :func:`pgolf.core.quant.quantize_rows` returns
     them, with GPTQ in place of rounding to nearest. The scale is the export's (``spec``'s clip rule and
     floor), rounded to fp16 before the codes are computed whatever ``spec.scale_dtype`` says."""
-    clip_abs = row_clip(w.detach().float(), spec)
+    clip_abs = row_clip(at_least_fp32(w.detach()), spec).float()
     scale16 = row_scale(clip_abs, spec).to(torch.float16)
     q = gptq_codes(w, H, scale16.float(), spec.qmax, damp=damp, block_size=block_size, act_order=act_order,
                    name=name)
@@ -102,10 +103,10 @@ def collect_hessians(model: nn.Module, batches: Iterable[Tensor | tuple[Tensor, 
 
     def hook(key: str, use_output: bool):
         def fn(module: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-            x = (out if use_output else inp[0]).detach().float()
+            x = at_least_fp32((out if use_output else inp[0]).detach())
             x = x.reshape(-1, x.shape[-1])  # (tokens, features)
             if key not in sums:
-                sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+                sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
             sums[key].addmm_(x.T, x)
         return fn
 

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.core.config import Config, ScheduleConfig
+from pgolf.core.precision import at_least_fp32
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -34,7 +35,7 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7,
 def row_normalize(g: Tensor, eps: float = 1e-7) -> Tensor:
     """MuonEq-R (PR #1394): each row divided by its fp32 L2 norm (floored at eps), in g's dtype, before
     Newton-Schulz, so every output unit enters the orthogonalization with the same weight."""
-    return g / g.float().norm(dim=-1, keepdim=True).clamp_min(eps).to(g.dtype)
+    return g / at_least_fp32(g).norm(dim=-1, keepdim=True).clamp_min(eps).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -112,7 +113,7 @@ def split_params(model: nn.Module, control_patterns: tuple[str, ...]) -> dict[st
 def ns_dtype(cfg: Config, device: torch.device) -> torch.dtype:
     name = cfg.optim.muon_ns_dtype
     if name == "auto":
-        name = "bfloat16" if device.type == "cuda" else "float32"
+        name = "bfloat16" if device.type == "cuda" else "float64" if cfg.train.float64 else "float32"
     return getattr(torch, name)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from pgolf.core.config import ExportConfig
+from pgolf.core.precision import at_least_fp32
 
 TensorClass = Literal["attn", "mlp", "embed", "other"]
 
@@ -153,7 +154,8 @@ def quantize_rows(t: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
     """
     t32 = t.float()
     qmax = spec.qmax
-    clip_abs = row_clip(t32, spec) if t32.numel() else torch.empty(t32.shape[0])
+    # the clip from the unrounded tensor (float64 stays float64: its std/quantile agree across CPU kernels)
+    clip_abs = row_clip(at_least_fp32(t), spec).float() if t32.numel() else torch.empty(t32.shape[0])
     clipped = torch.maximum(torch.minimum(t32, clip_abs[:, None]), -clip_abs[:, None])
     scale = row_scale(clip_abs, spec)
     q = torch.clamp(torch.round(clipped / scale[:, None]), -qmax, qmax).to(torch.int8)
@@ -169,7 +171,7 @@ def floor_fraction(t: Tensor, spec: QuantSpec) -> float:
     """Fraction of rows whose scale is raised by the 1/qmax floor (a row whose max is below 1 gets the absolute step 1/qmax)."""
     if not spec.scale_floor or t.numel() == 0:
         return 0.0
-    clip_abs = row_clip(t.float(), spec)
+    clip_abs = row_clip(at_least_fp32(t), spec).float()
     return float((clip_abs / spec.qmax < 1.0 / spec.qmax).float().mean())
 
 

@@ -189,8 +189,46 @@ def environment() -> dict[str, Any]:
         info["sentencepiece"] = sentencepiece.__version__
     except ImportError:
         pass
+    info.update(hardware())
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what :func:`platform.processor` says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.split(":", 1)[0].strip() in ("model name", "Model", "Hardware"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version, from ``nvidia-smi`` (None where it is absent or fails)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if out.returncode == 0 and lines else None
+
+
+def hardware() -> dict[str, Any]:
+    """What a run's numbers may depend on besides the code: the CPU model, the kernels torch dispatches to
+    (``cpu_capability``: DEFAULT / AVX2 / AVX512 ..., forced by ``ATEN_CPU_CAPABILITY`` when set), the thread
+    count and, on CUDA, the GPUs, the driver and the CUDA / cuDNN versions."""
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY"), "torch_threads": torch.get_num_threads(),
+        "gpus": [],
+    }
     if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info.update(gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+                    gpu_driver=gpu_driver(), cuda_runtime=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
     return info
 
 

@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf.core import accounting, gptq, optim
 from pgolf.core.averaging import WeightAverager
-from pgolf.core.config import Config
+from pgolf.core.config import Config, ConfigError
 from pgolf.core.data.identity import check_same_dataset
 from pgolf.core.evaluate import EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
 from pgolf.core.export import artifact_filename, artifact_format, export_artifact, load_artifact
@@ -59,7 +59,7 @@ from pgolf.core.finite import (  # noqa: F401 - NonFiniteLossError/NonFiniteScor
 )
 from pgolf.core.loop import LoopController, prime_looped
 from pgolf.core.model import GPT, build_model
-from pgolf.core.model.layers import CastedLinear
+from pgolf.core.model.layers import CastedLinear, Rotary
 from pgolf.core.ownership import process_identity
 from pgolf.core.qat import QATController, assign_qat_specs
 from pgolf.core.run_data import check_eval_fits, load_data
@@ -79,6 +79,8 @@ CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
+    if cfg.train.float64:
+        return _prepare_float64_model(cfg, device)
     model = build_model(cfg).to(device)
     if device.type == "cuda":
         # Official dtype layout: bf16 body, fp32 matrices (cast at matmul), fp32 small/control params.
@@ -90,6 +92,27 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
             for name, p in model.named_parameters():
                 if (p.ndim < 2 or any(pat in name for pat in cfg.model.control_patterns)) and p.dtype != torch.float32:
                     p.data = p.data.float()
+    if cfg.qat.enabled:
+        assign_qat_specs(model, cfg.export, cfg.qat, control=cfg.model.control_patterns)
+    return model
+
+
+def _prepare_float64_model(cfg: Config, device: torch.device) -> GPT:
+    """``train.float64``: the model built and initialized in float64 (the same init rules and seeds, drawn in
+    float64: float32 ``randn``/``orthogonal_`` differ between CPU kernels, float64 draws do not), every parameter and
+    buffer float64, the rotary frequencies recomputed in float64."""
+    if device.type != "cpu":
+        raise ConfigError(f"train.float64: the float64 reference runs on CPU only, got device {device.type}")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = build_model(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.double()
+    for m in model.modules():
+        if isinstance(m, Rotary):
+            m.to_float64()
     if cfg.qat.enabled:
         assign_qat_specs(model, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     return model
@@ -243,7 +266,7 @@ class Trainer:
         return elapsed_ms / (1000.0 * cap_s) if cap_s > 0 else step / self.cfg.train.iterations
 
     def _micro_step(self, loader) -> torch.Tensor:
-        total = torch.zeros((), device=self.d.device)
+        total = torch.zeros((), device=self.d.device, dtype=torch.float64 if self.cfg.train.float64 else torch.float32)
         for micro in range(self.accum):
             if self.d.distributed:
                 self.model.require_backward_grad_sync = micro == self.accum - 1

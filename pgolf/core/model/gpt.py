@@ -16,6 +16,7 @@ from pgolf.core.config import ModelConfig
 from pgolf.core.model.embed import BigramHash, SmearGate
 from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
 from pgolf.core.model.mlp import build_mlp
+from pgolf.core.precision import at_least_fp32
 
 
 def loop_schedule(cfg: ModelConfig) -> tuple[list[int], list[int]]:
@@ -173,4 +174,4 @@ class GPT(nn.Module):
         if target_ids is None:
             return self.logits(h)
         logits = self.logits(h.reshape(-1, h.size(-1)))
-        return F.cross_entropy(logits.float(), target_ids.reshape(-1), reduction=reduction)
+        return F.cross_entropy(at_least_fp32(logits), target_ids.reshape(-1), reduction=reduction)

@@ -57,8 +57,12 @@ class Rotary(nn.Module):
         super().__init__()
         self.dim, self.base, self.train_seq_len, self.ntk = dim, base, train_seq_len, ntk
         self.register_buffer("inv_freq", self._inv_freq(base), persistent=False)
-    def _inv_freq(self, base: float) -> Tensor:
-        return 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
+    def _inv_freq(self, base: float, dtype: torch.dtype = torch.float32) -> Tensor:
+        return 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=dtype) / self.dim))
+
+    def to_float64(self) -> None:
+        """Recompute the frequencies in float64 (float32 ``pow`` differs in the last bit between CPU kernels)."""
+        self.inv_freq = self._inv_freq(self.base, torch.float64).to(self.inv_freq.device)
 
     def base_for(self, seq_len: int) -> float:
         return ntk_base(self.base, self.dim, seq_len, self.train_seq_len) if self.ntk else self.base
@@ -68,7 +72,7 @@ class Rotary(nn.Module):
         # inference_mode validation and autograd training, which torch refuses, and checking the
         # mode is something torch.compile cannot trace.
         base = self.base_for(seq_len)
-        inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base).to(device)
+        inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base, self.inv_freq.dtype).to(device)
         t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
         freqs = torch.outer(t, inv_freq)  # (T, dim/2)
         return freqs.cos()[None, None].to(dtype=dtype), freqs.sin()[None, None].to(dtype=dtype)
