@@ -308,3 +308,11 @@ def test_ablate_reuse_refuses_a_broken_run(micro, tmp_path):
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "q_val_bpb": None}))
     with pytest.raises(RunRecordError, match=rf"{summary}: damaged run record: q_val_bpb is None"):
         ablate("r", base, {"a": {}}, mode="reuse", **kw)
+
+
+def test_an_analysis_table_of_the_wrong_shape_is_named(tmp_path):
+    from pgolf.research.tables import read_table
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"inputs": {}, "rows": 5}))
+    with pytest.raises(ValueError, match=rf"{path}: not an analysis table"):
+        read_table(path)
