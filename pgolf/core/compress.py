@@ -5,6 +5,15 @@ bytes are first split into two planes (even-offset bytes, then odd-offset bytes,
 ``BSHF`` header), which puts the low and the high bytes of fp16 values apart, then brotli at quality 11.
 A brotli stream has no magic bytes: a blob that is none of the others is read as brotli (brotli's first
 byte holds the window size: 0x?b for the default 2^22 window, so it never looks like a zlib header).
+
+Integrity. zlib streams end with an Adler-32 of the payload and xz streams carry a CRC-64, so a damaged blob
+of either fails to decompress. zstd and brotli check nothing by default; ``compress(..., checked=True)`` (what
+the export writes) adds zstd's frame checksum, and wraps brotli in pgolf's envelope: ``PGCK`` + the CRC-32 of
+the brotli stream (4 bytes, little-endian) + the stream. ``checked=False`` gives exactly the bytes of the
+official script and the records (zlib and xz bytes are the same either way). A blob without a check (a
+record's zstd or brotli artifact) still loads: it is only as safe as its source, and a run folder's
+``summary.json`` sha256 (:mod:`pgolf.core.records`) covers it. Every failure to decompress is an
+:class:`ArtifactError`, one line naming the file.
 """
 
 from __future__ import annotations
@@ -15,9 +24,14 @@ import zlib
 import numpy as np
 import zstandard
 
+class ArtifactError(ValueError):
+    """An artifact cannot be read (damaged, truncated, not an artifact); the message names the file."""
+
+
 DEFAULT_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+CHECKED_MAGIC = b"PGCK"  # pgolf's envelope: magic + CRC-32 (little-endian) of the wrapped stream + stream
 SHUFFLE_MAGIC = b"BSHF"
 SHUFFLE_STRIDE = 2  # PR #1394's
 
@@ -48,18 +62,40 @@ def byte_unshuffle(data: bytes) -> bytes:
     return out.tobytes()
 
 
-def compress(raw: bytes, method: str = "zlib", level: int = -1) -> bytes:
+def compress(raw: bytes, method: str = "zlib", level: int = -1, *, checked: bool = False) -> bytes:
+    """``raw`` compressed by ``method``. ``checked``: make a zstd or brotli blob self-checking (zstd frame
+    checksum; brotli inside pgolf's CRC-32 envelope); zlib and xz check themselves and are unchanged."""
     lvl = DEFAULT_LEVEL[method] if level < 0 and method in DEFAULT_LEVEL else level
     if method == "zlib":
         return zlib.compress(raw, level=lvl)
     if method == "zstd":
-        return zstandard.ZstdCompressor(level=lvl).compress(raw)
+        return zstandard.ZstdCompressor(level=lvl, write_checksum=checked).compress(raw)
     if method == "lzma":
         return lzma.compress(raw, preset=lvl | lzma.PRESET_EXTREME)
     if method == "brotli":
         import brotli  # imported here: only brotli artifacts need the package
-        return brotli.compress(byte_shuffle(raw), quality=lvl)
+        blob = brotli.compress(byte_shuffle(raw), quality=lvl)
+        return seal(blob) if checked else blob
     raise ValueError(f"compressor {method!r}: expected one of {sorted(DEFAULT_LEVEL)}")
+
+
+def seal(blob: bytes) -> bytes:
+    """``blob`` in pgolf's envelope: ``PGCK`` + CRC-32 of ``blob`` (little-endian) + ``blob``."""
+    return CHECKED_MAGIC + zlib.crc32(blob).to_bytes(4, "little") + blob
+
+
+def unseal(blob: bytes, name: str = "artifact") -> bytes:
+    """The stream inside pgolf's envelope, after checking its CRC-32; a blob without the envelope unchanged."""
+    if not blob.startswith(CHECKED_MAGIC):
+        return blob
+    if len(blob) < 8:
+        raise ArtifactError(f"{name}: damaged artifact: {len(blob)} bytes, shorter than pgolf's 8-byte header")
+    body, want = blob[8:], int.from_bytes(blob[4:8], "little")
+    got = zlib.crc32(body)
+    if got != want:
+        raise ArtifactError(f"{name}: damaged artifact: CRC-32 {got:08x} of its {len(body):,}-byte stream, the "
+                            f"header says {want:08x}")
+    return body
 
 
 def _zlib_header(blob: bytes) -> bool:
@@ -67,7 +103,10 @@ def _zlib_header(blob: bytes) -> bool:
 
 
 def detect(blob: bytes) -> str:
-    """zstd and xz by magic; zlib by its 2-byte header; anything else is taken for brotli (no magic)."""
+    """zstd and xz by magic; zlib by its 2-byte header; anything else is taken for brotli (no magic).
+    A blob in pgolf's envelope is named by what it wraps."""
+    if blob.startswith(CHECKED_MAGIC):
+        return detect(blob[8:])
     if blob.startswith(_ZSTD_MAGIC):
         return "zstd"
     if blob.startswith(_XZ_MAGIC):
@@ -77,27 +116,43 @@ def detect(blob: bytes) -> str:
     return "brotli"
 
 
-def _brotli_decompress(blob: bytes) -> bytes:
+def _brotli_decompress(blob: bytes, name: str) -> bytes:
     try:
         import brotli
     except ImportError:
-        raise ValueError("artifact: not zlib, zstd or xz data, and brotli (the remaining choice) is not installed: "
-                         "pip install brotli") from None
+        raise ArtifactError(f"{name}: not zlib, zstd or xz data, and brotli (the remaining choice) is not installed: "
+                            "pip install brotli") from None
     try:
         return byte_unshuffle(brotli.decompress(blob))
     except brotli.error:
-        raise ValueError("artifact: not zlib, zstd, xz or brotli data (unrecognized bytes)") from None
+        raise ArtifactError(f"{name}: damaged or not an artifact: not zlib, zstd, xz or brotli data "
+                            f"(unrecognized bytes)") from None
 
 
-def decompress(blob: bytes) -> bytes:
+def decompress(blob: bytes, name: str = "artifact") -> bytes:
+    """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged."""
+    blob = unseal(blob, name)
     method = detect(blob)
-    if method == "zstd":
-        return zstandard.ZstdDecompressor().decompress(blob)
-    if method == "lzma":
-        return lzma.decompress(blob)
+    try:
+        if method == "zstd":
+            return zstandard.ZstdDecompressor().decompress(blob)
+        if method == "lzma":
+            return lzma.decompress(blob)
+    except (zstandard.ZstdError, lzma.LZMAError) as e:
+        raise ArtifactError(f"{name}: damaged {method} artifact ({_one_line(e)})") from None
     if method == "zlib":
         try:
             return zlib.decompress(blob)
-        except zlib.error:  # defensive: pgolf's brotli blobs (window 2^22) start with low nibble 0xb, never 8
-            return _brotli_decompress(blob)
-    return _brotli_decompress(blob)
+        except zlib.error as e:
+            if blob.startswith(_ZLIB_STREAMS):  # a header zlib.compress writes: the stream is damaged
+                raise ArtifactError(f"{name}: damaged zlib artifact ({_one_line(e)})") from None
+            # pgolf's brotli blobs (window 2^22) start with low nibble 0xb, never 8: this is for foreign blobs
+            return _brotli_decompress(blob, name)
+    return _brotli_decompress(blob, name)
+
+
+_ZLIB_STREAMS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")  # zlib.compress's headers, levels 0..9
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -414,11 +414,21 @@ class Config:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Config":
+        """A resolved config file (a run's ``config.json``, ``--config``). Every section must be there: a missing
+        one would silently take today's defaults, not the values the file's writer used, so it is refused.
+        Keys missing inside a section (switches added to pgolf after the file was written) take their
+        defaults, which by pgolf's rule keep the old behaviour."""
         p = Path(path)
         try:
             d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p}: not valid JSON ({e})") from None
+        if isinstance(d, Mapping):
+            missing = [name for name in _SECTION_TYPES if name not in d]
+            if missing:
+                raise ConfigError(f"{p}: section(s) {missing} missing; a resolved config holds all of "
+                                  f"{list(_SECTION_TYPES)} (a missing section would silently take today's defaults "
+                                  f"instead of the values the run used)")
         try:
             return cls.from_dict(d, where=str(p))
         except ConfigError as e:

@@ -7,6 +7,7 @@ use ``pgolf_mixed_v1``: the same layout plus per-tensor bit widths (and packed c
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import defaultdict
 from typing import Any
@@ -15,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgolf.core.compress import compress, decompress
+from pgolf.core.compress import ArtifactError, compress, decompress
 from pgolf.core.config import ExportConfig
 from pgolf.core.gptq import gptq_quantize
 from pgolf.core.quant import TensorPlan, dequantize_rows, floor_fraction, plan_tensor, quantize_rows, quantize_tensor
-from pgolf.core.safe_load import load_plain
+from pgolf.core.safe_load import UnsafeFileError, load_plain
 
 OFFICIAL_FORMAT = "int8_clean_per_row_v1"
 MIXED_FORMAT = "pgolf_mixed_v1"
@@ -178,31 +179,71 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tu
     return obj, {"tensors": rows}
 
 
-def dequantize_state_dict(obj: dict[str, Any]) -> dict[str, Tensor]:
-    fmt = obj.get("__quant_format__")
-    known = (OFFICIAL_FORMAT, MIXED_FORMAT, *RECORD_FORMATS)
-    if fmt not in known:
-        raise ValueError(f"artifact: unknown __quant_format__ {fmt!r}; expected one of {list(known)}")
+def dequantize_state_dict(obj: dict[str, Any], name: str = "artifact", *, finite: bool = False) -> dict[str, Tensor]:
+    """The state dict an artifact's object stands for; :class:`ArtifactError` naming ``name`` and the entry when
+    the object is malformed (a missing section, a tensor without its scale or dtype, a scale that does not fit
+    its codes) or, with ``finite``, when a scale or float tensor holds NaN/inf."""
+    check_artifact_object(obj, name, finite=finite)
     out: dict[str, Tensor] = {}
     qmeta = obj.get("qmeta", {})
     packed = obj.get("packed", {})
     bits = obj.get("bits", {})
     orig_dtypes = obj.get("passthrough_orig_dtypes", {})
-    for name, q in obj["quantized"].items():
-        dtype = getattr(torch, obj["dtypes"][name])
-        if name in packed:
-            q = unpack_codes(q, bits[name], tuple(packed[name]))
-        s = obj["scales"][name]
-        if qmeta.get(name, {}).get("scheme") == "per_row" or s.ndim > 0:
-            out[name] = dequantize_rows(q, s, dtype).contiguous()
+    for key, q in obj["quantized"].items():
+        dtype = getattr(torch, obj["dtypes"][key])
+        if key in packed:
+            q = unpack_codes(q, bits[key], tuple(packed[key]))
+        s = obj["scales"][key]
+        if qmeta.get(key, {}).get("scheme") == "per_row" or s.ndim > 0:
+            if q.ndim == 0 or s.numel() != q.shape[0]:
+                raise ArtifactError(f"{name}: malformed artifact: scales[{key!r}] holds {s.numel()} values for "
+                                    f"codes of shape {list(q.shape)} (one per row expected)")
+            out[key] = dequantize_rows(q, s, dtype).contiguous()
         else:
-            out[name] = (q.float() * float(s.item())).to(dtype).contiguous()
-    for name, t in obj["passthrough"].items():
+            out[key] = (q.float() * float(s.item())).to(dtype).contiguous()
+    for key, t in obj["passthrough"].items():
         t = t.detach().to("cpu").contiguous()
-        if isinstance(orig_dtypes.get(name), str):
-            t = t.to(getattr(torch, orig_dtypes[name])).contiguous()
-        out[name] = t
+        if isinstance(orig_dtypes.get(key), str):
+            t = t.to(getattr(torch, orig_dtypes[key])).contiguous()
+        out[key] = t
     return out
+
+
+_SECTIONS = ("quantized", "scales", "dtypes", "passthrough")
+
+
+def check_artifact_object(obj: Any, name: str = "artifact", *, finite: bool = False) -> None:
+    """Refuse an artifact object that is not the official/pgolf layout (with ``finite``: or whose scales or
+    passthrough tensors hold NaN/inf), with one line naming the entry."""
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{name}: not a pgolf or official artifact: holds a {type(obj).__name__}, expected a dict")
+    fmt = obj.get("__quant_format__")
+    known = (OFFICIAL_FORMAT, MIXED_FORMAT, *RECORD_FORMATS)
+    if fmt not in known:
+        raise ArtifactError(f"{name}: unknown __quant_format__ {fmt!r}; expected one of {list(known)}")
+    for section in _SECTIONS:
+        if not isinstance(obj.get(section), dict):
+            what = "missing" if section not in obj else f"a {type(obj[section]).__name__}, not a dict"
+            raise ArtifactError(f"{name}: malformed {fmt} artifact: section {section!r} is {what}")
+    packed, bits = obj.get("packed", {}), obj.get("bits", {})
+    for key, q in obj["quantized"].items():
+        s = obj["scales"].get(key)
+        if not isinstance(q, Tensor) or not isinstance(s, Tensor):
+            raise ArtifactError(f"{name}: malformed {fmt} artifact: quantized[{key!r}] needs a codes tensor and "
+                                f"scales[{key!r}] a scale tensor (got {type(q).__name__} and {type(s).__name__})")
+        dtype = obj["dtypes"].get(key)
+        if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ArtifactError(f"{name}: malformed {fmt} artifact: dtypes[{key!r}] is {dtype!r}, expected a "
+                                f"torch dtype name such as 'bfloat16'")
+        if key in packed and not (isinstance(bits, dict) and isinstance(bits.get(key), int) and 2 <= bits[key] <= 8):
+            raise ArtifactError(f"{name}: malformed {fmt} artifact: packed tensor {key!r} has no bit width in 'bits'")
+    for section in ("scales", "passthrough"):
+        for key, t in obj[section].items():
+            if not isinstance(t, Tensor):
+                raise ArtifactError(f"{name}: malformed {fmt} artifact: {section}[{key!r}] is a "
+                                    f"{type(t).__name__}, expected a tensor")
+            if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ArtifactError(f"{name}: {section}[{key!r}] holds NaN or inf values; refusing to score it")
 
 
 # -- artifact -------------------------------------------------------------------------------
@@ -231,10 +272,10 @@ def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[
     pruned = prune_state_dict(sd, cfg, control=control)
     obj, plan = quantize_state_dict(pruned, cfg, control=control, hessians=hessians)
     raw = serialize(obj)
-    blob = compress(raw, cfg.compressor, cfg.level)
+    blob = compress(raw, cfg.compressor, cfg.level, checked=True)
     report = size_report(plan["tensors"])
     report.update({"format": obj["__quant_format__"], "compressor": cfg.compressor,
-                   "serialized_bytes": len(raw), "artifact_bytes": len(blob)})
+                   "serialized_bytes": len(raw), "artifact_bytes": len(blob), "artifact_sha256": sha256(blob)})
     if cfg.quantizer == "gptq":
         report["gptq_tensors"] = [r["name"] for r in plan["tensors"] if r.get("quantizer") == "gptq"]
     if detail:
@@ -242,7 +283,7 @@ def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[
             names = [r["name"] for r in plan["tensors"] if r["class"] == cls]
             sub = {k: (v if not isinstance(v, dict) else {n: x for n, x in v.items() if n in names})
                    for k, v in obj.items()}
-            entry["compressed_bytes"] = len(compress(serialize(sub), cfg.compressor, cfg.level))
+            entry["compressed_bytes"] = len(compress(serialize(sub), cfg.compressor, cfg.level, checked=True))
     return blob, report
 
 
@@ -301,13 +342,30 @@ def artifact_filename(report: dict[str, Any]) -> str:
     return f"final_model.{contents}.{report['compressor']}.ptz"
 
 
-def load_artifact(blob: bytes, name: str = "artifact") -> dict[str, Tensor]:
-    """Decompress (zlib/zstd/xz detected), load and dequantize an artifact (pgolf's or official).
+def sha256(blob: bytes) -> str:
+    """Hex sha256 of an artifact's bytes, as ``summary.json`` records it (``artifact_sha256``)."""
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_artifact(blob: bytes, name: str = "artifact", *, check_finite: bool = True) -> dict[str, Tensor]:
+    """Decompress (zlib/zstd/xz/brotli detected), load and dequantize an artifact (pgolf's or official).
 
     Both formats hold only tensors and plain values, so the blob is unpickled with torch's
     weights-only loader: a crafted artifact is refused (:class:`UnsafeFileError` naming ``name``)
-    instead of running its code."""
-    obj = load_plain(io.BytesIO(decompress(blob)), name=name, kind="pgolf or official artifact")
-    if not isinstance(obj, dict):
-        raise ValueError(f"{name}: not a pgolf or official artifact: holds a {type(obj).__name__}, expected a dict")
-    return dequantize_state_dict(obj)
+    instead of running its code. A damaged or malformed artifact, or one whose scales or float tensors
+    hold NaN/inf (``check_finite``), is refused with an :class:`ArtifactError` naming ``name``."""
+    payload = decompress(blob, name)
+    try:
+        obj = load_plain(io.BytesIO(payload), name=name, kind="pgolf or official artifact")
+    except UnsafeFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load of damaged bytes raises many kinds; none may escape unnamed
+        raise ArtifactError(f"{name}: damaged artifact: its payload does not unpickle "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    out = dequantize_state_dict(obj, name, finite=check_finite)
+    if check_finite:
+        bad = [k for k, v in out.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ArtifactError(f"{name}: tensor {bad[0]!r} holds NaN or inf values after dequantization"
+                                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; refusing to score it")
+    return out

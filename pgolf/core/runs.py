@@ -36,6 +36,7 @@ from pgolf.core.ownership import (
     writer_alive,
 )
 from pgolf.core.paths import REPO_ROOT
+from pgolf.core.records import read_status_record
 
 STATUS_FILE = "status.json"
 CHECKPOINT = "checkpoint.pt"
@@ -47,6 +48,35 @@ class RunExistsError(RuntimeError):
 
 class RunLockedError(RunExistsError):
     """Another live process is training in this run folder."""
+
+
+class RunNameError(ValueError):
+    """A run name (``--name``, ``RUN_ID``) that is not one folder name under ``runs/``."""
+
+
+MAX_RUN_NAME = 200  # characters: a folder name (255 bytes on common filesystems) less room for ".replaced-<time>"
+
+
+def check_run_name(name: str, source: str = "--name") -> str:
+    """``name`` if it names one folder directly under ``runs/``; else :class:`RunNameError` (one line naming
+    ``source``) pointing to ``--run-dir`` for a folder elsewhere: no path separators, no ``.``/``..``, not
+    absolute, not empty, at most :data:`MAX_RUN_NAME` characters, no control characters."""
+    why = None
+    if not name:
+        why = "is empty"
+    elif len(name) > MAX_RUN_NAME:
+        why = f"is {len(name)} characters long (at most {MAX_RUN_NAME})"
+    elif "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        why = "holds a path separator"
+    elif name in (".", ".."):
+        why = f"is {name!r}"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "holds a control character"
+    if why is None:
+        return name
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    raise RunNameError(f"{source} {shown!r} {why}: a run name is one folder name under runs/; give an explicit "
+                       f"location with --run-dir PATH")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -98,11 +128,12 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
-    """The run's status; a ``running`` run whose process is gone from this host reads as ``interrupted``."""
+    """The run's status; a ``running`` run whose process is gone from this host reads as ``interrupted``.
+    A ``status.json`` that is not a JSON object with a string ``status`` is a :class:`RunRecordError` naming it."""
     f = Path(path) / STATUS_FILE
     if not f.exists():
         return None
-    return derived_status(json.loads(f.read_text()))
+    return derived_status(read_status_record(f))
 
 
 def derived_status(status: dict[str, Any]) -> dict[str, Any]:

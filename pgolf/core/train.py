@@ -617,7 +617,7 @@ class Trainer:
         if hessians is not None:
             self.log(f"gptq:calibrated {len(hessians)} tensors, calibration+quantization {export_ms:.0f}ms "
                      f"(reserve {1000 * cfg.export.gptq_reserve_seconds:.0f}ms)")
-        restored = load_artifact(blob)
+        restored = load_artifact(blob, check_finite=False)  # check_finite_artifact names the trained max |w|
         check_finite_artifact(state, restored)
         tag = artifact_format(report)
         if d.master:
@@ -651,7 +651,7 @@ class Trainer:
             "quant_gap_bpb": q.val_bpb - pre.val_bpb, "val_tokens_scored": q.tokens, "val_bytes_scored": q.bytes,
             "eval_mode": "official" if self.official_eval else
             window_mode(cfg.eval.seq_len or cfg.train.train_seq_len, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule),
-            "artifact_bytes": len(blob), "artifact_format": tag, "artifact_file": artifact_filename(report),
+            "artifact_bytes": len(blob), "artifact_sha256": report["artifact_sha256"], "artifact_format": tag, "artifact_file": artifact_filename(report),
             "code_bytes": code, "code_bytes_counts": accounting.CODE_BYTES_NOTE,
             "total_bytes": len(blob) + code, "fits_16mb": accounting.fits(len(blob), code),
             "qat_step": self.qat.qat_step, "loop_step": self.loop.loop_step,

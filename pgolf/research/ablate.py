@@ -44,9 +44,10 @@ import pandas as pd
 
 from pgolf.core.config import Config, apply_overrides
 from pgolf.core.paths import runs_dir
+from pgolf.core.records import RunRecordError, read_json_object
 from pgolf.core.runs import atomic_write_json, read_status
 from pgolf.research import behaviour
-from pgolf.research.results import load_runs
+from pgolf.research.results import read_run, runs_frame
 from pgolf.research.runkey import config_delta, dataset_sha256, key_of, run_key
 from pgolf.running.presets import get_preset
 
@@ -210,7 +211,7 @@ def _reuse(r: PlannedRun) -> PlannedRun:
     for cand in ([] if found else sorted(r.path.parent.glob(f"{r.arm}-s{r.seed}-*"), reverse=True)):
         if ".replaced-" in cand.name or not (cand / "config.json").exists() or not (cand / "dataset.json").exists():
             continue
-        recorded = json.loads((cand / "dataset.json").read_text()).get("dataset_sha256")
+        recorded = read_json_object(cand / "dataset.json").get("dataset_sha256")
         delta = config_delta(Config.from_json(cand / "config.json"))
         if key_of(delta, recorded) == key and PlannedRun(r.arm, r.seed, r.cfg, cand).finished:
             found = PlannedRun(r.arm, r.seed, r.cfg, cand, r.dataset)
@@ -224,6 +225,16 @@ def _reuse(r: PlannedRun) -> PlannedRun:
         raise StaleRunError(f"{found.path}: cached run of arm {found.arm!r} seed {found.seed} is stale: {reason}. "
                             f"Train it again with mode='train' (notebooks: `pgolf notebooks run` without {MODE_ENV})")
     return found
+
+
+def _finished_row(r: PlannedRun) -> dict[str, Any]:
+    """The table row of a run the study expects: its records must read as a finished run (else
+    :class:`~pgolf.core.records.RunRecordError` naming the file; a run is never silently left out)."""
+    row = read_run(r.path)
+    if row is None or row["status"] != "finished":
+        state = "no run records" if row is None else f"status {row['status']!r}"
+        raise RunRecordError(f"{r.path}: run of arm {r.arm!r} seed {r.seed} is not finished ({state})")
+    return row
 
 
 def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] = (0, 1, 2),
@@ -249,10 +260,7 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
         failures = execute(runs, ablation, jobs, nproc_per_node, rerun, log)
         if failures:
             raise RuntimeError(f"ablation {ablation}: {len(failures)} run(s) failed: " + "; ".join(failures))
-    table = load_runs(runs[0].path.parent)
-    table = table[table["path"].isin([str(r.path) for r in runs])]
-    order = {str(r.path): i for i, r in enumerate(runs)}
-    table = table.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
+    table = runs_frame(_finished_row(r) for r in runs)  # exactly the planned runs, in plan order
     table["stale_code"] = False  # kept for older notebooks: a stale run is retrained or refused, never returned
     return table
 

@@ -19,6 +19,7 @@ import argparse
 import difflib
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from pgolf.core.paths import figures_dir, runs_dir
+from pgolf.core.records import RunRecordError
 from pgolf.core.runs import atomic_write_json
 from pgolf.research import bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, smear_gates
-from pgolf.research.results import load_metrics, load_runs
+from pgolf.research.results import load_metrics, load_runs, read_run, runs_frame
 
 Builder = Callable[[Path, Path], list[Path]]
 FIGURES: dict[str, Builder] = {}
@@ -81,15 +83,28 @@ def _selection(runs_root: Path, study: str) -> list[Path] | None:
     return [Path(runs_root) / row["run"] for row in json.loads(sel.read_text())["runs"]]
 
 
-def selected_runs(runs_root: Path, study: str) -> pd.DataFrame:
+def selected_runs(runs_root: Path, study: str, *, skip_broken: bool = False) -> pd.DataFrame:
     """The finished runs listed in ``runs_root/study/selection.json``, in its order (every finished run under
-    ``runs_root/study`` if there is no selection)."""
+    ``runs_root/study`` if there is no selection). A listed run that is missing, damaged or not finished is a
+    :class:`~pgolf.core.records.RunRecordError` naming it (``skip_broken``: left out, with a warning)."""
     folders = _selection(runs_root, study)
     if folders is None:
-        return load_runs(Path(runs_root) / study)  # empty when the folder does not exist
-    frames = [load_runs(folder) for folder in folders if folder.is_dir()]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else load_runs(Path(runs_root) / study)
+        return load_runs(Path(runs_root) / study, skip_broken=skip_broken)  # empty when the folder does not exist
+    sel = Path(runs_root) / study / SELECTION_FILE
+    rows = []
+    for folder in folders:
+        try:
+            row = read_run(folder)
+            if row is None or row["status"] != "finished":
+                state = "no run records" if row is None else f"status {row['status']!r}"
+                raise RunRecordError(f"{folder}: listed in {sel} but not a finished run ({state})")
+        except (RunRecordError, OSError) as err:
+            if not skip_broken:
+                raise
+            warnings.warn(f"skipping a broken run (skip_broken=True): {err}")
+            continue
+        rows.append(row)
+    return runs_frame(rows)
 
 
 def selected_metrics(runs_root: Path, study: str) -> pd.DataFrame:

@@ -10,6 +10,7 @@ one-sided p and the minimal detectable effect (alpha 0.01, power 0.8). The READM
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -42,11 +43,13 @@ def _row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series
             f"{row['diff']:+.4f} | {ci} | {p} | {p_rule} | {mde} | {_verdict(row)} |")
 
 
-def results_rows(runs_root: Path | None = None) -> list[str]:
+def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[str]:
+    """The table's rows. A run a study lists but cannot read is an error naming the file; ``skip_broken``
+    leaves such runs out, with a warning naming each."""
     root = Path(runs_root) if runs_root is not None else runs_dir()
     lines = []
     for study in ("swiglu_vs_relu2", "smeargate"):
-        runs = with_control(selected_runs(root, study))
+        runs = with_control(selected_runs(root, study, skip_broken=skip_broken))
         if runs.empty:
             continue
         tests = protocol.comparisons(runs, "q_val_bpb")
@@ -61,7 +64,7 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
                     row = compare(pair, "smear_scalar", "q_val_bpb").loc["smear_per_dim"]
                     lines.append(_row(name, scale, "smear_per_dim", "smear_scalar",
                                       means[(scale, "smear_per_dim")], row))
-    runs, stored = with_control(selected_runs(root, "qat")), bits_sweep.TABLE.read(root)
+    runs, stored = with_control(selected_runs(root, "qat", skip_broken=skip_broken)), bits_sweep.TABLE.read(root)
     if not runs.empty and stored is not None:
         qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
         tests = late_qat.comparisons(runs, stored[1], qat_arms)
@@ -88,7 +91,7 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
             for arm, row in tests.iterrows():
                 lines.append(_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
                                   "val targets)", scale, arm, "rtn quantile", means[arm], row))
-    runs = with_control(selected_runs(root, "frontier"))
+    runs = with_control(selected_runs(root, "frontier", skip_broken=skip_broken))
     if not runs.empty and runs["arm"].nunique() > 1:
         means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
         for (scale, arm), row in protocol.comparisons(runs, "q_val_bpb").iterrows():
@@ -96,16 +99,24 @@ def results_rows(runs_root: Path | None = None) -> list[str]:
     return lines
 
 
-def results_markdown(runs_root: Path | None = None) -> str:
-    return "\n".join([HEADER, *results_rows(runs_root)])
+def results_markdown(runs_root: Path | None = None, *, skip_broken: bool = False) -> str:
+    return "\n".join([HEADER, *results_rows(runs_root, skip_broken=skip_broken)])
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    print(results_markdown(args.runs_root))
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = results_markdown(args.runs_root, skip_broken=args.skip_broken)
+    for w in caught:  # the runs --skip-broken left out, one line each
+        print(f"pgolf: warning: {w.message}", file=sys.stderr)
+    print(table)
     return 0
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("results", help="the README's results table, from the runs on disk")
     parser.add_argument("--runs-root", type=Path, default=None, help="default: runs/")
+    parser.add_argument("--skip-broken", action="store_true",
+                        help="leave out runs whose records cannot be read (each named on stderr) instead of failing")
     parser.set_defaults(func=_cmd_results)

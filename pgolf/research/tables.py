@@ -42,9 +42,11 @@ def read_table(path: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:
     if not path.is_file():
         return None
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(obj["inputs"], dict) or not isinstance(obj["rows"], list):
+            raise TypeError("'inputs' must be an object and 'rows' a list")
         return obj["inputs"], pd.DataFrame(obj["rows"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not an analysis table (expected JSON with 'inputs' and 'rows'): {err}") from None
 
 

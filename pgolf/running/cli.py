@@ -45,10 +45,19 @@ def split_config_items(items: list[str], config_file: str | None, presets: bool 
     return (names[0] if names else None if config_file else "baseline"), overrides
 
 
-def run_path(args: argparse.Namespace, default_name: str) -> Path:
+def run_path(args: argparse.Namespace, default_name: str, environ: dict[str, str] | None = None) -> Path:
+    """``--run-dir`` as given, else ``runs/<name>`` for ``--name``, ``RUN_ID`` or ``default_name``; a name that
+    would leave ``runs/`` (a path separator, ``..``, an absolute path) or is too long is refused."""
+    from pgolf.core.runs import check_run_name
     if getattr(args, "run_dir", None):
         return Path(args.run_dir).resolve()
-    name = args.name or os.environ.get("RUN_ID") or default_name
+    env = os.environ if environ is None else environ
+    if args.name:
+        name = check_run_name(args.name, "--name")
+    elif env.get("RUN_ID"):
+        name = check_run_name(env["RUN_ID"], "RUN_ID")
+    else:
+        name = check_run_name(default_name, "run name")
     return runs_dir() / name
 
 

@@ -8,6 +8,11 @@ PATH may be
 A file outside a run folder has no config: the model shape comes from ``--preset`` (default: the
 official baseline) and dotted overrides. Loading never unpickles code (``weights_only``).
 
+An artifact is refused, with one line naming the file (exit 2), when its bytes differ from the
+``artifact_sha256`` of the ``summary.json`` beside it, when it is damaged or malformed, when a scale or weight
+is NaN/inf, or when it does not fit the model of the config it is scored with; a non-finite score is an error
+too (``--json`` never prints ``NaN``). See ``docs/run-records.md``.
+
 The evaluation is the trainer's final one: the official evaluator when the settings are official
 (non-overlapping windows of the training length, tail dropped), otherwise :func:`eval_windows`.
 On a finished run with its own settings the result equals ``summary.json``'s ``q_val_bpb``.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,17 +56,47 @@ def find_weights(path: Path, weights: str) -> tuple[Path, Path | None]:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from an artifact (.ptz, compressed + quantized) or a raw ``torch.save`` state dict."""
+    """A state dict from an artifact (.ptz, compressed + quantized; checked against the sha256 of the run's
+    ``summary.json`` when it records one) or a raw ``torch.save`` state dict. NaN/inf weights are refused."""
     from pgolf.core.export import load_artifact
+    from pgolf.core.records import check_artifact_sha256
     if path.suffix == ".ptz":
-        return load_artifact(path.read_bytes())
+        blob = path.read_bytes()
+        check_artifact_sha256(path, blob)
+        return load_artifact(blob, str(path))
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a plain state dict
-        raise ValueError(f"{path}: not a state dict of tensors ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: not a state dict of tensors ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+                         ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: tensor {bad[0]!r} holds NaN or inf values"
+                         f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; refusing to score it")
     return sd
+
+
+def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path, config: str) -> None:
+    """Refuse weights whose names or shapes differ from the model's, in one line naming both sides."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {k}: weights {list(state[k].shape)}, model "
+                     f"{list(want[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
+    raise ValueError(f"{weights}: does not fit the model of {config}: {'; '.join(parts)} (score a run folder with "
+                     f"its own config.json, or give the model's shape as overrides)")
 
 
 def resolve_eval_config(cfg: Config, *, dataset: str | None, seq_len: int | None, stride: int | None,
@@ -77,13 +113,16 @@ def resolve_eval_config(cfg: Config, *, dataset: str | None, seq_len: int | None
     return apply_overrides(cfg, o) if o else cfg
 
 
-def score_state(cfg: Config, state: dict[str, torch.Tensor]) -> tuple[EvalResult, str]:
-    """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score."""
+def score_state(cfg: Config, state: dict[str, torch.Tensor], *, weights: Path | None = None,
+                config: str = "the config") -> tuple[EvalResult, str]:
+    """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score.
+    Weights that do not fit the model are refused in one line naming ``weights`` and ``config``."""
     from pgolf.core.train import Dist, grad_accum_steps, load_data, prepare_model
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     d = Dist(0, 1, 0, device, False)
     _, _, luts, _, val_final, official = load_data(cfg, d)
     model = prepare_model(apply_overrides(cfg, {"qat.enabled": False}), device)
+    check_fits(model, state, weights or Path("weights"), config)
     model.load_state_dict(state, strict=True)
     autocast = device.type == "cuda"
     if official:
@@ -107,12 +146,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in args.overrides))
     cfg = resolve_eval_config(cfg, dataset=args.dataset, seq_len=args.seq_len, stride=args.stride, tail=args.tail)
     torch.set_num_threads(cfg.train.num_threads or 1)
-    res, mode = score_state(cfg, load_weights(weights))
-    out = {"weights": str(weights), "config": str(cfg_file) if cfg_file and not args.preset else f"preset:{args.preset or 'baseline'}",
+    source = str(cfg_file) if cfg_file and not args.preset else f"preset:{args.preset or 'baseline'}"
+    res, mode = score_state(cfg, load_weights(weights), weights=weights, config=source)
+    if not (math.isfinite(res.val_loss) and math.isfinite(res.val_bpb)):
+        raise ValueError(f"{weights}: the score is not finite (val_loss {res.val_loss}, val_bpb {res.val_bpb}): "
+                         f"the model overflowed on the validation data; no score")
+    out = {"weights": str(weights), "config": source,
            "eval_mode": mode, "val_loss": res.val_loss, "val_bpb": res.val_bpb, "tokens_scored": res.tokens,
            "bytes_scored": res.bytes}
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(out, allow_nan=False))
     else:
         print(f"eval:{weights} mode:{mode}")
         print(f"val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} tokens:{res.tokens} bytes:{res.bytes}")
