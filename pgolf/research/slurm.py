@@ -68,13 +68,13 @@ class SlurmSettings:
     max_parallel: int = 0  # K of --array=0-N%K: tasks running at once (0 = no limit)
     time_margin: float = 0.25  # the time limit is the run budget x (1 + time_margin) + margin_seconds
     margin_seconds: float = 300.0  # start-up on a busy node, checkpoint writes
-    cpus_per_process: int = 0  # --cpus-per-task = processes per node x this (0: 1 on CPU, 4 per GPU)
+    cpus_per_task: int = 0  # --cpus-per-task (0: processes per node x 1 on CPU, x 4 on GPUs)
     extra: tuple[str, ...] = ()  # more sbatch options, one per item: ["--constraint=h100", "--mem=0"]
     poll_seconds: float = 10.0  # how often squeue is asked while waiting
     python: str = ""  # the interpreter on the compute nodes ("" = this one, sys.executable)
 
     def __post_init__(self) -> None:
-        for name in ("max_parallel", "cpus_per_process"):
+        for name in ("max_parallel", "cpus_per_task"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"slurm setting {name!r}: expected an integer >= 0, got {getattr(self, name)!r}")
         if self.time_margin < 0 or self.margin_seconds < 0 or self.poll_seconds <= 0:
@@ -133,7 +133,7 @@ def array_script(study_dir: Path, manifest: Path, n_tasks: int, resources: Resou
     py = shlex.quote(settings.python or sys.executable)
     state = Path(study_dir).resolve() / STATE_DIR
     procs = resources.nproc_per_node
-    cpus = procs * (settings.cpus_per_process or (CPUS_PER_GPU if resources.device == "cuda" else 1))
+    cpus = settings.cpus_per_task or procs * (CPUS_PER_GPU if resources.device == "cuda" else 1)
     array = f"0-{n_tasks - 1}" + (f"%{settings.max_parallel}" if settings.max_parallel else "")
     sb = [f"--job-name={name or job_name(study_dir)}", f"--array={array}", f"--nodes={resources.nnodes}",
           "--ntasks-per-node=1", f"--cpus-per-task={cpus}"]
