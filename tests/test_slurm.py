@@ -11,32 +11,20 @@ reference table. Without a reachable SLURM (``sinfo`` fails) these tests skip.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from pgolf_testing import slurm_unavailable_reason
 
 from pgolf.research import protocol
 from pgolf.research.scales import Scale
 from pgolf.research.slurm import STATE_DIR, STATE_FILE, queue
 
 
-def _slurm_reason() -> str | None:
-    if not shutil.which("sinfo"):
-        return "no SLURM here (sinfo not found); start a one-node cluster with .ci/slurm-up.sh (root)"
-    try:
-        p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"sinfo failed ({e}); start the cluster with .ci/slurm-up.sh"
-    if p.returncode != 0 or not any(s.strip().rstrip("*") in ("idle", "mix", "alloc") for s in p.stdout.split()):
-        return f"no SLURM node is up (sinfo: {(p.stderr or p.stdout).strip()!r}); start it with .ci/slurm-up.sh"
-    return None
-
-
-REASON = _slurm_reason()
+REASON = slurm_unavailable_reason()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 ARMS = {"swiglu": {"model.mlp": "swiglu"}}
