@@ -97,3 +97,26 @@ def test_8xh100_batch_script_asks_for_8_gpus_runs_8_processes_with_the_scales_ti
         (tmp_path / "job.sh").write_text(cpu_only)
         p = subprocess.run(["sbatch", "--test-only", str(tmp_path / "job.sh")], capture_output=True, text=True, timeout=30)
         assert p.returncode == 0 and "to start at" in p.stderr, p.stderr
+
+
+def test_a_task_resumes_from_a_checkpoint_restarts_a_partial_run_and_skips_a_finished_one(tmp_path):
+    import json
+
+    from pgolf.research.slurm import prepare_task
+    runs = {name: tmp_path / name for name in ("done", "ckpt", "partial", "new")}
+    manifest = tmp_path / "array.jsonl"
+    manifest.write_text("".join(json.dumps({"run_dir": str(p), "config": {"train": {"seed": i}}, "labels": {"arm": n}})
+                                + "\n" for i, (n, p) in enumerate(runs.items())))
+    for name, status in (("done", "finished"), ("ckpt", "failed"), ("partial", "failed")):
+        runs[name].mkdir()
+        (runs[name] / "status.json").write_text(json.dumps({"status": status}))
+    (runs["done"] / "summary.json").write_text("{}")
+    (runs["ckpt"] / "checkpoint.pt").write_bytes(b"x")
+    assert prepare_task(manifest, 0)["TASK_STATE"] == "finished"
+    ckpt = prepare_task(manifest, 1)
+    assert ckpt["RESUME"] == "--resume" and (runs["ckpt"] / "checkpoint.pt").exists()
+    assert json.loads((runs["ckpt"] / "launch" / "config.json").read_text()) == {"train": {"seed": 1}}
+    partial = prepare_task(manifest, 2)
+    assert partial["RESUME"] == "" and partial["TASK_STATE"] == "train"
+    assert len(list(tmp_path.glob("partial.replaced-*"))) == 1  # the partial run moved aside, not deleted
+    assert json.loads(prepare_task(manifest, 3)["LABELS"]) == {"arm": "new"}

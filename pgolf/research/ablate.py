@@ -23,9 +23,15 @@ missing run is an error that says how to train it. The table's ``stale_code`` co
 notebooks and is always False (a stale run is never returned). ``mode=None`` (what the notebooks pass) takes
 the mode from :func:`default_mode`, the one place that reads ``PGOLF_ABLATE_MODE``: the notebook runner's
 switch (``notebooks/conftest.py`` sets it to ``reuse`` for nbval), read once per :func:`ablate` call at the API
-boundary. On CPU, independent runs go to parallel processes with one thread each:
-on the 2-vCPU development machine two 1-thread processes trained more tokens per second in total than
-one 2-thread process. Multi-process runs (``nproc_per_node > 1``) go through the torchrun launcher.
+boundary.
+
+Before training, the plan is printed (:meth:`pgolf.research.launchers.StudyPlan.describe`: runs cached and to
+train per arm, GPU-hours, the command or batch script); ``plan_only=True`` stops there (:class:`PlanOnly`).
+The runs to train go to a launcher (:mod:`pgolf.research.launchers`): ``local`` (on CPU, independent runs in
+parallel processes with one thread each: on the 2-vCPU development machine two 1-thread processes trained
+more tokens per second in total than one 2-thread process; multi-process runs, ``nproc_per_node > 1``,
+through the torchrun launcher; on GPUs, slots of ``CUDA_VISIBLE_DEVICES``) or ``slurm`` (one job array,
+:mod:`pgolf.research.slurm`).
 """
 
 from __future__ import annotations

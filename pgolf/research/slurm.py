@@ -151,7 +151,8 @@ def array_script(study_dir: Path, manifest: Path, n_tasks: int, resources: Resou
              f"# runs: {manifest}", "", "set -uo pipefail", "export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1",
              'echo "pgolf: task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname), '
              'start ${SLURM_RESTART_COUNT:-0}"',
-             f'eval "$({py} -m pgolf.research.slurm prepare {shlex.quote(str(manifest))} "$SLURM_ARRAY_TASK_ID")" || exit 1',
+             f'VARS=$({py} -m pgolf.research.slurm prepare {shlex.quote(str(manifest))} "$SLURM_ARRAY_TASK_ID") || exit 1',
+             'eval "$VARS"',
              'if [ "$TASK_STATE" = finished ]; then echo "pgolf: $RUN_DIR already finished"; exit 0; fi',
              'export RUN_DIR RESUME LABELS HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
              f"export RDZV_PORT=$(({RDZV_PORT} + SLURM_ARRAY_TASK_ID % 1000))",
@@ -328,9 +329,19 @@ def failure_report(run: PlannedRun, task: str, study: Path) -> str:
 def wait(runs: list[PlannedRun], tasks: dict[str, str], name: str, study: Path, poll_seconds: float,
          log) -> list[str]:
     """Poll until no task of ``runs`` is queued; print per-arm progress when it changes; return the failures."""
-    last = ""
+    last, errors = "", 0
     while True:
-        states = task_states(runs, tasks, queue(name))
+        try:
+            queued = queue(name)
+            errors = 0
+        except SlurmError as e:  # a busy controller times out now and then; give up after a few in a row
+            errors += 1
+            if errors >= 5:
+                raise
+            log(f"slurm: {e}; asking again in {poll_seconds:g} s")
+            time.sleep(poll_seconds)
+            continue
+        states = task_states(runs, tasks, queued)
         line = progress_line(runs, states)
         if line != last:
             log(f"slurm {time.strftime('%H:%M:%S')}: {line}")
