@@ -41,6 +41,9 @@ common: dict = {  # fixed overrides on top of the preset
 }
 rerun: bool = False  # True: train again even if a finished run with this config exists
 jobs: int = 0  # parallel training processes (0: one per CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import json
@@ -155,7 +158,7 @@ print(f"total parameters: {counts.sum():,}")
 
 # %%
 runs = ablate("quickstart", base_preset, ARMS, seeds=[seed], budget_steps=budget_steps, common=common,
-              rerun=rerun, jobs=jobs or None)
+              rerun=rerun, jobs=jobs or None, launcher=launcher, slurm=slurm, plan_only=plan_only)
 figures.write_selection(runs_dir(), "quickstart", runs)
 run = runs.iloc[0]
 run_dir = Path(run["path"])

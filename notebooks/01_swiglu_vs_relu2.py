@@ -49,6 +49,9 @@ arms: dict = {"micro": ["swiglu_matched", "swiglu_rounded"], "small": ["swiglu_m
 overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train again even if finished runs with these configs exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import pandas as pd
@@ -67,6 +70,7 @@ control_cfg = {sc: protocol.control_config(sc, overrides) for sc in scales}
 ARM_OVERRIDES = {sc: {"swiglu_matched": {"model.mlp": "swiglu",
                                          "model.mlp_hidden": protocol.param_matched_hidden(control_cfg[sc], "swiglu")},
                       "swiglu_rounded": {"model.mlp": "swiglu"}} for sc in scales}
+arms = {sc: arms.get(sc, list(ARM_OVERRIDES[sc])) for sc in scales}  # a scale not named (a GPU scale): both arms
 ARMS = {sc: {a: ARM_OVERRIDES[sc][a] for a in arms[sc]} for sc in scales}
 
 # %% [markdown]
@@ -89,8 +93,8 @@ assert (sizes.xs("swiglu_matched", level="arm")["vs_control"].abs() < 0.01).all(
 # ## Runs
 
 # %%
-runs = pd.concat([protocol.study(sc, ARMS[sc], seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
-                  for sc in scales], ignore_index=True)
+runs = protocol.studies({sc: ARMS[sc] for sc in scales}, seeds, overrides=overrides, rerun=rerun,
+                        jobs=jobs or None, launcher=launcher, slurm=slurm, plan_only=plan_only)
 figures.write_selection(runs_dir(), STUDY, runs)
 runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bpb", "q_val_bpb", "step_avg_ms"]]
 

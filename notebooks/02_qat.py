@@ -51,6 +51,9 @@ start_frac: float = 0.85  # QAT switches on at this fraction of the steps (seed 
 overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train (and re-run the sweep) again even if results exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import pandas as pd
@@ -69,6 +72,7 @@ def qat_arm(bits: int) -> dict:
     return {"qat.enabled": True, "qat.start_frac": start_frac, "export.bits_attn": bits, "export.bits_mlp": bits}
 
 
+qat_bits = {sc: qat_bits.get(sc, [6]) for sc in scales}  # a scale not named (a GPU scale): int6, the records' width
 ARMS = {sc: {f"qat_int{b}": qat_arm(b) for b in qat_bits[sc]} for sc in scales}
 QAT_ARMS = {b: f"qat_int{b}" for sc in scales for b in qat_bits[sc]}
 
@@ -76,8 +80,8 @@ QAT_ARMS = {b: f"qat_int{b}" for sc in scales for b in qat_bits[sc]}
 # ## Runs
 
 # %%
-runs = pd.concat([protocol.study(sc, ARMS[sc], seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
-                  for sc in scales], ignore_index=True)
+runs = protocol.studies({sc: ARMS[sc] for sc in scales}, seeds, overrides=overrides, rerun=rerun,
+                        jobs=jobs or None, launcher=launcher, slurm=slurm, plan_only=plan_only)
 figures.write_selection(runs_dir(), STUDY, runs)
 runs[["scale", "arm", "seed", "shared_control", "steps", "qat_step", "val_bpb", "q_val_bpb", "quant_gap_bpb",
       "artifact_bytes"]]

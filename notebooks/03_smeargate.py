@@ -49,6 +49,9 @@ arms: dict = {"micro": ["smear_scalar", "smear_per_dim"], "small": ["smear_per_d
 overrides: dict = {}  # applied to every arm on top of each scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: train again even if finished runs with these configs exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import numpy as np
@@ -66,13 +69,14 @@ STUDY = "smeargate"
 GATED = {"smear_scalar": {"model.smear_gate": "scalar", "model.smear_init": smear_init},
          "smear_per_dim": {"model.smear_gate": "per_dim", "model.smear_init": smear_init}}
 INIT_G = 1 / (1 + np.exp(-SMEAR_INIT_LOGIT[smear_init]))
+arms = {sc: arms.get(sc, list(GATED)) for sc in scales}  # a scale not named (a GPU scale): both gates
 
 # %% [markdown]
 # ## Runs
 
 # %%
-runs = pd.concat([protocol.study(sc, {a: GATED[a] for a in arms[sc]}, seeds[sc], overrides=overrides, rerun=rerun, jobs=jobs or None)
-                  for sc in scales], ignore_index=True)
+runs = protocol.studies({sc: {a: GATED[a] for a in arms[sc]} for sc in scales}, seeds, overrides=overrides, rerun=rerun,
+                        jobs=jobs or None, launcher=launcher, slurm=slurm, plan_only=plan_only)
 figures.write_selection(runs_dir(), STUDY, runs)
 runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bpb", "q_val_bpb", "step_avg_ms"]]
 

@@ -47,6 +47,9 @@ eval_tokens: int = 20000  # validation targets scored in every setting (the firs
 strides: list = [0, 64, 32]  # sliding-window strides (0: non-overlapping windows)
 eval_lens: list = [128, 256]  # evaluation lengths (must include the training length); above it NTK on and off
 batch_seqs: int = 32  # windows per forward pass
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import pandas as pd
@@ -64,7 +67,8 @@ DATASET = build_dataset(None, None)
 # ## The models
 
 # %%
-runs = protocol.study(scale, {}, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None)
+runs = protocol.study(scale, {}, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None,
+                      launcher=launcher, slurm=slurm, plan_only=plan_only)
 runs[["scale", "arm", "seed", "shared_control", "steps", "val_bpb", "q_val_bpb"]]
 
 # %% [markdown]

@@ -51,6 +51,9 @@ compressors: list = ["zlib", "zstd", "lzma"]  # byte compressors, each at its de
 prune_fracs: list = [0.0, 0.03]  # fraction of smallest-magnitude entries zeroed in each quantized matrix
 bitpack_bits: list = [6, 4]  # the (attention, MLP) setting also exported with dense bit-packing
 calibrate: bool = True  # export the official baseline's fresh init at int8 + zlib (about a minute on CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import pandas as pd
@@ -69,7 +72,8 @@ GRID = compression_grid(bit_grid=bit_grid, compressors=compressors, prune_fracs=
 # ## Trained weights: bytes and bpb per setting
 
 # %%
-runs = protocol.study(scale, {}, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None)
+runs = protocol.study(scale, {}, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None,
+                      launcher=launcher, slurm=slurm, plan_only=plan_only)
 trained = compression.trained_table_cached(runs_root=runs_dir(), run_dirs=list(runs["path"]), dataset=DATASET,
                                            eval_tokens=eval_tokens, grid=GRID, rerun=rerun)
 trained["gap_bpb"] = trained["q_val_bpb"] - trained["val_bpb_fp"]

@@ -53,6 +53,9 @@ loop_arm: dict = {"model.loop_layers": [1], "model.loop_count": 1, "model.loop_s
 overrides: dict = {}  # applied to every arm on top of the scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: retrain and recompute even if results exist
 jobs: int = 0  # parallel training processes (0: one per CPU)
+launcher: str = "local"  # where missing runs train: "local" (this machine) or "slurm" (one job array; docs/gpu-and-cluster.md)
+slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra, ... (pgolf.research.slurm.SlurmSettings)
+plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
 import pandas as pd
@@ -72,7 +75,8 @@ ARMS = {"loop_last_layer": loop_arm} if loop_arm else {}
 # ## Runs
 
 # %%
-runs = protocol.study(scale, ARMS, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None)
+runs = protocol.study(scale, ARMS, seeds, overrides=overrides, rerun=rerun, jobs=jobs or None,
+                      launcher=launcher, slurm=slurm, plan_only=plan_only)
 figures.write_selection(runs_dir(), STUDY, runs)
 runs[["scale", "arm", "seed", "shared_control", "steps", "val_bpb", "q_val_bpb", "step_avg_ms"]]
 

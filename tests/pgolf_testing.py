@@ -141,3 +141,18 @@ def gaussian_model_and_hessians(cfg: Config, std: float, batch_shape: tuple[int,
             p.copy_(torch.randn(p.shape, generator=g) * std)
     vocab = cfg.model.vocab_size
     return m, collect_hessians(m, [torch.randint(0, vocab, batch_shape, generator=g) for _ in range(n_batches)])
+
+
+def slurm_unavailable_reason() -> str | None:
+    """Why no SLURM cluster can be used here (``sinfo`` missing, failing, or no node up), or None."""
+    import shutil
+    import subprocess
+    if not shutil.which("sinfo"):
+        return "no SLURM here (sinfo not found); start a one-node cluster with .ci/slurm-up.sh (root)"
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo failed ({e}); start the cluster with .ci/slurm-up.sh"
+    if p.returncode != 0 or not any(s.strip().rstrip("*") in ("idle", "mix", "alloc") for s in p.stdout.split()):
+        return f"no SLURM node is up (sinfo: {(p.stderr or p.stdout).strip()!r}); start it with .ci/slurm-up.sh"
+    return None

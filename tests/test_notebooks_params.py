@@ -104,3 +104,28 @@ def test_rerun_with_same_output_keeps_the_file_and_a_change_rewrites_it(notebook
     notebooks.run_notebook(notebook, {"seeds": 3}, out_dir=out_dir)
     assert first.read_bytes() != before and "3 0.02 base" in first.read_text()
     assert sorted(p.name for p in out_dir.iterdir()) == ["03_params.ipynb"]  # no temp files left
+
+
+PLANNING = '''# %% tags=["parameters"]
+plan_only: bool = False
+
+# %%
+from pgolf.research.launchers import PlanOnly
+print("plan: 3 runs to train")
+if plan_only:
+    raise PlanOnly("stopped after the plan")
+print("trained")
+'''
+
+
+def test_plan_only_prints_the_plan_and_writes_no_notebook(notebook, tmp_path, monkeypatch, capsys):
+    notebook.write_text(PLANNING)
+    monkeypatch.setenv("PGOLF_OUT", str(tmp_path / "out"))
+    assert _cli("notebooks", "run", "03", "-p", "plan_only=True", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "plan: 3 runs to train" in out and "plan only; nothing trained, no notebook written" in out
+    assert "trained\n" not in out.replace("nothing trained", "")
+    assert not (tmp_path / "out").exists()  # no executed notebook, no .failed copy
+    notebook.write_text(PLANNING.replace("if plan_only:", "if False:"))  # a notebook that ignores plan_only
+    assert _cli("notebooks", "run", "03", "-p", "plan_only=True", "--quiet") == 2
+    assert "no study stopped at its plan" in capsys.readouterr().err

@@ -16,7 +16,8 @@ def test_scales_turn_the_protocol_switches_on_and_keep_the_default_off():
     for scale in protocol.SCALES.values():
         cfg = scale.config()
         assert cfg.data.order == "permuted" and cfg.model.init_seeding == "per_name"
-        assert cfg.export.keep_float_max_numel <= 4096  # every block matrix quantized at these widths
+        if scale.device == "cpu":  # GPU scales keep the record settings' official threshold
+            assert cfg.export.keep_float_max_numel <= 4096  # every block matrix quantized at these widths
     assert Config().data.order == "sequential" and Config().model.init_seeding == "global"
     micro, small = protocol.get_scale("micro").config(), protocol.get_scale("small").config()
     assert param_count(micro) < param_count(small)

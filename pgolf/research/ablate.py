@@ -23,9 +23,15 @@ missing run is an error that says how to train it. The table's ``stale_code`` co
 notebooks and is always False (a stale run is never returned). ``mode=None`` (what the notebooks pass) takes
 the mode from :func:`default_mode`, the one place that reads ``PGOLF_ABLATE_MODE``: the notebook runner's
 switch (``notebooks/conftest.py`` sets it to ``reuse`` for nbval), read once per :func:`ablate` call at the API
-boundary. On CPU, independent runs go to parallel processes with one thread each:
-on the 2-vCPU development machine two 1-thread processes trained more tokens per second in total than
-one 2-thread process. Multi-process runs (``nproc_per_node > 1``) go through the torchrun launcher.
+boundary.
+
+Before training, the plan is printed (:meth:`pgolf.research.launchers.StudyPlan.describe`: runs cached and to
+train per arm, GPU-hours, the command or batch script); ``plan_only=True`` stops there (:class:`PlanOnly`).
+The runs to train go to a launcher (:mod:`pgolf.research.launchers`): ``local`` (on CPU, independent runs in
+parallel processes with one thread each: on the 2-vCPU development machine two 1-thread processes trained
+more tokens per second in total than one 2-thread process; multi-process runs, ``nproc_per_node > 1``,
+through the torchrun launcher; on GPUs, slots of ``CUDA_VISIBLE_DEVICES``) or ``slurm`` (one job array,
+:mod:`pgolf.research.slurm`).
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ from typing import Any, Literal
 import pandas as pd
 
 from pgolf.core.config import Config, apply_overrides
+from pgolf.core.data.loader import DatasetNotFoundError
 from pgolf.core.paths import runs_dir
 from pgolf.core.records import RunRecordError, read_json_object
 from pgolf.core.runs import atomic_write_json, read_status
 from pgolf.research import behaviour
+from pgolf.research.launchers import PlanOnly, Resources, get_launcher, make_plan
 from pgolf.research.results import read_run, runs_frame
 from pgolf.research.runkey import config_delta, dataset_sha256, key_of, run_key
 from pgolf.running.presets import get_preset
@@ -67,7 +75,7 @@ def default_mode() -> AblateMode:
 
 BEHAVIOUR = "behaviour.json"
 
-__all__ = ["StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason", "write_behaviour"]
+__all__ = ["PlanOnly", "StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason", "write_behaviour"]
 
 
 class StaleRunError(RuntimeError):
@@ -92,10 +100,11 @@ class PlannedRun:
 def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
          budget_steps: int | None = None, budget_seconds: float | None = None,
          common: Mapping[str, Any] | None = None, runs_root: Path | None = None,
-         seed_keys: Sequence[str] = ("train.seed",)) -> list[PlannedRun]:
+         seed_keys: Sequence[str] = ("train.seed",), missing_data_ok: bool = False) -> list[PlannedRun]:
     """One planned run per (arm, seed): the base config, ``common``, the budget, the arm's overrides, and each
     key of ``seed_keys`` set to the seed (default: the init seed only; the research protocol also sets the
-    data-order seed)."""
+    data-order seed). ``missing_data_ok`` (a plan that is only printed): a dataset that cannot be found gives
+    runs with an empty ``dataset`` and provisional keys instead of an error."""
     cfg0 = get_preset(base) if isinstance(base, str) else base
     if common:
         cfg0 = apply_overrides(cfg0, common)
@@ -119,7 +128,12 @@ def plan(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, Any]
             cfg = apply_overrides(cfg0, {**budget, **overrides, **dict.fromkeys(seed_keys, seed)})
             where = json.dumps([cfg.to_dict()["data"], cfg.model.vocab_size], sort_keys=True)
             if where not in datasets:
-                datasets[where] = dataset_sha256(cfg)
+                try:
+                    datasets[where] = dataset_sha256(cfg)
+                except DatasetNotFoundError:
+                    if not missing_data_ok:
+                        raise
+                    datasets[where] = ""
             key = run_key(cfg, datasets[where])
             out.append(PlannedRun(arm, seed, cfg, root / f"{arm}-s{seed}-{key}", datasets[where]))
     return out
@@ -145,51 +159,54 @@ def write_behaviour(run_dir: Path, cfg: Config) -> None:
     atomic_write_json(Path(run_dir) / BEHAVIOUR, behaviour.fingerprint(cfg), allow_nan=False)
 
 
-def _command(run: PlannedRun, ablation: str, nproc_per_node: int) -> tuple[list[str], dict[str, str]]:
-    run.path.parent.mkdir(parents=True, exist_ok=True)
+def command(run: PlannedRun, ablation: str, nproc_per_node: int, write: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The command that trains ``run`` on this machine and its environment; ``write``: also write the config
+    file the command names (``runs/<ablation>/.<run>.config.json``; a plan only shows the command)."""
     cfg_file = run.path.parent / f".{run.path.name}.config.json"
-    cfg_file.write_text(run.cfg.to_json())
-    labels = json.dumps({"ablation": ablation, "arm": run.arm, "seed": run.seed, "key": run.path.name.rsplit("-", 1)[1]})
+    if write:
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        cfg_file.write_text(run.cfg.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if nproc_per_node > 1:
         cmd = [sys.executable, "-m", "pgolf", "train", "--config", str(cfg_file), "--run-dir", str(run.path),
-               "--nproc-per-node", str(nproc_per_node), "--labels-json", labels]
+               "--nproc-per-node", str(nproc_per_node), "--labels-json", labels_json(run, ablation)]
     else:
-        cmd = [sys.executable, "-m", "pgolf.research.ablate", str(cfg_file), str(run.path), labels]
+        cmd = [sys.executable, "-m", "pgolf.research.ablate", str(cfg_file), str(run.path), labels_json(run, ablation)]
     return cmd, env
 
 
-def execute(runs: list[PlannedRun], ablation: str, jobs: int, nproc_per_node: int = 1, rerun: bool = False,
+def labels_json(run: PlannedRun, ablation: str) -> str:
+    """The labels every run of an ablation copies into its summary (ablation, arm, seed, key)."""
+    return json.dumps({"ablation": ablation, "arm": run.arm, "seed": run.seed, "key": run.path.name.rsplit("-", 1)[1]})
+
+
+def execute(todo: list[PlannedRun], ablation: str, slots: list[dict[str, str]], nproc_per_node: int = 1,
             log=print) -> list[str]:
-    """Train the runs that are missing (all of them with ``rerun``); returns the failures."""
+    """Train ``todo`` on this machine, at most one run per slot at a time (a slot: the environment a run gets on
+    top of this one, e.g. its ``CUDA_VISIBLE_DEVICES``); returns the failures."""
     from pgolf.core.runs import prepare_run_dir
-    todo = []
-    for r in runs:
-        reason = None if rerun or not r.finished else stale_reason(r)
-        if reason is not None:
-            log(f"  {r.path.name}: stale, training it again ({reason})")
-        if rerun or not r.finished or reason is not None:
-            todo.append(r)
-    log(f"ablation {ablation}: {len(runs) - len(todo)} cached, {len(todo)} to train ({jobs} parallel)")
+    log(f"ablation {ablation}: training {len(todo)} run(s), {len(slots)} at a time")
     pending = list(todo)
-    active: list[tuple[PlannedRun, subprocess.Popen, float, Any]] = []
+    free = list(range(len(slots)))
+    active: list[tuple[PlannedRun, subprocess.Popen, float, Any, int]] = []
     failures = []
     finished, t_start = 0, time.time()
     while pending or active:
-        while pending and len(active) < (jobs if nproc_per_node == 1 else 1):
-            r = pending.pop(0)
+        while pending and free:
+            r, slot = pending.pop(0), free.pop(0)
             prepare_run_dir(r.path, overwrite=r.path.exists())
-            cmd, env = _command(r, ablation, nproc_per_node)
-            r.path.parent.mkdir(parents=True, exist_ok=True)
+            cmd, env = command(r, ablation, nproc_per_node)
             out = open(r.path.parent / f".{r.path.name}.stdout", "w")
-            active.append((r, subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), time.time(), out))
+            proc = subprocess.Popen(cmd, env={**env, **slots[slot]}, stdout=out, stderr=subprocess.STDOUT)
+            active.append((r, proc, time.time(), out, slot))
         time.sleep(0.5)
         for item in list(active):
-            r, proc, t0, out = item
+            r, proc, t0, out, slot = item
             if proc.poll() is None:
                 continue
             out.close()
             active.remove(item)
+            free.append(slot)
             finished += 1
             where = f"[{finished}/{len(todo)}] {r.path.name}"
             if proc.returncode == 0:
@@ -241,23 +258,37 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
            budget_steps: int | None = None, budget_seconds: float | None = None,
            common: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None,
            nproc_per_node: int = 1, runs_root: Path | None = None, log=print,
-           mode: AblateMode | None = None, seed_keys: Sequence[str] = ("train.seed",)) -> pd.DataFrame:
+           mode: AblateMode | None = None, seed_keys: Sequence[str] = ("train.seed",), *,
+           launcher: str = "local", slurm: Mapping[str, Any] | None = None, plan_only: bool = False,
+           resources: Resources | None = None) -> pd.DataFrame:
     """Run what is missing and return one row per (arm, seed) with the run's summary fields.
 
     ``mode``: ``"train"`` trains the missing runs, ``"reuse"`` only takes finished ones (see the module
-    docstring); None: :func:`default_mode`."""
+    docstring); None: :func:`default_mode`. ``launcher``: ``local`` or ``slurm`` (with ``slurm``, its settings;
+    :mod:`pgolf.research.launchers`). Before training, the plan (runs to train and reused, GPU-hours, the
+    command or batch script) is printed; ``plan_only`` stops there with :class:`PlanOnly`. ``resources``: what
+    one run needs (a scale's); default: ``nproc_per_node`` processes on the configs' device."""
     mode = default_mode() if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"ablate(mode={mode!r}): expected one of {', '.join(MODES)}")
-    planned = plan(ablation, base, arms, seeds, budget_steps, budget_seconds, common, runs_root, seed_keys)
+    chosen = get_launcher(launcher, slurm, jobs)
+    planned = plan(ablation, base, arms, seeds, budget_steps, budget_seconds, common, runs_root, seed_keys,
+                   missing_data_ok=plan_only)
+    if resources is None:
+        cuda = any(r.cfg.train.device == "cuda" for r in planned)
+        resources = Resources(device="cuda" if cuda else "cpu", nproc_per_node=nproc_per_node)
+    if plan_only or mode == "train":
+        missing = "" if all(r.dataset for r in planned) else planned[0].cfg.data.path or "the default dataset"
+        study = make_plan(ablation, planned, resources, rerun, missing)
+        log(study.describe(chosen))
+        if plan_only:
+            raise PlanOnly(f"plan_only=True: stopped after the plan of {ablation!r}; nothing was trained")
     if mode == "reuse":
         runs = [_reuse(r) for r in planned]
         log(f"ablation {ablation}: reuse-only mode, {len(runs)} finished runs found")
     else:
         runs = planned
-        cuda = any(r.cfg.train.device == "cuda" for r in runs)
-        jobs = jobs or (1 if cuda else max(1, os.cpu_count() or 1))
-        failures = execute(runs, ablation, jobs, nproc_per_node, rerun, log)
+        failures = chosen.run(study, log) if study.todo else []
         if failures:
             raise RuntimeError(f"ablation {ablation}: {len(failures)} run(s) failed: " + "; ".join(failures))
     table = runs_frame(_finished_row(r) for r in runs)  # exactly the planned runs, in plan order

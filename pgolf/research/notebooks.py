@@ -100,19 +100,22 @@ def check_params(path: Path, params: dict) -> None:
 
 
 def run_notebook(name: str | Path, params: dict, out_dir: Path | None = None,
-                 kernel: str = "python3", cwd: Path | None = None, log_output: bool = False) -> Path:
+                 kernel: str = "python3", cwd: Path | None = None, log_output: bool = False) -> Path | None:
     """Execute one notebook and return the executed ``.ipynb`` (default ``runs/notebooks/<stem>.ipynb``).
 
     The kernel's working directory defaults to notebooks/ (as under nbval), never the caller's cwd.
     A failing cell raises papermill's ``PapermillExecutionError``; what ran is kept as
     ``<stem>.failed.ipynb``. An output that differs from the existing one only in execution timestamps
     leaves the existing file untouched. ``log_output`` streams the cells' output (the ablation engine's
-    progress lines) to this process's stdout/stderr while the notebook runs.
+    progress lines) to this process's stdout/stderr while the notebook runs. ``plan_only=True`` in ``params``
+    runs :func:`run_plan_only` instead (prints the plans, writes nothing, returns None).
     """
     import papermill  # slow import, only when running
 
     path = resolve_notebook(name)
     check_params(path, params)
+    if params.get("plan_only"):
+        return run_plan_only(path, params, kernel, cwd)
     out_dir = Path(out_dir) if out_dir is not None else runs_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}.ipynb"
@@ -132,6 +135,41 @@ def run_notebook(name: str | Path, params: dict, out_dir: Path | None = None,
         if tmp.exists():  # a failed cell: keep what ran, beside the previous output
             os.replace(tmp, out_dir / f"{path.stem}.failed.ipynb")
     return output
+
+
+PLAN_ONLY = "PlanOnly"  # the exception a study raises after printing its plan (pgolf.research.launchers)
+
+
+def run_plan_only(path: Path, params: dict, kernel: str = "python3", cwd: Path | None = None) -> None:
+    """Execute the notebook up to its studies' plans (``plan_only=True``), print them, and write nothing: the
+    executed notebook goes to a temp folder and is deleted. Any error but the plan's stop is raised."""
+    import tempfile
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    with tempfile.TemporaryDirectory(prefix="pgolf-plan-") as tmp:
+        out = Path(tmp) / f"{path.stem}.ipynb"
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not end in one of")
+                papermill.execute_notebook(f"jupytext://{path}", str(out), parameters=params, kernel_name=kernel,
+                                           cwd=str(cwd or path.parent), progress_bar=False)
+        except PapermillExecutionError as err:
+            if err.ename != PLAN_ONLY:
+                raise
+        else:
+            raise NotebookParameterError(f"{path.name}: plan_only=True but no study stopped at its plan (the notebook "
+                                         "ran to the end); does it pass plan_only to its study?")
+        for cell in json.loads(out.read_text())["cells"]:
+            outputs = cell.get("outputs", [])
+            if any(o.get("output_type") == "error" and o.get("ename") == PLAN_ONLY for o in outputs):
+                for o in outputs:
+                    if o.get("output_type") == "stream":
+                        text = o.get("text", "")
+                        print("".join(text) if isinstance(text, list) else text, end="", flush=True)
+    print(f"{path.stem}: plan only; nothing trained, no notebook written", flush=True)
+    return None
 
 
 VOLATILE_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path")
@@ -154,7 +192,7 @@ def same_but_timestamps(a: Path, b: Path) -> bool:
     return _without_timestamps(json.loads(Path(a).read_text())) == _without_timestamps(json.loads(Path(b).read_text()))
 
 
-def run_notebooks(names: list[str], params: dict, **kwargs) -> list[Path]:
+def run_notebooks(names: list[str], params: dict, **kwargs) -> list[Path | None]:
     """Check the parameters of every notebook first, then run them in order."""
     paths = [resolve_notebook(n) for n in names]
     for path in paths:
@@ -222,7 +260,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     for output in outputs:
-        print(output)
+        if output is not None:
+            print(output)
     return 0
 
 

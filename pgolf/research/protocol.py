@@ -1,4 +1,4 @@
-"""The research protocol every ablation notebook uses: two CPU scales, one shared control, common random numbers.
+"""The research protocol every ablation notebook uses: scales, one shared control, common random numbers.
 
 - **Scales.** ``micro`` (the ``micro`` preset: 2 layers, d=64, 400 steps of 2,048 tokens) is cheap enough for
   many seeds on 2 CPUs; ``small`` (the ``tiny`` preset's model: 4 layers, d=128, 150 steps of 4,096 tokens) is
@@ -15,6 +15,10 @@
   same batches in the same order as the control, with every tensor they share initialized identically; arms
   are compared seed by seed (paired).
 
+The GPU scales (``8xh100``, ``1xh100``, ``1xh100-short``; :mod:`pgolf.research.scales`) use the same protocol,
+control and statistics; :func:`study` trains their runs through a launcher (``local`` or ``slurm``,
+:mod:`pgolf.research.launchers`).
+
 The official baseline's own behaviour (sequential data, one global RNG for init) stays the default of
 :class:`~pgolf.core.config.Config`; the protocol is these switches, turned on here.
 """
@@ -22,74 +26,74 @@ The official baseline's own behaviour (sequential data, one global RNG for init)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pgolf.core.config import Config, apply_overrides
-from pgolf.research.ablate import AblateMode, ablate
+from pgolf.research.ablate import AblateMode, PlanOnly, ablate
+from pgolf.research.launchers import Resources
+from pgolf.research.scales import PROTOCOL, SCALES, Scale, get_scale
 from pgolf.research.stats import compare, paired_differences, rule_threshold
-from pgolf.running.presets import get_preset, param_count
+from pgolf.running.presets import param_count
+
+__all__ = ["CONTROL", "PROTOCOL", "SCALES", "SEED_KEYS", "Scale", "comparisons", "control_config", "deltas",
+           "get_scale", "param_matched_hidden", "studies", "study"]
 
 CONTROL = "control"
-PROTOCOL: dict[str, Any] = {"data.order": "permuted", "model.init_seeding": "per_name"}
 SEED_KEYS = ("train.seed", "data.order_seed")  # replicate s sets both to s
 
 
-@dataclass(frozen=True)
-class Scale:
-    name: str  # also the folder under runs/ that holds the scale's runs
-    preset: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0, 1, 2)  # the default replicates
-    description: str = ""
-
-    def config(self) -> Config:
-        """The control's config: preset, the scale's overrides and the protocol switches."""
-        return apply_overrides(get_preset(self.preset), {**self.overrides, **PROTOCOL})
-
-
-SCALES: dict[str, Scale] = {s.name: s for s in (
-    Scale("micro", "micro", {"export.keep_float_max_numel": 1024}, tuple(range(10)),
-          "micro preset: 2L d64 2H/1KV, seq 128, 2,048 tokens/step, 400 steps (0.82M tokens)"),
-    Scale("small", "tiny", {
-        "train.train_batch_tokens": 4096, "train.iterations": 150, "train.max_wallclock_seconds": 0.0,
-        "schedule.warmdown_iters": 40, "train.val_loss_every": 75, "optim.muon_momentum_warmup_steps": 50,
-        "export.keep_float_max_numel": 4096,
-    }, (0, 1, 2), "tiny preset's model: 4L d128 4H/2KV, seq 256, 4,096 tokens/step, 150 steps (0.61M tokens)"),
-)}
-
-
-def get_scale(name: str) -> Scale:
-    if name not in SCALES:
-        raise ValueError(f"scale {name!r}: unknown; expected one of {sorted(SCALES)}")
-    return SCALES[name]
-
-
-def control_config(scale: str, overrides: Mapping[str, Any] | None = None) -> Config:
+def control_config(scale: str | Scale, overrides: Mapping[str, Any] | None = None) -> Config:
     """The shared control's config at ``scale``, with ``overrides`` on top (what :func:`study` trains)."""
     return apply_overrides(get_scale(scale).config(), dict(overrides or {}))
 
 
-def study(scale: str, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None, *,
+def resources(scale: str | Scale) -> Resources:
+    """What one run at ``scale`` needs, for the launchers."""
+    sc = get_scale(scale)
+    return Resources(sc.device, sc.nproc_per_node, sc.nnodes, sc.run_seconds, sc.name)
+
+
+def study(scale: str | Scale, arms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None, *,
           overrides: Mapping[str, Any] | None = None, rerun: bool = False, jobs: int | None = None, mode: AblateMode | None = None,
-          runs_root: Path | None = None, log=print) -> pd.DataFrame:
+          runs_root: Path | None = None, log=print, launcher: str = "local", slurm: Mapping[str, Any] | None = None,
+          plan_only: bool = False) -> pd.DataFrame:
     """The shared control and ``arms`` at ``scale``, one run per arm and replicate (trained if missing).
 
     Rows gain ``scale`` and ``shared_control`` (True for the control's runs). ``seeds``: the scale's
     default replicates when None. ``overrides`` apply to every arm on top of the scale (the real studies pass
-    none; smoke tests shrink the budget with them)."""
+    none; smoke tests shrink the budget with them). ``launcher``/``slurm``: where the missing runs train
+    (:mod:`pgolf.research.launchers`), with the scale's processes, nodes and time budget; the plan is printed
+    first, and ``plan_only`` stops there (:class:`~pgolf.research.launchers.PlanOnly`)."""
     if CONTROL in arms:
         raise ValueError(f"arm name {CONTROL!r} is the shared control; give the study's arms other names")
     sc = get_scale(scale)
     seeds = list(sc.seeds if seeds is None else seeds)
-    runs = ablate(sc.name, control_config(scale, overrides), {CONTROL: {}, **arms}, seeds=seeds, rerun=rerun, jobs=jobs, mode=mode,
-                  runs_root=runs_root, log=log, seed_keys=SEED_KEYS)
+    runs = ablate(sc.name, control_config(sc, overrides), {CONTROL: {}, **arms}, seeds=seeds, rerun=rerun, jobs=jobs,
+                  mode=mode, runs_root=runs_root, log=log, seed_keys=SEED_KEYS, launcher=launcher, slurm=slurm,
+                  plan_only=plan_only, resources=resources(sc))
     runs["scale"] = sc.name
     runs["shared_control"] = runs["arm"] == CONTROL
     return runs
+
+
+def studies(arms: Mapping[str, Mapping[str, Mapping[str, Any]]], seeds: Mapping[str, Sequence[int]] | None = None, *,
+            plan_only: bool = False, log=print, **kwargs: Any) -> pd.DataFrame:
+    """:func:`study` at each scale of ``arms`` (scale -> arms), one table. ``seeds``: scale -> replicates (a
+    scale not named: its defaults). With ``plan_only`` every scale's plan is printed, then
+    :class:`~pgolf.research.launchers.PlanOnly` is raised; nothing is trained."""
+    seeds = seeds or {}
+    if plan_only:
+        for sc, sc_arms in arms.items():
+            try:
+                study(sc, sc_arms, seeds.get(sc), plan_only=True, log=log, **kwargs)
+            except PlanOnly:
+                pass
+        raise PlanOnly(f"plan_only=True: stopped after the plans of {', '.join(arms)}; nothing was trained")
+    return pd.concat([study(sc, sc_arms, seeds.get(sc), log=log, **kwargs) for sc, sc_arms in arms.items()],
+                     ignore_index=True)
 
 
 def param_matched_hidden(cfg: Config, mlp: str, *, tolerance: float = 0.01) -> int:
