@@ -13,7 +13,6 @@ import lzma
 import zlib
 
 import numpy as np
-import zstandard
 
 DEFAULT_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -53,6 +52,7 @@ def compress(raw: bytes, method: str = "zlib", level: int = -1) -> bytes:
     if method == "zlib":
         return zlib.compress(raw, level=lvl)
     if method == "zstd":
+        import zstandard  # imported here: only zstd artifacts need the package (a zlib submission runs without it)
         return zstandard.ZstdCompressor(level=lvl).compress(raw)
     if method == "lzma":
         return lzma.compress(raw, preset=lvl | lzma.PRESET_EXTREME)
@@ -92,6 +92,7 @@ def _brotli_decompress(blob: bytes) -> bytes:
 def decompress(blob: bytes) -> bytes:
     method = detect(blob)
     if method == "zstd":
+        import zstandard
         return zstandard.ZstdDecompressor().decompress(blob)
     if method == "lzma":
         return lzma.decompress(blob)
