@@ -120,9 +120,8 @@ def format_table(name: str, est: dict[str, Any]) -> str:
     lines = [
         f"{name}: {total:,} bytes of {cap:,} -> {verdict}",
         f"  artifact {art:>12,} bytes  {artifact_contents(est)} + {est['compressor']}",
-        f"  code     {code:>12,} bytes  {est.get('code_bytes_rule', accounting.CODE_BYTES_NOTE)}",
-        f"           {est.get('code_bytes_raw', accounting.raw_code_bytes()):>12,} bytes  raw: every .py under pgolf/core/ "
-        f"(what pgolf counted before `pgolf submit`)",
+        f"  code     {code:>12,} bytes  {est.get('code_bytes_rule', accounting.CODE_BYTES_NOTE)}; raw "
+        f"{est.get('code_bytes_raw', accounting.raw_code_bytes()):,} bytes (every .py under pgolf/core/)",
         f"  weights: {est['weights']}",
         "",
         f"{'class':<10} {'tensors':>7} {'params':>12}  {'storage':<14} {'payload bytes':>14} {'compressed (est.)':>18}",
