@@ -281,3 +281,16 @@ def test_record_folder_from_runs(micro, tmp_path):
     train(micro(**{"train.iterations": 3}), tmp_path / "other", console=False)
     with pytest.raises(SubmitError, match=r"differs .* in \['train.iterations'\]"):
         read_runs([runs[0], tmp_path / "other"])
+
+
+def test_cli_submit_code_alone_and_one_line_errors(tmp_path, capsys):
+    from pgolf.running.cli import main
+    assert main(["submit", "tiny", "train.seed=7", "--out", str(tmp_path / "code")]) == 0
+    sub = json.loads((tmp_path / "code" / "submission.json").read_text())
+    assert "val_bpb" not in sub and sub["bytes_code"] == (tmp_path / "code" / "train_gpt.py").stat().st_size
+    assert "'seed': 7" in (tmp_path / "code" / "train_gpt_human.py").read_text()
+    capsys.readouterr()
+    assert main(["submit", "nosuchpreset", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().startswith("pgolf: error: 'nosuchpreset': neither a run folder nor a preset")
+    assert main(["submit", "tiny", "--out", str(tmp_path / "code")]) == 2
+    assert "already exists" in capsys.readouterr().err and not (tmp_path / "x").exists()
