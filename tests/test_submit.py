@@ -54,7 +54,6 @@ def tiny_family(name: str, dataset: Path, **extra):
         "eval.stride": 32 if real.eval.stride else 0, "eval.batch_seqs": 8,
         "qat.start_frac": 0.0, "averaging.swa_start_lr_scale": 1.1, "averaging.swa_every": 1,
         "export.gptq_calibration_batches": 2, "export.gptq_reserve_seconds": 0.0,
-        "model.bigram_dim": 32 if real.model.bigram_buckets else real.model.bigram_dim,
         **extra,
     })
 
