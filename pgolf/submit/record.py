@@ -139,7 +139,12 @@ def readme(cfg: Config, runs: list[SeedRun], sub: dict[str, Any], human_bytes: i
                          f"{s['artifact_bytes']:,} |")
         pre = statistics.fmean(r.summary["val_bpb"] for r in runs)
         lines += [f"| **Mean** | | {pre:.5f} | **{sub['val_bpb']:.5f}** | {sub['artifact_bytes_mean']:,.0f} |", ""]
-    lines += [sub["blurb"], "", f"Configuration: {source}.", "",
+    lines += [sub["blurb"], "", f"Configuration: {source}.", ""]
+    if runs:
+        data = sorted({(r.summary.get("dataset_path"), r.summary.get("dataset_sha256")) for r in runs}, key=str)
+        lines += ["The runs trained on " + "; ".join(f"`{p}` (dataset_sha256 `{h}`)" for p, h in data)
+                  + f", {runs[0].summary.get('world_size', 1)} process(es) on {runs[0].summary.get('device', '?')}.", ""]
+    lines += [
               "## Bytes", "",
               f"- code: `train_gpt.py`, {sub['bytes_code']:,} bytes: `train_gpt_human.py` ({human_bytes:,} bytes) "
               f"minified with python-minifier, compressed with {'raw LZMA2' if packed_method == 'lzma2' else 'brotli-11'}"
