@@ -8,11 +8,9 @@ configuration it gives the same train loss at every step, the same artifact byte
 from __future__ import annotations
 
 import ast
-import io
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
