@@ -238,6 +238,8 @@ def test_size_table_is_headed_by_the_trained_weight_estimate(capsys, monkeypatch
     total, spare = report["surrogate_total_bytes"], 16_000_000 - report["surrogate_total_bytes"]
     assert lines[0] == f"pgolf size tiny: {total:,} bytes of 16,000,000 -> fits, {spare:,} bytes to spare"
     assert lines[1].split()[:3] == ["artifact", f"{report['surrogate_bytes']:,}", "bytes"]
+    assert lines[2].split()[:3] == ["code", f"{report['code_bytes']:,}", "bytes"]
+    assert "packed train_gpt.py" in lines[2] and f"raw {report['code_bytes_raw']:,} bytes" in lines[2]
     assert "Gaussian stand-in for trained weights" in lines[3]
     header = lines.index(next(x for x in lines if x.startswith("class")))
     rows = {x.split()[0]: x.split() for x in lines[header + 1:]}

@@ -22,7 +22,6 @@ import lzma
 import zlib
 
 import numpy as np
-import zstandard
 
 class ArtifactError(ValueError):
     """An artifact cannot be read (damaged, truncated, not an artifact); the message names the file."""
@@ -69,6 +68,7 @@ def compress(raw: bytes, method: str = "zlib", level: int = -1, *, checked: bool
     if method == "zlib":
         return zlib.compress(raw, level=lvl)
     if method == "zstd":
+        import zstandard  # imported here: only zstd artifacts need the package (a zlib submission runs without it)
         return zstandard.ZstdCompressor(level=lvl, write_checksum=checked).compress(raw)
     if method == "lzma":
         return lzma.compress(raw, preset=lvl | lzma.PRESET_EXTREME)
@@ -133,13 +133,17 @@ def decompress(blob: bytes, name: str = "artifact") -> bytes:
     """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged."""
     blob = unseal(blob, name)
     method = detect(blob)
-    try:
-        if method == "zstd":
+    if method == "zstd":
+        import zstandard
+        try:
             return zstandard.ZstdDecompressor().decompress(blob)
-        if method == "lzma":
+        except zstandard.ZstdError as e:
+            raise ArtifactError(f"{name}: damaged {method} artifact ({_one_line(e)})") from None
+    if method == "lzma":
+        try:
             return lzma.decompress(blob)
-    except (zstandard.ZstdError, lzma.LZMAError) as e:
-        raise ArtifactError(f"{name}: damaged {method} artifact ({_one_line(e)})") from None
+        except lzma.LZMAError as e:
+            raise ArtifactError(f"{name}: damaged {method} artifact ({_one_line(e)})") from None
     if method == "zlib":
         try:
             return zlib.decompress(blob)

@@ -604,7 +604,7 @@ class Trainer:
             pre = self.evaluate(final=True)
         self.log(f"final_prequant val_loss:{pre.val_loss:.4f} val_bpb:{pre.val_bpb:.4f} tokens:{pre.tokens}")
         check_finite_score("final_prequant", pre, state)
-        code = accounting.code_bytes()
+        code = accounting.code_bytes(cfg)
         hessians, t0 = None, time.perf_counter()
         if cfg.export.quantizer == "gptq":  # the final weights' Hessians, from fresh training micro-batches
             t = cfg.train

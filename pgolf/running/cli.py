@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "time at zstd-22 / lzma; the artifact total stays exact)")
     s.set_defaults(func=cmd_size)
 
-    for module in ("pgolf.data.cli", "pgolf.research.notebooks", "pgolf.research.figures", "pgolf.research.results_table", "pgolf.running.bench", "pgolf.running.scoring", "pgolf.running.doctor"):
+    for module in ("pgolf.data.cli", "pgolf.research.notebooks", "pgolf.research.figures", "pgolf.research.results_table", "pgolf.running.bench", "pgolf.running.scoring", "pgolf.running.doctor", "pgolf.submit.cli"):
         __import__(module, fromlist=["register"]).register(sub)
     return p
 
@@ -237,7 +237,7 @@ def _dispatch(argv: list[str] | None) -> int:
         elif extra:  # e.g. ``pgolf eval RUN --stride 64 model.x=1``: overrides after options
             args.overrides = [*args.overrides, *extra]
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # SubmitError is a ValueError
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,10 +37,11 @@ def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, det
     ``detail`` the surrogate's per-class report is ``surrogate_classes``."""
     state, source = _weights(cfg, run_dir, seed)
     blob, report = export_artifact(state, _export_cfg(cfg), control=cfg.model.control_patterns, detail=detail)
-    code = accounting.code_bytes()
+    code = accounting.code_bytes(cfg)
     if cfg.export.quantizer == "gptq":
         report["quantizer_note"] = GPTQ_NOTE
-    report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
+    report.update({"weights": source, "code_bytes": code, "code_bytes_rule": accounting.CODE_BYTES_NOTE,
+                   "code_bytes_raw": accounting.raw_code_bytes(), "total_bytes": len(blob) + code,
                    "fits_16mb": accounting.fits(len(blob), code), "cap_bytes": accounting.CAP_BYTES})
     if run_dir is None:
         sblob, sreport = _export_surrogate(state, cfg, seed, detail)
@@ -61,10 +62,11 @@ def size_estimate(cfg: Config, run_dir: Path | None = None, seed: int = 0, detai
         source = f"{SURROGATE_NOTE}; seed {seed}"
     else:
         blob, report = export_artifact(state, _export_cfg(cfg), control=cfg.model.control_patterns, detail=detail)
-    code = accounting.code_bytes()
+    code = accounting.code_bytes(cfg)
     if cfg.export.quantizer == "gptq":
         report["quantizer_note"] = GPTQ_NOTE
-    report.update({"weights": source, "code_bytes": code, "total_bytes": len(blob) + code,
+    report.update({"weights": source, "code_bytes": code, "code_bytes_rule": accounting.CODE_BYTES_NOTE,
+                   "code_bytes_raw": accounting.raw_code_bytes(), "total_bytes": len(blob) + code,
                    "cap_bytes": accounting.CAP_BYTES, "fits_16mb": accounting.fits(len(blob), code)})
     return report
 
@@ -118,7 +120,8 @@ def format_table(name: str, est: dict[str, Any]) -> str:
     lines = [
         f"{name}: {total:,} bytes of {cap:,} -> {verdict}",
         f"  artifact {art:>12,} bytes  {artifact_contents(est)} + {est['compressor']}",
-        f"  code     {code:>12,} bytes  the training core, every .py under pgolf/core/ (pgolf.core.accounting)",
+        f"  code     {code:>12,} bytes  {est.get('code_bytes_rule', accounting.CODE_BYTES_NOTE)}; raw "
+        f"{est.get('code_bytes_raw', accounting.raw_code_bytes()):,} bytes (every .py under pgolf/core/)",
         f"  weights: {est['weights']}",
         "",
         f"{'class':<10} {'tensors':>7} {'params':>12}  {'storage':<14} {'payload bytes':>14} {'compressed (est.)':>18}",

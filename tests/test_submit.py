@@ -1,0 +1,293 @@
+"""``pgolf submit``: the generated single-file script trains exactly as pgolf does, without pgolf.
+
+The generated script runs in a fresh interpreter (``python -I``, a minimal environment) behind an import
+blocker, so any ``import pgolf`` in it fails: it must stand alone. Against pgolf's own run of the same
+configuration it gives the same train loss at every step, the same artifact bytes and the same score.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgolf.core.accounting import code_bytes
+from pgolf.core.train import train
+from pgolf.running.presets import get_preset
+from pgolf.submit import bundle, cache
+from pgolf.submit.pack import pack, unpack
+from pgolf.submit.record import SubmitError, read_runs, write_record
+
+BLOCKER = '''
+import runpy, sys
+class _NoPgolf:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pgolf" or name.startswith("pgolf."):
+            raise ImportError("pgolf is not importable here: " + name)
+sys.meta_path.insert(0, _NoPgolf())
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+'''
+
+FAMILIES = ("baseline", "swiglu_qat", "pr128_int6_mlp3x_qat_sliding", "pr194_11l_int6_qat_perdim_smear_swa",
+            "pr314_11l_int4mlp_bigram_swa", "pr326_qat_ntk_cosine_swa", "pr1394_sp8192_gptq_sdclip_loop45x2")
+
+
+def tiny_family(name: str, dataset: Path, **extra):
+    """``name``'s code paths at CPU size (the recipe of tests/test_presets_smoke.py, on the small dataset)."""
+    real = get_preset(name)
+    return real.replace({
+        "data.path": str(dataset), "model.vocab_size": 1024, "model.num_layers": real.model.num_layers,
+        "train.iterations": 4, "train.max_wallclock_seconds": 0, "train.warmup_steps": 0,
+        "train.val_loss_every": 0, "train.train_seq_len": 64, "train.train_batch_tokens": 512,
+        "train.grad_accum_steps": 1, "train.val_batch_size": 4096, "train.train_log_every": 1,
+        "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2,
+        "eval.max_tokens": 2048, "eval.seq_len": 128 if real.eval.seq_len else 0,
+        "eval.stride": 32 if real.eval.stride else 0, "eval.batch_seqs": 8,
+        "qat.start_frac": 0.0, "averaging.swa_start_lr_scale": 1.1, "averaging.swa_every": 1,
+        "export.gptq_calibration_batches": 2, "export.gptq_reserve_seconds": 0.0,
+        **extra,
+    })
+
+
+def run_script(script: Path, cwd: Path, dataset: Path, run_id: str, nproc: int = 0, **env) -> Path:
+    """Run ``script`` where pgolf cannot be imported; its run folder ``cwd/logs/run_id``."""
+    blocker = cwd / "no_pgolf.py"
+    blocker.write_text(BLOCKER)
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1", "RUN_ID": run_id,
+            "DATA_PATH": str(dataset), "TOKENIZER_PATH": str(dataset / "tokenizer.model"), **env}
+    launcher = ([sys.executable, "-I", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+                if nproc else [sys.executable, "-I"])
+    proc = subprocess.run([*launcher, str(blocker), str(script)], cwd=cwd, env=base, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return cwd / "logs" / run_id
+
+
+def train_losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in rows if "train_loss" in r]
+
+
+def assert_same_run(pgolf_run: Path, script_run: Path) -> dict:
+    a = json.loads((pgolf_run / "summary.json").read_text())
+    b = json.loads((script_run / "summary.json").read_text())
+    assert train_losses(pgolf_run) == train_losses(script_run) and len(train_losses(pgolf_run)) == a["steps"]
+    assert a["artifact_file"] == b["artifact_file"]
+    assert (pgolf_run / a["artifact_file"]).read_bytes() == (script_run / b["artifact_file"]).read_bytes()
+    assert abs(a["q_val_bpb"] - b["q_val_bpb"]) < 1e-6 and abs(a["val_bpb"] - b["val_bpb"]) < 1e-6
+    return {"steps": a["steps"], "train_loss": train_losses(pgolf_run), "q_val_bpb": (a["q_val_bpb"], b["q_val_bpb"]),
+            "artifact_bytes": a["artifact_bytes"]}
+
+
+def test_blocker_blocks_pgolf(tmp_path, small_dataset):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import pgolf\n")
+    with pytest.raises(AssertionError, match="pgolf is not importable here"):
+        run_script(probe, tmp_path, small_dataset, "probe")
+
+
+def test_packed_script_trains_like_pgolf_without_pgolf(micro, tmp_path, small_dataset):
+    """The default suite's equivalence case: the packed train_gpt.py of a micro baseline."""
+    cfg = micro(**{"train.iterations": 4})
+    train(cfg, tmp_path / "pgolf", console=False)
+    packed = cache.packed_for(cfg)
+    script = tmp_path / "train_gpt.py"
+    script.write_text(packed.text)
+    assert packed.bytes == code_bytes(cfg) == script.stat().st_size
+    assert len(packed.text.splitlines()) == 2 and "exec(" in packed.text.splitlines()[1]
+    assert unpack(packed.text) == cache.minified_template().replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
+    run = run_script(script, tmp_path, small_dataset, "packed")
+    assert_same_run(tmp_path / "pgolf", run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["code_bytes"] == packed.bytes  # the script counts itself, packed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_human_script_trains_like_pgolf(name, tmp_path, small_dataset):
+    cfg = tiny_family(name, small_dataset)
+    train(cfg, tmp_path / "pgolf", console=False)
+    script = tmp_path / "train_gpt_human.py"
+    script.write_text(bundle.human_source(cfg))
+    out = assert_same_run(tmp_path / "pgolf", run_script(script, tmp_path, small_dataset, "human"))
+    print(name, out)
+
+
+@pytest.mark.slow
+def test_packed_and_human_scripts_agree(tmp_path, small_dataset):
+    cfg = tiny_family("pr326_qat_ntk_cosine_swa", small_dataset)
+    (tmp_path / "train_gpt_human.py").write_text(bundle.human_source(cfg))
+    (tmp_path / "train_gpt.py").write_text(cache.packed_for(cfg).text)
+    human = run_script(tmp_path / "train_gpt_human.py", tmp_path, small_dataset, "human")
+    packed = run_script(tmp_path / "train_gpt.py", tmp_path, small_dataset, "packed")
+    assert_same_run(human, packed)
+
+
+@pytest.mark.slow
+def test_script_under_torchrun_two_gloo_ranks(tmp_path, small_dataset):
+    from test_distributed import run_two_ranks
+    cfg = tiny_family("pr194_11l_int6_qat_perdim_smear_swa", small_dataset, **{"train.grad_accum_steps": 0})
+    run_two_ranks(cfg, tmp_path / "pgolf")
+    (tmp_path / "train_gpt.py").write_text(cache.packed_for(cfg).text)
+    run = run_script(tmp_path / "train_gpt.py", tmp_path, small_dataset, "ddp", nproc=2)
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    print(assert_same_run(tmp_path / "pgolf", run))
+
+
+IMPORT_GENERATED = '''
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("generated", sys.argv[1])
+mod = sys.modules["generated"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+g = vars(mod)
+'''
+MODEL_PROBE = '''
+import importlib.util, json, sys, torch
+for i, path in enumerate(sys.argv[1:]):
+    spec = importlib.util.spec_from_file_location(f"generated{i}", path)
+    mod = sys.modules[f"generated{i}"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with torch.device("meta"):
+        m = mod.build_model(mod.script_config({}))
+    print(json.dumps({k: list(v.shape) for k, v in m.state_dict().items()}))
+'''
+
+
+def test_script_builds_pgolfs_model_at_full_size(tmp_path):
+    """Every family at the preset's real size (on the meta device): the generated script's model has the same
+    state-dict names and shapes (hence parameter count) as pgolf's. One interpreter loads the seven scripts."""
+    from pgolf.core.model import build_model
+    scripts = []
+    for name in FAMILIES:
+        scripts.append(tmp_path / f"{name}.py")
+        scripts[-1].write_text(bundle.human_source(get_preset(name)))
+    (tmp_path / "probe.py").write_text(BLOCKER)
+    (tmp_path / "model_probe.py").write_text(MODEL_PROBE)
+    proc = subprocess.run([sys.executable, "-I", str(tmp_path / "probe.py"), str(tmp_path / "model_probe.py"),
+                           *map(str, scripts)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert len(got) == len(FAMILIES)
+    for name, shapes in zip(FAMILIES, got):
+        with torch.device("meta"):
+            model = build_model(get_preset(name))
+        assert shapes == {k: list(v.shape) for k, v in model.state_dict().items()}, name
+
+
+def test_generated_source_has_only_weights_only_loads_and_no_pgolf():
+    src = bundle.human_source(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2"))
+    tree = ast.parse(src)
+    loads = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) in ("torch.load", "pickle.load",
+                                                                                             "pickle.loads")]
+    assert loads and all(ast.unparse(n.func) == "torch.load" for n in loads)
+    for n in loads:
+        kw = {k.arg: k.value for k in n.keywords}
+        assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m.split(".")[0] == "pgolf" for m in imported)
+    assert '"""' not in src  # docstrings stripped
+
+
+CORRUPT_PROBE = IMPORT_GENERATED + '''
+import io, os, zlib, torch
+marker = sys.argv[2]
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + marker,))
+buf = io.BytesIO(); torch.save({"evil": Evil()}, buf)
+for label, blob in (("pickle", zlib.compress(buf.getvalue())), ("truncated", open(sys.argv[3], "rb").read()[:-40]),
+                    ("garbage", b"\\x00" * 64)):
+    try:
+        g["load_artifact"](blob, name=label)
+    except Exception as e:
+        print(label, type(e).__name__, str(e)[:120])
+    else:
+        print(label, "LOADED")
+'''
+
+
+def test_script_refuses_code_in_artifacts_and_corrupt_ones(micro, tmp_path):
+    cfg = micro()
+    script = tmp_path / "train_gpt_human.py"
+    script.write_text(bundle.human_source(cfg))
+    from pgolf.core.export import export_artifact
+    from pgolf.core.model import build_model
+    blob, _ = export_artifact(build_model(cfg).state_dict(), cfg.export, control=cfg.model.control_patterns)
+    (tmp_path / "good.ptz").write_bytes(blob)
+    probe = tmp_path / "probe.py"
+    probe.write_text(BLOCKER)
+    (tmp_path / "corrupt.py").write_text(CORRUPT_PROBE)
+    marker = tmp_path / "marker"
+    proc = subprocess.run([sys.executable, "-I", str(probe), str(tmp_path / "corrupt.py"), str(script), str(marker),
+                           str(tmp_path / "good.ptz")], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines["pickle"].startswith("UnsafeFileError") and not marker.exists()
+    assert not lines["truncated"].startswith("LOADED") and not lines["garbage"].startswith("LOADED")
+
+
+def test_pack_round_trip_and_smaller_method():
+    src = "def f(x):\n    '''doc'''\n    return x + 1\n\nprint(f(41))\n" * 50
+    p = pack(src)
+    assert unpack(p.text) == p.minified and "doc" not in p.minified
+    out = subprocess.run([sys.executable, "-I", "-c", p.text], capture_output=True, text=True)
+    assert out.stdout.split() == ["42"] * 50
+
+
+def test_bundle_drops_unused_modules_and_names():
+    src = bundle.human_source(get_preset("baseline"))
+    tree = ast.parse(src)
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert {"Trainer", "GPT", "export_artifact", "main", "from_env"} <= defined
+    # what only pgolf uses (building datasets and tokenizers, its output folders, the raw code count) is dropped
+    assert not {"train_sentencepiece", "write_shard", "write_manifest", "runs_dir", "raw_code_bytes"} & defined
+    assert "def resolve_config" not in src and "def size_estimate" not in src  # CLI and sizing were never read
+    assert "import zstandard" not in src.split("\ndef ")[0]  # imported lazily, by zstd configurations only
+
+
+def test_record_folder_from_runs(micro, tmp_path):
+    runs = []
+    for seed in (1, 2):
+        train(micro(**{"train.seed": seed, "train.iterations": 2}), tmp_path / f"s{seed}", console=False)
+        runs.append(tmp_path / f"s{seed}")
+    cfg, seed_runs = read_runs(runs)
+    sub = write_record(tmp_path / "rec", cfg, seed_runs, name="micro test")
+    files = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    assert files == ["README.md", "submission.json", "train_gpt.py", "train_gpt_human.py", "train_seed1.log",
+                     "train_seed2.log"]
+    on_disk = json.loads((tmp_path / "rec" / "submission.json").read_text())
+    assert on_disk == json.loads(json.dumps(sub))
+    assert sub["seeds"] == [1, 2] and set(sub["seed_results"]) == {"1", "2"}
+    assert sub["bytes_code"] == (tmp_path / "rec" / "train_gpt.py").stat().st_size
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    assert sub["val_bpb"] == pytest.approx(sum(s["q_val_bpb"] for s in summaries) / 2)
+    assert sub["bytes_total"] == max(s["artifact_bytes"] for s in summaries) + sub["bytes_code"]
+    assert "SEED=2" in (tmp_path / "rec" / "README.md").read_text()
+    with pytest.raises(SubmitError, match="already exists"):
+        write_record(tmp_path / "rec", cfg, seed_runs)
+    train(micro(**{"train.iterations": 3}), tmp_path / "other", console=False)
+    with pytest.raises(SubmitError, match=r"differs .* in \['train.iterations'\]"):
+        read_runs([runs[0], tmp_path / "other"])
+
+
+def test_cli_submit_code_alone_and_one_line_errors(tmp_path, capsys):
+    from pgolf.running.cli import main
+    assert main(["submit", "tiny", "train.seed=7", "--out", str(tmp_path / "code")]) == 0
+    sub = json.loads((tmp_path / "code" / "submission.json").read_text())
+    assert "val_bpb" not in sub and sub["bytes_code"] == (tmp_path / "code" / "train_gpt.py").stat().st_size
+    assert "'seed': 7" in (tmp_path / "code" / "train_gpt_human.py").read_text()
+    capsys.readouterr()
+    assert main(["submit", "nosuchpreset", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().startswith("pgolf: error: 'nosuchpreset': neither a run folder nor a preset")
+    assert main(["submit", "tiny", "--out", str(tmp_path / "code")]) == 2
+    assert "already exists" in capsys.readouterr().err and not (tmp_path / "x").exists()
