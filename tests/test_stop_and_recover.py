@@ -243,3 +243,16 @@ def test_dry_run_refuses_a_world_size_the_launch_refuses(small_dataset, tmp_path
     captured = capsys.readouterr()
     assert rc == 2 and needle in captured.err and captured.out == ""
     assert not run.exists()
+
+
+def test_launcher_keeps_a_sigterm_stop_interrupted_not_failed(tmp_path):
+    """Under `pgolf train --nproc-per-node N`, ranks stopped by SIGTERM exit non-zero after rank 0 marked the run
+    interrupted (with its checkpoint); the launcher must not turn that into 'failed'."""
+    from pgolf.core.runs import atomic_write_json
+    from pgolf.running.launch import finalize
+
+    run = tmp_path / "run"
+    atomic_write_json(run / "status.json", {"status": "interrupted", "signal": "SIGTERM", "checkpoint": True})
+    rc, message = finalize(run, 1, "")
+    assert rc == 143 and message.startswith(f"interrupted by SIGTERM: run folder {run}")
+    assert "--resume" in message and read_status(run)["status"] == "interrupted"
