@@ -527,13 +527,14 @@ class Trainer:
                 checkpointed = bool(t.checkpoint_every and r.step % t.checkpoint_every == 0)
                 if checkpointed:
                     self.checkpoint()
-                if self.stop_agreed(stop.received is not None):  # every rank joins the all-reduce every step
+                stop_now, cap_reached = self.agreed_stops(stop.received is not None)  # every rank, every step
+                if stop_now:
                     self.log(f"stop_requested: {signal.Signals(stop.received or signal.SIGTERM).name} "
                              f"step:{r.step}/{t.iterations}; writing a checkpoint")
                     if not checkpointed:
                         self.checkpoint()
                     raise StopRequested(stop.received or signal.SIGTERM)
-                if self.wallclock_reached() and self.stop_after is None:  # every rank joins the all-reduce every step
+                if cap_reached and self.stop_after is None:
                     self.stop_after = r.step
             stop.deferred = False
             if stop.received is not None:  # came during the last step: finish() stops once the weights are saved
@@ -541,14 +542,18 @@ class Trainer:
             self._clock_stop(count=False)  # training ended with the last validation
             return self.finish()
 
-    def stop_agreed(self, requested_here: bool) -> bool:
-        """Whether any rank was asked to stop (SIGTERM): a MAX all-reduce, so that all ranks stop after the same
-        step and write the same checkpoint together."""
+    def agreed_stops(self, requested_here: bool) -> tuple[bool, bool]:
+        """(whether any rank was asked to stop (SIGTERM), whether any rank's training time reached the cap): one
+        MAX all-reduce of both flags, so that all ranks stop after the same step (and write the same checkpoint
+        together); :meth:`wallclock_reached` is the second flag alone."""
+        cap_s = self.cfg.training_cap_seconds
+        reached = cap_s > 0 and self.elapsed_ms() >= 1000.0 * cap_s
         if not self.d.distributed:
-            return requested_here
-        flag = torch.tensor(int(requested_here), device=self.d.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            return requested_here, reached
+        flags = torch.tensor([int(requested_here), int(reached)], device=self.d.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        requested, reached = flags.tolist()
+        return bool(requested), bool(reached)
 
     def wallclock_reached(self) -> bool:
         """Whether the training time reached the cap (:attr:`Config.training_cap_seconds`) on any rank (a MAX
