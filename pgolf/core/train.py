@@ -32,13 +32,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
-import hashlib
 import json
 import math
-import pickle
 import random
 import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -78,53 +75,17 @@ from pgolf.core.runtime import (  # noqa: F401 - re-exported: the trainer's proc
     setup_dist,
     use_compile,
 )
-from pgolf.core.safe_load import load_plain
+from pgolf.core.stopping import (  # noqa: F401 - StopRequested/CheckpointError re-exported
+    CheckpointError,
+    StopRequested,
+    StopSignals,
+    load_record,
+    sha256_of,
+)
 
 # Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
 CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
 TRAINING_END_FORMAT = "pgolf_training_end_v1"
-STOP_SIGNALS = (signal.SIGTERM,)  # what schedulers send before they kill a job (Ctrl-C stays KeyboardInterrupt)
-
-
-class StopRequested(KeyboardInterrupt):
-    """The run was asked to stop by a signal (SIGTERM): handled as Ctrl-C is (status ``interrupted``, resumable),
-    after a final checkpoint when it came during training."""
-
-    def __init__(self, signum: int):
-        self.signum = int(signum)
-        self.signal_name = signal.Signals(self.signum).name
-        super().__init__(self.signal_name)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or final-weights record cannot be read (damaged, truncated, another format)."""
-
-
-class _StopSignals:
-    """SIGTERM while this is entered: during the training steps (``deferred``) it only records the signal, and the
-    loop stops at the next step boundary, all ranks together; anywhere else it raises :class:`StopRequested` at
-    once, as Ctrl-C raises KeyboardInterrupt. Installed only in the main thread; the old handlers come back."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.deferred = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received = signum
-        if not self.deferred:
-            raise StopRequested(signum)
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
@@ -205,7 +166,7 @@ class Trainer:
         self.compiled = use_compile(cfg, self.d.device)
         self.model: nn.Module | None = None  # the compiled / DDP wrapper, built by setup_model
         self.is_setup = False
-        self.stop_signals = _StopSignals()  # SIGTERM handling while run() runs
+        self.stop_signals = StopSignals()  # SIGTERM handling while run() runs
         self.finish_only: dict[str, Any] | None = None  # resume of a run whose training ended (training_end.json)
         # Last, so that nothing after it can fail and leave the lock held: close() releases it.
         self.lock, stale = (claim_run_dir(self.run_dir, resume=resume) if self.d.master and self.run_dir is not None
@@ -599,7 +560,7 @@ class Trainer:
     def _restore(self) -> tuple[int, float]:
         assert self.run_dir is not None
         path = self.run_dir / CHECKPOINT
-        ck = _load_record(path, "pgolf checkpoint", self.d.device)
+        ck = load_record(path, "pgolf checkpoint", self.d.device)
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
             raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
@@ -675,7 +636,7 @@ class Trainer:
                 "averaged_snapshots": self.averager.count, "qat_step": self.qat.qat_step,
                 "loop_step": self.loop.loop_step, "loop_active": self.loop.active,
                 "last_val": dataclasses.asdict(self.last_val) if self.last_val is not None else None,
-                "final_model_sha256": _sha256(self.run_dir / "final_model.pt"), "config": self.cfg.to_dict(),
+                "final_model_sha256": sha256_of(self.run_dir / "final_model.pt"), "config": self.cfg.to_dict(),
                 "dataset_sha256": self.dataset_id.sha256, "log_sizes": self.out.log_sizes()})
 
     def _read_training_end(self) -> dict[str, Any]:
@@ -698,7 +659,7 @@ class Trainer:
             raise ValueError(f"{path}: the weights were trained on dataset {info.get('dataset_sha256')}, this run "
                              f"reads {self.dataset_id.sha256}; resume with the same data")
         raw = self.run_dir / "final_model.pt"
-        if not raw.is_file() or _sha256(raw) != info.get("final_model_sha256"):
+        if not raw.is_file() or sha256_of(raw) != info.get("final_model_sha256"):
             raise CheckpointError(f"{raw}: missing or not the file {path} recorded (sha256 "
                                   f"{info.get('final_model_sha256')}); start the run again with --overwrite")
         return info
@@ -710,7 +671,7 @@ class Trainer:
         assert self.finish_only is not None and self.run_dir is not None
         info = self.finish_only
         raw = self.run_dir / "final_model.pt"
-        state = _load_record(raw, "pgolf final_model.pt", "cpu")
+        state = load_record(raw, "pgolf final_model.pt", "cpu")
         for note in self.out.cut_logs(info.get("log_sizes"), self.log_sizes_at_start):
             self.log(f"resume:{note}")
         self.log(f"resume:training_finished step:{info['steps']} train_time:{info['training_time_ms']:.0f}ms; "
@@ -843,23 +804,3 @@ def batch_tokens_trained(cfg: Config, world_size: int, accum: int) -> int:
     accum)`` tokens (the loaders' rule), so a batch that does not divide is rounded down."""
     return cfg.train.train_batch_tokens // (world_size * accum) * world_size * accum
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_record(path: Path, kind: str, map_location: Any) -> Any:
-    """A checkpoint or final_model.pt, or one line naming the file when it is damaged or truncated."""
-    from pgolf.core.safe_load import UnsafeFileError
-    try:
-        return load_plain(path, name=path, kind=kind, map_location=map_location)
-    except UnsafeFileError:
-        raise
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot be read as a {kind} ({type(exc).__name__}: {first}); the file is "
-                              f"damaged or truncated; restore it, or start the run again with --overwrite") from None
