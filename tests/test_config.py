@@ -132,3 +132,47 @@ def test_export_level_is_checked_per_compressor_at_config_time(compressor, level
     else:
         with pytest.raises(ConfigError, match=rf"export\.level: .*{compressor}.*got {level}"):
             apply_overrides(Config(), overrides)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.seed=-1", "train.seed: expected an integer in [0, 4294967295], got -1"),
+    ("train.seed=4294967296", "train.seed: expected an integer in [0, 4294967295]"),
+    ("optim.adam_eps=-1", "optim.adam_eps: expected > 0"),
+    ("optim.adam_eps=0", "optim.adam_eps: expected > 0"),
+    ("optim.matrix_lr=inf", "optim.matrix_lr: expected a finite number, got inf"),
+    ("optim.scalar_lr=nan", "optim.scalar_lr: expected a finite number, got nan"),
+    ("model.rope_base=0", "model.rope_base: expected > 0"),
+    ("model.qk_gain_init=nan", "model.qk_gain_init: expected a finite number, got nan"),
+    ("model.tied_embed_init_std=-1", "model.tied_embed_init_std: expected >= 0"),
+    ("model.logit_softcap=inf", "model.logit_softcap: expected a finite number"),
+    ("model.bos_id=-2", "model.bos_id: expected -1 (none) or a token id"),
+    ("optim.embed_weight_decay=-inf", "optim.embed_weight_decay: expected a finite number"),
+    ("train.max_wallclock_seconds=inf", "train.max_wallclock_seconds: expected a finite number"),
+    ("schedule.warmdown_frac=nan", "schedule.warmdown_frac: expected a finite number"),
+    ("averaging.swa_start_lr_scale=inf", "averaging.swa_start_lr_scale: expected a finite number"),
+    ("export.gptq_damp=nan", "export.gptq_damp: expected a finite number"),
+    ("qat.start_frac=nan", "qat.start_frac: expected a finite number"),
+])
+def test_nonsense_numbers_are_refused_at_config_time_naming_the_key(override, needle):
+    """Each of these passed the config checks before and failed later (or trained on NaNs) without naming it."""
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(Config(), [override])
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["export.prune_frac_mlp=-1.0", "optim.embed_weight_decay=-1.0",
+                                      "model.bos_id=-1", "train.seed=0", "train.seed=4294967295",
+                                      "model.tied_embed_init_std=0", "optim.adam_eps=1e-12"])
+def test_sentinels_and_edge_values_stay_allowed(override):
+    apply_overrides(Config(), [override])
+
+
+def test_every_committed_run_config_still_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "runs").rglob("config.json"))
+    assert configs, "no committed runs found"
+    for path in configs:
+        Config.from_json(path)  # raises ConfigError naming the file on a refused value
+    for name in PRESETS:
+        get_preset(name)

@@ -327,7 +327,7 @@ def test_default_dataset_per_vocab_size_cli_build_and_config_resolution(vocab, t
         resolve_dataset(cfg.data, 1024)
 
     docs = default_corpus_documents()[:60]
-    monkeypatch.setattr(build_mod.corpus, "default_corpus_documents", lambda verbatim=False: docs)
+    monkeypatch.setattr(build_mod.corpus, "default_corpus_documents", lambda verbatim=False, data=None: docs)
     parser = argparse.ArgumentParser(prog="pgolf")
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["data", "build", "--vocab-size", str(vocab)])
@@ -344,4 +344,94 @@ def test_vocab_size_the_text_cannot_reach_is_a_clear_error(tmp_path):
     src.write_text("\n\n".join(default_corpus_documents()[:8]), encoding="utf-8")
     with pytest.raises(BuildError, match=r"has \d+ pieces, not vocab_size=8192; use more text or a smaller vocab_size"):
         build_dataset([src], tmp_path / "ds", vocab_size=8192)
+    assert not (tmp_path / "ds").exists()
+
+
+def _paragraph_text(docs) -> str:
+    return "\n\n".join(docs)
+
+
+@pytest.mark.parametrize("change", ["rewritten", "vanished"])
+def test_sources_are_hashed_and_parsed_from_one_read(tmp_path, monkeypatch, change):
+    """A source rewritten or deleted right after the build first reads it: the manifest's sha256 and the
+    tokenized documents must still come from the same bytes. Before, the build read each file twice (hash,
+    then parse; a folder was even listed twice), so the manifest listed the old hash over the new text, or a
+    vanished file's hash over shards without it."""
+    from pathlib import Path
+
+    docs = default_corpus_documents()[:40]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(_paragraph_text(docs[:20]), encoding="utf-8")
+    (src / "b.txt").write_text(_paragraph_text(docs[20:]), encoding="utf-8")
+    original = {p.name: p.read_bytes() for p in src.iterdir()}
+    reference = build_dataset([src], tmp_path / "reference", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+
+    real_read_bytes = Path.read_bytes
+
+    def read_then_change(self):
+        data = real_read_bytes(self)
+        if self.parent == src and self.name == "b.txt" and self.exists():
+            if change == "rewritten":
+                self.write_text(_paragraph_text(default_corpus_documents()[100:120]), encoding="utf-8")
+            else:
+                self.unlink()
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_change)
+    out = build_dataset([src], tmp_path / "ds", vocab_size=VOCAB, shard_tokens=SHARD_TOKENS)
+    monkeypatch.undo()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(Path(r["path"]).name, r["sha256"]) for r in manifest["sources"]] == [
+        (name, hashlib.sha256(data).hexdigest()) for name, data in sorted(original.items())]
+    expected = json.loads((reference / "manifest.json").read_text())
+    assert manifest["files"] == expected["files"]  # the very shards and tokenizer of the bytes it lists
+
+
+def test_binary_looking_sources_are_refused_unless_allowed(tmp_path, capsys):
+    """ASCII-range binary files decode as UTF-8; before, they were tokenized without a word."""
+    import argparse
+
+    from pgolf.data.cli import register
+
+    text = _paragraph_text(default_corpus_documents()[:12])
+    rng = np.random.default_rng(0)
+    nul = tmp_path / "with_nul.txt"
+    nul.write_bytes(text.encode() + b"\x00" + text.encode())
+    control = tmp_path / "controls.txt"
+    control.write_bytes(bytes(rng.integers(0, 128, 200_000, dtype=np.uint8).tolist()).replace(b"\x00", b"A"))
+    for path, why in ((nul, r"1 NUL byte"), (control, r"\d+\.\d% control bytes")):
+        with pytest.raises(BuildError, match=rf"{path.name}: looks like a binary file, not text \({why}.*--allow-binary"):
+            build_dataset([path], tmp_path / "ds", vocab_size=VOCAB)
+    assert not (tmp_path / "ds").exists()
+    assert build_mod.binary_reason(text.encode() + b"\t\f\v\r\n" * 100) is None  # whitespace controls are text
+
+    parser = argparse.ArgumentParser(prog="pgolf")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "build", str(control), "--out", str(tmp_path / "ds"), "--vocab-size", "384"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "controls.txt: looks like a binary file" in err
+    args = parser.parse_args(["data", "build", str(nul), "--out", str(tmp_path / "ds"), "--vocab-size", "384",
+                              "--allow-binary", "--shard-tokens", "20000"])
+    assert args.func(args) == 0 and (tmp_path / "ds" / "manifest.json").is_file()
+
+
+def test_vocab_size_below_the_characters_is_one_line_naming_what_is_needed(tmp_path, capsys):
+    """SentencePiece's INTERNAL RuntimeError (a traceback through the CLI before) becomes one line."""
+    import argparse
+
+    from pgolf.data.cli import register
+
+    src = tmp_path / "few.txt"
+    src.write_text(_paragraph_text(default_corpus_documents()[:8]), encoding="utf-8")
+    with pytest.raises(BuildError, match=r"vocab_size=20 is too small for these sources: the tokenizer needs at "
+                                         r"least (\d+) pieces .*use --vocab-size \1 or more"):
+        build_dataset([src], tmp_path / "ds", vocab_size=20)
+    parser = argparse.ArgumentParser(prog="pgolf")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "build", str(src), "--out", str(tmp_path / "ds"), "--vocab-size", "20"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vocab_size=20 is too small" in err
     assert not (tmp_path / "ds").exists()

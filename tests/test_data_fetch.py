@@ -6,9 +6,12 @@ import hashlib
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
@@ -57,6 +60,8 @@ class Hub:
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.log, self.cut_once = files, [], set()
+        self.faults: dict[str, str] = {}  # repo path -> "wrong" | "short" | "drop" | "stall" | "500", every request
+        self.stall_s = 2.0
         self.other_repos: dict[str, dict[str, bytes]] = {}  # repo id -> its files, served beside REPO's
         self.repos_asked: list[str] = []  # the repo of each request, in the order of ``log``
         hub = self
@@ -79,7 +84,12 @@ class Hub:
             def _headers(self, status, body, rel, start=0):
                 self.send_response(status)
                 self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                if rel.endswith((".bin", ".model")):  # as the hub serves LFS files: sha256 and size of the bytes
+                    self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+                    self.send_header("X-Linked-Size", str(len(body)))
+                    self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                else:  # files kept in git: the git blob sha1
+                    self.send_header("ETag", f'"{hashlib.sha1(b"blob %d" % len(body) + bytes(1) + body).hexdigest()}"')
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(len(body) - start))
                 if status == 206:
@@ -98,9 +108,33 @@ class Hub:
                     self.end_headers()
                     return
                 body, rel = found
+                fault = hub.faults.get(rel)
+                if fault == "500":
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 self._headers(206 if start else 200, body, rel, start)
                 if not send_body:
+                    return
+                if fault == "wrong":  # the announced size, other bytes
+                    self.wfile.write(body[start:-1] + bytes([body[-1] ^ 0xFF]))
+                    return
+                if fault == "short":  # Content-Length larger than what is sent, then a clean close
+                    self.wfile.write(body[start:-100])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if fault == "drop":  # connection reset half-way through the body
+                    self.wfile.write(body[start : start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                if fault == "stall":  # headers, then nothing for longer than the client waits
+                    time.sleep(hub.stall_s)
+                    self.close_connection = True
                     return
                 if rel in hub.cut_once:  # drop the connection half-way through the body, once
                     hub.cut_once.discard(rel)
@@ -368,3 +402,73 @@ def test_cli_fetch_sp8192_defaults_to_the_records_repo(hub, record_export, tmp_p
     assert {repo for repo in hub.repos_asked if repo} == {RECORD_REPO}  # (huggingface_hub may also ask /api/...)
     tok = "datasets/tokenizers/fineweb_8192_bpe.model"
     assert _local(tmp_path / "data", tok).read_bytes() == record_export[tok]
+
+
+@pytest.fixture()
+def fast_retries(monkeypatch):
+    """huggingface_hub retries a broken body 5 times, sleeping 1 s each, and waits 10 s for an answer: shrink
+    both so that the failure cases below take a second, not a minute."""
+    import types
+
+    import huggingface_hub.constants as hf_constants
+    import huggingface_hub.file_download as hf_download
+
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", 512)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
+    monkeypatch.setattr(hf_constants, "HF_HUB_ETAG_TIMEOUT", 0.3)
+    monkeypatch.setattr(hf_download, "time", types.SimpleNamespace(sleep=lambda s: None, time=time.time))
+
+
+@pytest.mark.parametrize("fault, needle", [
+    ("wrong", r"the download from {url} is not the hub's file \(expected sha256 {sha}, got [0-9a-f]{{64}}\)"),
+    ("short", r"(the download from {url} was cut short|connection to {url} broke)"),
+    ("drop", r"connection to {url} broke \(\w+"),
+    ("stall", r"no answer from {url} in time"),
+    ("500", r"HTTP 500 from {url}"),
+])
+def test_a_bad_download_is_refused_in_one_line_and_a_rerun_recovers(hub, export, tmp_path, fast_retries, fault,
+                                                                     needle):
+    """Wrong bytes under the hub's sha256, a body shorter than its Content-Length, a reset connection, a server
+    that stops answering, an HTTP 500: each is one line naming the file and the URL (and what was expected and
+    got, or the status), nothing lands at the destination, and the same command afterwards fetches the file.
+    Before: wrong bytes were accepted (and hashed into the dataset's identity); a 500 said "check your
+    connection" with no status or URL; drops and timeouts were tracebacks."""
+    target = f"{DS}/fineweb_train_000000.bin"
+    hub.faults[target] = fault
+    out = tmp_path / "data"
+    kwargs = dict(train_shards=1, out_root=out, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    url = f"{hub.url}/datasets/{REPO}/resolve/main/{target}"
+    with pytest.raises(FetchError) as err:
+        fetch(**kwargs)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{target}: ")
+    assert re.search(needle.format(url=re.escape(url), sha=hashlib.sha256(export[target]).hexdigest()), message), message
+    assert not _local(out, target).exists()
+    assert not [p for p in _local(out, target).parent.glob("*.tmp")]
+    del hub.faults[target]
+    fetch(**kwargs)
+    assert _local(out, target).read_bytes() == export[target]
+
+
+def test_wrong_bytes_of_a_git_file_are_refused_by_its_blob_sha1(hub, export, tmp_path, fast_retries):
+    """A file kept in git (the export's manifest.json) is checked against its ETag, the git blob SHA-1."""
+    hub.faults["datasets/manifest.json"] = "wrong"
+    with pytest.raises(FetchError, match=r"datasets/manifest.json: .* \(expected git-sha1 [0-9a-f]{40}, got"):
+        fetch(train_shards=0, out_root=tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+@pytest.mark.slow  # a fresh process (~8 s); the message itself is checked in-process above
+def test_cli_fetch_http_error_is_one_line_with_status_and_url(hub, export, tmp_path):
+    import pgolf
+
+    hub.faults["datasets/manifest.json"] = "500"
+    here = str(Path(pgolf.__file__).resolve().parents[1])
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "pgolf.running.cli", "data", "fetch", "--out", str(tmp_path / "data")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"pgolf data fetch: error: datasets/manifest.json: HTTP 500 from "
+        f"{hub.url}/datasets/{REPO}/resolve/main/datasets/manifest.json"]

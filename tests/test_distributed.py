@@ -130,3 +130,33 @@ def test_two_process_gptq_export_is_the_artifact_every_rank_scores(micro, tmp_pa
     assert main(["eval", str(tmp_path / "ddp"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["val_loss"] == pytest.approx(summary["q_val_loss"], abs=TOLERANCE)
+
+
+@pytest.mark.slow  # two torchrun launches (~20 s)
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(micro, tmp_path):
+    """Only rank 1 gets SIGTERM (before its step 3): the stop is agreed across ranks (a MAX all-reduce per step,
+    as the wallclock stop), so both finish step 4, write one checkpoint together and the run is marked interrupted
+    by SIGTERM; the same launch with --resume then finishes the run. Before: rank 1 died on the signal and
+    torchrun tore the job down (no checkpoint, status left running)."""
+    from pgolf.core.runs import read_status
+
+    cfg = micro(**{"train.grad_accum_steps": 0, "train.iterations": 6})
+    run = tmp_path / "ddp"
+    cfg_path = tmp_path / "ddp.cfg.json"
+    cfg_path.write_text(cfg.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pgolf.running.worker", "--config", str(cfg_path), "--run-dir", str(run)]
+    proc = subprocess.run([*cmd, "--test-fail", "1:3:term"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    status = read_status(run)
+    assert (status["status"], status["signal"], status["checkpoint"]) == ("interrupted", "SIGTERM", True), status
+    log = (run / "train.log").read_text()
+    assert "stop_requested: SIGTERM step:4/6; writing a checkpoint" in log and "step:5/6" not in log
+    import torch
+
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 4
+    proc = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 6 and summary["world_size"] == 2

@@ -129,3 +129,15 @@ def test_plan_only_prints_the_plan_and_writes_no_notebook(notebook, tmp_path, mo
     notebook.write_text(PLANNING.replace("if plan_only:", "if False:"))  # a notebook that ignores plan_only
     assert _cli("notebooks", "run", "03", "-p", "plan_only=True", "--quiet") == 2
     assert "no study stopped at its plan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw", ["__import__('os').system('true')", "[1, 2", "{'micro': [0, 1], 'small': range(3)}"])
+def test_cli_refuses_code_for_a_list_parameter_naming_it(tmp_path, monkeypatch, capsys, raw):
+    """A list/dict parameter takes a Python literal; code or a typo is refused naming the parameter and what
+    was expected (before: ast.literal_eval's "malformed node or string" with no name, or a SyntaxError)."""
+    monkeypatch.setattr(notebooks, "notebooks_dir", lambda: tmp_path)
+    (tmp_path / "04_lists.py").write_text(NOTEBOOK.replace("seeds: int = 2", "seeds: dict = {'micro': [0, 1]}"))
+    assert _cli("notebooks", "run", "04", "-p", f"seeds={raw}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"-p seeds={raw}: expected a Python literal dict like {{'micro': [0, 1]}}" in err

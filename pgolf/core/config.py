@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,23 @@ class ConfigError(ValueError):
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+SEED_MAX = 2**32 - 1  # numpy.random.seed's limit (torch.manual_seed accepts it too)
+
+
+def _check_finite(section: object, name: str) -> None:
+    """Every float field of ``section`` is a finite number (nan and inf pass every ``>`` check and only fail
+    deep inside training, far from the key that caused them)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float):
+            _check(math.isfinite(value), f"{name}.{f.name}", f"expected a finite number, got {value}")
+
+
+def _check_seed(value: object, key: str) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX, key,
+           f"expected an integer in [0, {SEED_MAX}], got {value!r}")
 
 
 # Name substrings of the control tensors (the official CONTROL_TENSOR_NAME_PATTERNS): gains, mixes and gates
@@ -86,6 +104,7 @@ class ModelConfig:
     loop_start_frac: float = 0.5  # looping switches on at this fraction of wallclock (or of iterations)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "model")
         for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
             _check(getattr(self, k) > 0, f"model.{k}", f"expected a positive integer, got {getattr(self, k)}")
         _check(self.model_dim % self.num_heads == 0, "model.num_heads",
@@ -97,6 +116,11 @@ class ModelConfig:
         _check(self.mlp_mult > 0, "model.mlp_mult", f"expected > 0, got {self.mlp_mult}")
         _check(self.mlp_hidden >= 0, "model.mlp_hidden", f"expected >= 0, got {self.mlp_hidden}")
         _check(self.logit_softcap > 0, "model.logit_softcap", f"expected > 0, got {self.logit_softcap}")
+        _check(self.rope_base > 0, "model.rope_base", f"expected > 0 (RoPE base frequency), got {self.rope_base}")
+        _check(self.tied_embed_init_std >= 0, "model.tied_embed_init_std",
+               f"expected >= 0 (a standard deviation), got {self.tied_embed_init_std}")
+        _check(self.proj_init_gain >= 0, "model.proj_init_gain", f"expected >= 0, got {self.proj_init_gain}")
+        _check(self.bos_id >= -1, "model.bos_id", f"expected -1 (none) or a token id, got {self.bos_id}")
         _check(self.bigram_buckets >= 0, "model.bigram_buckets", f"expected >= 0, got {self.bigram_buckets}")
         _check(self.ortho_min_dim >= 0, "model.ortho_min_dim", f"expected >= 0, got {self.ortho_min_dim}")
         _check(self.bos_id < self.vocab_size, "model.bos_id", f"expected < vocab_size, got {self.bos_id}")
@@ -168,6 +192,8 @@ class TrainConfig:
     #                        numerics reference: no float32 rounding for CPU kernels to disagree on)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
+        _check_seed(self.seed, "train.seed")
         for k in ("iterations", "train_batch_tokens", "train_seq_len", "val_batch_size"):
             _check(getattr(self, k) > 0, f"train.{k}", f"expected a positive integer, got {getattr(self, k)}")
         for k in ("grad_accum_steps", "warmup_steps", "val_loss_every", "train_log_every",
@@ -200,12 +226,17 @@ class OptimConfig:
     smear_beta2: float = 0.0  # >0: the SmearGate gate gets its own Adam, betas (beta1, this) (PR #194: 0.99)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "optim")
         for k in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
                   "muon_weight_decay", "adam_weight_decay", "grad_clip_norm"):
             _check(getattr(self, k) >= 0, f"optim.{k}", f"expected >= 0, got {getattr(self, k)}")
         for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2", "smear_beta2"):
             _check(0 <= getattr(self, k) < 1, f"optim.{k}", f"expected in [0, 1), got {getattr(self, k)}")
         _check(self.muon_backend_steps > 0, "optim.muon_backend_steps", "expected > 0")
+        _check(self.muon_momentum_warmup_steps >= 0, "optim.muon_momentum_warmup_steps",
+               f"expected >= 0, got {self.muon_momentum_warmup_steps}")
+        _check(self.adam_eps > 0, "optim.adam_eps", f"expected > 0 (Adam's epsilon), got {self.adam_eps}")
+        # embed_weight_decay < 0 is the sentinel "same as adam_weight_decay"; it only has to be finite (above)
 
 
 @dataclass
@@ -217,6 +248,7 @@ class ScheduleConfig:
     warmdown_cap_frac: float = 0.0  # >0: a wallclock warmdown lasts at most this fraction of the cap (PR #326: 0.5)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "schedule")
         _check(self.warmdown_iters >= 0, "schedule.warmdown_iters", "expected >= 0")
         _check(0 <= self.warmdown_cap_frac <= 1, "schedule.warmdown_cap_frac",
                f"expected in [0, 1], got {self.warmdown_cap_frac}")
@@ -242,6 +274,7 @@ class QATConfig:
     cast_first: bool = False  # quantize weight.to(activation dtype) (bf16 under autocast) as PR #128; off: fp32
 
     def __post_init__(self) -> None:
+        _check_finite(self, "qat")
         _check(0 <= self.start_frac < 1, "qat.start_frac", f"expected in [0, 1), got {self.start_frac}")
         self.scope = tuple(self.scope)
         bad = sorted(set(self.scope) - set(QAT_CLASSES))
@@ -267,6 +300,7 @@ class AveragingConfig:
     ema_decay: float = 0.997
 
     def __post_init__(self) -> None:
+        _check_finite(self, "averaging")
         _check(self.swa_every > 0, "averaging.swa_every", "expected > 0")
         _check(self.swa_min_snapshots >= 1, "averaging.swa_min_snapshots",
                f"expected >= 1, got {self.swa_min_snapshots}")
@@ -319,6 +353,7 @@ class ExportConfig:
     require_fit: bool = False
 
     def __post_init__(self) -> None:
+        _check_finite(self, "export")
         for k in ("bits_attn", "bits_mlp", "bits_other"):
             _check(getattr(self, k) in BITS, f"export.{k}", f"expected one of {BITS}, got {getattr(self, k)}")
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")

@@ -3,7 +3,7 @@ checkpoint and artifact. Every file is written atomically (temp file, fsync, ren
 a finished run is never overwritten silently; a failed run is marked failed, never mistaken for a finished one.
 
 Run states in ``status.json``: ``running`` (with the writer's pid, host and start time), ``finished``,
-``failed`` and ``interrupted`` (Ctrl-C). A process that dies without a word (SIGKILL, power loss) leaves
+``failed`` and ``interrupted`` (Ctrl-C or SIGTERM). A process that dies without a word (SIGKILL, power loss) leaves
 ``running`` behind; :func:`read_status` reports such a run as ``interrupted`` when its pid is gone from this
 host. That state is derived when reading and never written back (a reader must not race a writer); the
 recorded value stays in ``recorded_status``. One process at a time owns a run folder: the trainer (rank 0)
@@ -40,6 +40,7 @@ from pgolf.core.records import read_status_record
 
 STATUS_FILE = "status.json"
 CHECKPOINT = "checkpoint.pt"
+TRAINING_END = "training_end.json"  # beside final_model.pt until the run finishes: --resume exports and scores it
 
 
 class RunExistsError(RuntimeError):
@@ -179,8 +180,9 @@ def prepare_run_dir(path: Path, *, resume: bool = False, overwrite: bool = False
     if not resume:
         raise RunExistsError(f"{path}: run exists with status {state!r}; pass --resume to continue from its "
                              f"checkpoint or --overwrite to start again")
-    if not (path / CHECKPOINT).exists():
-        raise RunExistsError(f"{path}: --resume given but the run has no {CHECKPOINT} (train.checkpoint_every=0?)")
+    if not (path / CHECKPOINT).exists() and not (path / TRAINING_END).exists():
+        raise RunExistsError(f"{path}: --resume given but the run has no {CHECKPOINT} (train.checkpoint_every=0?) "
+                             f"and its training did not end ({TRAINING_END})")
     return path
 
 

@@ -30,9 +30,12 @@ cuts the log and metrics rows the interrupted attempt wrote after its checkpoint
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
+import json
 import math
 import random
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -63,7 +66,7 @@ from pgolf.core.model.layers import CastedLinear, Rotary
 from pgolf.core.ownership import process_identity
 from pgolf.core.qat import QATController, assign_qat_specs
 from pgolf.core.run_data import check_eval_fits, load_data
-from pgolf.core.runs import CHECKPOINT, RunWriter, claim_run_dir, environment
+from pgolf.core.runs import CHECKPOINT, TRAINING_END, RunWriter, claim_run_dir, environment
 from pgolf.core.runtime import (  # noqa: F401 - re-exported: the trainer's process, as tools import it
     Dist,
     grad_accum_steps,
@@ -72,10 +75,17 @@ from pgolf.core.runtime import (  # noqa: F401 - re-exported: the trainer's proc
     setup_dist,
     use_compile,
 )
-from pgolf.core.safe_load import load_plain
+from pgolf.core.stopping import (  # noqa: F401 - StopRequested/CheckpointError re-exported
+    CheckpointError,
+    StopRequested,
+    StopSignals,
+    load_record,
+    sha256_of,
+)
 
 # Bumped when the checkpoint layout changes; v2: RNG states as tensors and plain values (weights-only loading).
 CHECKPOINT_FORMAT = "pgolf_checkpoint_v2"
+TRAINING_END_FORMAT = "pgolf_training_end_v1"
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
@@ -128,11 +138,14 @@ class TrainerHooks:
     or return a float that replaces this step's LR scale (NaN poisons the weights), or None to keep the
     schedule's. ``clock_skew_ms`` is added to this process's elapsed training time where the QAT switch reads it,
     so that a test can make ranks disagree about time; the LR schedule and the wallclock cap keep the real clock.
+    ``before_export()`` is called after the weights are saved and before export and final scoring (a fault there
+    leaves a run whose training finished: ``--resume`` exports and scores it).
     """
 
     on_step: Callable[[int, int], None] | None = None
     before_step: Callable[[int], float | None] | None = None
     clock_skew_ms: float = 0.0
+    before_export: Callable[[], None] | None = None  # called once training ended, before export (a fault there)
 
 
 @dataclass(frozen=True)
@@ -172,9 +185,12 @@ class Trainer:
         if self.d.device.type == "cpu":
             torch.set_num_threads(cfg.train.num_threads or 1)
         self.accum = grad_accum_steps(cfg, self.d.world_size)
+        self.batch_tokens_trained = batch_tokens_trained(cfg, self.d.world_size, self.accum)
         self.compiled = use_compile(cfg, self.d.device)
         self.model: nn.Module | None = None  # the compiled / DDP wrapper, built by setup_model
         self.is_setup = False
+        self.stop_signals = StopSignals()  # SIGTERM handling while run() runs
+        self.finish_only: dict[str, Any] | None = None  # resume of a run whose training ended (training_end.json)
         # Last, so that nothing after it can fail and leave the lock held: close() releases it.
         self.lock, stale = (claim_run_dir(self.run_dir, resume=resume) if self.d.master and self.run_dir is not None
                             else (None, []))
@@ -200,8 +216,12 @@ class Trainer:
         (``--resume`` continues from the last checkpoint), else ``failed`` with the error."""
         if isinstance(exc, KeyboardInterrupt):
             has_ck = self.run_dir is not None and (self.run_dir / CHECKPOINT).exists()
-            self.out.status("interrupted", rank=self.d.rank, error="KeyboardInterrupt", checkpoint=has_ck)
-            self.log(f"run_interrupted rank:{self.d.rank} checkpoint:{int(has_ck)}")
+            trained = self.run_dir is not None and (self.run_dir / TRAINING_END).exists()
+            why = exc.signal_name if isinstance(exc, StopRequested) else "KeyboardInterrupt"
+            self.out.status("interrupted", rank=self.d.rank, error=why, checkpoint=has_ck, training_finished=trained,
+                            **({"signal": why} if isinstance(exc, StopRequested) else {}))
+            self.log(f"run_interrupted rank:{self.d.rank} by:{why} checkpoint:{int(has_ck)}"
+                     + (" training_finished:1" if trained else ""))
         else:
             self.out.status("failed", rank=self.d.rank, error=f"{type(exc).__name__}: {exc}")
             self.log(f"run_failed rank:{self.d.rank} error:{type(exc).__name__}: {exc}")
@@ -329,7 +349,9 @@ class Trainer:
         if t.warmup_steps > 0 and not self.resume:
             self.compile_ms = self._prime(self.loader)
             self.loader = self._make_loader()
-        if self.resume:
+        if self.resume and self.run_dir is not None and (self.run_dir / TRAINING_END).exists():
+            self.finish_only = self._read_training_end()
+        elif self.resume:
             self.steps_done, self.training_time_ms = self._restore()
         self.is_setup = True
 
@@ -468,26 +490,54 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """:meth:`setup`, the training loop (validation cadence, checkpoints, the wallclock stop agreed across
         ranks), :meth:`finish`; returns the summary."""
-        self.setup()
-        t = self.cfg.train
-        self._clock_start()
-        while True:
-            last = self.steps_done == t.iterations or (self.stop_after is not None
-                                                        and self.steps_done >= self.stop_after)
-            if last or (t.val_loss_every > 0 and self.steps_done % t.val_loss_every == 0):
-                self.evaluate()
-            if last:
-                if self.stop_after is not None and self.steps_done < t.iterations:
-                    self.log(f"stopping_early: wallclock_cap train_time:{self.training_time_ms:.0f}ms "
-                             f"step:{self.steps_done}/{t.iterations}")
-                break
-            r = self.step()
-            if t.checkpoint_every and r.step % t.checkpoint_every == 0:
-                self.checkpoint()
-            if self.wallclock_reached() and self.stop_after is None:  # every rank joins the all-reduce every step
-                self.stop_after = r.step
-        self._clock_stop(count=False)  # training ended with the last validation
-        return self.finish()
+        with self.stop_signals as stop:
+            self.setup()
+            if self.finish_only is not None:
+                return self.finish_from_raw()
+            t = self.cfg.train
+            self._clock_start()
+            stop.deferred = True  # SIGTERM from here on: stop at a step boundary, agreed across ranks
+            while True:
+                last = self.steps_done == t.iterations or (self.stop_after is not None
+                                                            and self.steps_done >= self.stop_after)
+                if last or (t.val_loss_every > 0 and self.steps_done % t.val_loss_every == 0):
+                    self.evaluate()
+                if last:
+                    if self.stop_after is not None and self.steps_done < t.iterations:
+                        self.log(f"stopping_early: wallclock_cap train_time:{self.training_time_ms:.0f}ms "
+                                 f"step:{self.steps_done}/{t.iterations}")
+                    break
+                r = self.step()
+                checkpointed = bool(t.checkpoint_every and r.step % t.checkpoint_every == 0)
+                if checkpointed:
+                    self.checkpoint()
+                stop_now, cap_reached = self.agreed_stops(stop.received is not None)  # every rank, every step
+                if stop_now:
+                    self.log(f"stop_requested: {signal.Signals(stop.received or signal.SIGTERM).name} "
+                             f"step:{r.step}/{t.iterations}; writing a checkpoint")
+                    if not checkpointed:
+                        self.checkpoint()
+                    raise StopRequested(stop.received or signal.SIGTERM)
+                if cap_reached and self.stop_after is None:
+                    self.stop_after = r.step
+            stop.deferred = False
+            if stop.received is not None:  # came during the last step: finish() stops once the weights are saved
+                self.log(f"stop_requested: {signal.Signals(stop.received).name} after the last step")
+            self._clock_stop(count=False)  # training ended with the last validation
+            return self.finish()
+
+    def agreed_stops(self, requested_here: bool) -> tuple[bool, bool]:
+        """(whether any rank was asked to stop (SIGTERM), whether any rank's training time reached the cap): one
+        MAX all-reduce of both flags, so that all ranks stop after the same step (and write the same checkpoint
+        together); :meth:`wallclock_reached` is the second flag alone."""
+        cap_s = self.cfg.training_cap_seconds
+        reached = cap_s > 0 and self.elapsed_ms() >= 1000.0 * cap_s
+        if not self.d.distributed:
+            return requested_here, reached
+        flags = torch.tensor([int(requested_here), int(reached)], device=self.d.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        requested, reached = flags.tolist()
+        return bool(requested), bool(reached)
 
     def wallclock_reached(self) -> bool:
         """Whether the training time reached the cap (:attr:`Config.training_cap_seconds`) on any rank (a MAX
@@ -533,7 +583,7 @@ class Trainer:
     def _restore(self) -> tuple[int, float]:
         assert self.run_dir is not None
         path = self.run_dir / CHECKPOINT
-        ck = load_plain(path, name=path, kind="pgolf checkpoint", map_location=self.d.device)
+        ck = load_record(path, "pgolf checkpoint", self.d.device)
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
             raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found format {found!r}); it was written "
@@ -581,22 +631,92 @@ class Trainer:
         self.loop.for_evaluation()
         # A copy: on CPU .cpu() would alias the parameters, which the artifact round trip overwrites.
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
+        averaged = avg is not None
         if cfg.train.save_raw_model:  # first, so that a failing export or evaluation loses nothing
-            self._save_raw(state)
+            self._save_raw(state, averaged)
         try:
-            return self._score_and_export(state, averaged=avg is not None)
+            if self.stop_signals.received is not None:  # SIGTERM during the last step: stop with the weights saved
+                raise StopRequested(self.stop_signals.received)
+            summary = self._score_and_export(state, averaged=averaged)
         except BaseException:
             if not cfg.train.save_raw_model:
-                self._save_raw(state, note=" (train.save_raw_model=false, kept because export or scoring failed)")
+                self._save_raw(state, averaged,
+                               note=" (train.save_raw_model=false, kept because export or scoring failed)")
             raise
+        if self.d.master and self.run_dir is not None:
+            (self.run_dir / TRAINING_END).unlink(missing_ok=True)  # the run is finished: nothing left to resume
+        return summary
 
-    def _save_raw(self, state: dict[str, torch.Tensor], note: str = "") -> None:
+    def _save_raw(self, state: dict[str, torch.Tensor], averaged: bool, note: str = "") -> None:
+        """``final_model.pt``, and beside it ``training_end.json``: what :meth:`finish_from_raw` needs to export
+        and score these weights on ``--resume`` without training again (removed when the run finishes)."""
         if self.d.master and self.run_dir is not None:
             self.out.torch_save("final_model.pt", state)
             self.log(f"Serialized model: {(self.run_dir / 'final_model.pt').stat().st_size} bytes{note}")
+            self.out.json(TRAINING_END, {
+                "format": TRAINING_END_FORMAT, "steps": self.steps_done, "training_time_ms": self.training_time_ms,
+                "compile_priming_ms": self.compile_ms, "averaged": averaged,
+                "averaged_snapshots": self.averager.count, "qat_step": self.qat.qat_step,
+                "loop_step": self.loop.loop_step, "loop_active": self.loop.active,
+                "last_val": dataclasses.asdict(self.last_val) if self.last_val is not None else None,
+                "final_model_sha256": sha256_of(self.run_dir / "final_model.pt"), "config": self.cfg.to_dict(),
+                "dataset_sha256": self.dataset_id.sha256, "log_sizes": self.out.log_sizes()})
+
+    def _read_training_end(self) -> dict[str, Any]:
+        assert self.run_dir is not None
+        path = self.run_dir / TRAINING_END
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: cannot be read ({exc}); start the run again with --overwrite") from None
+        if not isinstance(info, dict) or info.get("format") != TRAINING_END_FORMAT:
+            raise CheckpointError(f"{path}: not a {TRAINING_END_FORMAT} record")
+        try:
+            same = Config.from_dict(info.get("config") or {}).to_dict() == self.cfg.to_dict()  # JSON: lists for tuples
+        except ValueError:
+            same = False
+        if not same:
+            raise ValueError(f"{path}: saved config differs from this run's; resume with the same config "
+                             f"(see {self.run_dir / 'config.json'})")
+        if info.get("dataset_sha256") != self.dataset_id.sha256:
+            raise ValueError(f"{path}: the weights were trained on dataset {info.get('dataset_sha256')}, this run "
+                             f"reads {self.dataset_id.sha256}; resume with the same data")
+        raw = self.run_dir / "final_model.pt"
+        if not raw.is_file() or sha256_of(raw) != info.get("final_model_sha256"):
+            raise CheckpointError(f"{raw}: missing or not the file {path} recorded (sha256 "
+                                  f"{info.get('final_model_sha256')}); start the run again with --overwrite")
+        return info
+
+    def finish_from_raw(self) -> dict[str, Any]:
+        """``--resume`` of a run whose training ended but whose export or scoring did not: the saved
+        ``final_model.pt`` is exported and scored as :meth:`finish` would have, without a training step (the
+        log rows the interrupted export wrote are cut, as a resume cuts rows after its checkpoint)."""
+        assert self.finish_only is not None and self.run_dir is not None
+        info = self.finish_only
+        raw = self.run_dir / "final_model.pt"
+        state = load_record(raw, "pgolf final_model.pt", "cpu")
+        for note in self.out.cut_logs(info.get("log_sizes"), self.log_sizes_at_start):
+            self.log(f"resume:{note}")
+        self.log(f"resume:training_finished step:{info['steps']} train_time:{info['training_time_ms']:.0f}ms; "
+                 f"exporting and scoring {raw.name}")
+        self.steps_done, self.training_time_ms = info["steps"], info["training_time_ms"]
+        self.compile_ms = info["compile_priming_ms"]
+        self.averager.count = info["averaged_snapshots"]
+        self.qat.qat_step = info["qat_step"]
+        self.loop.load_state_dict({"loop_step": info["loop_step"], "loop_active": info["loop_active"]})
+        self.last_val = EvalResult(**info["last_val"]) if info["last_val"] is not None else None
+        self.base.load_state_dict(state, strict=True)
+        self.qat.switch_off()
+        self.loop.for_evaluation()
+        summary = self._score_and_export(state, averaged=info["averaged"])
+        if self.d.master:
+            (self.run_dir / TRAINING_END).unlink(missing_ok=True)
+        return summary
 
     def _score_and_export(self, state: dict[str, torch.Tensor], averaged: bool) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
+        if self.hooks.before_export is not None:
+            self.hooks.before_export()
         step, training_time_ms = self.steps_done, self.training_time_ms
         # Official scoring reuses the last periodic validation when the weights are still those it saw.
         pre = self.last_val if not averaged and self.official_eval and self.last_val is not None else None
@@ -643,7 +763,7 @@ class Trainer:
         summary = {
             "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step,
             "train_time_ms": training_time_ms,
-            "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * cfg.train.train_batch_tokens,
+            "step_avg_ms": training_time_ms / max(step, 1), "tokens_seen": step * self.batch_tokens_trained,
             "compile_priming_ms": self.compile_ms, "model_params": self.n_params, "seed": cfg.train.seed,
             "init_seed": cfg.train.seed, "init_seeding": cfg.model.init_seeding, "data_order": cfg.data.order,
             "data_order_seed": cfg.data.order_seed,
@@ -700,3 +820,10 @@ def release_dist(trainer: Trainer) -> None:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - best effort on the way out
         pass
+
+
+def batch_tokens_trained(cfg: Config, world_size: int, accum: int) -> int:
+    """Tokens one optimizer step trains on: each rank's micro-batch is ``train_batch_tokens // (world_size *
+    accum)`` tokens (the loaders' rule), so a batch that does not divide is rounded down."""
+    return cfg.train.train_batch_tokens // (world_size * accum) * world_size * accum
+

@@ -22,6 +22,12 @@ Text normalization (``normalize``, recorded in the manifest and part of the cach
   fallback), so decoding a document's tokens gives its text back exactly (a literal U+2581, SentencePiece's
   space mark, comes back as a space).
 
+Sources are read once each: the manifest's SHA-256 of a file and the documents tokenized come from the same
+bytes, so a file that changes or vanishes during a build cannot be listed under bytes it no longer has. A
+source that looks binary (a NUL byte, or over 1% control bytes: :func:`binary_reason`) is refused naming the
+file unless ``allow_binary`` (``--allow-binary``); a ``vocab_size`` below what the train text needs (one piece
+per distinct character plus the byte-fallback and special pieces) is refused naming the least that works.
+
 Split rule: a document goes to validation when the first 8 hex digits of the SHA-256 of its UTF-8
 text, read as an integer and divided by 2**32, are below ``val_fraction``. The split depends only
 on the document itself, so it is stable when documents are added, removed or reordered, and
@@ -55,6 +61,7 @@ once they are a day old (no build takes that long).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -134,55 +141,96 @@ def _check_normalize(normalize: str) -> str:
     return normalize
 
 
-def _read_text(path: Path, verbatim: bool = False) -> str:
-    """UTF-8 text; ``verbatim`` keeps ``\r\n`` and ``\r`` (read_text would turn them into ``\n``)."""
+# Binary-looking sources: a NUL byte, or more than this share of control bytes (C0 controls other than tab,
+# newline, vertical tab, form feed and carriage return, and DEL). UTF-8 text of any language has none of
+# them; an ASCII-range binary file (an executable's strings, a database page, a packed array) decodes as
+# UTF-8 and would otherwise be tokenized without a word.
+BINARY_CONTROL_SHARE = 0.01
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+
+
+def binary_reason(data: bytes) -> str | None:
+    """Why ``data`` looks like a binary file rather than text (None: it looks like text)."""
+    nul = data.count(0)
+    if nul:
+        return f"{nul} NUL byte(s)"
+    control = len(data) - len(data.translate(None, _CONTROL_BYTES))
+    if data and control / len(data) > BINARY_CONTROL_SHARE:
+        return f"{control / len(data):.1%} control bytes (more than {BINARY_CONTROL_SHARE:.0%})"
+    return None
+
+
+def read_sources(sources: list[Path] | None, allow_binary: bool = False) -> list[tuple[Path | None, bytes]]:
+    """Each input file's bytes, read once: the build hashes exactly these bytes (:func:`source_records`) and
+    parses exactly these bytes (:func:`documents_from`), so a file that changes or vanishes while the build
+    runs cannot make the manifest list other bytes than those tokenized. ``None``: the embedded corpus.
+    A binary-looking file (:func:`binary_reason`) is refused unless ``allow_binary``."""
+    if sources is None:
+        return [(None, corpus.corpus_path().read_bytes())]
+    read = []
+    for path in _source_files(sources):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BuildError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        why = None if allow_binary else binary_reason(data)
+        if why:
+            raise BuildError(f"{path}: looks like a binary file, not text ({why}); "
+                             "pass --allow-binary to build from it anyway")
+        read.append((path, data))
+    return read
+
+
+def _decode(path: Path, data: bytes, verbatim: bool = False) -> str:
+    """UTF-8 text; ``verbatim`` keeps ``\r\n`` and ``\r`` (universal newlines would turn them into ``\n``)."""
     try:
-        return path.read_bytes().decode("utf-8") if verbatim else path.read_text(encoding="utf-8")
+        return data.decode("utf-8") if verbatim else corpus.decode_text(data)
     except UnicodeDecodeError as exc:
-        raise BuildError(f"{path}: not UTF-8 text ({exc})") from exc
+        raise BuildError(f"{path}: not UTF-8 text ({exc})") from None
 
 
-def _jsonl_documents(path: Path) -> list[str]:
+def _jsonl_documents(path: Path, data: bytes) -> list[str]:
     docs = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BuildError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise BuildError(f"{path}:{lineno}: expected a JSON object with a string \"text\" key")
-            if obj["text"]:
-                docs.append(obj["text"])
+    for lineno, line in enumerate(io.StringIO(_decode(path, data)), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise BuildError(f"{path}:{lineno}: expected a JSON object with a string \"text\" key")
+        if obj["text"]:
+            docs.append(obj["text"])
     return docs
 
 
-def source_records(sources: list[Path] | None) -> list[dict]:
-    """One provenance record (with sha256) per input file; the cache key is built from these."""
+def source_records(sources: list[Path] | None, read: list[tuple[Path | None, bytes]] | None = None) -> list[dict]:
+    """One provenance record (with sha256) per input file; the cache key is built from these. ``read``: the
+    bytes :func:`read_sources` returned (None reads them here)."""
+    read = read_sources(sources) if read is None else read
     if sources is None:
-        return [corpus.corpus_source()]
-    records = []
-    for path in _source_files(sources):
-        data = path.read_bytes()
-        records.append({"path": str(path.resolve()), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    return records
+        return [corpus.corpus_source(read[0][1])]
+    return [{"path": str(path.resolve()), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for path, data in read]
 
 
-def load_documents(sources: list[Path] | None, normalize: str = "paragraphs") -> list[str]:
-    """The documents of ``sources`` in a fixed order (file order, then order inside each file)."""
+def load_documents(sources: list[Path] | None, normalize: str = "paragraphs",
+                   read: list[tuple[Path | None, bytes]] | None = None) -> list[str]:
+    """The documents of ``sources`` in a fixed order (file order, then order inside each file), parsed from
+    ``read`` (the bytes :func:`read_sources` returned; None reads them here)."""
     verbatim = _check_normalize(normalize) == "none"
+    read = read_sources(sources) if read is None else read
     if sources is None:
-        return corpus.default_corpus_documents(verbatim=verbatim)
+        return corpus.default_corpus_documents(verbatim=verbatim, data=read[0][1])
     docs: list[str] = []
-    for path in _source_files(sources):
+    for path, data in read:
         if path.suffix.lower() == ".jsonl":
-            docs.extend(_jsonl_documents(path))
+            docs.extend(_jsonl_documents(path, data))
         elif verbatim:
-            docs.extend(corpus.split_verbatim(_read_text(path, verbatim=True)))
+            docs.extend(corpus.split_verbatim(_decode(path, data, verbatim=True)))
         else:
-            docs.extend(corpus.pack_paragraphs(corpus.paragraphs(_read_text(path))))
+            docs.extend(corpus.pack_paragraphs(corpus.paragraphs(_decode(path, data))))
     if not docs:
         raise BuildError(f"no non-empty documents in {', '.join(str(s) for s in sources)}")
     return docs
@@ -330,8 +378,10 @@ def build_dataset(
     force: bool = False,
     normalize: str = "paragraphs",
     shuffle_seed: int | None = DEFAULT_SHUFFLE_SEED,
+    allow_binary: bool = False,
 ) -> Path:
-    """Build (or return the cached) dataset folder; see the module docstring for every rule."""
+    """Build (or return the cached) dataset folder; see the module docstring for every rule. ``allow_binary``
+    builds from sources that look binary (:func:`binary_reason`), which are refused otherwise."""
     if not 0.0 < val_fraction < 1.0:
         raise BuildError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if shard_tokens <= 0:
@@ -345,7 +395,8 @@ def build_dataset(
     out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir(sources, vocab_size)
     for stale in remove_stale_build_dirs(out_dir):
         print(f"pgolf data: removed {stale} (temp folder of a build that died)", file=sys.stderr)
-    records = source_records(sources)
+    read = read_sources(sources, allow_binary)  # every source read once: hashed and parsed from these bytes
+    records = source_records(sources, read)
     trainer_extra = VERBATIM_TRAINER_OPTIONS if normalize == "none" else {}
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
               "normalize": normalize, "train_shuffle_seed": shuffle_seed,
@@ -357,7 +408,8 @@ def build_dataset(
     if out_dir.exists() and any(out_dir.iterdir()) and (existing or {}).get("format") != MANIFEST_FORMAT:
         raise BuildError(f"refusing to replace {out_dir}: it is not empty and has no pgolf manifest.json; choose another output folder")
 
-    docs = load_documents(sources, normalize)
+    docs = load_documents(sources, normalize, read)
+    del read
 
     is_val = [is_val_document(d, val_fraction) for d in docs]
     n_val = sum(is_val)
@@ -370,8 +422,8 @@ def build_dataset(
     tmp = out_dir.parent / _temp_dir_name(out_dir, "building")
     tmp.mkdir()
     try:
-        model_path = train_sentencepiece((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size,
-                                         **trainer_extra)
+        model_path = _train_tokenizer((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size,
+                                      trainer_extra)
         sp = load_tokenizer(model_path)
         if sp.vocab_size() != vocab_size:
             raise BuildError(
@@ -424,6 +476,25 @@ def build_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+
+
+def _train_tokenizer(texts, prefix: Path, vocab_size: int, trainer_extra: dict) -> Path:
+    """:func:`train_sentencepiece`, its trainer's failures as one line naming the value and what is needed."""
+    try:
+        return train_sentencepiece(texts, prefix, vocab_size, **trainer_extra)
+    except RuntimeError as exc:
+        m = _TOO_SMALL.search(str(exc))
+        if m:
+            raise BuildError(
+                f"vocab_size={vocab_size} is too small for these sources: the tokenizer needs at least {m[2]} pieces "
+                f"(one per distinct character of the train text plus the byte-fallback and special pieces); "
+                f"use --vocab-size {m[2]} or more") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(f"SentencePiece could not train a vocab_size={vocab_size} tokenizer on these sources: "
+                         f"{first}") from None
 
 
 def _temp_dir_name(out_dir: Path, kind: str) -> str:

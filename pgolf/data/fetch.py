@@ -13,8 +13,13 @@ and tokenizers at ``<remote_root>/tokenizers/``. Locally (``out_root``, default 
 they land in the official layout: ``manifest.json``, ``datasets/fineweb10B_sp1024/``, ``tokenizers/``.
 All validation shards and the first ``train_shards`` training shards are fetched.
 
-Files go through ``hf_hub_download`` (its cache, then hard-linked or copied into place through a
-temp file and rename). A file already in place is skipped if it checks out: shards must have a
+Files go through ``hf_hub_download`` (its cache, then hard-linked or copied to a temp file beside the
+destination, checked, and renamed into place). The check is against the hub's own word on the file, asked by a
+HEAD request: its size and its hash (``X-Linked-Etag``, the SHA-256 of an LFS file, or the ``ETag`` of a file kept
+in git, its git blob SHA-1). A download that differs is removed from the cache and fetched once more; if it differs
+again the fetch stops with one line naming the file, the URL, what was expected and what came, and nothing is
+written at the destination. A failed request (an HTTP error status, a timeout, a dropped connection) is one line
+naming the file, the URL and the status or what broke. A file already in place is skipped if it checks out: shards must have a
 valid header, a size matching it, and the token count the manifest implies (``shard_size`` for
 every shard but the last of a split; val shards summing to ``tokens_val``); a tokenizer ``.model``
 must load. A file that fails is fetched again. Within one call huggingface_hub resumes a broken
@@ -37,8 +42,10 @@ the first download, rather than trusting huggingface_hub to refuse paths that le
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -120,8 +127,40 @@ def local_path_for_remote(remote_path: str, remote_root: str, out_root: Path) ->
     return out_root.joinpath(*parts)
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Hard-link (or copy) ``src`` to ``dest`` through a temp name in the same folder, then rename."""
+@dataclass(frozen=True)
+class HubFile:
+    """What the hub says a file is: its URL, size and the hash in its ``X-Linked-Etag`` (LFS files: the
+    SHA-256 of the bytes) or ``ETag`` (files kept in git: the git blob SHA-1)."""
+
+    url: str
+    size: int | None
+    etag: str | None
+
+    def digest_kind(self) -> str | None:
+        if self.etag and re.fullmatch(r"[0-9a-f]{64}", self.etag):
+            return "sha256"
+        if self.etag and re.fullmatch(r"[0-9a-f]{40}", self.etag):
+            return "git-sha1"
+        return None  # another ETag form: only the size can be checked
+
+    def mismatch(self, path: Path) -> str | None:
+        """Why ``path``'s bytes are not this file (None: size and hash match)."""
+        size = path.stat().st_size
+        if self.size is not None and size != self.size:
+            return f"expected {self.size} bytes, got {size}"
+        kind = self.digest_kind()
+        if kind is None:
+            return None
+        h = hashlib.sha256() if kind == "sha256" else hashlib.sha1(b"blob %d\0" % size)
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return None if h.hexdigest() == self.etag else f"expected {kind} {self.etag}, got {h.hexdigest()}"
+
+
+def _place(src: Path, dest: Path, hub_file: HubFile, remote_path: str) -> None:
+    """Hard-link (or copy) ``src`` to a temp name beside ``dest``, check it against the hub, then rename into
+    place: a file that is not the hub's (wrong or missing bytes) never reaches ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -129,9 +168,61 @@ def _place(src: Path, dest: Path) -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
+        why = hub_file.mismatch(tmp)
+        if why:
+            raise DownloadMismatch(f"{remote_path}: the download from {hub_file.url} is not the hub's file ({why}); "
+                                   f"nothing written to {dest}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DownloadMismatch(FetchError):
+    """The downloaded bytes differ from the size or hash the hub announced."""
+
+
+def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(timeout errors, other connection errors) of the HTTP client huggingface_hub uses."""
+    timeouts: list[type] = []
+    transport: list[type] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        timeouts.append(mod.TimeoutException)
+        transport.append(mod.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
+def hub_error(exc: BaseException, remote_path: str, url: str) -> FetchError | None:
+    """One line for a failed request to the hub, naming the file, the URL and the HTTP status or what broke
+    (None: not a network error). huggingface_hub hides a failed HEAD behind "check your connection" (the
+    original is its ``__cause__``)."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    timeouts, transport = _transport_errors()
+    seen = exc
+    while isinstance(seen, (LocalEntryNotFoundError, ValueError)) and seen.__cause__ is not None:
+        seen = seen.__cause__
+    if isinstance(seen, HfHubHTTPError) and seen.response is not None:
+        try:
+            where = str(seen.response.request.url)
+        except RuntimeError:  # a response built without its request
+            where = url
+        return FetchError(f"{remote_path}: HTTP {seen.response.status_code} from {where}")
+    if isinstance(seen, timeouts):
+        return FetchError(f"{remote_path}: no answer from {url} in time ({type(seen).__name__}: {seen}); "
+                          "run the same command again to resume")
+    if isinstance(seen, transport):
+        return FetchError(f"{remote_path}: connection to {url} broke ({type(seen).__name__}: {seen}); "
+                          "run the same command again to resume")
+    if isinstance(seen, OSError) and "Consistency check failed" in str(seen):
+        return FetchError(f"{remote_path}: the download from {url} was cut short ({str(seen).splitlines()[0]}); "
+                          "run the same command again to resume")
+    if isinstance(seen, LocalEntryNotFoundError):
+        return FetchError(f"{remote_path}: cannot reach {url} ({str(seen).splitlines()[0]})")
+    return None
 
 
 class _Downloader:
@@ -156,27 +247,49 @@ class _Downloader:
             except (ShardError, FetchError) as exc:
                 print(f"pgolf data fetch: {exc}; downloading it again", file=sys.stderr)
         parent, name = Path(remote_path).parent.as_posix(), Path(remote_path).name
-        for attempt in range(2):  # a second, forced download if the cached copy fails the check
-            cached = hf_hub_download(
-                repo_id=self.repo_id,
-                filename=name,
-                subfolder=None if parent in ("", ".") else parent,
-                repo_type="dataset",
-                revision=self.revision,
-                endpoint=self.endpoint,
-                cache_dir=self.cache_dir,
-                force_download=attempt > 0,
-            )
-            _place(Path(cached).resolve(strict=True), dest)
+        hub_file = self.hub_file(remote_path)
+        for attempt in range(2):  # a second, forced download if the cached copy fails a check
             try:
+                cached = hf_hub_download(
+                    repo_id=self.repo_id,
+                    filename=name,
+                    subfolder=None if parent in ("", ".") else parent,
+                    repo_type="dataset",
+                    revision=self.revision,
+                    endpoint=self.endpoint,
+                    cache_dir=self.cache_dir,
+                    force_download=attempt > 0,
+                )
+            except Exception as exc:
+                if (err := hub_error(exc, remote_path, hub_file.url)) is None:
+                    raise
+                raise err from None
+            blob = Path(cached).resolve(strict=True)
+            try:
+                _place(blob, dest, hub_file, remote_path)
                 if check:
                     check(dest)
                 break
-            except (ShardError, FetchError):
+            except (ShardError, FetchError) as exc:
+                if isinstance(exc, DownloadMismatch):
+                    blob.unlink(missing_ok=True)  # never served from the cache again
                 if attempt:
                     raise
         self.result.downloaded.append(dest)
         return dest
+
+    def hub_file(self, remote_path: str) -> HubFile:
+        """The hub's URL, size and hash of ``remote_path`` (a HEAD request)."""
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(self.repo_id, remote_path, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
+        try:
+            meta = get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, endpoint=self.endpoint)
+        except Exception as exc:
+            if (err := hub_error(exc, remote_path, url)) is None:
+                raise
+            raise err from None
+        return HubFile(url=url, size=meta.size, etag=meta.etag)
 
 
     def same_as_cached(self, remote_path: str) -> Callable[[Path], None]:

@@ -232,7 +232,12 @@ def _cli_params(pairs: list[str], names: list[str]) -> dict:
         if isinstance(default, str):
             params[key] = raw  # a string default keeps "123" a string (papermill's -r)
         elif isinstance(default, (list, tuple, dict)):
-            params[key] = ast.literal_eval(raw)
+            try:
+                params[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise NotebookParameterError(
+                    f"-p {key}={raw}: expected a Python literal {type(default).__name__} like {default!r} "
+                    "(numbers, strings, lists, dicts; no names or calls)") from None
         else:
             params[key] = parse_value(raw)
     return params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import select
@@ -77,16 +78,22 @@ def _add_config_args(p: argparse.ArgumentParser, presets: bool = True) -> None:
     p.set_defaults(config_items=presets, config=None)
 
 
-def interrupted(path: Path) -> int:
-    """Ctrl-C during a run: one line saying where the run is and how to go on; exit code 130 (SIGINT)."""
-    from pgolf.core.runs import CHECKPOINT
-    if (path / CHECKPOINT).exists():
+def interrupted(path: Path, exc: BaseException | None = None) -> int:
+    """Ctrl-C or SIGTERM during a run: one line saying where the run is and how to go on; exit code 130 (SIGINT)
+    or 128 + the signal's number (143 for SIGTERM), as a shell reports a process stopped by it."""
+    from pgolf.core.runs import CHECKPOINT, TRAINING_END
+    signum = getattr(exc, "signum", signal.SIGINT)
+    by = f" by {signal.Signals(signum).name}" if signum != signal.SIGINT else ""
+    if (path / TRAINING_END).exists():
+        how = (f"training had finished; export and score final_model.pt with: pgolf train --config "
+               f"{shlex.quote(str(path / 'config.json'))} --run-dir {shlex.quote(str(path))} --resume")
+    elif (path / CHECKPOINT).exists():
         how = (f"continue with: pgolf train --config {shlex.quote(str(path / 'config.json'))} "
                f"--run-dir {shlex.quote(str(path))} --resume")
     else:
         how = "it has no checkpoint (train.checkpoint_every=0), so start it again with --overwrite"
-    print(f"pgolf: interrupted: run folder {path}; {how}", file=sys.stderr)
-    return 130
+    print(f"pgolf: interrupted{by}: run folder {path}; {how}", file=sys.stderr)
+    return 128 + int(signum)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -105,8 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     prepare_run_dir(path, resume=args.resume, overwrite=args.overwrite)
     try:
         summary = train(cfg, path, resume=args.resume, labels=labels, hooks=hooks)
-    except KeyboardInterrupt:
-        return interrupted(path)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (pgolf.core.train.StopRequested)
+        return interrupted(path, exc)
     print(json.dumps({k: summary[k] for k in ("val_bpb", "q_val_bpb", "artifact_bytes", "total_bytes")}))
     print(f"run folder: {path}")
     return 0
@@ -130,8 +137,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     try:
         with progress(cfg.train.iterations) as on_step:
             s = train(cfg, path, labels=labels, hooks=TrainerHooks(on_step=on_step))
-    except KeyboardInterrupt:
-        return interrupted(path)
+    except KeyboardInterrupt as exc:
+        return interrupted(path, exc)
     unigram = manifest.get("unigram_val_bpb")
     print("\n== pgolf quickstart ==")
     print(f"val_bpb before quantization: {s['val_bpb']:.4f}")
@@ -240,9 +247,19 @@ def _dispatch(argv: list[str] | None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:  # SubmitError is a ValueError
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pgolf: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # e.g. PGOLF_OUT on a read-only file system, a full disk, a folder without write permission
+        print(f"pgolf: error: {e.filename}: {e.strerror or e} (runs go under PGOLF_OUT={os.environ.get('PGOLF_OUT', '')!r} "
+              f"or --run-dir; it must be writable)" if e.errno in _WRITE_ERRNOS else
+              f"pgolf: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"pgolf: interrupted{'' if signum == signal.SIGINT else ' by ' + signal.Signals(signum).name}",
+              file=sys.stderr)
+        return 128 + int(signum)
     except Exception as e:  # noqa: BLE001
         from pgolf.core.accounting import OverCapError
         from pgolf.core.runs import RunExistsError
@@ -253,6 +270,9 @@ def _dispatch(argv: list[str] | None) -> int:
             print(f"pgolf: run failed: {e}", file=sys.stderr)
             return 1
         raise
+
+
+_WRITE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,6 +268,11 @@ def finalize(run_dir: Path, exit_code: int, torchrun_text: str = "", mark: bool 
         if mark:
             mark_interrupted(run_dir)
         return 130, f"interrupted: run folder {run_dir} marked interrupted; continue with the same command and --resume"
+    recorded = read_status(run_dir) or {}
+    if status == "interrupted" and recorded.get("signal"):  # the ranks stopped together on SIGTERM, checkpointed
+        signum = getattr(signal, recorded["signal"], signal.SIGTERM)
+        return 128 + int(signum), (f"interrupted by {recorded['signal']}: run folder {run_dir} marked interrupted "
+                                   f"by the trainer; continue with the same command and --resume")
     if exit_code == 0:
         exit_code = 1
         failure = RankFailure(0, f"every rank exited 0 but the run status is {status!r}")
@@ -336,6 +341,7 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     nproc, nnodes = _opt(args, "nproc_per_node", 1), _opt(args, "nnodes", 1)
     node_rank, resume = _opt(args, "node_rank", 0), bool(_opt(args, "resume", False))
     env_overrides = parse_env(_opt(args, "env", []))
+    check_world_size(cfg, nproc * nnodes)  # what every rank would refuse, refused here (dry runs too)
     if _opt(args, "slurm"):
         return write_slurm(cfg, run_dir, args, env_overrides)
     cmd = torchrun_command(run_dir, nproc_per_node=nproc, nnodes=nnodes, node_rank=node_rank,
@@ -395,6 +401,20 @@ def dry_run(cfg: Config, run_dir: Path, cmd: list[str], env_overrides: dict[str,
     print("pasted, the command runs the job; `pgolf train` without --dry-run also records launch.json and names "
           "a failing rank")
     return 0
+
+
+def check_world_size(cfg: Config, world_size: int) -> None:
+    """The refusals a rank makes at start-up for this world size, made before anything is launched: the
+    official gradient-accumulation rule (8 must divide by the world size unless ``train.grad_accum_steps``
+    is set) and each rank's micro-batch being a whole number of ``train.train_seq_len`` sequences."""
+    from pgolf.core.runtime import grad_accum_steps
+    accum = grad_accum_steps(cfg, world_size)
+    t = cfg.train
+    local = t.train_batch_tokens // (world_size * accum)
+    if local <= 0 or local % t.train_seq_len:
+        raise ValueError(f"train.train_batch_tokens={t.train_batch_tokens} gives each of the {world_size} ranks "
+                         f"{local} tokens per micro-step (// world_size * grad_accum_steps={accum}), which must be a "
+                         f"positive multiple of train.train_seq_len={t.train_seq_len}")
 
 
 def check_data(cfg: Config) -> str:

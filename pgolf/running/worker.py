@@ -13,9 +13,10 @@ ablation engine's arm and seed; ``pgolf train --labels-json`` passes them on) an
 injections, which :func:`hooks_from_args` turns into :class:`pgolf.core.train.TrainerHooks` (``pgolf train`` passes
 them on to every rank; never use them in a real run):
 
-- ``--test-fail RANK:STEP:MODE`` (RANK a rank or ``all``; MODE ``raise``, ``interrupt``, ``kill`` or ``nan``):
-  before rank RANK trains step STEP (0-based, that is after STEP optimizer steps and the checkpoint of step
-  STEP) it raises a RuntimeError, raises KeyboardInterrupt (as Ctrl-C), SIGKILLs itself, or takes that step
+- ``--test-fail RANK:STEP:MODE`` (RANK a rank or ``all``; MODE ``raise``, ``interrupt``, ``kill``, ``nan`` or
+  ``term``): before rank RANK trains step STEP (0-based, that is after STEP optimizer steps and the checkpoint of
+  step STEP) it raises a RuntimeError, raises KeyboardInterrupt (as Ctrl-C), SIGKILLs itself, sends itself
+  SIGTERM (as a scheduler; the step is still taken, then every rank stops), or takes that step
   with a NaN learning rate (its weights turn NaN, so the train loss of the next step is NaN and the trainer
   raises NonFiniteLossError).
 - ``--test-clock-skew RANK:MS``: rank RANK's QAT and loop switches read its elapsed training time MS milliseconds ahead
@@ -44,7 +45,7 @@ from pgolf.core.config import Config
 from pgolf.core.runs import atomic_write_json
 from pgolf.core.train import TrainerHooks
 
-FAIL_MODES = ("raise", "interrupt", "kill", "nan")
+FAIL_MODES = ("raise", "interrupt", "kill", "nan", "term")
 
 
 def parse_test_fail(spec: str) -> tuple[str, int, str]:
@@ -95,6 +96,9 @@ def _fault(rank: int, fail_step: int, mode: str):
             raise KeyboardInterrupt  # as Ctrl-C would
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "term":  # as a scheduler would; the trainer stops after this step
+            os.kill(os.getpid(), signal.SIGTERM)
+            return None
         return float("nan")  # this step's LR scale
     return before_step
 
