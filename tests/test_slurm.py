@@ -29,6 +29,7 @@ REASON = slurm_unavailable_reason()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 ARMS = {"swiglu": {"model.mlp": "swiglu"}}
+WAIT = 600  # seconds for each stage: generous, the scheduler and the runs share 2 CPUs with the rest of the suite
 SETTINGS = {"poll_seconds": 0.5, "max_parallel": 2, "cpus_per_task": 1, "margin_seconds": 60}
 
 
@@ -78,28 +79,39 @@ def scenario(small_dataset, tmp_path_factory):
     reference.start()
     first = Call(scale, root)
     first.start()
+    threads, job = [reference, first], None
     state = study_dir / STATE_DIR / STATE_FILE
-    _until(lambda: state.is_file(), 120)
-    (job,) = json.loads(state.read_text())["jobs"]
-    job_id, names = job["job_id"], job["runs"]
-    second = Call(scale, root)  # the notebook run again while the first is waiting: attaches
-    second.start()
-    _until(lambda: any("attached to" in m for m in second.logs), 120)
-    cancelled = f"{job_id}_3"  # pending (2 tasks at a time)
-    subprocess.run(["scancel", cancelled], check=True)
-    requeued, run_a = f"{job_id}_0", study_dir / names[0]
-    _until(lambda: (run_a / "checkpoint.pt").exists(), 120, 0.1)
-    subprocess.run(["scontrol", "requeue", requeued], check=True)
-    # SLURM holds a requeued job for a while (BeginTime); release it at once, as a scheduler would after preemption
-    _until(lambda: subprocess.run(["scontrol", "update", f"JobId={requeued}", "StartTime=now"],
-                                  capture_output=True).returncode == 0 and queue(job["job_name"]).get(requeued)
-           in ("PENDING", "RUNNING"), 60, 0.5)
-    first.join(300)
-    second.join(300)
-    jobs_after_attach = json.loads(state.read_text())["jobs"]
-    third = Call(scale, root)  # the notebook run once more: resubmits only the cancelled run
-    third.run()
-    reference.join(300)
+    try:
+        _until(lambda: state.is_file(), WAIT)
+        (job,) = json.loads(state.read_text())["jobs"]
+        job_id, names = job["job_id"], job["runs"]
+        second = Call(scale, root)  # the notebook run again while the first is waiting: attaches
+        second.start()
+        threads.append(second)
+        _until(lambda: any("attached to" in m for m in second.logs), WAIT)
+        cancelled = f"{job_id}_3"  # pending (2 tasks at a time)
+        subprocess.run(["scancel", cancelled], check=True)
+        requeued, run_a = f"{job_id}_0", study_dir / names[0]
+        _until(lambda: (run_a / "checkpoint.pt").exists(), WAIT, 0.1)
+        subprocess.run(["scontrol", "requeue", requeued], check=True)
+        # SLURM holds a requeued job for a while (BeginTime); release it at once, as a scheduler would after preemption
+        _until(lambda: subprocess.run(["scontrol", "update", f"JobId={requeued}", "StartTime=now"],
+                                      capture_output=True).returncode == 0 and queue(job["job_name"]).get(requeued)
+               in ("PENDING", "RUNNING"), WAIT, 0.5)
+        first.join(WAIT)
+        second.join(WAIT)
+        jobs_after_attach = json.loads(state.read_text())["jobs"]
+        third = Call(scale, root)  # the notebook run once more: resubmits only the cancelled run
+        third.run()
+        reference.join(WAIT)
+    except BaseException:
+        # Nothing of the scenario may outlive it: its threads compute behaviour fingerprints in this process (which
+        # set and restore the global RNG and thread count), so a thread left running would change later tests.
+        if job is not None:
+            subprocess.run(["scancel", "--name", job["job_name"]], capture_output=True)
+        for t in threads:
+            t.join(WAIT)
+        raise
     return {"first": first, "second": second, "third": third, "local": local["table"], "job_id": job_id, "names": names,
             "cancelled": cancelled, "requeued": requeued, "study_dir": study_dir, "jobs_after_attach": jobs_after_attach,
             "jobs": json.loads(state.read_text())["jobs"]}
