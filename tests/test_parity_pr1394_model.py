@@ -89,6 +89,13 @@ def test_names_shapes_and_loop_order_equal_the_records(rec):
     assert [b.ln_scale for b in ours.blocks] == [b.ln_scale_factor for b in theirs.blocks]
 
 
+def test_parameter_registration_order_equals_the_records(rec):
+    """clip_grad_norm_ sums the parameters' norms in registration order: the same order as the record's, so the
+    grad-clip norm is summed in the same order (the preset's docstring says so)."""
+    theirs, ours = both(rec)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_same_seed_init_equals_the_records(rec, seed):
     theirs, ours = both(rec, seed)

@@ -299,6 +299,9 @@ class ExportConfig:
     gptq_reserve_seconds: float = 12.0
     scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
+    # scale_floor=false: floor the scale at 1e-10, so a row with clip / qmax < 6.1e-5 keeps an fp16 subnormal
+    # scale (PR #1394's GPTQ); off: floored at fp16's smallest normal (pgolf: a relative grid for tiny rows)
+    scale_subnormal: bool = False
     keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
     # model.control_patterns the export does NOT store as control tensors (they take the ordinary rules:
     # small -> fp16, large -> int); reproduces PR #194's export list, which lacks "smear"
@@ -327,6 +330,8 @@ class ExportConfig:
         _check(self.clip != "sdclip" or not self.scale_floor, "export.scale_floor",
                "export.clip=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma clip "
                "of every row whose std is below 1/sigmas)")
+        _check(not (self.scale_subnormal and self.scale_floor), "export.scale_subnormal",
+               "export.scale_subnormal=true needs export.scale_floor=false (the 1/qmax floor is far above it)")
         _check(self.gptq_damp >= 0, "export.gptq_damp", f"expected >= 0, got {self.gptq_damp}")
         _check(self.gptq_block_size >= 1, "export.gptq_block_size", f"expected >= 1, got {self.gptq_block_size}")
         _check(self.gptq_calibration_batches >= 1, "export.gptq_calibration_batches",
@@ -352,7 +357,10 @@ class ExportConfig:
 class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
-    tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    # drop: official (non-overlapping: the tail shorter than seq_len unscored; sliding windows still reach the
+    # end of the stream); score: non-overlapping windows score the tail too; truncate: the stream is first cut
+    # to a multiple of the eval seq_len (PR #1394's validation loader), so sliding windows skip the tail as well
+    tail: Literal["drop", "score", "truncate"] = "drop"
     window_rule: Literal["once", "rescore_tail", "full_windows"] = "once"  # sliding: each target once, PR #128's
     #   tail rule, or PR #326's full windows only (its tail unscored)
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length

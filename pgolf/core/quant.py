@@ -39,6 +39,9 @@ class QuantSpec:
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # the scale the codes are computed with
     stored: bool = True
     clip_sigmas: float = 0.0  # sdclip: clip each row at clip_sigmas * its standard deviation
+    # stored specs without the 1/qmax floor: floor the scale at 1e-10 and let fp16 round it to a subnormal
+    # (PR #1394's GPTQ scale) instead of at fp16's smallest normal (pgolf)
+    subnormal: bool = False
 
     @property
     def qmax(self) -> int:
@@ -65,7 +68,8 @@ def tensor_class(name: str) -> TensorClass:
 def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     bits = {"attn": cfg.bits_attn, "mlp": cfg.bits_mlp}.get(cls, cfg.bits_other)
     sigmas = (cfg.sdclip_sigmas_embed if cls == "embed" else cfg.sdclip_sigmas_matrix) if cfg.clip == "sdclip" else 0.0
-    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas)
+    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas,
+                     subnormal=cfg.scale_subnormal)
 
 
 def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) -> bool:
@@ -132,14 +136,16 @@ def row_scale(clip_abs: Tensor, spec: QuantSpec) -> Tensor:
     """Per-row scale in fp32 (fp16-representable when ``spec.scale_dtype == "fp16"``).
 
     Floors: 1/qmax (official); else fp16's smallest normal for stored scales (PR #314's
-    ``clamp_min(1e-12).half().clamp_min(fp16 tiny)`` gives the same value); else, for fp32 QAT
-    quantizers, ``max(clip, 1e-12) / qmax`` as in the PRs' fake quantizers.
+    ``clamp_min(1e-12).half().clamp_min(fp16 tiny)`` gives the same value), or with ``spec.subnormal``
+    1e-10 (PR #1394: rows whose clip / qmax is below 6.1e-5 keep an fp16 subnormal scale, and one below
+    ~3e-8 a zero scale); else, for fp32 QAT quantizers, ``max(clip, 1e-12) / qmax`` as in the PRs' fake
+    quantizers.
     """
     qmax = spec.qmax
     if spec.scale_floor:
         scale = (clip_abs / qmax).clamp_min(1.0 / qmax)
     elif spec.stored:
-        scale = (clip_abs / qmax).clamp_min(torch.finfo(torch.float16).tiny)
+        scale = (clip_abs / qmax).clamp_min(1e-10 if spec.subnormal else torch.finfo(torch.float16).tiny)
     else:
         scale = clip_abs.clamp_min(1e-12) / qmax
     if spec.scale_dtype == "fp16":
