@@ -74,7 +74,7 @@ ENV_KEYS: dict[str, str] = {
     "SWA_EVERY": "averaging.swa_every",
     "BIGRAM_BUCKETS": "model.bigram_buckets",
     "BIGRAM_DIM": "model.bigram_dim",
-    # PR #1394's names (its loop range LOOP_START/LOOP_END/NUM_LOOPS has no mapping: use model.loop_layers etc.)
+    # PR #1394's names (its loop range LOOP_START/LOOP_END/NUM_LOOPS: ENV_LOOP, read together)
     "XSA_LAST_N": "model.xsa_last_n",
     "ROPE_DIMS": "model.rope_dims",
     "LN_SCALE": "model.ln_scale_by_depth",
@@ -85,6 +85,13 @@ ENV_KEYS: dict[str, str] = {
     "ADAM_WD": "optim.adam_weight_decay",
     "EMBED_WD": "optim.embed_weight_decay",
     "EMA_DECAY": "averaging.ema_decay",
+    "GPTQ_RESERVE_SECONDS": "export.gptq_reserve_seconds",
+    "GPTQ_CALIBRATION_BATCHES": "export.gptq_calibration_batches",
+    "MATRIX_CLIP_SIGMAS": "export.sdclip_sigmas_matrix",
+    "EMBED_CLIP_SIGMAS": "export.sdclip_sigmas_embed",
+    "COMPRESSOR": "export.compressor",
+    # PR #1855's (record 2026-04-27) names
+    "VAL_BATCH_TOKENS": "train.val_batch_size",
 }
 
 
@@ -155,11 +162,50 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
         return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
     if name == "QAT_FRACTION":
         return _env_qat_fraction(name, value)
+    if name == "MATRIX_BITS":  # the records': every int matrix but the embedding (attention and MLP here)
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
+    if name == "EMBED_BITS":  # the records' embedding: pgolf's embed/head class takes export.bits_other
+        return {"export.bits_other": _env_quant_bits(name, value)}
     raise KeyError(name)
 
 
 ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
-               "QAT_FRACTION")
+               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS")
+
+# The records' depth recurrence (PR #1394, #1855): blocks LOOP_START..LOOP_END (inclusive) run NUM_LOOPS extra
+# times; NUM_LOOPS=0 turns it off (the records then ignore the range).
+ENV_LOOP = ("LOOP_START", "LOOP_END", "NUM_LOOPS")
+
+
+def _env_int(name: str, value: str, minimum: int) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise _env_error(name, value, f"expected an integer >= {minimum}") from None
+    if n < minimum:
+        raise _env_error(name, value, f"expected an integer >= {minimum}")
+    return n
+
+
+def _env_loop(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``LOOP_START``/``LOOP_END``/``NUM_LOOPS`` -> ``model.loop_layers`` and ``model.loop_count``."""
+    out: dict[str, Any] = {}
+    if "NUM_LOOPS" in environ:
+        out["model.loop_count"] = _env_int("NUM_LOOPS", environ["NUM_LOOPS"], 0)
+        if out["model.loop_count"] == 0:
+            return {"model.loop_count": 0, "model.loop_layers": ()}
+    given = [n for n in ("LOOP_START", "LOOP_END") if n in environ]
+    if len(given) == 1:
+        other = "LOOP_END" if given[0] == "LOOP_START" else "LOOP_START"
+        raise _env_error(given[0], environ[given[0]], f"set {other} too (the loop range is LOOP_START..LOOP_END, "
+                                                      "inclusive)")
+    if given:
+        start, end = _env_int("LOOP_START", environ["LOOP_START"], 0), _env_int("LOOP_END", environ["LOOP_END"], 0)
+        if end < start:
+            raise _env_error("LOOP_END", environ["LOOP_END"], f"expected >= LOOP_START={start}")
+        out["model.loop_layers"] = tuple(range(start, end + 1))
+    return out
 
 
 def _env_mapped(name: str, value: str) -> dict[str, Any]:
@@ -174,10 +220,15 @@ def _env_mapped(name: str, value: str) -> dict[str, Any]:
 def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
     out: dict[str, tuple[Any, str]] = {}
+    groups: list[tuple[str, dict[str, Any]]] = []
     for name in (*ENV_SPECIAL, *ENV_KEYS):
-        if name not in environ:
-            continue
-        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        if name in environ:
+            groups.append((name, _env_special(name, environ[name]) if name in ENV_SPECIAL
+                           else _env_mapped(name, environ[name])))
+    loop_names = [n for n in ENV_LOOP if n in environ]
+    if loop_names:
+        groups.append((loop_names[-1], _env_loop(environ)))
+    for name, parsed in groups:
         for key, value in parsed.items():
             if key in out and out[key][0] != value:
                 other = out[key][1]
@@ -201,8 +252,11 @@ def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
         out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
     except ConfigError as e:
         key = str(e).split(":", 1)[0]
-        if key in sources:
-            name = sources[key][1]
+        # the loop range and count are checked together: an error on one names the loop variable that was set
+        loop_keys = [k for k in ("model.loop_layers", "model.loop_count") if k in sources]
+        source_key = loop_keys[0] if key in ("model.loop_layers", "model.loop_count") and loop_keys else key
+        if source_key in sources:
+            name = sources[source_key][1]
             raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
         raise
     if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:
