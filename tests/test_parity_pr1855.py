@@ -58,3 +58,57 @@ def test_every_mapped_name_the_record_reads_takes_the_records_value(rec):
     bits = from_env(Config(), {"MATRIX_BITS": str(h.matrix_bits), "EMBED_BITS": str(h.embed_bits)}).export
     assert (bits.bits_attn, bits.bits_mlp, bits.bits_other) == (h.matrix_bits, h.matrix_bits, h.embed_bits)
     assert {"MATRIX_BITS", "EMBED_BITS"} <= set(ENV_SPECIAL)
+
+
+# -- Polar Express Newton-Schulz --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(64, 128), (128, 64), (96, 96)])
+@pytest.mark.parametrize("steps", [3, 5, 7])
+def test_polar_express_orthogonalization_equals_the_records(rec, shape, steps):
+    """optim.muon_ns_coeffs=polar_express: pgolf's Newton-Schulz in bf16 gives the record's output bit for bit,
+    for wide, tall and square matrices, fewer steps than coefficients and more (the record runs all 5 then)."""
+    from pgolf.core.optim import POLAR_EXPRESS_COEFFS, zeropower_via_newtonschulz5
+
+    assert POLAR_EXPRESS_COEFFS == rec._PE_COEFFS
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(steps))
+    theirs = rec.zeropower_via_newtonschulz5(g, steps=steps)
+    ours = zeropower_via_newtonschulz5(g, steps=steps, dtype=torch.bfloat16, coeffs="polar_express")
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    assert torch.equal(ours, theirs)
+    official = zeropower_via_newtonschulz5(g, steps=steps, dtype=torch.bfloat16)
+    assert not torch.equal(official, theirs)
+
+
+# -- MIN_LR: the LR schedule --------------------------------------------------------------------------------
+
+def _records_schedule(h, max_wallclock_ms):
+    """The record's ``training_frac`` and ``lr_mul`` (closures inside its ``train_model``), compiled from its own
+    source with ``h`` and the reserve-shortened ``max_wallclock_ms`` they close over."""
+    tree = ast.parse(Path(PR_PATH).read_text())
+    train = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train_model")
+    defs = [n for n in train.body if isinstance(n, ast.FunctionDef) and n.name in ("training_frac", "lr_mul")]
+    assert len(defs) == 2
+    ns = {"h": h, "max_wallclock_ms": max_wallclock_ms}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), PR_PATH, "exec"), ns)  # noqa: S102
+    return lambda step, elapsed_ms: ns["lr_mul"](ns["training_frac"](step, elapsed_ms))
+
+
+@pytest.mark.parametrize("cap_s", [600.0, 0.0])
+@pytest.mark.parametrize("min_lr", [0.0, 0.1])
+def test_min_lr_schedule_equals_the_records(cap_s, min_lr):
+    """schedule.min_lr_frac (MIN_LR) with schedule.warmdown_frac (WARMDOWN_FRAC) and the GPTQ reserve is the
+    record's rule: 1 before the warmdown, then max((1 - frac) / warmdown_frac, MIN_LR), frac measured against the
+    cap less GPTQ_RESERVE_SECONDS (or iterations without a cap)."""
+    from pgolf.core.optim import lr_multiplier
+
+    env = {"WARMDOWN_FRAC": "0.85", "MIN_LR": str(min_lr), "GPTQ_RESERVE_SECONDS": "0.5",
+           "MAX_WALLCLOCK_SECONDS": str(cap_s), "ITERATIONS": "5000"}
+    with record_pr1855_stubs(), imported_script(PR_PATH, "_pr1855_schedule", env) as mod:
+        h = mod.Hyperparameters()
+    theirs = _records_schedule(h, 1e3 * (cap_s - h.gptq_reserve_seconds) if cap_s > 0 else None)
+    cfg = from_env(apply_overrides(Config(), {"export.quantizer": "gptq"}), env)
+    assert (cfg.schedule.min_lr_frac, cfg.schedule.warmdown_frac) == (min_lr, 0.85)
+    points = [(s, 1e3 * cap_s * s / 5000) for s in range(0, 5200, 37)]
+    diffs = [abs(lr_multiplier(s, ms, cfg) - theirs(s, ms)) for s, ms in points]
+    assert max(diffs) < 1e-12
+    assert min(lr_multiplier(s, ms, cfg) for s, ms in points) == pytest.approx(min_lr, abs=1e-12)

@@ -193,6 +193,9 @@ class OptimConfig:
     adam_weight_decay: float = 0.0  # decoupled WD on the Adam groups (embedding and scalars)
     embed_weight_decay: float = -1.0  # decoupled WD of the token embedding's Adam; < 0: adam_weight_decay
     muon_row_normalize: bool = False  # MuonEq-R (PR #1394): divide each row of the update by its norm before NS
+    # Newton-Schulz coefficients: the official fixed quintic, or Polar Express's per-iteration ones (PR #1855;
+    # at most 5 iterations: muon_backend_steps above 5 still runs 5)
+    muon_ns_coeffs: Literal["official", "polar_express"] = "official"
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
