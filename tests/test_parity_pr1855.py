@@ -112,3 +112,74 @@ def test_min_lr_schedule_equals_the_records(cap_s, min_lr):
     diffs = [abs(lr_multiplier(s, ms, cfg) - theirs(s, ms)) for s, ms in points]
     assert max(diffs) < 1e-12
     assert min(lr_multiplier(s, ms, cfg) for s, ms in points) == pytest.approx(min_lr, abs=1e-12)
+
+
+# -- export: int7, clip sigma per class, int8 gates -----------------------------------------------------------
+
+def _records_h(**kw):
+    base = dict(embed_clip_sigmas=14.0, mlp_clip_sigmas=11.5, attn_clip_sigmas=13.0, matrix_clip_sigmas=12.85,
+                embed_bits=7, matrix_bits=6, gated_attn_quant_gate=True, lqer_enabled=False)
+    return types.SimpleNamespace(**{**base, **kw})
+
+
+def _state_and_hessians(seed: int = 0):
+    """A record-shaped state dict (names as the record's GPT has them) with trained-looking weights, a few
+    rows below fp16's normal scale floor, the sparse gates, small control tensors, and GPTQ Hessians."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"tok_emb.weight": (272, 256), "blocks.0.attn.c_q.weight": (264, 256),
+              "blocks.0.mlp.fc.weight": (264, 256),  # just over the record's 65,536-element threshold
+              "blocks.0.attn.attn_gate_w": (8, 12), "blocks.1.attn.attn_gate_w": (4, 12),
+              "blocks.0.attn_scale": (256,), "skip_weights": (2, 256)}
+    sd = {n: torch.randn(*s, generator=g) * 0.02 for n, s in shapes.items()}
+    sd["blocks.0.mlp.fc.weight"][5] *= 1e-3  # scale ~7e-7 / 31: an fp16 subnormal
+    hs = {}
+    for n, t in sd.items():
+        if t.ndim == 2 and t.numel() > 65536:
+            cols = t.shape[1]
+            x = torch.randn(2 * cols, cols, generator=g)
+            hs[n] = x.T @ x / 2
+    return sd, hs
+
+
+def _pgolf_export(**over):
+    from pgolf.core.config import Config, apply_overrides
+
+    return apply_overrides(Config(), {
+        "export.quantizer": "gptq", "export.clip": "sdclip", "export.scale_floor": False,
+        "export.scale_subnormal": True, "export.scale_dtype": "fp16", "export.bits_attn": 6, "export.bits_mlp": 6,
+        "export.bits_other": 7, "export.sdclip_sigmas_matrix": 12.85, "export.sdclip_sigmas_embed": 14.0,
+        "export.sdclip_sigmas_attn": 13.0, "export.sdclip_sigmas_mlp": 11.5, "export.gate_int8": True,
+        "export.control_fp32": False, **over})
+
+
+def test_int7_per_class_sigmas_and_int8_gates_equal_the_records(rec, capsys):
+    """int7 embedding, int6 matrices with MLP / attention / embedding clip sigmas, and the int8 gate rows:
+    pgolf's quantize_state_dict gives the record's gptq_mixed_quantize codes and scales for every tensor, and
+    its fp16 passthrough for the rest."""
+    from pgolf.core.export import quantize_state_dict
+
+    sd, hs = _state_and_hessians()
+    theirs, meta = rec.gptq_mixed_quantize({k: v.clone() for k, v in sd.items()}, hs, _records_h())
+    cfg = _pgolf_export()
+    obj, report = quantize_state_dict(sd, cfg.export, control=cfg.model.control_patterns, hessians=hs)
+    for name in sd:
+        if meta[name] == "gate_int8_row":
+            assert torch.equal(obj["quantized"][name], theirs[name + ".gq"]), name
+            assert torch.equal(obj["scales"][name], theirs[name + ".gs"]), name
+        elif meta[name].startswith("gptq"):
+            assert meta[name] == f"gptq (int{7 if 'tok_emb' in name else 6})"
+            assert obj["bits"][name] == (7 if "tok_emb" in name else 6)
+            assert torch.equal(obj["quantized"][name], theirs[name + ".q"]), name
+            assert torch.equal(obj["scales"][name], theirs[name + ".scale"]), name
+        else:
+            assert torch.equal(obj["passthrough"][name], theirs[name]), name
+    assert sorted(n for n, m in meta.items() if m == "gate_int8_row") == [
+        "blocks.0.attn.attn_gate_w", "blocks.1.attn.attn_gate_w"]
+    # the per-class sigmas matter: one matrix sigma for all gives other MLP scales
+    one = _pgolf_export(**{"export.sdclip_sigmas_attn": 0.0, "export.sdclip_sigmas_mlp": 0.0})
+    obj1, _ = quantize_state_dict(sd, one.export, control=one.model.control_patterns, hessians=hs)
+    assert not torch.equal(obj1["scales"]["blocks.0.mlp.fc.weight"], theirs["blocks.0.mlp.fc.weight.scale"])
+    # the gates without export.gate_int8: the ordinary small-tensor rule (fp16 here)
+    off = _pgolf_export(**{"export.gate_int8": False})
+    obj0, _ = quantize_state_dict(sd, off.export, control=off.model.control_patterns, hessians=hs)
+    assert "blocks.0.attn.attn_gate_w" in obj0["passthrough"]

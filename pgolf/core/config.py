@@ -227,7 +227,7 @@ class ScheduleConfig:
         _check(0 <= self.min_lr_frac < 1, "schedule.min_lr_frac", f"expected in [0, 1), got {self.min_lr_frac}")
 
 
-BITS = (4, 5, 6, 8)
+BITS = (4, 5, 6, 7, 8)
 QAT_CLASSES = ("attn", "mlp", "other")
 
 
@@ -291,6 +291,12 @@ class ExportConfig:
     clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
     sdclip_sigmas_matrix: float = 12.85  # clip=sdclip: k for every int matrix but the embedding (PR #1394's)
     sdclip_sigmas_embed: float = 20.0  # clip=sdclip: k for the embedding / head class (PR #1394's)
+    sdclip_sigmas_attn: float = 0.0  # clip=sdclip: k for attention matrices; 0: sdclip_sigmas_matrix (PR #1855: 13)
+    sdclip_sigmas_mlp: float = 0.0  # clip=sdclip: k for MLP matrices; 0: sdclip_sigmas_matrix (PR #1855: 11.5)
+    # true: 2-D tensors named *.attn_gate_w of 32..8192 elements are stored as int8 codes with per-row fp16 scales
+    # (row max / 127), before the small-tensor and control rules (PR #1855's GATED_ATTN_QUANT_GATE); false: the
+    # usual rules (control: fp32)
+    gate_int8: bool = False
     # rtn: round to nearest; gptq: full-Hessian GPTQ (PR #1394) for 2-D int tensors with a calibration Hessian
     quantizer: Literal["rtn", "gptq"] = "rtn"
     gptq_damp: float = 0.01  # added to the Hessian's diagonal, as a fraction of its mean diagonal
@@ -330,6 +336,9 @@ class ExportConfig:
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
         for k in ("sdclip_sigmas_matrix", "sdclip_sigmas_embed"):
             _check(getattr(self, k) > 0, f"export.{k}", f"expected > 0, got {getattr(self, k)}")
+        for k in ("sdclip_sigmas_attn", "sdclip_sigmas_mlp"):
+            _check(getattr(self, k) >= 0, f"export.{k}", f"expected >= 0 (0: sdclip_sigmas_matrix), got "
+                                                          f"{getattr(self, k)}")
         _check(self.clip != "sdclip" or not self.scale_floor, "export.scale_floor",
                "export.clip=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma clip "
                "of every row whose std is below 1/sigmas)")

@@ -92,6 +92,9 @@ ENV_KEYS: dict[str, str] = {
     "COMPRESSOR": "export.compressor",
     # PR #1855's (record 2026-04-27) names
     "VAL_BATCH_TOKENS": "train.val_batch_size",
+    "MLP_CLIP_SIGMAS": "export.sdclip_sigmas_mlp",
+    "ATTN_CLIP_SIGMAS": "export.sdclip_sigmas_attn",
+    "GATED_ATTN_QUANT_GATE": "export.gate_int8",
 }
 
 

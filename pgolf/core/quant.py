@@ -65,11 +65,31 @@ def tensor_class(name: str) -> TensorClass:
     return "other"
 
 
+def sdclip_sigmas(cls: str, cfg: ExportConfig) -> float:
+    """k of the SD clip for a tensor class: the embedding's, attention's / MLP's when set (> 0), else the
+    matrices' (PR #1855 clips MLP, attention, other matrices and the embedding at four values)."""
+    if cls == "embed":
+        return cfg.sdclip_sigmas_embed
+    per_class = {"attn": cfg.sdclip_sigmas_attn, "mlp": cfg.sdclip_sigmas_mlp}.get(cls, 0.0)
+    return per_class or cfg.sdclip_sigmas_matrix
+
+
 def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     bits = {"attn": cfg.bits_attn, "mlp": cfg.bits_mlp}.get(cls, cfg.bits_other)
-    sigmas = (cfg.sdclip_sigmas_embed if cls == "embed" else cfg.sdclip_sigmas_matrix) if cfg.clip == "sdclip" else 0.0
+    sigmas = sdclip_sigmas(cls, cfg) if cfg.clip == "sdclip" else 0.0
     return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas,
                      subnormal=cfg.scale_subnormal)
+
+
+# PR #1855's int8 gate rule (export.gate_int8): per-row max / 127, the scale floored at 1e-10 and stored fp16
+GATE_SPEC = QuantSpec(8, clip="amax", scale_floor=False, scale_dtype="fp16", subnormal=True)
+GATE_SUFFIX = ".attn_gate_w"
+GATE_NUMEL = (32, 8192)
+
+
+def is_int8_gate(name: str, t: Tensor, cfg: ExportConfig) -> bool:
+    return (cfg.gate_int8 and name.endswith(GATE_SUFFIX) and t.ndim == 2
+            and GATE_NUMEL[0] <= t.numel() <= GATE_NUMEL[1])
 
 
 def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) -> bool:
@@ -81,13 +101,16 @@ def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) ->
 def plan_tensor(name: str, t: Tensor, cfg: ExportConfig, *, control: tuple[str, ...]) -> TensorPlan:
     """What the export does with one state-dict entry. The order of the checks is the contract:
 
-    non-float -> control (fp32; with ``control_fp32`` before the small-tensor rule, pgolf's fix) ->
-    small (fp16) -> control (records' order) -> ``fp16_patterns`` -> fp16 embedding -> int by class.
+    non-float -> int8 gate (``gate_int8``) -> control (fp32; with ``control_fp32`` before the small-tensor
+    rule, pgolf's fix) -> small (fp16) -> control (records' order) -> ``fp16_patterns`` -> fp16 embedding ->
+    int by class.
     ``control`` is the model's control patterns (``model.control_patterns``): an explicit input, as
     the optimizer and the dtype layout read the same list.
     """
     if not t.is_floating_point():
         return TensorPlan("raw", "nonfloat")
+    if is_int8_gate(name, t, cfg):
+        return TensorPlan("int", "gate", GATE_SPEC)
     is_control = is_export_control(name, cfg, control)
     if is_control and cfg.control_fp32:
         return TensorPlan("fp32", "control")
