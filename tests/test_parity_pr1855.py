@@ -183,3 +183,87 @@ def test_int7_per_class_sigmas_and_int8_gates_equal_the_records(rec, capsys):
     off = _pgolf_export(**{"export.gate_int8": False})
     obj0, _ = quantize_state_dict(sd, off.export, control=off.model.control_patterns, hessians=hs)
     assert "blocks.0.attn.attn_gate_w" in obj0["passthrough"]
+
+
+# -- attention: q/k RMSNorm, the sparse output gate ------------------------------------------------------------
+
+def _flash_sdpa(q, k, v, causal=True):
+    """flash_attn_func's layout (B, T, H, hd) through SDPA (GQA: head h reads kv head h // (H / KV))."""
+    import torch.nn.functional as F
+
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal,
+                                       enable_gqa=q.size(2) != k.size(2))
+    return y.transpose(1, 2)
+
+
+@pytest.mark.parametrize("gate,rope_dims,xsa", [(False, 0, False), (True, 0, False), (True, 8, True)])
+def test_attention_and_sparse_gate_equal_the_records(rec, monkeypatch, gate, rope_dims, xsa):
+    """The record's CausalSelfAttention (banked weights passed in; flash-attention replaced by SDPA in its layout)
+    and pgolf's with the same weights: q/k RMSNorm, partial RoPE, q gain, XSA and the sparse head-output gate
+    sigmoid(scale * W x[:12]) give the same output (float32, CPU)."""
+    from pgolf.core.model.layers import CausalSelfAttention
+
+    monkeypatch.setattr(rec, "flash_attn_3_func", _flash_sdpa)
+    dim, H, KV, T = 64, 4, 2, 24
+    torch.manual_seed(0)
+    theirs = rec.CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, yarn=False, gate_window=12,
+                                     sparse_attn_gate=gate, sparse_attn_gate_scale=0.5)
+    if rope_dims:
+        theirs.rope_dims = rope_dims
+        theirs.rotary = rec.Rotary(dim // H, base=10000.0, train_seq_len=32, rope_dims=rope_dims, yarn=False)
+    theirs.use_xsa = xsa
+    ours = CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, ntk=False, rope_dims=rope_dims, xsa=xsa,
+                               gate_window=12 if gate else 0, gate_scale=0.5)
+    w = {n: torch.randn(*s) / 8 for n, s in (("q", (dim, dim)), ("k", (dim // 2, dim)), ("v", (dim // 2, dim)),
+                                             ("o", (dim, dim)))}
+    with torch.no_grad():
+        ours.c_q.weight.copy_(w["q"]), ours.c_k.weight.copy_(w["k"]), ours.c_v.weight.copy_(w["v"])
+        ours.proj.weight.copy_(w["o"])
+        ours.q_gain.copy_(torch.linspace(3, 6, H)), theirs.q_gain.copy_(torch.linspace(3, 6, H))
+        if gate:
+            assert torch.equal(ours.attn_gate_w, torch.zeros(H, 12)) and torch.equal(theirs.attn_gate_w, ours.attn_gate_w)
+            gw = torch.randn(H, 12)
+            ours.attn_gate_w.copy_(gw), theirs.attn_gate_w.copy_(gw)
+    x = torch.randn(2, T, dim)
+    want = theirs(x, w["q"], w["k"], w["v"], w["o"])
+    got = ours(x)
+    assert (got - want).abs().max() < 1e-6
+    if gate:  # the gate is live: the same attention without it differs
+        plain = CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, ntk=False, rope_dims=rope_dims, xsa=xsa)
+        plain.load_state_dict({k: v for k, v in ours.state_dict().items() if k != "attn_gate_w"})
+        assert (plain(x) - want).abs().max() > 1e-3
+
+
+# -- the input-dependent SmearGate (BOS-masked) -------------------------------------------------------------
+
+def test_input_smear_gate_equals_the_records(rec):
+    """x_t + lam * sigmoid(W x_t[:12]) * x_{t-1}, nothing across a BOS token: the record's GPT run with its
+    blocks skipped (embedding -> smear -> RMSNorm -> final norm) against pgolf's InputSmearGate."""
+    import torch.nn.functional as F
+
+    from pgolf.core.model.embed import InputSmearGate
+
+    env = {"VOCAB_SIZE": "64", "NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "4", "NUM_KV_HEADS": "2",
+           "SMEAR_GATE_ENABLED": "1", "GATE_WINDOW": "12", "FUSED_CE_ENABLED": "0", "XSA_LAST_N": "0",
+           "NUM_LOOPS": "0", "PARALLEL_START_LAYER": "0", "ROPE_DIMS": "0"}
+    with record_pr1855_stubs(), imported_script(PR_PATH, "_pr1855_smear", env) as mod:
+        mod.BOS_ID = 1
+        torch.manual_seed(0)
+        model = mod.GPT(mod.Hyperparameters())
+        model.num_encoder_layers = model.num_decoder_layers = 0  # only the embedding side runs
+        ours = InputSmearGate(12, bos_id=1)
+        assert torch.equal(model.smear_gate.weight, ours.weight) and torch.equal(model.smear_lambda, ours.lam)
+        with torch.no_grad():
+            gw, lam = torch.randn(1, 12), torch.tensor([0.7])
+            model.smear_gate.weight.copy_(gw), model.smear_lambda.copy_(lam)
+            ours.weight.copy_(gw), ours.lam.copy_(lam)
+        ids = torch.randint(2, 64, (3, 20), generator=torch.Generator().manual_seed(1))
+        ids[0, 7] = ids[1, 0] = ids[2, 19] = 1  # BOS mid-row, at the start, at the end
+        with torch.no_grad():
+            want = model._forward_hidden(ids)
+            got = F.rms_norm(F.rms_norm(ours(model.tok_emb(ids), ids), (32,)), (32,))
+    assert torch.equal(got, want)
+    with torch.no_grad():  # the BOS position takes nothing from its predecessor, its neighbour does
+        e = model.tok_emb(ids)
+        smeared = ours(e, ids)
+    assert torch.equal(smeared[0, 7], e[0, 7]) and not torch.equal(smeared[0, 8], e[0, 8])

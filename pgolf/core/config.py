@@ -55,7 +55,9 @@ class ModelConfig:
     rope_base: float = 10000.0  # RoPE base frequency
     qk_gain_init: float = 1.5  # initial per-head query gain
     unet_skips: bool = True  # encoder/decoder skip connections with learned per-dim weights
-    smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
+    # blend each embedding with the previous one; input: x_t + lam * sigmoid(W x_t[:gate_window]) * x_{t-1}
+    # (PR #1855's input-dependent gate, W and lam zero-init; smear_init / smear_gated do not apply)
+    smear_gate: Literal["off", "scalar", "per_dim", "input"] = "off"
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
     smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
@@ -84,6 +86,12 @@ class ModelConfig:
     loop_layers: tuple[int, ...] = ()  # contiguous block indices re-run with shared weights (depth recurrence)
     loop_count: int = 0  # extra passes over loop_layers once looping is on (PR #1394's NUM_LOOPS: 2 = 3 passes)
     loop_start_frac: float = 0.5  # looping switches on at this fraction of wallclock (or of iterations)
+    # PR #1855 (record 2026-04-27) techniques, all off by default:
+    gate_window: int = 12  # residual dims the input-dependent gates read (sparse attention gate, smear "input")
+    # per-head attention output gate y_h *= sigmoid(scale * W_h x[:gate_window]), W zero-init (sigmoid 0.5 at
+    # init); the parameter is blocks.N.attn.attn_gate_w, which model.control_patterns must name (Adam, fp32)
+    sparse_attn_gate: bool = False
+    sparse_attn_gate_scale: float = 1.0  # the gate logit's scale (PR #1855's run: 0.5)
 
     def __post_init__(self) -> None:
         for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
@@ -110,6 +118,11 @@ class ModelConfig:
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n",
                f"expected in [0, num_layers={self.num_layers}], got {self.xsa_last_n}")
         self.loop_layers = tuple(self.loop_layers)
+        _check(0 < self.gate_window <= self.model_dim, "model.gate_window",
+               f"expected in [1, model_dim={self.model_dim}], got {self.gate_window}")
+        _check(not self.sparse_attn_gate or any(p in "attn_gate_w" for p in self.control_patterns),
+               "model.sparse_attn_gate", "needs a model.control_patterns entry matching attn_gate_w (the record "
+               "trains the gate with Adam like the other control tensors), e.g. add 'attn_gate_w'")
         ll = self.loop_layers
         _check(not ll or (list(ll) == list(range(ll[0], ll[-1] + 1)) and 0 <= ll[0] and ll[-1] < self.num_layers),
                "model.loop_layers",

@@ -95,6 +95,9 @@ ENV_KEYS: dict[str, str] = {
     "MLP_CLIP_SIGMAS": "export.sdclip_sigmas_mlp",
     "ATTN_CLIP_SIGMAS": "export.sdclip_sigmas_attn",
     "GATED_ATTN_QUANT_GATE": "export.gate_int8",
+    "GATE_WINDOW": "model.gate_window",
+    "SPARSE_ATTN_GATE_ENABLED": "model.sparse_attn_gate",
+    "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
 }
 
 
@@ -165,6 +168,8 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
         return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
     if name == "QAT_FRACTION":
         return _env_qat_fraction(name, value)
+    if name == "SMEAR_GATE_ENABLED":  # PR #1855's input-dependent gate
+        return {"model.smear_gate": "input" if _env_bool(name, value) else "off"}
     if name == "MATRIX_BITS":  # the records': every int matrix but the embedding (attention and MLP here)
         bits = _env_quant_bits(name, value)
         return {"export.bits_attn": bits, "export.bits_mlp": bits}
@@ -174,7 +179,7 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
 
 
 ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
-               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS")
+               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED")
 
 # The records' depth recurrence (PR #1394, #1855): blocks LOOP_START..LOOP_END (inclusive) run NUM_LOOPS extra
 # times; NUM_LOOPS=0 turns it off (the records then ignore the range).

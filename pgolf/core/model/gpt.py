@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.core.config import ModelConfig
-from pgolf.core.model.embed import BigramHash, SmearGate
+from pgolf.core.model.embed import BigramHash, InputSmearGate, SmearGate
 from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
 from pgolf.core.model.mlp import build_mlp
 from pgolf.core.precision import at_least_fp32
@@ -39,7 +39,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init,
                                         train_seq_len, ntk, rope_dims=cfg.rope_dims,
-                                        xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n)
+                                        xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n,
+                                        gate_window=cfg.gate_window if cfg.sparse_attn_gate else 0,
+                                        gate_scale=cfg.sparse_attn_gate_scale)
         # 1/sqrt(depth) on the normed sublayer inputs (model.ln_scale_by_depth); a looped block keeps its own
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale_by_depth else 1.0
         self.mlp = build_mlp(cfg)
@@ -89,8 +91,11 @@ class GPT(nn.Module):
 
     def _build_options(self) -> None:
         cfg = self.cfg
-        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
-                 if cfg.smear_gate != "off" else None)
+        smear: nn.Module | None = None
+        if cfg.smear_gate == "input":
+            smear = InputSmearGate(cfg.gate_window, cfg.bos_id)
+        elif cfg.smear_gate != "off":
+            smear = SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
         bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
                              cfg.bigram_init) if cfg.bigram_buckets else None)
         if cfg.module_order == "records":  # bigram registered first: same parameter order (and grad-clip sum)
