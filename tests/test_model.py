@@ -170,3 +170,42 @@ def test_record_gate_environment_names():
                   "SMEAR_GATE_ENABLED": "1"})
     assert (c.model.sparse_attn_gate, c.model.sparse_attn_gate_scale, c.model.gate_window, c.model.smear_gate) == (
         True, 0.5, 8, "input")
+
+
+def test_parallel_decoder_is_off_by_default_and_needs_control_patterns():
+    from pgolf.core.config import ConfigError
+
+    assert Config().model.parallel_start_layer == 0
+    with pytest.raises(ConfigError, match="model.parallel_start_layer: needs model.control_patterns entries"):
+        _tiny(**{"model.parallel_start_layer": 1})
+    with pytest.raises(ConfigError, match="model.parallel_start_layer: expected 0"):
+        _tiny(**{"model.parallel_start_layer": 2})
+
+
+def test_parallel_lanes_at_init_and_final_lane_choice():
+    """From the start layer on, two lanes: with lambdas post = 1, resid = 1.1 both lanes get attn + mlp; the
+    final lane rule picks lane 0, lane 1 or their mean; the lambdas train with Adam, not Muon."""
+    from pgolf.core.optim import split_params
+
+    patterns = (*Config().model.control_patterns, "parallel_resid_lambdas", "parallel_post_lambdas")
+    cfg = _tiny(**{"model.num_layers": 4, "model.parallel_start_layer": 3, "model.control_patterns": patterns})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for b in model.blocks:
+        torch.nn.init.normal_(b.attn.proj.weight, std=0.1), torch.nn.init.normal_(b.mlp.proj.weight, std=0.1)
+    assert model.parallel_post_lambdas.shape == (4, 2, 2) and torch.all(model.parallel_resid_lambdas == 1.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert not any("parallel" in names[id(p)] for p in split_params(model, patterns)["matrix"])
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        model.parallel_post_lambdas[3, 0].copy_(torch.tensor([1.0, 0.0]))  # attn only into lane 0
+        model.parallel_post_lambdas[3, 1].copy_(torch.tensor([0.0, 1.0]))  # mlp only into lane 1
+        out = {}
+        for final in ("attn", "mlp", "mean"):
+            model.cfg.parallel_final_lane = final
+            out[final] = model.hidden(ids)
+    assert not torch.equal(out["attn"], out["mlp"])
+    plain = build_model(_tiny(**{"model.num_layers": 4}))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "parallel" not in k})
+    with torch.no_grad():
+        assert not torch.allclose(plain.hidden(ids), out["mean"], atol=1e-4)

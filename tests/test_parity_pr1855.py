@@ -267,3 +267,70 @@ def test_input_smear_gate_equals_the_records(rec):
         e = model.tok_emb(ids)
         smeared = ours(e, ids)
     assert torch.equal(smeared[0, 7], e[0, 7]) and not torch.equal(smeared[0, 8], e[0, 8])
+
+
+# -- the whole model: loop, parallel decoder, gates, smear -------------------------------------------------
+
+MODEL_ENV = {"VOCAB_SIZE": "64", "NUM_LAYERS": "6", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2",
+             "TRAIN_SEQ_LEN": "32", "ROPE_DIMS": "8", "XSA_LAST_N": "3", "LOOP_START": "2", "LOOP_END": "3",
+             "NUM_LOOPS": "2", "PARALLEL_START_LAYER": "4", "SPARSE_ATTN_GATE_ENABLED": "1",
+             "SPARSE_ATTN_GATE_SCALE": "0.5", "SMEAR_GATE_ENABLED": "1", "GATE_WINDOW": "12",
+             "FUSED_CE_ENABLED": "0"}
+PARALLEL_PATTERNS = ("attn_gate_w", "parallel_resid_lambdas", "parallel_post_lambdas")
+
+
+def _pgolf_model_cfg():
+    from pgolf.running.presets import get_preset
+
+    base = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")
+    return from_env(base.replace({"model.control_patterns": (*base.model.control_patterns, *PARALLEL_PATTERNS)}),
+                    {k: v for k, v in MODEL_ENV.items() if k != "FUSED_CE_ENABLED"} | {"QK_GAIN_INIT": "5.0"})
+
+
+def _banks_to_pgolf(theirs) -> dict:
+    """The record's banked weights (qo_bank = [Q_0..Q_{L-1}, O_0..], kv_bank = [K.., V..], mlp up/down banks) as
+    pgolf's per-block matrices; every other tensor has the same name and shape."""
+    n = theirs.num_layers
+    sd = {k: v for k, v in theirs.state_dict().items() if not k.endswith("_bank")}
+    for i in range(n):
+        sd[f"blocks.{i}.attn.c_q.weight"] = theirs.qo_bank[i]
+        sd[f"blocks.{i}.attn.proj.weight"] = theirs.qo_bank[n + i]
+        sd[f"blocks.{i}.attn.c_k.weight"] = theirs.kv_bank[i]
+        sd[f"blocks.{i}.attn.c_v.weight"] = theirs.kv_bank[n + i]
+        sd[f"blocks.{i}.mlp.fc.weight"] = theirs.mlp_up_bank[i]
+        sd[f"blocks.{i}.mlp.proj.weight"] = theirs.mlp_down_bank[i]
+    sd["smear.weight"], sd["smear.lam"] = sd.pop("smear_gate.weight"), sd.pop("smear_lambda")
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("looping", [False, True])
+def test_logits_with_loop_parallel_decoder_and_gates_equal_the_records(looping):
+    """The record's GPT (eager MLP, flash-attention replaced by SDPA) with its loop, the two-lane decoder from
+    layer 4, the sparse gate and the smear gate, every parameter perturbed away from its init, against pgolf's
+    model with the mapped weights: the same logits (float32, CPU)."""
+    from pgolf.core.model import build_model
+
+    with record_pr1855_stubs(), imported_script(PR_PATH, "_pr1855_model", MODEL_ENV) as mod:
+        mod.flash_attn_3_func = _flash_sdpa
+        mod.BOS_ID = 1
+        torch.manual_seed(0)
+        theirs = mod.GPT(mod.Hyperparameters()).eval()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in theirs.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        theirs.looping_active = looping
+        ours = build_model(_pgolf_model_cfg()).eval()
+        ours.load_state_dict(_banks_to_pgolf(theirs), strict=True)
+        ours.looping_active = looping
+        assert (ours.encoder_indices, ours.decoder_indices) == (theirs.encoder_indices, theirs.decoder_indices)
+        ids = torch.randint(2, 64, (2, 32), generator=g)
+        ids[0, 10] = 1
+        with torch.no_grad():
+            want = theirs.forward_logits(ids)
+            got = ours(ids)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() < 1e-4
+    with torch.no_grad():  # the lanes matter: pgolf's model without them gives other logits
+        ours.cfg.parallel_start_layer = 0
+        assert (ours(ids) - want).abs().max() > 1e-3

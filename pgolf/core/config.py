@@ -92,6 +92,11 @@ class ModelConfig:
     # init); the parameter is blocks.N.attn.attn_gate_w, which model.control_patterns must name (Adam, fp32)
     sparse_attn_gate: bool = False
     sparse_attn_gate_scale: float = 1.0  # the gate logit's scale (PR #1855's run: 0.5)
+    # > 0: decoder blocks with index >= this run as two lanes (attention reads lane 0, the MLP lane 1; each lane
+    # = resid_lambda * lane + post_lambdas * (attn_out, mlp_out)), learned lambdas parallel_resid_lambdas (L, 2)
+    # = 1.1 and parallel_post_lambdas (L, 2, 2) = 1, which model.control_patterns must name; 0: off (PR #1855: 8)
+    parallel_start_layer: int = 0
+    parallel_final_lane: Literal["mean", "attn", "mlp"] = "mean"  # the hidden state after the last block
 
     def __post_init__(self) -> None:
         for k in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads"):
@@ -118,6 +123,12 @@ class ModelConfig:
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n",
                f"expected in [0, num_layers={self.num_layers}], got {self.xsa_last_n}")
         self.loop_layers = tuple(self.loop_layers)
+        _check(0 <= self.parallel_start_layer < self.num_layers, "model.parallel_start_layer",
+               f"expected 0 (off) or a block index below num_layers={self.num_layers}, got {self.parallel_start_layer}")
+        missing = [n for n in ("parallel_resid_lambdas", "parallel_post_lambdas")
+                   if not any(p in n for p in self.control_patterns)]
+        _check(not self.parallel_start_layer or not missing, "model.parallel_start_layer",
+               f"needs model.control_patterns entries matching {missing} (fp32, Adam, as the record trains them)")
         _check(0 < self.gate_window <= self.model_dim, "model.gate_window",
                f"expected in [1, model_dim={self.model_dim}], got {self.gate_window}")
         _check(not self.sparse_attn_gate or any(p in "attn_gate_w" for p in self.control_patterns),

@@ -98,6 +98,8 @@ ENV_KEYS: dict[str, str] = {
     "GATE_WINDOW": "model.gate_window",
     "SPARSE_ATTN_GATE_ENABLED": "model.sparse_attn_gate",
     "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
+    "PARALLEL_START_LAYER": "model.parallel_start_layer",
+    "PARALLEL_FINAL_LANE": "model.parallel_final_lane",
 }
 
 
