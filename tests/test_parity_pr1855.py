@@ -334,3 +334,36 @@ def test_logits_with_loop_parallel_decoder_and_gates_equal_the_records(looping):
     with torch.no_grad():  # the lanes matter: pgolf's model without them gives other logits
         ours.cfg.parallel_start_layer = 0
         assert (ours(ids) - want).abs().max() > 1e-3
+
+
+# -- LQER -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("asym", [True, False])
+def test_lqer_factors_and_dequantized_weights_equal_the_records(rec, asym):
+    """export.lqer_rank=4, lqer_top_k=2 (asym group 64, or symmetric int4 factors): the same two tensors chosen
+    by error norm, the record's factor codes and scales, and dequantized weights equal to its dequantize_mixed."""
+    from pgolf.core.export import dequantize_state_dict, quantize_state_dict
+
+    sd, hs = _state_and_hessians(seed=3)
+    h = _records_h(lqer_enabled=True, lqer_rank=4, lqer_top_k=2, lqer_factor_bits=4, lqer_asym_enabled=asym,
+                   lqer_asym_group=64)
+    theirs, meta = rec.gptq_mixed_quantize({k: v.clone() for k, v in sd.items()}, hs, h)
+    cfg = _pgolf_export(**{"export.lqer_rank": 4, "export.lqer_top_k": 2, "export.lqer_factor_bits": 4,
+                           "export.lqer_asym_group": 64 if asym else 0})
+    obj, report = quantize_state_dict(sd, cfg.export, control=cfg.model.control_patterns, hessians=hs)
+    chosen = sorted(n for n, m in meta.items() if "lqer" in m)
+    assert len(chosen) == 2 and sorted(obj["lqer"]) == chosen
+    suffix = "_a" if asym else ""
+    for name in chosen:
+        e = obj["lqer"][name]
+        assert e["scheme"] == ("asym" if asym else "sym")
+        for ours_key, their_key in (("A", "lqA"), ("sA", "lqAs"), ("B", "lqB"), ("sB", "lqBs")):
+            assert torch.equal(e[ours_key], theirs[f"{name}.{their_key}{suffix}"]), (name, ours_key)
+    want = rec.dequantize_mixed(theirs, meta, sd)
+    got = dequantize_state_dict(obj)
+    for name in sd:
+        assert torch.equal(got[name], want[name]), name
+    plain, _ = quantize_state_dict(sd, _pgolf_export().export, control=cfg.model.control_patterns, hessians=hs)
+    back = dequantize_state_dict(plain)
+    for name in chosen:  # the correction lowers the error of the tensors it was made for
+        assert (got[name] - sd[name]).norm() < (back[name] - sd[name]).norm()

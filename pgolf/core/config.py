@@ -321,6 +321,12 @@ class ExportConfig:
     # (row max / 127), before the small-tensor and control rules (PR #1855's GATED_ATTN_QUANT_GATE); false: the
     # usual rules (control: fp32)
     gate_int8: bool = False
+    # LQER (PR #1855, pgolf.core.lqer): > 0: the lqer_top_k int tensors with the largest quantization error get a
+    # rank-lqer_rank correction of that error, stored quantized (record: rank 4, top 3, asym group 64)
+    lqer_rank: int = 0
+    lqer_top_k: int = 3
+    lqer_factor_bits: int = 4  # the symmetric factor codes' width (when the asym packing does not apply)
+    lqer_asym_group: int = 64  # > 0: A 2-bit with one scale, B 4-bit in groups of this many; 0: symmetric
     # rtn: round to nearest; gptq: full-Hessian GPTQ (PR #1394) for 2-D int tensors with a calibration Hessian
     quantizer: Literal["rtn", "gptq"] = "rtn"
     gptq_damp: float = 0.01  # added to the Hessian's diagonal, as a fraction of its mean diagonal
@@ -368,6 +374,10 @@ class ExportConfig:
                "of every row whose std is below 1/sigmas)")
         _check(not (self.scale_subnormal and self.scale_floor), "export.scale_subnormal",
                "export.scale_subnormal=true needs export.scale_floor=false (the 1/qmax floor is far above it)")
+        for k in ("lqer_rank", "lqer_top_k", "lqer_asym_group"):
+            _check(getattr(self, k) >= 0, f"export.{k}", f"expected >= 0, got {getattr(self, k)}")
+        _check(2 <= self.lqer_factor_bits <= 8, "export.lqer_factor_bits",
+               f"expected in [2, 8], got {self.lqer_factor_bits}")
         _check(self.gptq_damp >= 0, "export.gptq_damp", f"expected >= 0, got {self.gptq_damp}")
         _check(self.gptq_block_size >= 1, "export.gptq_block_size", f"expected >= 1, got {self.gptq_block_size}")
         _check(self.gptq_calibration_batches >= 1, "export.gptq_calibration_batches",

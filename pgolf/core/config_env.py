@@ -100,6 +100,10 @@ ENV_KEYS: dict[str, str] = {
     "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
     "PARALLEL_START_LAYER": "model.parallel_start_layer",
     "PARALLEL_FINAL_LANE": "model.parallel_final_lane",
+    "LQER_RANK": "export.lqer_rank",
+    "LQER_TOP_K": "export.lqer_top_k",
+    "LQER_FACTOR_BITS": "export.lqer_factor_bits",
+    "LQER_ASYM_GROUP": "export.lqer_asym_group",
 }
 
 
@@ -172,6 +176,10 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
         return _env_qat_fraction(name, value)
     if name == "SMEAR_GATE_ENABLED":  # PR #1855's input-dependent gate
         return {"model.smear_gate": "input" if _env_bool(name, value) else "off"}
+    if name == "LQER_ENABLED":  # on: the rank comes from LQER_RANK or the preset; off: rank 0
+        return {} if _env_bool(name, value) else {"export.lqer_rank": 0}
+    if name == "LQER_ASYM_ENABLED":  # on: the group from LQER_ASYM_GROUP or the preset; off: symmetric factors
+        return {} if _env_bool(name, value) else {"export.lqer_asym_group": 0}
     if name == "MATRIX_BITS":  # the records': every int matrix but the embedding (attention and MLP here)
         bits = _env_quant_bits(name, value)
         return {"export.bits_attn": bits, "export.bits_mlp": bits}
@@ -181,7 +189,7 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
 
 
 ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
-               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED")
+               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED", "LQER_ENABLED", "LQER_ASYM_ENABLED")
 
 # The records' depth recurrence (PR #1394, #1855): blocks LOOP_START..LOOP_END (inclusive) run NUM_LOOPS extra
 # times; NUM_LOOPS=0 turns it off (the records then ignore the range).
