@@ -46,12 +46,14 @@ def test_every_mapped_name_the_record_reads_takes_the_records_value(rec):
     h = rec.Hyperparameters()
     names = sorted(n for n in read & set(ENV_KEYS) if n not in CONFIG_ONLY)
     env = {n: str(getattr(h, n.lower())) for n in names}
-    cfg = from_env(apply_overrides(Config(), {"model.vocab_size": 8192}), env)
+    patterns = (*Config().model.control_patterns, *PARALLEL_PATTERNS)  # the record's lanes are on by default
+    cfg = from_env(apply_overrides(Config(), {"model.vocab_size": 8192, "model.control_patterns": patterns}), env)
     for n in names:
         want = getattr(h, n.lower())
         assert _field(cfg, ENV_KEYS[n]) == (pytest.approx(want) if isinstance(want, float) else want), n
     assert {"GPTQ_RESERVE_SECONDS", "GPTQ_CALIBRATION_BATCHES", "MATRIX_CLIP_SIGMAS", "EMBED_CLIP_SIGMAS",
-            "COMPRESSOR", "VAL_BATCH_TOKENS", "MIN_LR"} <= set(names)
+            "COMPRESSOR", "VAL_BATCH_TOKENS", "MIN_LR", "MLP_CLIP_SIGMAS", "ATTN_CLIP_SIGMAS", "GATE_WINDOW",
+            "PARALLEL_START_LAYER", "LQER_RANK"} <= set(names)
     loop = from_env(Config(), {n: str(getattr(h, n.lower())) for n in ENV_LOOP} | {"NUM_LAYERS": str(h.num_layers)})
     assert (loop.model.loop_layers, loop.model.loop_count) == (tuple(range(h.loop_start, h.loop_end + 1)),
                                                                h.num_loops)

@@ -84,6 +84,8 @@ class Muon(torch.optim.Optimizer):
         distributed = dist.is_available() and dist.is_initialized()
         world_size = dist.get_world_size() if distributed else 1
         rank = dist.get_rank() if distributed else 0
+        # the official coefficients: the call the official code makes (a replaced orthogonalize keeps working)
+        ns_kw = {} if self.ns_coeffs == "official" else {"coeffs": self.ns_coeffs}
         for group in self.param_groups:
             params = group["params"]
             if not params:
@@ -104,7 +106,7 @@ class Muon(torch.optim.Optimizer):
                         g = g.add(buf, alpha=momentum)
                     if group.get("row_normalize", False):
                         g = row_normalize(g)
-                    g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype, coeffs=self.ns_coeffs)
+                    g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype, **ns_kw)
                     g *= max(1, g.size(0) / g.size(1)) ** 0.5
                     updates_flat[curr: curr + p.numel()] = g.reshape(-1)
                 curr += p.numel()
