@@ -223,7 +223,8 @@ def test_attention_and_sparse_gate_equal_the_records(rec, monkeypatch, gate, rop
         ours.proj.weight.copy_(w["o"])
         ours.q_gain.copy_(torch.linspace(3, 6, H)), theirs.q_gain.copy_(torch.linspace(3, 6, H))
         if gate:
-            assert torch.equal(ours.attn_gate_w, torch.zeros(H, 12)) and torch.equal(theirs.attn_gate_w, ours.attn_gate_w)
+            assert torch.equal(ours.attn_gate_w, torch.zeros(H, 12))
+            assert torch.equal(theirs.attn_gate_w, ours.attn_gate_w)
             gw = torch.randn(H, 12)
             ours.attn_gate_w.copy_(gw), theirs.attn_gate_w.copy_(gw)
     x = torch.randn(2, T, dim)
@@ -369,3 +370,19 @@ def test_lqer_factors_and_dequantized_weights_equal_the_records(rec, asym):
     back = dequantize_state_dict(plain)
     for name in chosen:  # the correction lowers the error of the tensors it was made for
         assert (got[name] - sd[name]).norm() < (back[name] - sd[name]).norm()
+
+
+def test_the_records_architecture_has_its_parameter_count():
+    """The record's model (its run command's switches on pgolf's PR #1394 preset: QK gain 5, loop 3..5 x2, lanes
+    from layer 8, the sparse gate and the smear gate) has the 35,945,671 parameters its logs print
+    (``model_params:35945671``, train_seed42.log)."""
+    from pgolf.core.model import build_model
+    from pgolf.running.presets import get_preset
+
+    base = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")
+    cfg = from_env(base.replace({"model.control_patterns": (*base.model.control_patterns, *PARALLEL_PATTERNS),
+                                 "model.init": "default"}),  # the count only: skip the orthogonal init
+                   {"QK_GAIN_INIT": "5.0", "LOOP_START": "3", "LOOP_END": "5", "NUM_LOOPS": "2",
+                    "PARALLEL_START_LAYER": "8", "SPARSE_ATTN_GATE_ENABLED": "1", "SMEAR_GATE_ENABLED": "1",
+                    "GATE_WINDOW": "12"})
+    assert sum(p.numel() for p in build_model(cfg).parameters()) == 35_945_671

@@ -64,7 +64,8 @@ class Block(nn.Module):
         lane k <- resid[k] * lane k + post[0, k] * attn_out + post[1, k] * mlp_out."""
         mix = self.resid_mix.to(dtype=lane0.dtype)
         attn_in = mix[0][None, None, :] * lane0 + mix[1][None, None, :] * x0
-        attn_out = self.attn_scale.to(dtype=lane0.dtype)[None, None, :] * self.attn(self.attn_norm(attn_in) * self.ln_scale)
+        attn_out = self.attn(self.attn_norm(attn_in) * self.ln_scale)
+        attn_out = self.attn_scale.to(dtype=lane0.dtype)[None, None, :] * attn_out
         mlp_out = self.mlp_scale.to(dtype=lane1.dtype)[None, None, :] * self.mlp(self.mlp_norm(lane1) * self.ln_scale)
         resid, post = resid.to(dtype=lane0.dtype), post.to(dtype=lane0.dtype)
         return (resid[0] * lane0 + post[0, 0] * attn_out + post[1, 0] * mlp_out,
