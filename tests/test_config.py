@@ -32,7 +32,7 @@ def test_dotted_overrides_and_json_round_trip(tmp_path):
     ("modle.num_layers=3", "section one of"),
     ("model.num_layers=three", "expected an integer"),
     ("model.mlp=gelu", "expected one of ['relu2', 'swiglu', 'leaky_relu2']"),
-    ("export.bits_mlp=7", "expected one of (4, 5, 6, 8)"),
+    ("export.bits_mlp=3", "expected one of (4, 5, 6, 7, 8)"),  # 7 is valid since PR #1855's int7
     ("model.num_heads=7", "must divide model_dim"),
     ("qat.enabled=maybe", "expected a boolean"),
     ("novalue", "expected section.key=value"),
@@ -80,7 +80,7 @@ def test_every_preset_builds_and_validates():
     ({"SWA_ENABLED": "swa"}, "SWA_ENABLED='swa': expected 0/1"),
     ({"BIGRAM_HASH": "2"}, "BIGRAM_HASH='2': expected 0/1"),
     ({"SMEAR_GATE": "perdim"}, "SMEAR_GATE='perdim': expected 0/1/true/false/yes/no/on/off (1 = per_dim) or a mode"),
-    ({"QUANT_BITS": "7"}, "QUANT_BITS='7': expected one of (4, 5, 6, 8)"),
+    ({"QUANT_BITS": "3"}, "QUANT_BITS='3': expected one of (4, 5, 6, 7, 8)"),  # 7: PR #1855's int7
     ({"NUM_LAYERS": "abc"}, "NUM_LAYERS='abc' (model.num_layers): expected an integer, got 'abc'"),
     ({"NUM_LAYERS": "0"}, "NUM_LAYERS='0' (model.num_layers): expected a positive integer"),  # a config check
     ({"NUM_HEADS": "7"}, "NUM_HEADS='7' (model.num_heads): must divide model_dim=512"),

@@ -110,3 +110,52 @@ def test_cosine_warmdown_by_iterations_and_wallclock_cap():
     assert lr_multiplier(step, elapsed, capped) == 0.5 * (1.0 + math.cos(math.pi * (1.0 - 256_000.0 / 300_000.0)))
     assert lr_multiplier(step, elapsed, w) < lr_multiplier(step, elapsed, capped)
     assert lr_multiplier(100, 100 * 688.0, capped) == 1.0  # 531 s left: before the capped 300 s warmdown
+
+
+def test_ns_coefficients_official_and_polar_express():
+    from pgolf.core.optim import NS_COEFFS, POLAR_EXPRESS_COEFFS, ns_coefficients
+
+    assert ns_coefficients("official", 3) == (NS_COEFFS,) * 3
+    assert ns_coefficients("polar_express", 3) == POLAR_EXPRESS_COEFFS[:3]
+    assert ns_coefficients("polar_express", 9) == POLAR_EXPRESS_COEFFS  # 5 iterations, not 9
+    with pytest.raises(ValueError, match="polar_express"):
+        ns_coefficients("cubic", 5)
+
+
+def test_default_newton_schulz_is_the_official_iteration():
+    """The default keeps the official arithmetic, (c * A) @ A grouping included (baseline bit for bit)."""
+    torch.manual_seed(1)
+    G = torch.randn(48, 96)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.to(torch.bfloat16)
+    X /= X.norm() + 1e-7
+    for _ in range(5):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    assert torch.equal(zeropower_via_newtonschulz5(G, 5, dtype=torch.bfloat16), X)
+
+
+def test_polar_express_orthogonalizes_tighter_in_five_steps():
+    """Polar Express lifts the small singular values further than the fixed quintic in the same 5 steps."""
+    G = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+    sv = {c: torch.linalg.svdvals(zeropower_via_newtonschulz5(G, 5, dtype=torch.float32, coeffs=c))
+          for c in ("official", "polar_express")}
+    assert sv["polar_express"].min() > sv["official"].min() + 0.1
+    assert sv["polar_express"].max() < 1.2
+
+
+def test_muon_ns_coeffs_switch_reaches_the_optimizer():
+    cfg = apply_overrides(Config(), {"model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4,
+                                     "model.num_kv_heads": 2, "model.vocab_size": 64})
+    assert cfg.optim.muon_ns_coeffs == "official"
+    steps = {}
+    for coeffs in ("official", "polar_express"):
+        torch.manual_seed(0)
+        model = build_model(cfg.replace({"optim.muon_ns_coeffs": coeffs}))
+        _, muon = build_optimizers(model, cfg.replace({"optim.muon_ns_coeffs": coeffs}), fused=False)
+        assert muon.ns_coeffs == coeffs
+        for p in muon.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p) + torch.arange(p.numel()).view_as(p) % 7
+        muon.step()
+        steps[coeffs] = [p.detach().clone() for p in muon.param_groups[0]["params"]]
+    assert any(not torch.equal(a, b) for a, b in zip(steps["official"], steps["polar_express"]))

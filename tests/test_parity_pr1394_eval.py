@@ -71,3 +71,55 @@ def test_sliding_window_scores_equal_the_records(rec, monkeypatch, n_tokens, seq
     # the selection itself: the record's window starts are exactly pgolf's
     starts = [ws for ws in range(0, n_tokens - 1, stride) if ws + seq_len - stride < n_tokens - 1]
     assert [w[0] for w in windows(n_tokens - 1, seq_len, stride, "score")] == starts
+
+
+@pytest.mark.parametrize("n_tokens,seq_len,stride", [(471, 32, 8), (200, 32, 16), (97, 16, 16)])
+def test_as_pr_tail_scores_the_records_truncated_stream(rec, monkeypatch, tmp_path, n_tokens, seq_len, stride):
+    """The record loads the validation stream cut to k * eval_seq_len + 1 tokens (its load_validation_tokens) and
+    slides over that; ``eval.tail=truncate`` (the ``_as_pr`` preset) scores exactly those targets from the whole
+    stream, while the preset (``eval.tail=score``) scores every target: 470 against 448 for 471 tokens at 32."""
+    import numpy as np
+
+    from pgolf.core.data.loader import load_validation_tokens
+    from pgolf.core.data.shards import write_shard
+    from pgolf.running.presets import get_preset
+
+    g = torch.Generator().manual_seed(n_tokens)
+    write_shard(tmp_path / "fineweb_val_000000.bin", torch.randint(0, VOCAB, (n_tokens,), generator=g).numpy()
+                .astype(np.uint16))
+    luts = ByteLUTs(torch.randint(1, 4, (VOCAB,), generator=g, dtype=torch.int16),
+                    torch.rand(VOCAB, generator=g) < 0.3, torch.rand(VOCAB, generator=g) < 0.1)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    theirs_tokens = rec.load_validation_tokens(str(tmp_path / "fineweb_val_*.bin"), seq_len)
+    ours_tokens = load_validation_tokens([tmp_path / "fineweb_val_000000.bin"], seq_len, tail="score")
+    assert ours_tokens.numel() == n_tokens  # pgolf's sliding evaluation loads the whole stream
+    h = types.SimpleNamespace(eval_seq_len=seq_len, eval_stride=stride, rank=0, world_size=1)
+    val = types.SimpleNamespace(val_tokens=theirs_tokens, base_bytes_lut=luts.base_bytes,
+                                has_leading_space_lut=luts.has_leading_space, is_boundary_token_lut=luts.is_boundary)
+    model = ContextModel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        their_loss, their_bpb = rec.eval_val_sliding(h, torch.device("cpu"), val, model, batch_seqs=3)
+    preset = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")
+    as_pr = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2_as_pr")
+    run = {tail: eval_windows(model, ours_tokens.long(), luts, seq_len, stride, tail, 3, 0, 1, torch.device("cpu"),
+                              False) for tail in (preset.eval.tail, as_pr.eval.tail)}
+    record_targets = ((n_tokens - 1) // seq_len) * seq_len
+    assert run["truncate"].tokens == record_targets == theirs_tokens.numel() - 1
+    assert run["truncate"].val_loss == pytest.approx(float(their_loss), rel=1e-12)
+    assert run["truncate"].val_bpb == pytest.approx(float(their_bpb), rel=1e-12)
+    assert run["score"].tokens == n_tokens - 1
+    if n_tokens == 471:
+        assert (run["truncate"].tokens, run["score"].tokens) == (448, 470)
+    if record_targets < n_tokens - 1:
+        assert run["score"].val_loss != pytest.approx(float(their_loss), rel=1e-9)
+
+
+@pytest.mark.parametrize("stride", [0, 8])
+def test_truncate_tail_windows_end_at_a_multiple_of_seq_len(stride):
+    """``tail=truncate`` is the windows of the stream cut to a multiple of seq_len: the same as ``drop`` without
+    sliding, and sliding stops before the tail instead of reaching the end."""
+    assert windows(470, 32, stride, "truncate") == windows(448, 32, stride, "drop")
+    assert max(w[1] for w in windows(470, 32, stride, "truncate")) == 448
+    if stride:
+        assert max(w[1] for w in windows(470, 32, stride, "drop")) == 470

@@ -177,3 +177,43 @@ def test_hessians_equal_the_records_collect_hessians(rec):
         assert torch.equal(got[name], H), name
     # pgolf also collects the small linears' Hessians (the record's rule skips <= 65536 weights): unused
     # unless the export int-quantizes them
+
+
+@pytest.mark.parametrize("cls,bits,sigmas", [("mlp", 6, 12.85), ("embed", 8, 20.0)])
+def test_as_pr_keeps_the_records_subnormal_scales(rec, cls, bits, sigmas):
+    """Rows whose scale k * std / qmax falls below fp16's smallest normal (6.1e-5): the ``_as_pr`` preset
+    (``export.scale_subnormal=true``) stores the record's fp16 subnormal scale and its codes; the preset floors
+    those rows' scale at 6.1e-5 (other codes, other scales) and agrees with the record on every other row."""
+    from pgolf.core.gptq import gptq_quantize
+    from pgolf.core.quant import spec_for
+    from pgolf.running.presets import get_preset
+
+    w, H = hessian_problem(64, 256, seed=5)
+    tiny = torch.tensor([2, 9, 40])
+    w[tiny] *= torch.tensor([1e-2, 1e-3, 3e-5])[:, None]  # std 2e-4 .. 6e-7: scales from normal to deep subnormal
+    q_rec, s_rec = rec.gptq_quantize_weight(w, H.clone(), clip_sigmas=sigmas, clip_range=2 ** (bits - 1) - 1)
+    subnormal = (s_rec.float() < torch.finfo(torch.float16).tiny)
+    assert subnormal.sum() >= 2 and subnormal[tiny].sum() == subnormal.sum()
+    spec = {p: spec_for(cls, get_preset(p).export) for p in ("pr1394_sp8192_gptq_sdclip_loop45x2",
+                                                             "pr1394_sp8192_gptq_sdclip_loop45x2_as_pr")}
+    q, s = gptq_quantize(w, H, spec["pr1394_sp8192_gptq_sdclip_loop45x2_as_pr"])
+    assert torch.equal(s, s_rec) and torch.equal(q, q_rec)
+    q, s = gptq_quantize(w, H, spec["pr1394_sp8192_gptq_sdclip_loop45x2"])
+    differs = (s != s_rec)
+    assert torch.equal(differs, subnormal)
+    assert torch.all(s[subnormal].float() == torch.finfo(torch.float16).tiny)
+    assert torch.equal(q[~subnormal], q_rec[~subnormal]) and not torch.equal(q[subnormal], q_rec[subnormal])
+
+
+def test_scale_subnormal_is_off_by_default_and_needs_no_qmax_floor():
+    from pgolf.core.config import Config, ConfigError, apply_overrides
+    from pgolf.core.quant import QuantSpec, row_scale
+
+    assert Config().export.scale_subnormal is False
+    with pytest.raises(ConfigError, match="export.scale_subnormal"):
+        apply_overrides(Config(), {"export.scale_subnormal": True})
+    clip = torch.tensor([1.0, 1e-4, 1e-6])
+    normal = row_scale(clip, QuantSpec(6, scale_floor=False, scale_dtype="fp16"))
+    sub = row_scale(clip, QuantSpec(6, scale_floor=False, scale_dtype="fp16", subnormal=True))
+    assert normal[0] == sub[0] and normal[2] == torch.finfo(torch.float16).tiny
+    assert 0 < sub[2] < torch.finfo(torch.float16).tiny and sub[2] == torch.tensor(1e-6 / 31).half().float()

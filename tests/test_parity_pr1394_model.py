@@ -89,6 +89,13 @@ def test_names_shapes_and_loop_order_equal_the_records(rec):
     assert [b.ln_scale for b in ours.blocks] == [b.ln_scale_factor for b in theirs.blocks]
 
 
+def test_parameter_registration_order_equals_the_records(rec):
+    """clip_grad_norm_ sums the parameters' norms in registration order: the same order as the record's, so the
+    grad-clip norm is summed in the same order (the preset's docstring says so)."""
+    theirs, ours = both(rec)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_same_seed_init_equals_the_records(rec, seed):
     theirs, ours = both(rec, seed)
@@ -115,3 +122,16 @@ def test_loss_for_the_same_weights_equals_the_records(rec, looping, seq_len):
     ours.looping_active = not looping  # the flag matters: the other order gives another loss
     with torch.no_grad():
         assert abs(ours(x, y).item() - b.item()) > 1e-4
+
+
+@pytest.mark.parametrize("loop", [{"LOOP_START": "1", "LOOP_END": "3", "NUM_LOOPS": "1"},
+                                  {"LOOP_START": "2", "LOOP_END": "2", "NUM_LOOPS": "3"}, {"NUM_LOOPS": "0"}])
+def test_loop_environment_names_give_the_records_layer_order(loop):
+    """LOOP_START/LOOP_END/NUM_LOOPS read by pgolf's from_env give the record's virtual layer order."""
+    from pgolf.core.config import from_env
+
+    env = {**SHAPE, **loop}
+    with stubbed_modules("flash_attn_interface"), imported_script(PR_PATH, "_pr1394_loop", env) as mod:
+        theirs = mod.GPT(mod.Hyperparameters())
+    ours = build_model(from_env(pgolf_cfg(), loop))
+    assert (ours.encoder_indices, ours.decoder_indices) == (theirs.encoder_indices, theirs.decoder_indices)

@@ -209,3 +209,51 @@ def test_unknown_bytes_are_refused_with_a_clear_error():
     pytest.importorskip("brotli")
     with pytest.raises(ValueError, match="not zlib, zstd, xz or brotli"):
         decompress(b"\x00\x01garbage-bytes")
+
+
+# -- PR #1855's export switches: int7, clip sigma per class, int8 gates --------------------------------------
+
+def test_sdclip_sigmas_per_class_fall_back_to_the_matrix_value():
+    from pgolf.core.quant import sdclip_sigmas, spec_for
+
+    cfg = ExportConfig(clip="sdclip", scale_floor=False, sdclip_sigmas_matrix=12.85, sdclip_sigmas_embed=14.0)
+    assert [sdclip_sigmas(c, cfg) for c in ("attn", "mlp", "other", "embed")] == [12.85, 12.85, 12.85, 14.0]
+    cfg = ExportConfig(clip="sdclip", scale_floor=False, sdclip_sigmas_attn=13.0, sdclip_sigmas_mlp=11.5)
+    assert [spec_for(c, cfg).clip_sigmas for c in ("attn", "mlp", "other", "embed")] == [13.0, 11.5, 12.85, 20.0]
+    assert spec_for("mlp", ExportConfig(sdclip_sigmas_mlp=11.5)).clip_sigmas == 0.0  # only with clip=sdclip
+    with pytest.raises(Exception, match="export.sdclip_sigmas_mlp"):
+        ExportConfig(sdclip_sigmas_mlp=-1.0)
+
+
+@pytest.mark.parametrize("bitpack", [False, True])
+def test_int7_codes_round_trip_through_the_artifact(bitpack):
+    from pgolf.core.export import export_artifact, load_artifact
+
+    g = torch.Generator().manual_seed(0)
+    sd = {"blocks.0.mlp.fc.weight": torch.randn(300, 256, generator=g) * 2,
+          "tok_emb.weight": torch.randn(300, 256, generator=g) * 2}
+    cfg = ExportConfig(bits_mlp=7, bits_other=7, bitpack=bitpack)
+    q, s = quantize_rows(sd["tok_emb.weight"], QuantSpec(7))
+    assert int(q.abs().max()) == 63
+    blob, _ = export_artifact(sd, cfg, control=DEFAULT_CONTROL_PATTERNS)
+    back = load_artifact(blob)
+    for name, t in sd.items():
+        q, s = quantize_rows(t, QuantSpec(7))
+        assert torch.equal(back[name], dequantize_rows(q, s)), name
+        assert int(q.abs().max()) == 63  # the 7-bit range is used, no more
+
+
+def test_int8_gate_rule_takes_only_gate_matrices_of_the_records_size():
+    from pgolf.core.quant import GATE_SPEC, plan_tensor
+
+    control = (*DEFAULT_CONTROL_PATTERNS, "attn_gate_w")
+    on, off = ExportConfig(gate_int8=True), ExportConfig()
+    gate = torch.randn(8, 12)
+    assert plan_tensor("blocks.0.attn.attn_gate_w", gate, on, control=control).spec == GATE_SPEC
+    assert plan_tensor("blocks.0.attn.attn_gate_w", gate, on, control=control).cls == "gate"
+    assert plan_tensor("blocks.0.attn.attn_gate_w", gate, off, control=control).action == "fp32"  # control
+    for t in (torch.randn(96), torch.randn(2, 15), torch.randn(64, 129)):  # 1-D, 30 and 8,256 elements
+        assert plan_tensor("blocks.0.attn.attn_gate_w", t, on, control=control).cls != "gate"
+    assert plan_tensor("blocks.0.attn.c_q.weight", torch.randn(8, 12), on, control=control).cls == "small"
+    q, s = quantize_rows(gate, GATE_SPEC)
+    assert torch.equal(s, (gate.abs().amax(1) / 127).half()) and int(q.abs().max()) == 127

@@ -73,7 +73,9 @@ class ModelConfig:
     rope_base: float = 10000.0  # RoPE base frequency
     qk_gain_init: float = 1.5  # initial per-head query gain
     unet_skips: bool = True  # encoder/decoder skip connections with learned per-dim weights
-    smear_gate: Literal["off", "scalar", "per_dim"] = "off"  # blend each embedding with the previous one
+    # blend each embedding with the previous one; input: x_t + lam * sigmoid(W x_t[:gate_window]) * x_{t-1}
+    # (PR #1855's input-dependent gate, W and lam zero-init; smear_init / smear_gated do not apply)
+    smear_gate: Literal["off", "scalar", "per_dim", "input"] = "off"
     smear_init: Literal["identity", "half"] = "identity"  # gate logit 3.0 (g~0.95 on x_t) or 0.0 (0.5 mix)
     smear_placement: Literal["pre_norm", "post_norm"] = "pre_norm"  # before or after the embedding RMSNorm
     smear_gated: Literal["current", "previous"] = "current"  # input sigmoid(gate) weights (records: previous)
@@ -102,6 +104,17 @@ class ModelConfig:
     loop_layers: tuple[int, ...] = ()  # contiguous block indices re-run with shared weights (depth recurrence)
     loop_count: int = 0  # extra passes over loop_layers once looping is on (PR #1394's NUM_LOOPS: 2 = 3 passes)
     loop_start_frac: float = 0.5  # looping switches on at this fraction of wallclock (or of iterations)
+    # PR #1855 (record 2026-04-27) techniques, all off by default:
+    gate_window: int = 12  # residual dims the input-dependent gates read (sparse attention gate, smear "input")
+    # per-head attention output gate y_h *= sigmoid(scale * W_h x[:gate_window]), W zero-init (sigmoid 0.5 at
+    # init); the parameter is blocks.N.attn.attn_gate_w, which model.control_patterns must name (Adam, fp32)
+    sparse_attn_gate: bool = False
+    sparse_attn_gate_scale: float = 1.0  # the gate logit's scale (PR #1855's run: 0.5)
+    # > 0: decoder blocks with index >= this run as two lanes (attention reads lane 0, the MLP lane 1; each lane
+    # = resid_lambda * lane + post_lambdas * (attn_out, mlp_out)), learned lambdas parallel_resid_lambdas (L, 2)
+    # = 1.1 and parallel_post_lambdas (L, 2, 2) = 1, which model.control_patterns must name; 0: off (PR #1855: 8)
+    parallel_start_layer: int = 0
+    parallel_final_lane: Literal["mean", "attn", "mlp"] = "mean"  # the hidden state after the last block
 
     def __post_init__(self) -> None:
         _check_finite(self, "model")
@@ -134,6 +147,17 @@ class ModelConfig:
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n",
                f"expected in [0, num_layers={self.num_layers}], got {self.xsa_last_n}")
         self.loop_layers = tuple(self.loop_layers)
+        _check(0 <= self.parallel_start_layer < self.num_layers, "model.parallel_start_layer",
+               f"expected 0 (off) or a block index below num_layers={self.num_layers}, got {self.parallel_start_layer}")
+        missing = [n for n in ("parallel_resid_lambdas", "parallel_post_lambdas")
+                   if not any(p in n for p in self.control_patterns)]
+        _check(not self.parallel_start_layer or not missing, "model.parallel_start_layer",
+               f"needs model.control_patterns entries matching {missing} (fp32, Adam, as the record trains them)")
+        _check(0 < self.gate_window <= self.model_dim, "model.gate_window",
+               f"expected in [1, model_dim={self.model_dim}], got {self.gate_window}")
+        _check(not self.sparse_attn_gate or any(p in "attn_gate_w" for p in self.control_patterns),
+               "model.sparse_attn_gate", "needs a model.control_patterns entry matching attn_gate_w (the record "
+               "trains the gate with Adam like the other control tensors), e.g. add 'attn_gate_w'")
         ll = self.loop_layers
         _check(not ll or (list(ll) == list(range(ll[0], ll[-1] + 1)) and 0 <= ll[0] and ll[-1] < self.num_layers),
                "model.loop_layers",
@@ -219,6 +243,9 @@ class OptimConfig:
     adam_weight_decay: float = 0.0  # decoupled WD on the Adam groups (embedding and scalars)
     embed_weight_decay: float = -1.0  # decoupled WD of the token embedding's Adam; < 0: adam_weight_decay
     muon_row_normalize: bool = False  # MuonEq-R (PR #1394): divide each row of the update by its norm before NS
+    # Newton-Schulz coefficients: the official fixed quintic, or Polar Express's per-iteration ones (PR #1855;
+    # at most 5 iterations: muon_backend_steps above 5 still runs 5)
+    muon_ns_coeffs: Literal["official", "polar_express"] = "official"
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -256,7 +283,7 @@ class ScheduleConfig:
         _check(0 <= self.min_lr_frac < 1, "schedule.min_lr_frac", f"expected in [0, 1), got {self.min_lr_frac}")
 
 
-BITS = (4, 5, 6, 8)
+BITS = (4, 5, 6, 7, 8)
 QAT_CLASSES = ("attn", "mlp", "other")
 
 
@@ -322,6 +349,18 @@ class ExportConfig:
     clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
     sdclip_sigmas_matrix: float = 12.85  # clip=sdclip: k for every int matrix but the embedding (PR #1394's)
     sdclip_sigmas_embed: float = 20.0  # clip=sdclip: k for the embedding / head class (PR #1394's)
+    sdclip_sigmas_attn: float = 0.0  # clip=sdclip: k for attention matrices; 0: sdclip_sigmas_matrix (PR #1855: 13)
+    sdclip_sigmas_mlp: float = 0.0  # clip=sdclip: k for MLP matrices; 0: sdclip_sigmas_matrix (PR #1855: 11.5)
+    # true: 2-D tensors named *.attn_gate_w of 32..8192 elements are stored as int8 codes with per-row fp16 scales
+    # (row max / 127), before the small-tensor and control rules (PR #1855's GATED_ATTN_QUANT_GATE); false: the
+    # usual rules (control: fp32)
+    gate_int8: bool = False
+    # LQER (PR #1855, pgolf.core.lqer): > 0: the lqer_top_k int tensors with the largest quantization error get a
+    # rank-lqer_rank correction of that error, stored quantized (record: rank 4, top 3, asym group 64)
+    lqer_rank: int = 0
+    lqer_top_k: int = 3
+    lqer_factor_bits: int = 4  # the symmetric factor codes' width (when the asym packing does not apply)
+    lqer_asym_group: int = 64  # > 0: A 2-bit with one scale, B 4-bit in groups of this many; 0: symmetric
     # rtn: round to nearest; gptq: full-Hessian GPTQ (PR #1394) for 2-D int tensors with a calibration Hessian
     quantizer: Literal["rtn", "gptq"] = "rtn"
     gptq_damp: float = 0.01  # added to the Hessian's diagonal, as a fraction of its mean diagonal
@@ -333,6 +372,9 @@ class ExportConfig:
     gptq_reserve_seconds: float = 12.0
     scale_floor: bool = True  # scale >= 1/qmax (official); off: scale >= fp16 tiny (relative grid for tiny rows)
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # scale the codes are computed with (always stored fp16)
+    # scale_floor=false: floor the scale at 1e-10, so a row with clip / qmax < 6.1e-5 keeps an fp16 subnormal
+    # scale (PR #1394's GPTQ); off: floored at fp16's smallest normal (pgolf: a relative grid for tiny rows)
+    scale_subnormal: bool = False
     keep_float_max_numel: int = 65_536  # float tensors this small pass through unquantized (fp16)
     # model.control_patterns the export does NOT store as control tensors (they take the ordinary rules:
     # small -> fp16, large -> int); reproduces PR #194's export list, which lacks "smear"
@@ -359,9 +401,18 @@ class ExportConfig:
         _check(0 < self.clip_quantile <= 1, "export.clip_quantile", "expected in (0, 1]")
         for k in ("sdclip_sigmas_matrix", "sdclip_sigmas_embed"):
             _check(getattr(self, k) > 0, f"export.{k}", f"expected > 0, got {getattr(self, k)}")
+        for k in ("sdclip_sigmas_attn", "sdclip_sigmas_mlp"):
+            _check(getattr(self, k) >= 0, f"export.{k}", f"expected >= 0 (0: sdclip_sigmas_matrix), got "
+                                                          f"{getattr(self, k)}")
         _check(self.clip != "sdclip" or not self.scale_floor, "export.scale_floor",
                "export.clip=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma clip "
                "of every row whose std is below 1/sigmas)")
+        _check(not (self.scale_subnormal and self.scale_floor), "export.scale_subnormal",
+               "export.scale_subnormal=true needs export.scale_floor=false (the 1/qmax floor is far above it)")
+        for k in ("lqer_rank", "lqer_top_k", "lqer_asym_group"):
+            _check(getattr(self, k) >= 0, f"export.{k}", f"expected >= 0, got {getattr(self, k)}")
+        _check(2 <= self.lqer_factor_bits <= 8, "export.lqer_factor_bits",
+               f"expected in [2, 8], got {self.lqer_factor_bits}")
         _check(self.gptq_damp >= 0, "export.gptq_damp", f"expected >= 0, got {self.gptq_damp}")
         _check(self.gptq_block_size >= 1, "export.gptq_block_size", f"expected >= 1, got {self.gptq_block_size}")
         _check(self.gptq_calibration_batches >= 1, "export.gptq_calibration_batches",
@@ -387,7 +438,10 @@ class ExportConfig:
 class EvalConfig:
     seq_len: int = 0  # evaluation sequence length; 0 = train_seq_len
     stride: int = 0  # sliding-window stride; 0 = non-overlapping windows
-    tail: Literal["drop", "score"] = "drop"  # drop: official (tail shorter than seq_len unscored)
+    # drop: official (non-overlapping: the tail shorter than seq_len unscored; sliding windows still reach the
+    # end of the stream); score: non-overlapping windows score the tail too; truncate: the stream is first cut
+    # to a multiple of the eval seq_len (PR #1394's validation loader), so sliding windows skip the tail as well
+    tail: Literal["drop", "score", "truncate"] = "drop"
     window_rule: Literal["once", "rescore_tail", "full_windows"] = "once"  # sliding: each target once, PR #128's
     #   tail rule, or PR #326's full windows only (its tail unscored)
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length

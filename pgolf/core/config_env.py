@@ -74,7 +74,7 @@ ENV_KEYS: dict[str, str] = {
     "SWA_EVERY": "averaging.swa_every",
     "BIGRAM_BUCKETS": "model.bigram_buckets",
     "BIGRAM_DIM": "model.bigram_dim",
-    # PR #1394's names (its loop range LOOP_START/LOOP_END/NUM_LOOPS has no mapping: use model.loop_layers etc.)
+    # PR #1394's names (its loop range LOOP_START/LOOP_END/NUM_LOOPS: ENV_LOOP, read together)
     "XSA_LAST_N": "model.xsa_last_n",
     "ROPE_DIMS": "model.rope_dims",
     "LN_SCALE": "model.ln_scale_by_depth",
@@ -85,6 +85,25 @@ ENV_KEYS: dict[str, str] = {
     "ADAM_WD": "optim.adam_weight_decay",
     "EMBED_WD": "optim.embed_weight_decay",
     "EMA_DECAY": "averaging.ema_decay",
+    "GPTQ_RESERVE_SECONDS": "export.gptq_reserve_seconds",
+    "GPTQ_CALIBRATION_BATCHES": "export.gptq_calibration_batches",
+    "MATRIX_CLIP_SIGMAS": "export.sdclip_sigmas_matrix",
+    "EMBED_CLIP_SIGMAS": "export.sdclip_sigmas_embed",
+    "COMPRESSOR": "export.compressor",
+    # PR #1855's (record 2026-04-27) names
+    "VAL_BATCH_TOKENS": "train.val_batch_size",
+    "MLP_CLIP_SIGMAS": "export.sdclip_sigmas_mlp",
+    "ATTN_CLIP_SIGMAS": "export.sdclip_sigmas_attn",
+    "GATED_ATTN_QUANT_GATE": "export.gate_int8",
+    "GATE_WINDOW": "model.gate_window",
+    "SPARSE_ATTN_GATE_ENABLED": "model.sparse_attn_gate",
+    "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
+    "PARALLEL_START_LAYER": "model.parallel_start_layer",
+    "PARALLEL_FINAL_LANE": "model.parallel_final_lane",
+    "LQER_RANK": "export.lqer_rank",
+    "LQER_TOP_K": "export.lqer_top_k",
+    "LQER_FACTOR_BITS": "export.lqer_factor_bits",
+    "LQER_ASYM_GROUP": "export.lqer_asym_group",
 }
 
 
@@ -155,11 +174,56 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
         return {"averaging.mode": "swa" if _env_bool(name, value) else "none"}
     if name == "QAT_FRACTION":
         return _env_qat_fraction(name, value)
+    if name == "SMEAR_GATE_ENABLED":  # PR #1855's input-dependent gate
+        return {"model.smear_gate": "input" if _env_bool(name, value) else "off"}
+    if name == "LQER_ENABLED":  # on: the rank comes from LQER_RANK or the preset; off: rank 0
+        return {} if _env_bool(name, value) else {"export.lqer_rank": 0}
+    if name == "LQER_ASYM_ENABLED":  # on: the group from LQER_ASYM_GROUP or the preset; off: symmetric factors
+        return {} if _env_bool(name, value) else {"export.lqer_asym_group": 0}
+    if name == "MATRIX_BITS":  # the records': every int matrix but the embedding (attention and MLP here)
+        bits = _env_quant_bits(name, value)
+        return {"export.bits_attn": bits, "export.bits_mlp": bits}
+    if name == "EMBED_BITS":  # the records' embedding: pgolf's embed/head class takes export.bits_other
+        return {"export.bits_other": _env_quant_bits(name, value)}
     raise KeyError(name)
 
 
 ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
-               "QAT_FRACTION")
+               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED", "LQER_ENABLED", "LQER_ASYM_ENABLED")
+
+# The records' depth recurrence (PR #1394, #1855): blocks LOOP_START..LOOP_END (inclusive) run NUM_LOOPS extra
+# times; NUM_LOOPS=0 turns it off (the records then ignore the range).
+ENV_LOOP = ("LOOP_START", "LOOP_END", "NUM_LOOPS")
+
+
+def _env_int(name: str, value: str, minimum: int) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise _env_error(name, value, f"expected an integer >= {minimum}") from None
+    if n < minimum:
+        raise _env_error(name, value, f"expected an integer >= {minimum}")
+    return n
+
+
+def _env_loop(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``LOOP_START``/``LOOP_END``/``NUM_LOOPS`` -> ``model.loop_layers`` and ``model.loop_count``."""
+    out: dict[str, Any] = {}
+    if "NUM_LOOPS" in environ:
+        out["model.loop_count"] = _env_int("NUM_LOOPS", environ["NUM_LOOPS"], 0)
+        if out["model.loop_count"] == 0:
+            return {"model.loop_count": 0, "model.loop_layers": ()}
+    given = [n for n in ("LOOP_START", "LOOP_END") if n in environ]
+    if len(given) == 1:
+        other = "LOOP_END" if given[0] == "LOOP_START" else "LOOP_START"
+        raise _env_error(given[0], environ[given[0]], f"set {other} too (the loop range is LOOP_START..LOOP_END, "
+                                                      "inclusive)")
+    if given:
+        start, end = _env_int("LOOP_START", environ["LOOP_START"], 0), _env_int("LOOP_END", environ["LOOP_END"], 0)
+        if end < start:
+            raise _env_error("LOOP_END", environ["LOOP_END"], f"expected >= LOOP_START={start}")
+        out["model.loop_layers"] = tuple(range(start, end + 1))
+    return out
 
 
 def _env_mapped(name: str, value: str) -> dict[str, Any]:
@@ -174,10 +238,15 @@ def _env_mapped(name: str, value: str) -> dict[str, Any]:
 def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """config key -> (typed value, the variable that set it); two variables that disagree are an error."""
     out: dict[str, tuple[Any, str]] = {}
+    groups: list[tuple[str, dict[str, Any]]] = []
     for name in (*ENV_SPECIAL, *ENV_KEYS):
-        if name not in environ:
-            continue
-        parsed = _env_special(name, environ[name]) if name in ENV_SPECIAL else _env_mapped(name, environ[name])
+        if name in environ:
+            groups.append((name, _env_special(name, environ[name]) if name in ENV_SPECIAL
+                           else _env_mapped(name, environ[name])))
+    loop_names = [n for n in ENV_LOOP if n in environ]
+    if loop_names:
+        groups.append((loop_names[-1], _env_loop(environ)))
+    for name, parsed in groups:
         for key, value in parsed.items():
             if key in out and out[key][0] != value:
                 other = out[key][1]
@@ -201,8 +270,11 @@ def from_env(cfg: Config, environ: Mapping[str, str]) -> Config:
         out = apply_overrides(cfg, {key: value for key, (value, _) in sources.items()})
     except ConfigError as e:
         key = str(e).split(":", 1)[0]
-        if key in sources:
-            name = sources[key][1]
+        # the loop range and count are checked together: an error on one names the loop variable that was set
+        loop_keys = [k for k in ("model.loop_layers", "model.loop_count") if k in sources]
+        source_key = loop_keys[0] if key in ("model.loop_layers", "model.loop_count") and loop_keys else key
+        if source_key in sources:
+            name = sources[source_key][1]
             raise _env_error(name, environ[name], str(e).split(": ", 1)[1], key) from None
         raise
     if "BIGRAM_HASH" in environ and _env_bool("BIGRAM_HASH", environ["BIGRAM_HASH"]) and not out.model.bigram_buckets:

@@ -65,8 +65,11 @@ class EvalResult:
 def windows(n_targets: int, seq_len: int, stride: int = 0, tail: str = "drop",
             window_rule: str = "once") -> list[tuple[int, int, int]]:
     """(start, end, score_from) triples: inputs tokens[start:end], targets tokens[start+1:end+1],
-    losses counted for positions score_from..end-1 (absolute target indices)."""
+    losses counted for positions score_from..end-1 (absolute target indices). ``tail="truncate"`` first cuts the
+    targets to a multiple of ``seq_len`` (PR #1394 scores only that prefix, sliding or not)."""
     L = seq_len
+    if tail == "truncate":
+        n_targets = (n_targets // L) * L
     out: list[tuple[int, int, int]] = []
     if 0 < stride < L and window_rule == "full_windows":
         return [(ws, ws + L, ws if ws == 0 else ws + L - stride) for ws in range(0, n_targets - L + 1, stride)]

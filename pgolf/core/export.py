@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pgolf.core import lqer
 from pgolf.core.compress import ArtifactError, compress, decompress
 from pgolf.core.config import ExportConfig
 from pgolf.core.gptq import gptq_quantize
@@ -119,6 +120,8 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tu
     bits: dict[str, int] = {}
     packed: dict[str, list[int]] = {}
     rows: list[dict[str, Any]] = []
+    errors: dict[str, float] = {}  # LQER candidates: int per-row tensors (not the int8 gates), error norm
+    codes: dict[str, Tensor] = {}  # their codes before any bit packing
     for name, tensor in sd.items():
         t = tensor.detach().to("cpu").contiguous()
         plan: TensorPlan = plan_tensor(name, t, cfg, control=control)
@@ -155,6 +158,9 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tu
                 q, s = quantize_tensor(t, 8, spec.clip_quantile)
                 b = 8
             bits[name] = b
+            if cfg.lqer_rank and t.ndim == 2 and plan.cls != "gate":
+                codes[name] = q
+                errors[name] = float((t.float() - q.float() * s.float().view(-1, 1)).norm())
             if cfg.bitpack and b < 8:
                 packed[name] = list(q.shape)
                 q = pack_codes(q, b)
@@ -163,7 +169,8 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tu
             row["bits"] = b
             row["payload_bytes"] = nbytes(q) + nbytes(s)
         rows.append(row)
-    mixed = bool(packed) or any(b != 8 for b in bits.values())
+    lqer_entries = _lqer(sd, codes, scales, errors, cfg, rows)
+    mixed = bool(packed) or bool(lqer_entries) or any(b != 8 for b in bits.values())
     obj: dict[str, Any] = {
         "__quant_format__": MIXED_FORMAT if mixed else OFFICIAL_FORMAT,
         "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough,
@@ -176,7 +183,25 @@ def quantize_state_dict(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tu
         obj["bits"] = bits
         if packed:
             obj["packed"] = packed
+    if lqer_entries:
+        obj["lqer"] = lqer_entries
     return obj, {"tensors": rows}
+
+
+def _lqer(sd: dict[str, Tensor], codes: dict[str, Tensor], scales: dict[str, Tensor], errors: dict[str, float],
+          cfg: ExportConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """export.lqer_rank > 0: the low-rank error factors of the top-k tensors by error (pgolf.core.lqer)."""
+    if not cfg.lqer_rank or not errors:
+        return {}
+    out: dict[str, Any] = {}
+    by_name = {r["name"]: r for r in rows}
+    for name in lqer.top_by_error(errors, cfg.lqer_top_k):
+        t = sd[name].detach().to("cpu").float()
+        A, B = lqer.error_factors(t - codes[name].float() * scales[name].float().view(-1, 1), cfg.lqer_rank)
+        out[name] = lqer.pack(A, B, group=cfg.lqer_asym_group, bits=cfg.lqer_factor_bits)
+        by_name[name]["lqer_bytes"] = lqer.entry_bytes(out[name])
+        by_name[name]["payload_bytes"] += by_name[name]["lqer_bytes"]
+    return out
 
 
 def dequantize_state_dict(obj: dict[str, Any], name: str = "artifact", *, finite: bool = False) -> dict[str, Tensor]:
@@ -189,6 +214,7 @@ def dequantize_state_dict(obj: dict[str, Any], name: str = "artifact", *, finite
     packed = obj.get("packed", {})
     bits = obj.get("bits", {})
     orig_dtypes = obj.get("passthrough_orig_dtypes", {})
+    lqer_entries = obj.get("lqer", {})
     for key, q in obj["quantized"].items():
         dtype = getattr(torch, obj["dtypes"][key])
         if key in packed:
@@ -198,7 +224,10 @@ def dequantize_state_dict(obj: dict[str, Any], name: str = "artifact", *, finite
             if q.ndim == 0 or s.numel() != q.shape[0]:
                 raise ArtifactError(f"{name}: malformed artifact: scales[{key!r}] holds {s.numel()} values for "
                                     f"codes of shape {list(q.shape)} (one per row expected)")
-            out[key] = dequantize_rows(q, s, dtype).contiguous()
+            if key in lqer_entries:  # the low-rank error correction, added in fp32 before the cast
+                out[key] = (dequantize_rows(q, s) + lqer.correction(lqer_entries[key])).to(dtype).contiguous()
+            else:
+                out[key] = dequantize_rows(q, s, dtype).contiguous()
         else:
             out[key] = (q.float() * float(s.item())).to(dtype).contiguous()
     for key, t in obj["passthrough"].items():
@@ -237,6 +266,16 @@ def check_artifact_object(obj: Any, name: str = "artifact", *, finite: bool = Fa
                                 f"torch dtype name such as 'bfloat16'")
         if key in packed and not (isinstance(bits, dict) and isinstance(bits.get(key), int) and 2 <= bits[key] <= 8):
             raise ArtifactError(f"{name}: malformed {fmt} artifact: packed tensor {key!r} has no bit width in 'bits'")
+    lqer_entries = obj.get("lqer", {})
+    if not isinstance(lqer_entries, dict):
+        raise ArtifactError(f"{name}: malformed {fmt} artifact: section 'lqer' is a {type(lqer_entries).__name__}, "
+                            f"not a dict")
+    for key, entry in lqer_entries.items():
+        q = obj["quantized"].get(key)
+        shape = tuple(packed[key]) if key in packed else tuple(q.shape) if isinstance(q, Tensor) else ()
+        problem = "it has no quantized tensor" if len(shape) != 2 else lqer.check_entry(entry, *shape)
+        if problem:
+            raise ArtifactError(f"{name}: malformed {fmt} artifact: lqer[{key!r}]: {problem}")
     for section in ("scales", "passthrough"):
         for key, t in obj[section].items():
             if not isinstance(t, Tensor):

@@ -12,22 +12,45 @@ from pgolf.core.config import Config, ScheduleConfig
 from pgolf.core.precision import at_least_fp32
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel, Persson, Musco, Gower 2025, https://arxiv.org/abs/2505.16932): one minimax-optimal quintic
+# per iteration, for 5 iterations, as the 2026-04-27 record uses them (PR #1855, after PR #1344 / #1787).
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+def ns_coefficients(kind: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each Newton-Schulz iteration. ``official``: the fixed quintic ``steps`` times.
+    ``polar_express``: the first ``steps`` Polar Express tuples; asked for more than the 5 there are, all 5
+    (5 iterations, as the record's slice guard does)."""
+    if kind == "official":
+        return (NS_COEFFS,) * steps
+    if kind == "polar_express":
+        return POLAR_EXPRESS_COEFFS[:steps]
+    raise ValueError(f"Newton-Schulz coefficients: expected 'official' or 'polar_express', got {kind!r}")
 
 
 def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7,
-                                dtype: torch.dtype = torch.bfloat16) -> Tensor:
-    """Approximately orthogonalize G (quintic Newton-Schulz, as in modded-nanogpt; bf16 officially).
+                                dtype: torch.dtype = torch.bfloat16, coeffs: str = "official") -> Tensor:
+    """Approximately orthogonalize G (quintic Newton-Schulz, as in modded-nanogpt; bf16 officially), with the
+    coefficients of :func:`ns_coefficients` (``coeffs``).
 
     fp32 is offered for CPUs: bf16 matmuls ran ~20x slower than fp32 on this AVX2 machine."""
-    a, b, c = NS_COEFFS
     X = G.to(dtype)
     X /= X.norm() + eps
     transposed = G.size(0) > G.size(1)
     if transposed:
         X = X.T
-    for _ in range(steps):
+    # the official quintic groups c * A @ A as (c * A) @ A; the record's Polar Express as c * (A @ A): in bf16
+    # the two round differently, so each keeps its own
+    polar = coeffs == "polar_express"
+    for a, b, c in ns_coefficients(coeffs, steps):
         A = X @ X.T
-        B = b * A + c * A @ A
+        B = b * A + c * (A @ A) if polar else b * A + c * A @ A
         X = a * X + B @ X
     return X.T if transposed else X
 
@@ -47,17 +70,22 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns_dtype: torch.dtype = torch.bfloat16, row_normalize: bool = False):
+                 weight_decay: float = 0.0, ns_dtype: torch.dtype = torch.bfloat16, row_normalize: bool = False,
+                 ns_coeffs: str = "official"):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
                                       weight_decay=weight_decay, row_normalize=row_normalize))
+        ns_coefficients(ns_coeffs, 1)  # an unknown name fails here, not at the first step
         self.orthogonalize = zeropower_via_newtonschulz5
         self.ns_dtype = ns_dtype
+        self.ns_coeffs = ns_coeffs
 
     @torch.no_grad()
     def step(self, closure=None):
         distributed = dist.is_available() and dist.is_initialized()
         world_size = dist.get_world_size() if distributed else 1
         rank = dist.get_rank() if distributed else 0
+        # the official coefficients: the call the official code makes (a replaced orthogonalize keeps working)
+        ns_kw = {} if self.ns_coeffs == "official" else {"coeffs": self.ns_coeffs}
         for group in self.param_groups:
             params = group["params"]
             if not params:
@@ -78,7 +106,7 @@ class Muon(torch.optim.Optimizer):
                         g = g.add(buf, alpha=momentum)
                     if group.get("row_normalize", False):
                         g = row_normalize(g)
-                    g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype)
+                    g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype, **ns_kw)
                     g *= max(1, g.size(0) / g.size(1)) ** 0.5
                     updates_flat[curr: curr + p.numel()] = g.reshape(-1)
                 curr += p.numel()
@@ -136,7 +164,8 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
     embed_wd = o.adam_weight_decay if o.embed_weight_decay < 0 else o.embed_weight_decay
     opt_tok = adam(groups["embed"], token_lr, wd=embed_wd)
     muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
-                weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize)
+                weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize,
+                ns_coeffs=o.muon_ns_coeffs)
     for g in muon.param_groups:
         g["base_lr"] = o.matrix_lr
     opt_scalar = adam(groups["scalar"], o.scalar_lr)

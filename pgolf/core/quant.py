@@ -39,6 +39,9 @@ class QuantSpec:
     scale_dtype: Literal["fp32", "fp16"] = "fp32"  # the scale the codes are computed with
     stored: bool = True
     clip_sigmas: float = 0.0  # sdclip: clip each row at clip_sigmas * its standard deviation
+    # stored specs without the 1/qmax floor: floor the scale at 1e-10 and let fp16 round it to a subnormal
+    # (PR #1394's GPTQ scale) instead of at fp16's smallest normal (pgolf)
+    subnormal: bool = False
 
     @property
     def qmax(self) -> int:
@@ -62,10 +65,31 @@ def tensor_class(name: str) -> TensorClass:
     return "other"
 
 
+def sdclip_sigmas(cls: str, cfg: ExportConfig) -> float:
+    """k of the SD clip for a tensor class: the embedding's, attention's / MLP's when set (> 0), else the
+    matrices' (PR #1855 clips MLP, attention, other matrices and the embedding at four values)."""
+    if cls == "embed":
+        return cfg.sdclip_sigmas_embed
+    per_class = {"attn": cfg.sdclip_sigmas_attn, "mlp": cfg.sdclip_sigmas_mlp}.get(cls, 0.0)
+    return per_class or cfg.sdclip_sigmas_matrix
+
+
 def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     bits = {"attn": cfg.bits_attn, "mlp": cfg.bits_mlp}.get(cls, cfg.bits_other)
-    sigmas = (cfg.sdclip_sigmas_embed if cls == "embed" else cfg.sdclip_sigmas_matrix) if cfg.clip == "sdclip" else 0.0
-    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas)
+    sigmas = sdclip_sigmas(cls, cfg) if cfg.clip == "sdclip" else 0.0
+    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas,
+                     subnormal=cfg.scale_subnormal)
+
+
+# PR #1855's int8 gate rule (export.gate_int8): per-row max / 127, the scale floored at 1e-10 and stored fp16
+GATE_SPEC = QuantSpec(8, clip="amax", scale_floor=False, scale_dtype="fp16", subnormal=True)
+GATE_SUFFIX = ".attn_gate_w"
+GATE_NUMEL = (32, 8192)
+
+
+def is_int8_gate(name: str, t: Tensor, cfg: ExportConfig) -> bool:
+    return (cfg.gate_int8 and name.endswith(GATE_SUFFIX) and t.ndim == 2
+            and GATE_NUMEL[0] <= t.numel() <= GATE_NUMEL[1])
 
 
 def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) -> bool:
@@ -77,13 +101,16 @@ def is_export_control(name: str, cfg: ExportConfig, control: tuple[str, ...]) ->
 def plan_tensor(name: str, t: Tensor, cfg: ExportConfig, *, control: tuple[str, ...]) -> TensorPlan:
     """What the export does with one state-dict entry. The order of the checks is the contract:
 
-    non-float -> control (fp32; with ``control_fp32`` before the small-tensor rule, pgolf's fix) ->
-    small (fp16) -> control (records' order) -> ``fp16_patterns`` -> fp16 embedding -> int by class.
+    non-float -> int8 gate (``gate_int8``) -> control (fp32; with ``control_fp32`` before the small-tensor
+    rule, pgolf's fix) -> small (fp16) -> control (records' order) -> ``fp16_patterns`` -> fp16 embedding ->
+    int by class.
     ``control`` is the model's control patterns (``model.control_patterns``): an explicit input, as
     the optimizer and the dtype layout read the same list.
     """
     if not t.is_floating_point():
         return TensorPlan("raw", "nonfloat")
+    if is_int8_gate(name, t, cfg):
+        return TensorPlan("int", "gate", GATE_SPEC)
     is_control = is_export_control(name, cfg, control)
     if is_control and cfg.control_fp32:
         return TensorPlan("fp32", "control")
@@ -132,14 +159,16 @@ def row_scale(clip_abs: Tensor, spec: QuantSpec) -> Tensor:
     """Per-row scale in fp32 (fp16-representable when ``spec.scale_dtype == "fp16"``).
 
     Floors: 1/qmax (official); else fp16's smallest normal for stored scales (PR #314's
-    ``clamp_min(1e-12).half().clamp_min(fp16 tiny)`` gives the same value); else, for fp32 QAT
-    quantizers, ``max(clip, 1e-12) / qmax`` as in the PRs' fake quantizers.
+    ``clamp_min(1e-12).half().clamp_min(fp16 tiny)`` gives the same value), or with ``spec.subnormal``
+    1e-10 (PR #1394: rows whose clip / qmax is below 6.1e-5 keep an fp16 subnormal scale, and one below
+    ~3e-8 a zero scale); else, for fp32 QAT quantizers, ``max(clip, 1e-12) / qmax`` as in the PRs' fake
+    quantizers.
     """
     qmax = spec.qmax
     if spec.scale_floor:
         scale = (clip_abs / qmax).clamp_min(1.0 / qmax)
     elif spec.stored:
-        scale = (clip_abs / qmax).clamp_min(torch.finfo(torch.float16).tiny)
+        scale = (clip_abs / qmax).clamp_min(1e-10 if spec.subnormal else torch.finfo(torch.float16).tiny)
     else:
         scale = clip_abs.clamp_min(1e-12) / qmax
     if spec.scale_dtype == "fp16":

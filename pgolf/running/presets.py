@@ -290,10 +290,16 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
     ``pr1394_sp8192_gptq_sdclip_loop45x2_as_pr``):
     - control tensors (scales, mixes, q_gain, skip weights and gates) are stored fp32 in the artifact; the
       record's small-tensor rule stores every float tensor of <= 65,536 elements fp16 [export.control_fp32=false].
+    - the final (sliding) evaluation scores every validation target; the record cuts the stream to a multiple
+      of the eval length first (its validation loader), leaving the last < 2048 targets unscored
+      [eval.tail=truncate].
+    - an SD-clip row whose scale 12.85 (20) sigma / qmax is below fp16's smallest normal (6.1e-5) gets that
+      floor, so its codes lie on a coarser grid; the record floors at 1e-10 and stores an fp16 subnormal (a
+      zero scale below ~3e-8) [export.scale_subnormal=true].
     Not switchable: every rank decides the loop switch together (the record: each rank by its own
     clock); when training ends before loop_start_frac pgolf also scores the unquantized model looped (the
-    record: only the quantized one); parameter registration order differs (skip_weights before the blocks:
-    the grad-clip norm sums in another order), names, shapes and same-seed init do not."""
+    record: only the quantized one). Parameter names, shapes, registration order (so the grad-clip norm's
+    summation order) and same-seed init are the record's."""
     return apply_overrides(Config(), {
         "model.vocab_size": 8192, "model.num_layers": 11, "model.mlp": "leaky_relu2", "model.leaky_slope": 0.5,
         "model.mlp_mult": 4.0, "model.qk_gain_init": 4.0, "model.rope_dims": 16, "model.xsa_last_n": 11,
@@ -339,7 +345,8 @@ AS_PR: dict[str, dict[str, object]] = {
     "pr326_qat_ntk_cosine_swa": {
         **PR_QAT, "qat.cast_first": True, "model.bos_id": -1, "export.control_fp32": False,
         "averaging.swa_dtype": "param", "eval.window_rule": "full_windows"},
-    "pr1394_sp8192_gptq_sdclip_loop45x2": {"export.control_fp32": False},
+    "pr1394_sp8192_gptq_sdclip_loop45x2": {"export.control_fp32": False, "eval.tail": "truncate",
+                                           "export.scale_subnormal": True},
 }
 
 

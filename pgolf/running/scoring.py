@@ -171,7 +171,9 @@ def register(subparsers) -> None:
     e.add_argument("--dataset", help="dataset folder (shards + tokenizer); default: the config's data.path")
     e.add_argument("--seq-len", type=int, help="evaluation length (eval.seq_len)")
     e.add_argument("--stride", type=int, help="sliding-window stride (eval.stride; 0 = non-overlapping)")
-    e.add_argument("--tail", choices=["drop", "score"], help="drop (official) or score the final partial window")
+    e.add_argument("--tail", choices=["drop", "score", "truncate"],
+                   help="drop (official), score the final partial window, or truncate the stream to a multiple of the "
+                        "eval length first (PR #1394)")
     e.add_argument("--weights", choices=["artifact", "raw"], default="artifact",
                    help="for a run folder: the quantized artifact (default) or final_model.pt")
     e.add_argument("--json", action="store_true", help="print one JSON object")

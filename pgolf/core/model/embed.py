@@ -40,6 +40,26 @@ class SmearGate(nn.Module):
         return g * x + (1 - g) * prev
 
 
+class InputSmearGate(nn.Module):
+    """x_t <- x_t + lam * sigmoid(w . x_t[:window]) * x_{t-1} (PR #1855, after PR #1667): how much of the previous
+    embedding a token takes depends on the token itself. ``w`` and ``lam`` start at zero, so the gate is the
+    identity at init (and draws nothing from the RNG). Position 0 and a BOS token take nothing from before them
+    (the record's BOS fix), so nothing crosses a document boundary in a packed stream."""
+
+    def __init__(self, window: int, bos_id: int):
+        super().__init__()
+        self.window, self.bos_id = window, bos_id
+        self.weight = nn.Parameter(torch.zeros(1, window, dtype=torch.float32))
+        self.lam = nn.Parameter(torch.zeros(1, dtype=torch.float32))
+
+    def forward(self, x: Tensor, input_ids: Tensor) -> Tensor:
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t=0
+        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[..., :self.window], self.weight.to(x.dtype)))  # (B, T, 1)
+        if self.bos_id < 0:
+            return x + g * prev
+        return x + g * prev * (input_ids != self.bos_id).to(x.dtype).unsqueeze(-1)
+
+
 class BigramHash(nn.Module):
     """Hashed (previous, current) input-token embedding, projected to the model width and scaled.
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.core.config import ModelConfig
-from pgolf.core.model.embed import BigramHash, SmearGate
+from pgolf.core.model.embed import BigramHash, InputSmearGate, SmearGate
 from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
 from pgolf.core.model.mlp import build_mlp
 from pgolf.core.precision import at_least_fp32
@@ -39,7 +39,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init,
                                         train_seq_len, ntk, rope_dims=cfg.rope_dims,
-                                        xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n)
+                                        xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n,
+                                        gate_window=cfg.gate_window if cfg.sparse_attn_gate else 0,
+                                        gate_scale=cfg.sparse_attn_gate_scale)
         # 1/sqrt(depth) on the normed sublayer inputs (model.ln_scale_by_depth); a looped block keeps its own
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale_by_depth else 1.0
         self.mlp = build_mlp(cfg)
@@ -56,6 +58,18 @@ class Block(nn.Module):
         x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x))
         x = x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x))
         return x
+
+    def parallel(self, lane0: Tensor, lane1: Tensor, x0: Tensor, resid: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-lane block (model.parallel_start_layer): attention reads lane 0 (mixed with x0), the MLP lane 1;
+        lane k <- resid[k] * lane k + post[0, k] * attn_out + post[1, k] * mlp_out."""
+        mix = self.resid_mix.to(dtype=lane0.dtype)
+        attn_in = mix[0][None, None, :] * lane0 + mix[1][None, None, :] * x0
+        attn_out = self.attn(self.attn_norm(attn_in) * self.ln_scale)
+        attn_out = self.attn_scale.to(dtype=lane0.dtype)[None, None, :] * attn_out
+        mlp_out = self.mlp_scale.to(dtype=lane1.dtype)[None, None, :] * self.mlp(self.mlp_norm(lane1) * self.ln_scale)
+        resid, post = resid.to(dtype=lane0.dtype), post.to(dtype=lane0.dtype)
+        return (resid[0] * lane0 + post[0, 0] * attn_out + post[1, 0] * mlp_out,
+                resid[1] * lane1 + post[0, 1] * attn_out + post[1, 1] * mlp_out)
 
 
 class GPT(nn.Module):
@@ -81,6 +95,9 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg, train_seq_len, ntk, i) for i in range(cfg.num_layers)])
         self.final_norm = RMSNorm()
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
+        if cfg.parallel_start_layer:  # constants, no RNG draw: the other tensors' same-seed init is unchanged
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(cfg.num_layers, 2, 2, dtype=torch.float32))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((cfg.num_layers, 2), 1.1, dtype=torch.float32))
         self._official_init()
         # By default options beyond the baseline are created after the official init so they never shift it.
         if cfg.module_order == "official":
@@ -89,8 +106,11 @@ class GPT(nn.Module):
 
     def _build_options(self) -> None:
         cfg = self.cfg
-        smear = (SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
-                 if cfg.smear_gate != "off" else None)
+        smear: nn.Module | None = None
+        if cfg.smear_gate == "input":
+            smear = InputSmearGate(cfg.gate_window, cfg.bos_id)
+        elif cfg.smear_gate != "off":
+            smear = SmearGate(cfg.model_dim, cfg.smear_gate, cfg.smear_init, cfg.bos_id, cfg.smear_gated)
         bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, cfg.bigram_scale_init, cfg.bos_id,
                              cfg.bigram_init) if cfg.bigram_buckets else None)
         if cfg.module_order == "records":  # bigram registered first: same parameter order (and grad-clip sum)
@@ -154,15 +174,29 @@ class GPT(nn.Module):
         for i in enc:
             x = self.blocks[i](x, x0)
             skips.append(x)
+        psl = self.cfg.parallel_start_layer
+        lanes: tuple[Tensor, Tensor] | None = None
         for j, i in enumerate(dec):
+            if psl and i >= psl:  # two lanes from here; both start as the stream, the skips join lane 0
+                lane0, lane1 = lanes or (x, x)
+                if skips:
+                    lane0 = self._add_skip(lane0, skips.pop(), j)
+                lanes = self.blocks[i].parallel(lane0, lane1, x0, self.parallel_resid_lambdas[i],
+                                                self.parallel_post_lambdas[i])
+                continue
             if skips:
-                skip = self.skip_weights[j].to(dtype=x.dtype)[None, None, :] * skips.pop()
-                if self.cfg.skip_gates:
-                    x = torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(dtype=x.dtype))[None, None, :])
-                else:
-                    x = x + skip
+                x = self._add_skip(x, skips.pop(), j)
             x = self.blocks[i](x, x0)
+        if lanes is not None:
+            final = self.cfg.parallel_final_lane
+            x = lanes[0] if final == "attn" else lanes[1] if final == "mlp" else 0.5 * (lanes[0] + lanes[1])
         return self.final_norm(x)
+
+    def _add_skip(self, x: Tensor, skip: Tensor, j: int) -> Tensor:
+        skip = self.skip_weights[j].to(dtype=x.dtype)[None, None, :] * skip
+        if self.cfg.skip_gates:
+            return torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(dtype=x.dtype))[None, None, :])
+        return x + skip
 
     def logits(self, h: Tensor) -> Tensor:
         z = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)

@@ -89,7 +89,8 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor, rope_dims: int = 0) ->
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
-                 train_seq_len: int, ntk: bool, rope_dims: int = 0, xsa: bool = False):
+                 train_seq_len: int, ntk: bool, rope_dims: int = 0, xsa: bool = False, gate_window: int = 0,
+                 gate_scale: float = 1.0):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
@@ -102,6 +103,10 @@ class CausalSelfAttention(nn.Module):
         self.rope_dims = rope_dims  # 0: every dim (the baseline); the frequencies span only the rotated dims
         self.rotary = Rotary(rope_dims or self.head_dim, rope_base, train_seq_len, ntk)
         self.xsa = xsa
+        # sparse output gate (PR #1855): per head, sigmoid(scale * W_h . x[:gate_window]); zero-init (no RNG draw)
+        self.gate_window, self.gate_scale = gate_window, gate_scale
+        if gate_window:
+            self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, gate_window, dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
         bsz, seqlen, dim = x.shape
@@ -119,6 +124,9 @@ class CausalSelfAttention(nn.Module):
         )
         if self.xsa:
             y = exclusive_attention(y, v)
+        if self.gate_window:
+            g = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_window], self.attn_gate_w.to(x.dtype)))
+            y = y * g.transpose(1, 2)[..., None]  # (B, T, H) -> (B, H, T, 1)
         y = y.transpose(1, 2).contiguous().reshape(bsz, seqlen, dim)
         return self.proj(y)
 
