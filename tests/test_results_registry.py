@@ -53,3 +53,10 @@ def test_register_study_in_code(toy_root, monkeypatch):
     assert len(rows) == 1 and "| toy | `toy_half` | `control` |" in rows[0]
     with pytest.raises(ValueError, match="registered twice"):
         results_table.register_study("toy", "08")
+
+
+def test_a_declared_study_gets_its_figure_from_pgolf_figures(toy_root, tmp_path):
+    figures.write_selection(toy_root, "toy", load_runs(toy_root / "toy"), number="07", title="Toy scale")
+    paths = figures.regenerate(runs_root=toy_root, out_dir=tmp_path / "figs")
+    assert [p.name for p in paths] == ["toy.svg"] and "Toy scale" in paths[0].read_text()
+    assert [p.name for p in figures.regenerate(["toy"], runs_root=toy_root, out_dir=tmp_path / "f2")] == ["toy.svg"]

@@ -51,18 +51,19 @@ def figure(name: str) -> Callable[[Builder], Builder]:
 def regenerate(names: list[str] | None = None, runs_root: Path | None = None,
                out_dir: Path | None = None, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Run the named builders (default: all) in every format of ``formats`` and return the files they wrote."""
-    names = list(FIGURES) if not names else names
-    for name in names:
-        if name not in FIGURES:
-            close = difflib.get_close_matches(name, FIGURES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"unknown figure {name!r}.{hint} Known: {', '.join(FIGURES)}")
     runs_root = Path(runs_root) if runs_root is not None else runs_dir()
     out_dir = Path(out_dir) if out_dir is not None else figures_dir()
+    builders = {**FIGURES, **declared_figures(runs_root)}
+    names = list(builders) if not names else names
+    for name in names:
+        if name not in builders:
+            close = difflib.get_close_matches(name, builders, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"unknown figure {name!r}.{hint} Known: {', '.join(builders)}")
     bad = [f for f in formats if f not in plots.FORMATS]
     if bad:
         raise ValueError(f"unknown figure format {', '.join(bad)}; expected one of {', '.join(plots.FORMATS)}")
-    return [path for name in names for path in FIGURES[name](runs_root, out_dir, formats=tuple(formats))]
+    return [path for name in names for path in builders[name](runs_root, out_dir, formats=tuple(formats))]
 
 
 # ---- notebook <-> builder contracts ----------------------------------------------------------------
@@ -71,22 +72,48 @@ SELECTION_FILE = "selection.json"
 
 
 def write_selection(runs_root: Path, study: str, runs: pd.DataFrame, *, number: str | None = None,
-                    references: list[tuple[str, str]] | None = None) -> Path:
+                    title: str | None = None, references: list[tuple[str, str]] | None = None) -> Path:
     """Record which run folders (paths relative to ``runs_root``, in table order) a notebook's study used; the
     runs may live in any folder under ``runs_root`` (e.g. a scale's folder shared by several studies).
 
     ``number`` (the notebook's, e.g. ``"07"``) also lists the study in ``pgolf results``: every arm against
     the shared control, per scale, plus each ``(arm, reference)`` pair of ``references`` (e.g.
-    ``[("smear_per_dim", "smear_scalar")]``); see :func:`pgolf.research.results_table.declared_studies`."""
+    ``[("smear_per_dim", "smear_scalar")]``; see :func:`pgolf.research.results_table.declared_studies`), and
+    ``pgolf figures`` draws its :func:`paired_figure` with ``title`` (:func:`declared_figures`)."""
     root = Path(runs_root).resolve()
     rows = [{"arm": str(r["arm"]), "seed": int(r["seed"]), "run": Path(r["path"]).resolve().relative_to(root).as_posix()}
             for r in runs.to_dict("records")]
     record: dict[str, Any] = {"study": study, "runs": rows}
     if number is not None:
-        record["results"] = {"number": str(number), "references": [list(pair) for pair in references or []]}
+        record["results"] = {"number": str(number), "title": title or study,
+                             "references": [list(pair) for pair in references or []]}
     path = Path(runs_root) / study / SELECTION_FILE
     atomic_write_json(path, record)
     return path
+
+
+def declarations(runs_root: Path) -> dict[str, dict[str, Any]]:
+    """Per study folder under ``runs_root`` whose ``selection.json`` declares it (``write_selection(...,
+    number=...)``): its ``results`` entry (number, title, references). A damaged file is a
+    :class:`~pgolf.core.records.RunRecordError` naming it."""
+    found = {}
+    for sel in sorted(Path(runs_root).glob(f"*/{SELECTION_FILE}")):
+        try:
+            declared = json.loads(sel.read_text()).get("results")
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            raise RunRecordError(f"{sel}: not a readable selection file ({err})") from err
+        if declared:
+            found[sel.parent.name] = declared
+    return found
+
+
+def declared_figures(runs_root: Path) -> dict[str, Builder]:
+    """A :func:`paired_figure` builder for every declared study (:func:`declarations`) that no registered
+    builder draws, so a new study's figure needs no code here."""
+    def builder(study: str, title: str) -> Builder:
+        return lambda root, out, formats=("svg",): paired_figure(root, out, study, title, formats=formats)
+    return {study: builder(study, d.get("title") or study) for study, d in declarations(runs_root).items()
+            if study not in FIGURES}
 
 
 def _selection(runs_root: Path, study: str) -> list[Path] | None:

@@ -12,7 +12,6 @@ it matches the runs. Studies are registered with :func:`register_study` or decla
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from pgolf.core.paths import runs_dir
-from pgolf.core.records import RunRecordError
 from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
-from pgolf.research.figures import SELECTION_FILE, selected_runs, with_control
+from pgolf.research.figures import declarations, selected_runs, with_control
 from pgolf.research.stats import RULE_ALPHA, compare
 
 HEADER = ("| study | scale | arm | vs | seeds | q_val_bpb (mean) | Δ (paired) | 95% CI | p | p rule | MDE | verdict |\n"
@@ -63,15 +61,8 @@ def declared_studies(runs_root: Path) -> list[Study]:
     selection.json`` with a ``results`` entry (written by ``figures.write_selection(..., number=...)``),
     ordered by number, then name."""
     found = []
-    for sel in sorted(Path(runs_root).glob(f"*/{SELECTION_FILE}")):
-        study = sel.parent.name
+    for study, declared in declarations(runs_root).items():
         if study in STUDIES:
-            continue
-        try:
-            declared = json.loads(sel.read_text()).get("results")
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunRecordError(f"{sel}: not a readable selection file ({err})") from err
-        if not declared:
             continue
         refs = [tuple(pair) for pair in declared.get("references", [])]
         number = str(declared["number"])
