@@ -392,7 +392,7 @@ def frontier_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = (
     ax["B"].set_title(f"SD-clip (k untuned), rtn or GPTQ ({plots.seeds_note(sdclip)})")
     if training is not None:
         plots.plot_paired_deltas(training, ax=ax["C"], threshold=float(training["threshold"].iloc[0]))
-        ax["C"].set_title(f"training arms ({plots.seeds_note(training)})")
+        ax["C"].set_title(f"trained arms vs control ({plots.seeds_note(training)})")
     plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4 (round-trip bpb)")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "frontier", formats)
