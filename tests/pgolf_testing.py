@@ -41,7 +41,7 @@ def raise_at(step: int, error: BaseException | type[BaseException]):
 def reference_script_or_skip(env: str, what: str) -> str:
     """The path in ``env`` to a reference ``train_gpt.py`` (the official one or a PR's), or skip the module.
 
-    The scripts are not part of pgolf (the README says how to get them with ``git show``)."""
+    The scripts are not part of pgolf (docs/parity.md says how to get them with ``git show``)."""
     import os
 
     import pytest

@@ -77,3 +77,82 @@ def test_unknown_figure_name_suggests_a_close_one():
 
 def test_empty_runs_folder_builds_nothing(tmp_path):
     assert figures.regenerate(runs_root=tmp_path, out_dir=tmp_path / "figures") == []
+
+
+def _texts(fig):
+    """The figure's title-like texts (suptitle, caption, panel titles, axis labels) with their extents."""
+    fig.draw_without_rendering()
+    renderer = fig._get_renderer()
+    texts = [t for t in (fig._suptitle, fig._supxlabel) if t is not None and t.get_text()]
+    for ax in fig.axes:
+        if ax.get_visible():
+            texts += [t for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_text()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts], fig.bbox
+
+
+def _captured(monkeypatch):
+    from pgolf.research import plots
+    seen = []
+    real = plots.save
+
+    def save(fig, out_dir, stem, formats=("svg",)):
+        seen.append((stem, fig))
+        return real(fig, out_dir, stem, formats)
+    monkeypatch.setattr(plots, "save", save)
+    return seen
+
+
+def test_figures_fit_a_page_with_no_colliding_or_clipped_titles(runs_root, tmp_path, monkeypatch):
+    """One style: at most a page (7 in) wide, and no suptitle, panel title or axis label overlaps another or
+    leaves the figure (the old long Δ labels ran into the suptitle and off the top)."""
+    for seed in (0, 1, 2):
+        _write_run(runs_root, "swiglu_vs_relu2", "control", seed, 1.3 + 0.01 * seed)
+        _write_run(runs_root, "swiglu_vs_relu2", "swiglu_matched", seed, 1.29 - 0.002 * seed)
+    _write_run(runs_root, "quickstart", "tiny", 0, 2.2)
+    seen = _captured(monkeypatch)
+    figures.regenerate(["quickstart", "swiglu_vs_relu2"], runs_root=runs_root, out_dir=tmp_path / "f")
+    assert [stem for stem, _ in seen] == ["quickstart", "swiglu_vs_relu2"]
+    for stem, fig in seen:
+        assert fig.get_figwidth() <= 7.0, stem
+        texts, box = _texts(fig)
+        for i, (a, ea) in enumerate(texts):
+            assert box.x0 - 1 <= ea.x0 and ea.x1 <= box.x1 + 1 and box.y0 - 1 <= ea.y0 and ea.y1 <= box.y1 + 1, \
+                f"{stem}: {a!r} is clipped"
+            for b, eb in texts[i + 1:]:
+                assert not ea.overlaps(eb), f"{stem}: {a!r} overlaps {b!r}"
+
+
+def test_delta_axis_names_its_reference_and_unit():
+    import pandas as pd
+    from pgolf.research import plots
+    pairs = pd.DataFrame({"arm": ["gptq"] * 3, "seed": [0, 1, 2], "diff": [-0.01, -0.02, -0.015]})
+    ax = plots.plot_paired_deltas(pairs, reference="rtn quantile").axes[0]
+    assert ax.get_ylabel() == "Δ q_val_bpb vs rtn quantile (bpb)"
+    ax = plots.plot_paired_deltas(pairs, metric="val_bpb", reference="L=128", horizontal=True).axes[0]
+    assert ax.get_xlabel() == "Δ val_bpb vs L=128 (bpb)" and [t.get_text() for t in ax.get_yticklabels()] == ["gptq"]
+
+
+def test_figures_format_option_writes_each_format_deterministically(runs_root, tmp_path, capsys):
+    from pgolf.running.cli import main
+    for seed in (0, 1):
+        _write_run(runs_root, "swiglu_vs_relu2", "control", seed, 1.3 + 0.01 * seed)
+        _write_run(runs_root, "swiglu_vs_relu2", "swiglu_matched", seed, 1.29)
+    out = tmp_path / "figs"
+    paths = figures.regenerate(["swiglu_vs_relu2"], runs_root=runs_root, out_dir=out, formats=("svg", "png", "pdf"))
+    assert [p.name for p in paths] == ["swiglu_vs_relu2.svg", "swiglu_vs_relu2.png", "swiglu_vs_relu2.pdf"]
+    first = [p.read_bytes() for p in paths]
+    figures.regenerate(["swiglu_vs_relu2"], runs_root=runs_root, out_dir=out, formats=("svg", "png", "pdf"))
+    assert [p.read_bytes() for p in paths] == first
+    assert [p.name for p in figures.regenerate(["swiglu_vs_relu2"], runs_root=runs_root, out_dir=tmp_path / "d")] \
+        == ["swiglu_vs_relu2.svg"]  # svg only by default: the committed figures
+    assert main(["figures", "--format", "svg,gif", "--runs-root", str(runs_root)]) == 2
+    assert "unknown figure format gif" in capsys.readouterr().err
+
+
+def test_committed_figures_fit_a_page():
+    """Every committed figure is at most a page (7 in, 504 pt) wide, bbox included (qat.svg was 19.5 in)."""
+    import re
+    from pathlib import Path
+    for svg in sorted((Path(__file__).resolve().parents[1] / "figures").glob("*.svg")):
+        width = float(re.search(r'<svg[^>]*width="([0-9.]+)pt"', svg.read_text()).group(1))
+        assert width <= 7.2 * 72, f"{svg.name}: {width / 72:.1f} in wide"

@@ -37,6 +37,6 @@ def test_tracked_files_stay_under_32_mib():
 
 
 def test_no_raw_weights_are_tracked():
-    """Runs keep their quantized artifact in git; raw weights stay local (README, Results)."""
+    """Runs keep their quantized artifact in git; raw weights stay local (docs/run-folders.md)."""
     weights = [p for p in _tracked_sizes() if p.startswith("runs/") and p.endswith("final_model.pt")]
     assert weights == []

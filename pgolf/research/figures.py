@@ -1,8 +1,10 @@
 """Every figure of the project, rebuilt from run folders on disk without training: ``pgolf figures``.
 
-A builder is ``fn(runs_root: Path, out_dir: Path) -> list[Path]``, registered with ``@figure("name")``;
-it reads runs with ``pgolf.research.results``, plots with ``pgolf.research.plots`` and saves with ``plots.savefig``.
-The notebooks call the same builders, so ``pgolf figures`` regenerates exactly what they show.
+A builder is ``fn(runs_root: Path, out_dir: Path, formats=("svg",)) -> list[Path]``, registered with
+``@figure("name")``; it reads runs with ``pgolf.research.results``, plots with ``pgolf.research.plots`` and saves
+with ``plots.save`` in every requested format (``pgolf figures --format svg,png,pdf``). The notebooks call the
+same builders, so ``pgolf figures`` regenerates exactly what they show. A new study's figure of paired
+differences is :func:`paired_figure` (see docs/adding-a-technique.md).
 
 Two small on-disk contracts connect notebooks and builders (both plain JSON under ``runs/<study>/``):
 - ``selection.json``: the run folders a notebook's ``ablate`` call returned, so a figure shows those runs
@@ -33,7 +35,7 @@ from pgolf.core.runs import atomic_write_json
 from pgolf.research import bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, smear_gates
 from pgolf.research.results import load_metrics, load_runs, read_run, runs_frame
 
-Builder = Callable[[Path, Path], list[Path]]
+Builder = Callable[..., list[Path]]
 FIGURES: dict[str, Builder] = {}
 
 
@@ -41,23 +43,27 @@ def figure(name: str) -> Callable[[Builder], Builder]:
     def register_builder(fn: Builder) -> Builder:
         if name in FIGURES:
             raise ValueError(f"figure {name!r} is registered twice")
-        FIGURES[name] = fn
-        return fn
+        FIGURES[name] = styled = plots.styled(fn)  # titles and labels set in the builder get the pgolf style too
+        return styled
     return register_builder
 
 
 def regenerate(names: list[str] | None = None, runs_root: Path | None = None,
-               out_dir: Path | None = None) -> list[Path]:
-    """Run the named builders (default: all) and return the files they wrote."""
-    names = list(FIGURES) if not names else names
-    for name in names:
-        if name not in FIGURES:
-            close = difflib.get_close_matches(name, FIGURES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"unknown figure {name!r}.{hint} Known: {', '.join(FIGURES)}")
+               out_dir: Path | None = None, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """Run the named builders (default: all) in every format of ``formats`` and return the files they wrote."""
     runs_root = Path(runs_root) if runs_root is not None else runs_dir()
     out_dir = Path(out_dir) if out_dir is not None else figures_dir()
-    return [path for name in names for path in FIGURES[name](runs_root, out_dir)]
+    builders = {**FIGURES, **declared_figures(runs_root)}
+    names = list(builders) if not names else names
+    for name in names:
+        if name not in builders:
+            close = difflib.get_close_matches(name, builders, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"unknown figure {name!r}.{hint} Known: {', '.join(builders)}")
+    bad = [f for f in formats if f not in plots.FORMATS]
+    if bad:
+        raise ValueError(f"unknown figure format {', '.join(bad)}; expected one of {', '.join(plots.FORMATS)}")
+    return [path for name in names for path in builders[name](runs_root, out_dir, formats=tuple(formats))]
 
 
 # ---- notebook <-> builder contracts ----------------------------------------------------------------
@@ -65,15 +71,49 @@ def regenerate(names: list[str] | None = None, runs_root: Path | None = None,
 SELECTION_FILE = "selection.json"
 
 
-def write_selection(runs_root: Path, study: str, runs: pd.DataFrame) -> Path:
+def write_selection(runs_root: Path, study: str, runs: pd.DataFrame, *, number: str | None = None,
+                    title: str | None = None, references: list[tuple[str, str]] | None = None) -> Path:
     """Record which run folders (paths relative to ``runs_root``, in table order) a notebook's study used; the
-    runs may live in any folder under ``runs_root`` (e.g. a scale's folder shared by several studies)."""
+    runs may live in any folder under ``runs_root`` (e.g. a scale's folder shared by several studies).
+
+    ``number`` (the notebook's, e.g. ``"07"``) also lists the study in ``pgolf results``: every arm against
+    the shared control, per scale, plus each ``(arm, reference)`` pair of ``references`` (e.g.
+    ``[("smear_per_dim", "smear_scalar")]``; see :func:`pgolf.research.results_table.declared_studies`), and
+    ``pgolf figures`` draws its :func:`paired_figure` with ``title`` (:func:`declared_figures`)."""
     root = Path(runs_root).resolve()
     rows = [{"arm": str(r["arm"]), "seed": int(r["seed"]), "run": Path(r["path"]).resolve().relative_to(root).as_posix()}
             for r in runs.to_dict("records")]
+    record: dict[str, Any] = {"study": study, "runs": rows}
+    if number is not None:
+        record["results"] = {"number": str(number), "title": title or study,
+                             "references": [list(pair) for pair in references or []]}
     path = Path(runs_root) / study / SELECTION_FILE
-    atomic_write_json(path, {"study": study, "runs": rows})
+    atomic_write_json(path, record)
     return path
+
+
+def declarations(runs_root: Path) -> dict[str, dict[str, Any]]:
+    """Per study folder under ``runs_root`` whose ``selection.json`` declares it (``write_selection(...,
+    number=...)``): its ``results`` entry (number, title, references). A damaged file is a
+    :class:`~pgolf.core.records.RunRecordError` naming it."""
+    found = {}
+    for sel in sorted(Path(runs_root).glob(f"*/{SELECTION_FILE}")):
+        try:
+            declared = json.loads(sel.read_text()).get("results")
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            raise RunRecordError(f"{sel}: not a readable selection file ({err})") from err
+        if declared:
+            found[sel.parent.name] = declared
+    return found
+
+
+def declared_figures(runs_root: Path) -> dict[str, Builder]:
+    """A :func:`paired_figure` builder for every declared study (:func:`declarations`) that no registered
+    builder draws, so a new study's figure needs no code here."""
+    def builder(study: str, title: str) -> Builder:
+        return lambda root, out, formats=("svg",): paired_figure(root, out, study, title, formats=formats)
+    return {study: builder(study, d.get("title") or study) for study, d in declarations(runs_root).items()
+            if study not in FIGURES}
 
 
 def _selection(runs_root: Path, study: str) -> list[Path] | None:
@@ -125,7 +165,7 @@ def _unigram_bpb(run: dict[str, Any]) -> float | None:
 
 
 @figure("quickstart")
-def quickstart_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+def quickstart_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 00: the training loss and the validation bpb of the quickstart run."""
     runs = selected_runs(runs_root, "quickstart")
     if runs.empty:
@@ -133,35 +173,44 @@ def quickstart_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     metrics = selected_metrics(runs_root, "quickstart")
     fig, (left, right) = plots.new_figure(ncols=2)
     plots.plot_curves(metrics, y="train_loss", ax=left)
+    left.get_legend().remove() if left.get_legend() else None  # one run: the arm is in the title
     left.set_ylabel("train_loss (nats/token)")
+    left.set_title("training loss")
     plots.plot_curves(metrics, y="val_bpb", ax=right)
+    right.get_legend().remove() if right.get_legend() else None
+    right.set_ylabel("val_bpb (bits/byte)")
+    right.set_title("validation bpb")
     unigram = _unigram_bpb(runs.iloc[0].to_dict())
-    if unigram is not None:
+    if unigram is not None:  # labelled on the line, no legend over the data
         right.axhline(unigram, color="0.5", linestyle="--", linewidth=1)
-        right.annotate(f"unigram {unigram:.3f}", (0, unigram), xytext=(2, -10), textcoords="offset points",
-                       fontsize=7, color="0.4")
-    q = runs["q_val_bpb"].iloc[0]
-    right.scatter([runs["steps"].iloc[0]], [q], marker="x", color="k", zorder=3, label="after int8 roundtrip")
-    right.legend()
-    fig.suptitle("quickstart: tiny preset")
-    return [plots.savefig(fig, Path(out_dir) / "quickstart.svg")]
+        right.annotate(f"unigram model {unigram:.3f}", (1.0, unigram), xycoords=("axes fraction", "data"),
+                       xytext=(0, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.4")
+    q, steps = runs["q_val_bpb"].iloc[0], runs["steps"].iloc[0]
+    right.scatter([steps], [q], marker="x", color="k", zorder=3, label=f"after int8 roundtrip {q:.3f}")
+    right.legend(loc="center right")  # the curve is low on the right: this area is empty
+    plots.suptitle(fig, f"Quickstart: {runs['arm'].iloc[0]} preset, {int(runs['steps'].iloc[0])} steps")
+    return plots.save(fig, out_dir, "quickstart", formats)
 
 
-def _scale_panels(pairs: pd.DataFrame, title: str | None, metric: str = "q_val_bpb", extra_panels: int = 0,
-                  width_in: float | None = None):
+def _scale_panels(pairs: pd.DataFrame, title: str | None, metric: str = "q_val_bpb", reference: str = "control",
+                  extra_panels: int = 0, unit: str = "bpb"):
     """One paired-difference panel per scale (``pairs``: scale, arm, seed, diff, threshold), then
     ``extra_panels`` empty axes for the caller; returns the figure and all its axes. ``title``: None leaves
     the figure's title to the caller."""
     scales = list(dict.fromkeys(pairs["scale"]))
-    width = max(3.4, 0.9 * pairs["arm"].nunique() + 1.6) if width_in is None else width_in
-    fig, axes = plots.new_figure(ncols=len(scales) + extra_panels, width_in=width)
+    fig, axes = plots.new_figure(ncols=len(scales) + extra_panels)
     for ax, scale in zip(axes, scales):
         sub = pairs[pairs["scale"] == scale]
-        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]), metric=metric)
-        ax.set_title(scale)
+        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]), metric=metric,
+                                 reference=reference, unit=unit)
+        ax.set_title(f"{scale} ({plots.seeds_note(sub)})")
     if title is not None:
-        fig.suptitle(title)
+        plots.suptitle(fig, title)
+    plots.caption(fig, PAIRED_KEY)
     return fig, axes
+
+
+PAIRED_KEY = "grey: each seed's paired difference; black: mean with 95% CI; red dashed: the record rule"
 
 
 def with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
@@ -173,27 +222,36 @@ def with_control(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.Data
     return runs[runs.groupby("scale")["arm"].transform(lambda a: (a == control).any()).astype(bool)]
 
 
-def _paired_figure(runs_root: Path, out_dir: Path, study: str, title: str, control: str = "control") -> list[Path]:
+@plots.styled
+def paired_figure(runs_root: Path, out_dir: Path, study: str, title: str, *, control: str = protocol.CONTROL,
+                  metric: str = "q_val_bpb", formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """The standard figure of a study: per scale, each arm's per-seed paired difference from ``control`` on
+    ``metric`` (bpb), with the mean, its 95% CI and the record rule's line. Reads the runs listed in
+    ``runs_root/study/selection.json`` (:func:`write_selection`) and writes ``out_dir/<study>.<fmt>``;
+    returns the paths ([] when there is nothing to compare). Register it for ``pgolf figures`` with
+    ``figure(study)(lambda r, o, formats=("svg",): paired_figure(r, o, study, title, formats=formats))``."""
     runs = with_control(selected_runs(runs_root, study), control)
     if runs.empty:
         return []
-    pairs = protocol.deltas(runs, "q_val_bpb", control)
+    pairs = protocol.deltas(runs, metric, control)
     if pairs.empty:
         return []
-    fig, _ = _scale_panels(pairs, title)
-    return [plots.savefig(fig, Path(out_dir) / f"{study}.svg")]
+    fig, _ = _scale_panels(pairs, title, metric=metric, reference=control)
+    return plots.save(fig, out_dir, study, formats)
 
 
 @figure("swiglu_vs_relu2")
-def swiglu_vs_relu2_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+def swiglu_vs_relu2_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 01: per-seed paired differences of each SwiGLU arm from the shared relu² control, per scale."""
-    return _paired_figure(runs_root, out_dir, "swiglu_vs_relu2", "SwiGLU − relu² control, after the int8 roundtrip")
+    return paired_figure(runs_root, out_dir, "swiglu_vs_relu2",
+                         "SwiGLU minus the relu² control, after the int8 roundtrip", formats=formats)
 
 
 @figure("qat")
-def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+def qat_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 02: late QAT at each bit width minus the control re-exported at that width, per seed: on the
-    final score, on the quantization gap and on the pre-quantization bpb."""
+    final score (the headline, with the rule's line), on the quantization gap and on the pre-quantization bpb;
+    one row per scale."""
     runs = with_control(selected_runs(runs_root, "qat"))
     stored = bits_sweep.TABLE.read(runs_root)
     if runs.empty or stored is None or stored[1].empty:
@@ -202,98 +260,153 @@ def qat_figure(runs_root: Path, out_dir: Path) -> list[Path]:
     if not qat_arms:
         return []
     pairs = late_qat.differences(runs, stored[1], qat_arms)
-    fig, _ = _scale_panels(pairs, "Late QAT − no QAT at the same export bits (bpb)", metric="bpb")
-    return [plots.savefig(fig, Path(out_dir) / "qat.svg")]
+    scales = list(dict.fromkeys(pairs["scale"]))
+    measures = list(dict.fromkeys(pairs["measure"]))
+    what = {"score": "score: q_val_bpb", "gap": "quantization gap", "pre_quant": "val_bpb before export"}
+    fig, axes = plots.new_figure(ncols=len(measures), nrows=len(scales), height_in=2.3 * len(scales))
+    for row, scale in enumerate(scales):
+        for col, measure in enumerate(measures):
+            ax = axes[row * len(measures) + col]
+            sub = pairs[(pairs["scale"] == scale) & (pairs["measure"] == measure)]
+            sub = sub.assign(arm=[f"int{b}" for b in sub["bits"]])
+            threshold = float(sub["threshold"].iloc[0]) if measure == "score" else None  # the rule scores only
+            plots.plot_paired_deltas(sub, ax=ax, threshold=threshold, metric=what.get(measure, measure),
+                                     reference="no QAT")
+            ax.set_ylabel("Δ vs no QAT (bpb)" if col else f"{scale}, {plots.seeds_note(sub)}\nΔ vs no QAT (bpb)")
+            if row == 0:
+                ax.set_title(what.get(measure, measure))
+    plots.suptitle(fig, "Late QAT minus no QAT, same weights exported at the same bits")
+    plots.caption(fig, PAIRED_KEY + " (score only)")
+    return plots.save(fig, out_dir, "qat", formats)
 
 
 @figure("smeargate")
-def smeargate_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 03: per-seed paired differences from the shared control, per scale, and the learned gates."""
+def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """Notebook 03: per-seed paired differences from the shared control, per scale; the headline per-dim vs
+    scalar gate; and the learned gates, per arm and scale (model width d named)."""
     runs = with_control(selected_runs(runs_root, "smeargate"))
     if runs.empty:
         return []
     pairs = protocol.deltas(runs, "q_val_bpb")
     if pairs.empty:
         return []
-    fig, axes = _scale_panels(pairs, None, extra_panels=1, width_in=3.4)
-    right = axes[-1]
+    scales = list(dict.fromkeys(pairs["scale"]))
+    fig, axes = plots.new_figure(ncols=2, nrows=2, height_in=2.5 * 2)
+    for ax, scale in zip(axes, scales[:2]):
+        sub = pairs[pairs["scale"] == scale]
+        plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]))
+        ax.set_title(f"vs no gate: {scale} ({plots.seeds_note(sub)})")
+    head = axes[2]
+    both = runs[runs["arm"].isin(["smear_scalar", "smear_per_dim"])]
+    head_scales = [sc for sc, g in both.groupby("scale", sort=False) if g["arm"].nunique() == 2]
+    if head_scales:
+        head_pairs = protocol.deltas(both[both["scale"].isin(head_scales)], "q_val_bpb", "smear_scalar")
+        head_pairs = head_pairs.assign(arm=head_pairs["arm"] + " @ " + head_pairs["scale"])
+        plots.plot_paired_deltas(head_pairs, ax=head, threshold=float(head_pairs["threshold"].iloc[0]),
+                                 reference="smear_scalar")
+        head.set_title(f"per-dim vs scalar gate ({plots.seeds_note(head_pairs)})")
+    else:
+        head.set_visible(False)
+    right = axes[3]
     stored = smear_gates.TABLE.read(runs_root)
     gates = stored[1] if stored is not None else smear_gates.TABLE.frame([])
     order = {Path(p).name: i for i, p in enumerate(runs["path"])}  # the selected runs, in their order
+    scale_of = {Path(p).name: sc for p, sc in zip(runs["path"], runs["scale"])}
     gates = gates[gates["run"].isin(order)].sort_values("run", key=lambda s: s.map(order))
-    colors: dict[str, str] = {}
+    styles = {sc: ls for sc, ls in zip(scales, ["-", "--", ":", "-."])}
+    seen: set[tuple[str, str]] = set()
     for r in gates.to_dict("records"):
         g = np.asarray(r["values"], dtype=float)
-        label = None if r["arm"] in colors else r["arm"]  # one legend entry per arm
-        color = colors.setdefault(r["arm"], f"C{len(colors)}")
+        scale = scale_of[r["run"]]
+        key = (r["arm"], scale)
+        color = "C1" if g.size > 1 else "C0"
+        label = None if key in seen else (f"{r['arm']}, {scale} (d={g.size})" if g.size > 1 else f"{r['arm']}, {scale}")
+        seen.add(key)
         if g.size == 1:
-            right.axhline(float(g[0]), color=color, linewidth=1.0, label=label)
+            right.axhline(float(g[0]), color=color, linewidth=0.8, linestyle=styles[scale], label=label)
         else:
-            right.plot(np.sort(g)[::-1], color=color, linewidth=0.8, label=label)
-    right.set_xlabel("gate dimension (sorted)")
-    right.set_ylabel("gate: weight on x_t")
-    right.set_title("learned gates")
-    if colors:
-        right.legend()
-    fig.suptitle("SmearGate − no gate, after the int8 roundtrip")
-    return [plots.savefig(fig, Path(out_dir) / "smeargate.svg")]
+            rank = (np.arange(g.size) + 0.5) / g.size
+            right.plot(rank, np.sort(g)[::-1], color=color, linewidth=0.7, linestyle=styles[scale], label=label)
+    right.set_xlabel("gate channels, sorted (fraction of d)")
+    right.set_ylabel("gate weight on x_t (1 = no smear)")
+    right.set_title("learned gates (one line per seed)")
+    right.set_xlim(0, 1)
+    if seen:
+        right.legend(loc="lower left", fontsize=6.5)
+    plots.suptitle(fig, "SmearGate, after the int8 roundtrip")
+    plots.caption(fig, PAIRED_KEY)
+    return plots.save(fig, out_dir, "smeargate", formats)
 
 
 @figure("eval")
-def eval_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+def eval_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 04: per-seed differences of each evaluation setting from the official non-overlapping
     evaluation of the same weights, and the forward compute per scored token."""
     stored = eval_sweep.TABLE.read(runs_root)
     if stored is None or stored[1].empty:
         return []
     diffs = eval_sweep.setting_differences(stored[1])
-    fig, (left, right) = plots.new_figure(ncols=2, width_in=4.6)
-    plots.plot_paired_deltas(diffs, ax=left, metric="val_bpb")
-    left.set_title("Δ vs non-overlapping windows")
+    _, ref = eval_sweep.labelled(stored[1])
+    fig, (left, right) = plots.new_figure(ncols=2, height_in=3.0)
+    plots.plot_paired_deltas(diffs, ax=left, metric="val_bpb", reference=ref, horizontal=True)
+    left.set_title(f"Δ val_bpb per seed ({plots.seeds_note(diffs)})")
     cost = diffs.groupby("arm", sort=False)[["forward_tokens", "tokens_scored"]].first()
-    right.barh(range(len(cost)), cost["forward_tokens"] / cost["tokens_scored"], color="C0")
-    right.set_yticks(range(len(cost)), cost.index, fontsize=7)
-    right.invert_yaxis()
+    right.barh(range(len(cost)), cost["forward_tokens"] / cost["tokens_scored"], color="C0", height=0.6)
+    right.set_yticks(range(len(cost)), [""] * len(cost))
+    right.set_ylim(len(cost) - 0.4, -0.6)
     right.set_xlabel("forward tokens per scored token")
-    fig.suptitle("Evaluation settings on the same weights (per seed)")
-    return [plots.savefig(fig, Path(out_dir) / "eval.svg")]
+    right.set_title("evaluation compute")
+    plots.suptitle(fig, f"Evaluation settings on the same weights, vs {ref}")
+    plots.caption(fig, "grey: each seed's difference; black: mean with 95% CI")
+    return plots.save(fig, out_dir, "eval", formats)
 
 
 @figure("frontier")
-def frontier_figure(runs_root: Path, out_dir: Path) -> list[Path]:
-    """Notebook 06: per bit width, GPTQ and/or SD-clip minus round-to-nearest with the quantile clip on the same
-    weights (per seed, mean and 95% CI); with a training arm, its paired difference from the shared control."""
+def frontier_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """Notebook 06: GPTQ vs round-to-nearest (the headline) and the SD-clip arms, each minus round-to-nearest
+    with the quantile clip on the same weights at each bit width (per seed, mean and 95% CI); with a training
+    arm, its paired difference from the shared control."""
     stored = gptq_sweep.TABLE.read(runs_root)
     if stored is None or stored[1].empty:
         return []
     sweep = gptq_sweep.labelled(stored[1])
-    panels = []
+    ref_arm = "rtn quantile"
+    frames = []
     for b, group in sweep.groupby("bits", sort=False):
-        ref = group[group["arm"] == "rtn quantile"].set_index("seed")["q_val_bpb"]
-        others = group[group["arm"] != "rtn quantile"]
-        panels.append((f"int{b}: vs rtn quantile", others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref))))
+        ref = group[group["arm"] == ref_arm].set_index("seed")["q_val_bpb"]
+        others = group[group["arm"] != ref_arm]
+        frames.append(others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref),
+                                    arm=[f"int{b} {a}" for a in others["arm"]], base=others["arm"]))
+    diffs = pd.concat(frames, ignore_index=True)
+    gptq = diffs[diffs["base"] == "gptq quantile"]
+    sdclip = diffs[diffs["base"] != "gptq quantile"]
     runs = with_control(selected_runs(runs_root, "frontier"))
-    if not runs.empty and runs["arm"].nunique() > 1:
-        pairs = protocol.deltas(runs, "q_val_bpb")
-        panels.append(("training arms vs control", pairs))
-    fig, axes = plots.new_figure(ncols=len(panels), width_in=3.2)
-    for ax, (title, pairs) in zip(axes, panels):
-        threshold = float(pairs["threshold"].iloc[0]) if "threshold" in pairs else None
-        plots.plot_paired_deltas(pairs, ax=ax, threshold=threshold)
-        ax.set_title(title)
-    fig.suptitle("GPTQ, SD-clip and depth recurrence (round-trip bpb)")
-    return [plots.savefig(fig, Path(out_dir) / "frontier.svg")]
+    training = protocol.deltas(runs, "q_val_bpb") if not runs.empty and runs["arm"].nunique() > 1 else None
+    fig, ax = plots.new_mosaic("AC;BB" if training is not None else "AB", height_in=5.0 if training is not None
+                               else plots.ROW_IN)
+    plots.plot_paired_deltas(gptq.assign(arm=[f"int{b}" for b in gptq["bits"]]), ax=ax["A"],
+                             reference=f"rtn quantile, same bits")
+    ax["A"].set_ylabel(f"Δ q_val_bpb vs {ref_arm} (bpb)")
+    ax["A"].set_title(f"GPTQ, quantile clip ({plots.seeds_note(gptq)})")
+    plots.plot_paired_deltas(sdclip, ax=ax["B"], reference=ref_arm)
+    ax["B"].set_title(f"SD-clip (k untuned), rtn or GPTQ ({plots.seeds_note(sdclip)})")
+    if training is not None:
+        plots.plot_paired_deltas(training, ax=ax["C"], threshold=float(training["threshold"].iloc[0]))
+        ax["C"].set_title(f"trained arms vs control ({plots.seeds_note(training)})")
+    plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4 (round-trip bpb)")
+    plots.caption(fig, PAIRED_KEY)
+    return plots.save(fig, out_dir, "frontier", formats)
 
 
 @figure("compression")
-def compression_figure(runs_root: Path, out_dir: Path) -> list[Path]:
+def compression_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 05: artifact bytes against the roundtrip bpb loss of trained weights, per export setting (mean
     over the runs, with the 95% CI of the bpb loss across them); colour = bits, marker = compressor."""
     stored = compression.TRAINED.read(runs_root)
     if stored is None or stored[1].empty:
         return []
     t = stored[1].assign(gap_bpb=lambda d: d["q_val_bpb"] - d["val_bpb_fp"])
-    fig, (ax,) = plots.new_figure(ncols=1, width_in=5.0, height_in=3.4)
+    fig, (ax,) = plots.new_figure(ncols=1, height_in=3.3)
     markers = {"zlib": "o", "zstd": "s", "lzma": "^", "brotli": "D"}
     bits = list(dict.fromkeys(t["bits"]))
     for (b, comp, prune, packed), g in t.groupby(["bits", "compressor", "prune_frac", "bitpack"], sort=False):
@@ -303,24 +416,27 @@ def compression_figure(runs_root: Path, out_dir: Path) -> list[Path]:
         ax.errorbar(g["artifact_bytes"].mean() / 1e3, per_run.mean(), yerr=half, fmt="none", ecolor=color,
                     elinewidth=0.7, capsize=2)
         ax.scatter(g["artifact_bytes"].mean() / 1e3, per_run.mean(), marker="*" if packed else markers.get(comp, "o"),
-                   facecolors=color if prune == 0 else "none", edgecolors=color, s=50 if packed else 22, zorder=3)
+                   facecolors=color if prune == 0 else "none", edgecolors=color, s=40 if packed else 18, zorder=3)
     handles = [plots.legend_proxy(marker="o", color=f"C{i}", label=f"{b} bits") for i, b in enumerate(bits)]
     handles += [plots.legend_proxy(marker=m, color="0.3", label=c) for c, m in markers.items()
                 if c in set(t["compressor"])]
-    ax.legend(handles=handles, fontsize=7, ncols=2)
+    if t["bitpack"].any():
+        handles.append(plots.legend_proxy(marker="*", color="0.3", label="bit-packed"))
+    if (t["prune_frac"] > 0).any():
+        handles.append(plots.legend_proxy(marker="o", color="0.3", label="pruned", hollow=True))
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5)
     ax.axhline(0.0, color="0.5", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("artifact kB (trained weights, mean over runs)")
-    ax.set_ylabel("roundtrip bpb loss (mean, 95% CI)")
-    n = t["run"].nunique()
-    fig.suptitle(f"Compression of trained weights ({n} runs): hollow = pruned, star = bit-packed")
-    return [plots.savefig(fig, Path(out_dir) / "compression.svg")]
+    ax.set_xlabel("artifact size (kB, mean over runs)")
+    ax.set_ylabel("roundtrip bpb loss (bpb; mean, 95% CI)")
+    plots.suptitle(fig, f"Export settings on trained weights ({t['run'].nunique()} runs)")
+    return plots.save(fig, out_dir, "compression", formats)
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     try:
-        paths = regenerate(args.names, runs_root=args.runs_root)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
+        paths = regenerate(args.names, runs_root=args.runs_root, formats=plots.parse_formats(args.format))
+    except (KeyError, ValueError) as err:
+        print(f"pgolf: error: {err.args[0]}", file=sys.stderr)
         return 2
     for path in paths:
         print(path)
@@ -331,4 +447,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("figures", help="regenerate figures from the run folders")
     parser.add_argument("names", nargs="*", help=f"figures to build (default all: {', '.join(FIGURES)})")
     parser.add_argument("--runs-root", type=Path, default=None, help="default: runs/")
+    parser.add_argument("--format", default="svg", metavar="LIST",
+                        help=f"comma-separated formats to write, of {','.join(plots.FORMATS)} (default: svg, the "
+                             "committed ones); e.g. svg,png,pdf for a paper or slides")
     parser.set_defaults(func=_cmd_figures)

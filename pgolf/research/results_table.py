@@ -1,28 +1,74 @@
-"""The README's results table, computed from the committed runs and stored tables alone: ``pgolf results``.
+"""The results table, computed from the committed runs and stored tables alone: ``pgolf results``.
 
 One row per (study, scale, arm): seeds, the arm's mean val_bpb and q_val_bpb, and its paired difference from
 the study's reference (the shared control; for late QAT the control re-exported at the same bits; for
 evaluation settings the official evaluation of the same weights) with the 95% CI, the two-sided p, the rule's
-one-sided p and the minimal detectable effect (alpha 0.01, power 0.8). The README holds the output between
-``<!-- RESULTS -->`` markers, and a test checks that it matches the runs.
+one-sided p and the minimal detectable effect (alpha 0.01, power 0.8). docs/results.md holds the output between
+``<!-- RESULTS -->`` markers (``pgolf results --update docs/results.md`` rewrites it), and a test checks that
+it matches the runs. Studies are registered with :func:`register_study` or declared by their notebook on disk
+(:func:`declared_studies`), so a new study needs no edit here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from pgolf.core.paths import runs_dir
 from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
-from pgolf.research.figures import selected_runs, with_control
+from pgolf.research.figures import declarations, selected_runs, with_control
 from pgolf.research.stats import RULE_ALPHA, compare
 
 HEADER = ("| study | scale | arm | vs | seeds | q_val_bpb (mean) | Δ (paired) | 95% CI | p | p rule | MDE | verdict |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
-STUDIES = {"swiglu_vs_relu2": "01", "qat": "02", "smeargate": "03", "eval": "04", "frontier": "06"}
+
+Rows = Callable[[Path, bool], list[str]]  # (runs_root, skip_broken) -> table rows
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of the table: ``name`` is its folder under ``runs/`` (and its ``selection.json``), ``number``
+    its notebook's, ``rows`` what it contributes (default: :func:`paired_rows`)."""
+    name: str
+    number: str
+    rows: Rows
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(name: str, number: str, rows: Rows | None = None, *,
+                   references: Sequence[tuple[str, str]] = ()) -> Study:
+    """Add a study to ``pgolf results``, in registration order. Without ``rows`` the study's rows are every
+    arm against the shared control per scale, plus each ``(arm, reference)`` pair of ``references``
+    (:func:`paired_rows`). A notebook need not call this: ``figures.write_selection(..., number="07")``
+    declares its study on disk (:func:`declared_studies`)."""
+    if name in STUDIES:
+        raise ValueError(f"study {name!r} is registered twice")
+    study = Study(name, str(number), rows if rows is not None else
+                  (lambda root, skip: paired_rows(root, name, f"{number} {name}", references, skip_broken=skip)))
+    STUDIES[name] = study
+    return study
+
+
+def declared_studies(runs_root: Path) -> list[Study]:
+    """The studies declared by a notebook on disk and not registered in code: every ``runs_root/<study>/
+    selection.json`` with a ``results`` entry (written by ``figures.write_selection(..., number=...)``),
+    ordered by number, then name."""
+    found = []
+    for study, declared in declarations(runs_root).items():
+        if study in STUDIES:
+            continue
+        refs = [tuple(pair) for pair in declared.get("references", [])]
+        number = str(declared["number"])
+        found.append(Study(study, number, lambda root, skip, study=study, number=number, refs=refs:
+                           paired_rows(root, study, f"{number} {study}", refs, skip_broken=skip)))
+    return sorted(found, key=lambda st: (st.number, st.name))
 
 
 def _verdict(row: pd.Series) -> str:
@@ -34,7 +80,8 @@ def _verdict(row: pd.Series) -> str:
     return ("lower" if row["diff"] < 0 else "higher") + (", clears rule" if row["clears_rule"] else "")
 
 
-def _row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series) -> str:
+def table_row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series) -> str:
+    """One line of the table from a row of :func:`pgolf.research.stats.compare` (``mean``: the arm's mean)."""
     ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if pd.notna(row["ci_low"]) else ""
     p = f"{row['p']:.2g}" if pd.notna(row["p"]) else ""
     p_rule = f"{row['p_rule']:.2g}" if pd.notna(row["p_rule"]) else ""
@@ -43,44 +90,55 @@ def _row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series
             f"{row['diff']:+.4f} | {ci} | {p} | {p_rule} | {mde} | {_verdict(row)} |")
 
 
-def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[str]:
-    """The table's rows. A run a study lists but cannot read is an error naming the file; ``skip_broken``
-    leaves such runs out, with a warning naming each."""
-    root = Path(runs_root) if runs_root is not None else runs_dir()
+
+def paired_rows(runs_root: Path, study: str, label: str, references: Sequence[tuple[str, str]] = (), *,
+                skip_broken: bool = False) -> list[str]:
+    """The rows of a study of trained arms (``runs_root/<study>/selection.json``): per scale, every arm against
+    the shared control on q_val_bpb, then each ``(arm, reference)`` pair at the scales that hold both."""
+    runs = with_control(selected_runs(runs_root, study, skip_broken=skip_broken))
+    if runs.empty:
+        return []
     lines = []
-    for study in ("swiglu_vs_relu2", "smeargate"):
-        runs = with_control(selected_runs(root, study, skip_broken=skip_broken))
-        if runs.empty:
-            continue
-        tests = protocol.comparisons(runs, "q_val_bpb")
-        means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
-        name = f"{STUDIES[study]} {study}"
-        for (scale, arm), row in tests.iterrows():
-            lines.append(_row(name, scale, arm, protocol.CONTROL, means[(scale, arm)], row))
-        if study == "smeargate":
-            for scale, group in runs.groupby("scale", sort=False):
-                pair = group[group["arm"].isin(["smear_scalar", "smear_per_dim"])]
-                if pair["arm"].nunique() == 2:
-                    row = compare(pair, "smear_scalar", "q_val_bpb").loc["smear_per_dim"]
-                    lines.append(_row(name, scale, "smear_per_dim", "smear_scalar",
-                                      means[(scale, "smear_per_dim")], row))
+    means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
+    for (scale, arm), row in protocol.comparisons(runs, "q_val_bpb").iterrows():
+        lines.append(table_row(label, scale, arm, protocol.CONTROL, means[(scale, arm)], row))
+    for arm, ref in references:
+        for scale, group in runs.groupby("scale", sort=False):
+            pair = group[group["arm"].isin([ref, arm])]
+            if pair["arm"].nunique() == 2:
+                row = compare(pair, ref, "q_val_bpb").loc[arm]
+                lines.append(table_row(label, scale, arm, ref, means[(scale, arm)], row))
+    return lines
+
+
+def _qat_rows(root: Path, skip_broken: bool) -> list[str]:
     runs, stored = with_control(selected_runs(root, "qat", skip_broken=skip_broken)), bits_sweep.TABLE.read(root)
-    if not runs.empty and stored is not None:
-        qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
-        tests = late_qat.comparisons(runs, stored[1], qat_arms)
-        means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
-        for (scale, bits, measure), row in tests.iterrows():
-            if measure == "score":
-                lines.append(_row("02 qat", scale, row["arm"], row["reference"], means[(scale, row["arm"])], row))
+    if runs.empty or stored is None:
+        return []
+    lines = []
+    qat_arms = {int(a.removeprefix("qat_int")): a for a in runs["arm"].unique() if a.startswith("qat_int")}
+    tests = late_qat.comparisons(runs, stored[1], qat_arms)
+    means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
+    for (scale, bits, measure), row in tests.iterrows():
+        if measure == "score":
+            lines.append(table_row("02 qat", scale, row["arm"], row["reference"], means[(scale, row["arm"])], row))
+    return lines
+
+
+def _eval_rows(root: Path, skip_broken: bool) -> list[str]:
     stored = eval_sweep.TABLE.read(root)
-    if stored is not None and not stored[1].empty:
-        labelled, ref = eval_sweep.labelled(stored[1])
-        tests = compare(labelled, ref, "val_bpb")
-        means = labelled.groupby("arm")["val_bpb"].mean()
-        scale = stored[1]["run"].iloc[0].split("/")[0]
-        for arm, row in tests.iterrows():
-            lines.append(_row(f"04 eval (unquantized val_bpb, first {int(labelled['tokens_scored'].iloc[0]):,} val "
-                              "targets)", scale, arm, ref, means[arm], row))
+    if stored is None or stored[1].empty:
+        return []
+    labelled, ref = eval_sweep.labelled(stored[1])
+    tests = compare(labelled, ref, "val_bpb")
+    means = labelled.groupby("arm")["val_bpb"].mean()
+    scale = stored[1]["run"].iloc[0].split("/")[0]
+    return [table_row(f"04 eval (unquantized val_bpb, first {int(labelled['tokens_scored'].iloc[0]):,} val "
+                      "targets)", scale, arm, ref, means[arm], row) for arm, row in tests.iterrows()]
+
+
+def _frontier_rows(root: Path, skip_broken: bool) -> list[str]:
+    lines = []
     stored = gptq_sweep.TABLE.read(root)
     if stored is not None and not stored[1].empty:
         sweep = gptq_sweep.labelled(stored[1])
@@ -89,14 +147,28 @@ def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) ->
             tests = compare(group, "rtn quantile", "q_val_bpb", threshold=float("nan"))
             means = group.groupby("arm")["q_val_bpb"].mean()
             for arm, row in tests.iterrows():
-                lines.append(_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
-                                  "val targets)", scale, arm, "rtn quantile", means[arm], row))
+                lines.append(table_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
+                                       "val targets)", scale, arm, "rtn quantile", means[arm], row))
     runs = with_control(selected_runs(root, "frontier", skip_broken=skip_broken))
     if not runs.empty and runs["arm"].nunique() > 1:
-        means = runs.groupby(["scale", "arm"])["q_val_bpb"].mean()
-        for (scale, arm), row in protocol.comparisons(runs, "q_val_bpb").iterrows():
-            lines.append(_row("06 frontier", scale, arm, protocol.CONTROL, means[(scale, arm)], row))
+        lines += paired_rows(root, "frontier", "06 frontier", skip_broken=skip_broken)
     return lines
+
+
+register_study("swiglu_vs_relu2", "01")
+register_study("smeargate", "03", references=[("smear_per_dim", "smear_scalar")])
+register_study("qat", "02", _qat_rows)
+register_study("eval", "04", _eval_rows)
+register_study("frontier", "06", _frontier_rows)
+
+
+def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[str]:
+    """The table's rows: the registered studies in registration order, then those declared on disk
+    (:func:`declared_studies`). A run a study lists but cannot read is an error naming the file;
+    ``skip_broken`` leaves such runs out, with a warning naming each."""
+    root = Path(runs_root) if runs_root is not None else runs_dir()
+    studies = [*STUDIES.values(), *declared_studies(root)]
+    return [line for study in studies for line in study.rows(root, skip_broken)]
 
 
 def results_markdown(runs_root: Path | None = None, *, skip_broken: bool = False) -> str:
@@ -110,13 +182,40 @@ def _cmd_results(args: argparse.Namespace) -> int:
         table = results_markdown(args.runs_root, skip_broken=args.skip_broken)
     for w in caught:  # the runs --skip-broken left out, one line each
         print(f"pgolf: warning: {w.message}", file=sys.stderr)
-    print(table)
+    if args.update is None:
+        print(table)
+        return 0
+    try:
+        update_block(args.update, table)
+    except (OSError, ValueError) as err:
+        print(f"pgolf: error: {err}", file=sys.stderr)
+        return 2
+    print(f"updated the results block of {args.update}")
     return 0
 
 
+BEGIN, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+
+
+def update_block(path: Path, table: str) -> None:
+    """Replace the text between the ``<!-- RESULTS -->`` markers of ``path`` with ``table`` (atomically)."""
+    path = Path(path)
+    text = path.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{path}: expected one {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    tmp.replace(path)
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("results", help="the README's results table, from the runs on disk")
+    parser = subparsers.add_parser("results", help="the results table (docs/results.md), from the runs on disk")
     parser.add_argument("--runs-root", type=Path, default=None, help="default: runs/")
     parser.add_argument("--skip-broken", action="store_true",
                         help="leave out runs whose records cannot be read (each named on stderr) instead of failing")
+    parser.add_argument("--update", type=Path, default=None, metavar="FILE",
+                        help="write the table between the <!-- RESULTS --> markers of FILE (e.g. docs/results.md) "
+                             "instead of printing it")
     parser.set_defaults(func=_cmd_results)
