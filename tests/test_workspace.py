@@ -204,3 +204,45 @@ def test_rows_named_by_scale_arm_and_seed(tmp_path):
     got = t.cached(runs_root=tmp_path, inputs={"runs": runs[1:], "bits": [8, 6]}, compute=_no_weights,
                    log=lambda s: None)
     assert got["seed"].tolist() == [1, 1] and got["bits"].tolist() == [8, 6]
+
+
+# ---- missing weights are restored by retraining, in a workspace only ---------------------------------
+
+def test_missing_weights_are_retrained_in_a_workspace_only(micro, tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from pgolf.core.train import train
+    from pgolf.research.rescore import load_final_state
+
+    @dataclass
+    class Row:
+        run: str
+        total: float
+
+    ws = tmp_path / "ws"
+    prepare_workspace(ws, tmp_path / "nothing_published")
+    run = ws / "runs" / "micro" / "control-s0-k"
+    train(micro(), run, console=False)
+    weights = (run / "final_model.pt").read_bytes()
+    (run / "final_model.pt").unlink()  # a fresh clone: raw weights are not committed
+    t = AnalysisTable(study="s", name="t", row=Row, notebook="09")
+
+    def compute():
+        state = load_final_state(run)
+        return t.frame([Row(run.name, float(sum(v.double().sum() for v in state.values())))])
+
+    monkeypatch.setenv("PGOLF_ABLATE_MODE", "reuse")  # reuse mode (nbval) never trains
+    with pytest.raises(MissingWeightsError):
+        t.cached(runs_root=ws / "runs", inputs={"runs": ["micro/control-s0-k"]}, compute=compute, log=lambda s: None)
+    monkeypatch.delenv("PGOLF_ABLATE_MODE")
+    lines = []
+    t.cached(runs_root=ws / "runs", inputs={"runs": ["micro/control-s0-k"]}, compute=compute, log=lines.append)
+    assert any("byte-identical" in ln for ln in lines), lines
+    assert (run / "final_model.pt").read_bytes() == weights
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]  # the temp run is gone
+
+    (run / "final_model.pt").unlink()
+    (ws / "pgolf-workspace.json").unlink()  # not a workspace (a published root): never retrained
+    with pytest.raises(MissingWeightsError):
+        t.cached(runs_root=ws / "runs", inputs={"runs": ["micro/control-s0-k"], "x": 1}, compute=compute,
+                 log=lambda s: None)

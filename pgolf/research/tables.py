@@ -85,6 +85,26 @@ def _run_subset(stored: tuple[dict[str, Any], pd.DataFrame], inputs: dict[str, A
     return table.iloc[keep].reset_index(drop=True)
 
 
+def _compute_restoring(compute: Callable[[], pd.DataFrame], runs_root: Path, log: Callable[[str], None]) -> pd.DataFrame:
+    """``compute()``; in a scratch workspace in train mode, each run whose raw weights are missing is retrained
+    there to restore them (:func:`pgolf.research.workspace.restore_weights`) and the computation repeated.
+    Elsewhere (the published study, reuse mode) a missing file raises :class:`MissingWeightsError`."""
+    from pgolf.research.ablate import default_mode
+    from pgolf.research.workspace import in_workspace, restore_weights
+
+    restored: set[Path] = set()
+    while True:
+        try:
+            return compute()
+        except MissingWeightsError as err:
+            run = err.path.parent
+            if (default_mode() != "train" or not in_workspace(runs_root) or run in restored
+                    or not (run / "config.json").is_file() or not (run / "summary.json").is_file()):
+                raise
+            restore_weights(run, log=log)
+            restored.add(run)
+
+
 def _differing_keys(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
     return sorted(k for k in stored.keys() | inputs.keys() if stored.get(k) != inputs.get(k))
 
@@ -152,12 +172,13 @@ class AnalysisTable:
             write_table(path, inputs, subset)
             return self._ordered(read_table(path)[1])
         try:
-            table = compute()
+            table = _compute_restoring(compute, runs_root, log)
         except MissingWeightsError as err:
             raise MissingWeightsError(f"{path}: {self._why_recompute(stored, inputs, rerun)}, and computing it "
                                       f"needs {err.path}, which is not on disk (raw weights are kept local, not "
                                       f"committed). Regenerate the weights and the table with `{self.regenerate}` (plus the -p parameters "
-                                      f"you changed).",
+                                      f"you changed; it trains into a scratch workspace, and replaces the published "
+                                      f"table only with --publish).",
                                       err.path) from None
         missing = [c for c in self.columns if c not in table.columns]
         if missing:

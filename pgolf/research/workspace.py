@@ -13,12 +13,22 @@ copy of the published run folders and analysis tables (:func:`prepare_workspace`
 reused and nothing trains that the published study already has; copying only reads the published tree (no
 lock is taken there, nothing there is moved or rewritten). A run retrained in the workspace (``rerun=True``,
 a stale run) is moved aside and trained again inside the workspace only.
+
+Raw weights (``final_model.pt``) are not committed. When a notebook in a workspace needs a stored analysis
+table recomputed (other inputs than the stored ones) and a run's weights are not on disk, the table retrains
+that run inside the workspace to restore them (:func:`restore_weights`, in train mode only; the marker file
+:data:`MARKER` says the output root is a workspace) and says so, with whether the retrained artifact is
+byte-identical to the recorded one. A table that only needs fewer runs than it stores takes their rows
+without weights (:meth:`pgolf.research.tables.AnalysisTable.cached`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +36,10 @@ from pathlib import Path
 
 from pgolf.core.ownership import LOCK_FILE
 from pgolf.core.paths import REPO_ROOT
+from pgolf.core.runs import atomic_write_json
 
 SCRATCH_ENV = "PGOLF_SCRATCH"
+MARKER = "pgolf-workspace.json"  # in a workspace's root: what it was made from
 NOT_COPIED = ("notebooks",)  # runs/notebooks: a workspace's executed notebooks are its own
 ANALYSIS = "analysis"
 
@@ -81,6 +93,9 @@ def prepare_workspace(workspace: Path, published: Path) -> int:
     workspace, published = Path(workspace), Path(published)
     (workspace / "runs").mkdir(parents=True, exist_ok=True)
     (workspace / "figures").mkdir(parents=True, exist_ok=True)
+    if not (workspace / MARKER).is_file():
+        atomic_write_json(workspace / MARKER, {"published": str(published.resolve()),
+                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     src_runs = published / "runs"
     copied = 0
     if not src_runs.is_dir():
@@ -113,6 +128,69 @@ def output_root(path: Path) -> Iterator[Path]:
             os.environ["PGOLF_OUT"] = old
 
 
-def is_published(runs_root: Path) -> bool:
-    """Whether ``runs_root`` is the repository's own ``runs/`` (the tracked, published study)."""
-    return Path(runs_root).resolve() == REPO_ROOT / "runs"
+def in_workspace(runs_root: Path) -> bool:
+    """Whether ``runs_root`` is the ``runs/`` of a scratch workspace (never the repository's own)."""
+    root = Path(runs_root).resolve().parent
+    return (root / MARKER).is_file() and root != REPO_ROOT and REPO_ROOT not in root.parents
+
+
+RAW_WEIGHTS = "final_model.pt"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def restore_weights(run_dir: Path, log=print) -> str:
+    """Train the finished run ``run_dir`` (a folder inside a workspace) again from its ``config.json``, the way the
+    ablation engine trains (one process, one thread), in a temp folder beside it, and move the new raw weights
+    into it; the rest of the folder is kept. Returns a line saying whether the retrained artifact is
+    byte-identical to the recorded one (then the weights are the run's own) or how its val_bpb differs."""
+    run_dir = Path(run_dir)
+    if not in_workspace(run_dir.parent.parent):
+        raise WorkspaceError(f"{run_dir}: weights are restored only inside a scratch workspace, never in the "
+                             "published study")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    tmp = run_dir.parent / f".{run_dir.name}.restore-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    log(f"{run_dir.name}: no {RAW_WEIGHTS} on disk; retraining the run in the workspace to restore it")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pgolf.research.workspace", str(run_dir / "config.json"), str(tmp)],
+                          env=env, capture_output=True, text=True)
+    try:
+        if proc.returncode != 0:
+            raise RuntimeError(f"{run_dir}: retraining to restore {RAW_WEIGHTS} failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        new = json.loads((tmp / "summary.json").read_text())
+        artifact = summary.get("artifact_file", "")
+        same = bool(artifact) and (run_dir / artifact).is_file() and (tmp / artifact).is_file() and \
+            _sha256(run_dir / artifact) == _sha256(tmp / artifact) and new["val_bpb"] == summary["val_bpb"]
+        os.replace(tmp / RAW_WEIGHTS, run_dir / RAW_WEIGHTS)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    took = f"{time.perf_counter() - t0:.0f}s"
+    line = (f"{run_dir.name}: restored {RAW_WEIGHTS} by retraining ({took}): artifact byte-identical to the recorded "
+            "one, so these are the run's weights" if same else
+            f"{run_dir.name}: restored {RAW_WEIGHTS} by retraining ({took}), but the retrained run differs from the "
+            f"recorded one (val_bpb {new['val_bpb']:.6f} vs {summary['val_bpb']:.6f}; another machine's numerics): "
+            "the table uses the retrained weights")
+    log(line)
+    return line
+
+
+def _restore_worker(argv: list[str]) -> int:
+    """``python -m pgolf.research.workspace CONFIG RUN_DIR``: train one run on one thread (its weights)."""
+    import torch
+
+    from pgolf.core.config import Config
+    from pgolf.core.train import train
+    cfg_file, run_dir = argv
+    torch.set_num_threads(1)
+    train(Config.from_json(cfg_file), run_dir, console=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_restore_worker(sys.argv[1:]))
