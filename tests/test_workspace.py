@@ -246,3 +246,21 @@ def test_missing_weights_are_retrained_in_a_workspace_only(micro, tmp_path, monk
     with pytest.raises(MissingWeightsError):
         t.cached(runs_root=ws / "runs", inputs={"runs": ["micro/control-s0-k"], "x": 1}, compute=compute,
                  log=lambda s: None)
+
+
+def test_the_workflow_page_names_real_options():
+    """docs/research-workflow.md's commands use options `pgolf notebooks run` has."""
+    import argparse
+
+    from pgolf.research import notebooks
+
+    parser = argparse.ArgumentParser()
+    notebooks.register(parser.add_subparsers(dest="command"))
+    page = (REPO_ROOT / "docs" / "research-workflow.md").read_text()
+    for argv in (["notebooks", "run", "03", "--publish"], ["notebooks", "run", "03", "--workspace", "explore"],
+                 ["notebooks", "run", "03", "-p", "rerun=True", "--publish"]):
+        assert " ".join(["pgolf", *argv]) in page
+        parser.parse_args(argv)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["notebooks", "run", "03", "--publish", "--workspace", "x"])  # one or the other
+    assert "PGOLF_SCRATCH" in page and "~/.cache/pgolf/scratch" in page
