@@ -8,8 +8,9 @@ not notebooks. However a notebook is named (``pytest notebooks/``, ``pytest note
 only this way: pytest imports a ``.py`` file named on its command line as a test module whatever its name,
 which would execute the notebook's cells in the pytest process, outside reuse mode and the temp output
 folder (it trained into the repository's ``runs/``); :func:`pytest_pycollect_makemodule` gives pytest an
-empty placeholder for a notebook instead of a module, so the nbval item below is the notebook's only test. The notebooks run with their default parameters, which are the real study settings:
-they are cheap here because the committed runs are reused. Each notebook's kernel starts with
+empty placeholder for a notebook instead of a module, so the nbval item below is the notebook's only test.
+The notebooks run with their default parameters, which are the real study settings: they are cheap here
+because the committed runs are reused. Each notebook's kernel starts with
 - ``PGOLF_ABLATE_MODE=reuse``: the ablation engine never trains; a missing run fails the notebook;
 - ``PGOLF_OUT`` = a temp dir holding a copy of the repo's ``runs/``, so the notebooks see the committed
   runs and nothing is written into the repository.
