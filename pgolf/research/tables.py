@@ -87,7 +87,8 @@ def _run_subset(stored: tuple[dict[str, Any], pd.DataFrame], inputs: dict[str, A
 
 def _compute_restoring(compute: Callable[[], pd.DataFrame], runs_root: Path, log: Callable[[str], None]) -> pd.DataFrame:
     """``compute()``; in a scratch workspace in train mode, each run whose raw weights are missing is retrained
-    there to restore them (:func:`pgolf.research.workspace.restore_weights`) and the computation repeated.
+    there to restore them (:func:`pgolf.research.workspace.restore_weights`) and the computation repeated; a
+    retrained run that differs from the recorded one raises :class:`MissingWeightsError` as before.
     Elsewhere (the published study, reuse mode) a missing file raises :class:`MissingWeightsError`."""
     from pgolf.research.ablate import default_mode
     from pgolf.research.workspace import in_workspace, restore_weights
@@ -101,7 +102,8 @@ def _compute_restoring(compute: Callable[[], pd.DataFrame], runs_root: Path, log
             if (default_mode() != "train" or not in_workspace(runs_root) or run in restored
                     or not (run / "config.json").is_file() or not (run / "summary.json").is_file()):
                 raise
-            restore_weights(run, log=log)
+            if not restore_weights(run, log=log):  # retrained, but not the recorded run: its weights are not used
+                raise
             restored.add(run)
 
 

@@ -17,8 +17,9 @@ a stale run) is moved aside and trained again inside the workspace only.
 Raw weights (``final_model.pt``) are not committed. When a notebook in a workspace needs a stored analysis
 table recomputed (other inputs than the stored ones) and a run's weights are not on disk, the table retrains
 that run inside the workspace to restore them (:func:`restore_weights`, in train mode only; the marker file
-:data:`MARKER` says the output root is a workspace) and says so, with whether the retrained artifact is
-byte-identical to the recorded one. A table that only needs fewer runs than it stores takes their rows
+:data:`MARKER` says the output root is a workspace) and says so. The weights are used only when the retrained
+artifact is byte-identical to the recorded one; otherwise (another machine's numerics) the table's error says
+to retrain the study's runs in the workspace (``-p rerun=True``). A table that only needs fewer runs than it stores takes their rows
 without weights (:meth:`pgolf.research.tables.AnalysisTable.cached`).
 """
 
@@ -142,11 +143,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def restore_weights(run_dir: Path, log=print) -> str:
+def restore_weights(run_dir: Path, log=print) -> bool:
     """Train the finished run ``run_dir`` (a folder inside a workspace) again from its ``config.json``, the way the
-    ablation engine trains (one process, one thread), in a temp folder beside it, and move the new raw weights
-    into it; the rest of the folder is kept. Returns a line saying whether the retrained artifact is
-    byte-identical to the recorded one (then the weights are the run's own) or how its val_bpb differs."""
+    ablation engine trains (one process, one thread), in a temp folder beside it. When the retrained artifact is
+    byte-identical to the recorded one and its val_bpb equal, the raw weights are the run's own: they are moved
+    into ``run_dir`` (the rest of the folder is kept) and True is returned. Otherwise (another machine's numerics)
+    nothing is kept, the difference is logged and False is returned: a table computed from other weights would
+    disagree with the run's recorded numbers."""
     run_dir = Path(run_dir)
     if not in_workspace(run_dir.parent.parent):
         raise WorkspaceError(f"{run_dir}: weights are restored only inside a scratch workspace, never in the "
@@ -167,17 +170,17 @@ def restore_weights(run_dir: Path, log=print) -> str:
         artifact = summary.get("artifact_file", "")
         same = bool(artifact) and (run_dir / artifact).is_file() and (tmp / artifact).is_file() and \
             _sha256(run_dir / artifact) == _sha256(tmp / artifact) and new["val_bpb"] == summary["val_bpb"]
-        os.replace(tmp / RAW_WEIGHTS, run_dir / RAW_WEIGHTS)
+        if same:
+            os.replace(tmp / RAW_WEIGHTS, run_dir / RAW_WEIGHTS)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     took = f"{time.perf_counter() - t0:.0f}s"
-    line = (f"{run_dir.name}: restored {RAW_WEIGHTS} by retraining ({took}): artifact byte-identical to the recorded "
-            "one, so these are the run's weights" if same else
-            f"{run_dir.name}: restored {RAW_WEIGHTS} by retraining ({took}), but the retrained run differs from the "
-            f"recorded one (val_bpb {new['val_bpb']:.6f} vs {summary['val_bpb']:.6f}; another machine's numerics): "
-            "the table uses the retrained weights")
-    log(line)
-    return line
+    log(f"{run_dir.name}: restored {RAW_WEIGHTS} by retraining ({took}): artifact byte-identical to the recorded one, "
+        "so these are the run's weights" if same else
+        f"{run_dir.name}: retrained ({took}) but the run differs from the recorded one (val_bpb {new['val_bpb']:.8f} "
+        f"vs {summary['val_bpb']:.8f}: another machine's numerics), so its weights are not used; `-p rerun=True` "
+        "retrains the study's runs in this workspace, so that its runs and tables agree")
+    return same
 
 
 def _restore_worker(argv: list[str]) -> int:
