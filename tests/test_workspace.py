@@ -274,3 +274,13 @@ def test_the_workflow_page_names_real_options():
     with pytest.raises(SystemExit):
         parser.parse_args(["notebooks", "run", "03", "--publish", "--workspace", "x"])  # one or the other
     assert "PGOLF_SCRATCH" in page and "~/.cache/pgolf/scratch" in page
+
+
+def test_a_misspelled_parameter_fails_before_a_workspace_is_made(tmp_path, monkeypatch, capsys):
+    from pgolf.running.cli import main
+
+    nb = tmp_path / "07_toy.py"
+    nb.write_text(NOTEBOOK)
+    monkeypatch.setenv("PGOLF_SCRATCH", str(tmp_path / "scratch"))
+    assert main(["notebooks", "run", str(nb), "-p", "sedes=[0]"]) == 2
+    assert "Did you mean 'seeds'?" in capsys.readouterr().err and not (tmp_path / "scratch").exists()

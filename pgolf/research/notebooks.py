@@ -273,6 +273,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         params = _cli_params(args.param, args.names)
+        for name in args.names:  # a misspelled name or parameter fails before a workspace is made
+            check_params(resolve_notebook(name), params)
         root, scratch = _target(args, params)
         with output_root(root):
             out_dir = args.out_dir or runs_dir() / "notebooks"
