@@ -4,8 +4,13 @@
 
 nbval only collects ``.ipynb``; here each ``NN_*.py`` notebook is read with ``jupytext.read`` instead,
 and the gitignored ``.ipynb`` copies are skipped so nothing runs twice. Helper modules and this file are
-not notebooks. The notebooks run with their default parameters, which are the real study settings:
-they are cheap here because the committed runs are reused. Each notebook's kernel starts with
+not notebooks. However a notebook is named (``pytest notebooks/``, ``pytest notebooks/07_new.py``), it runs
+only this way: pytest imports a ``.py`` file named on its command line as a test module whatever its name,
+which would execute the notebook's cells in the pytest process, outside reuse mode and the temp output
+folder (it trained into the repository's ``runs/``); :func:`pytest_pycollect_makemodule` gives pytest an
+empty placeholder for a notebook instead of a module, so the nbval item below is the notebook's only test.
+The notebooks run with their default parameters, which are the real study settings: they are cheap here
+because the committed runs are reused. Each notebook's kernel starts with
 - ``PGOLF_ABLATE_MODE=reuse``: the ablation engine never trains; a missing run fails the notebook;
 - ``PGOLF_OUT`` = a temp dir holding a copy of the repo's ``runs/``, so the notebooks see the committed
   runs and nothing is written into the repository.
@@ -24,6 +29,7 @@ from pathlib import Path
 from unittest import mock
 
 import jupytext
+import pytest
 from nbval.plugin import IPyNbFile
 
 NOTEBOOK_NAME = re.compile(r"[0-9][0-9]_.*\.py")
@@ -36,8 +42,22 @@ def _nbval_out() -> str:
     if _temp_out is None:
         _temp_out = tempfile.mkdtemp(prefix="pgolf-nbval-")
         if REPO_RUNS.is_dir():
-            shutil.copytree(REPO_RUNS, Path(_temp_out) / "runs")
+            shutil.copytree(REPO_RUNS, Path(_temp_out) / "runs", ignore=shutil.ignore_patterns(".lock"))
     return _temp_out
+
+
+def _nbval_on(config) -> bool:
+    return bool(getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False))
+
+
+class NotebookNotAModule(pytest.File):
+    """What pytest's Python collection gets for a notebook: no tests (nbval runs it), never an import."""
+
+    def collect(self):
+        if not _nbval_on(self.config):
+            raise pytest.UsageError(f"{self.path.name} is a notebook: pytest runs it only under nbval in reuse mode "
+                                    "(--nbval-lax, in the default addopts of pyproject.toml), never as a module")
+        return []
 
 
 class JupytextNbFile(IPyNbFile):
@@ -64,8 +84,13 @@ def pytest_ignore_collect(collection_path: Path, config):
     return None
 
 
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    if NOTEBOOK_NAME.fullmatch(module_path.name):
+        return NotebookNotAModule.from_parent(parent, path=module_path)
+    return None
+
+
 def pytest_collect_file(file_path: Path, parent):
-    opt = parent.config.option
-    if (opt.nbval or opt.nbval_lax) and NOTEBOOK_NAME.fullmatch(file_path.name):
+    if _nbval_on(parent.config) and NOTEBOOK_NAME.fullmatch(file_path.name):
         return JupytextNbFile.from_parent(parent, path=file_path)
     return None

@@ -14,10 +14,11 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
-    """Tests never write into the repository's runs/, figures/ or data/."""
+    """Tests never write into the repository's runs/, figures/ or data/, nor into ~/.cache/pgolf/scratch."""
     out = tmp_path_factory.mktemp("pgolf_out")
-    old = {k: os.environ.get(k) for k in ("PGOLF_OUT", "PGOLF_DATA")}
+    old = {k: os.environ.get(k) for k in ("PGOLF_OUT", "PGOLF_DATA", "PGOLF_SCRATCH")}
     os.environ["PGOLF_OUT"] = str(out)
+    os.environ["PGOLF_SCRATCH"] = str(tmp_path_factory.mktemp("pgolf_scratch"))
     os.environ.setdefault("PGOLF_DATA", str(out / "data"))
     yield
     for k, v in old.items():

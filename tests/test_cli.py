@@ -181,8 +181,9 @@ def test_quickstart_trains_a_fixed_number_of_steps_on_the_faster_thread_count(ca
     want = get_preset("tiny").replace({"data.path": str(tmp_path), "train.num_threads": 2,
                                        "train.iterations": pgolf.running.quickstart.QUICKSTART_STEPS,
                                        "train.max_wallclock_seconds": 0.0})
-    assert seen["cfg"] == want and capsys.readouterr().out.startswith(
-        "threads:1 ms/step:10.0 threads:2 ms/step:5.0 -> train.num_threads=2\n")
+    first, calibration = capsys.readouterr().out.splitlines()[:2]
+    assert seen["cfg"] == want and first.startswith("pgolf quickstart: ")  # says at once what it does
+    assert calibration == "threads:1 ms/step:10.0 threads:2 ms/step:5.0 -> train.num_threads=2"
     tiny = get_preset("tiny").train
     assert (tiny.iterations, tiny.max_wallclock_seconds, tiny.num_threads) == (2000, 150.0, 0)
     monkeypatch.setattr(pgolf.running.quickstart, "calibrate_threads", None)  # an explicit thread count is not measured

@@ -88,8 +88,8 @@ def test_cli_runs_with_overrides_and_fails_nonzero(notebook, tmp_path, monkeypat
     assert nb.cells[-1].outputs[0]["text"] == "5 0.02 7 False None\n"  # "7" stays a str for a str default
     notebook.write_text(NOTEBOOK + '\n# %%\nraise RuntimeError("boom")\n')
     monkeypatch.setenv("PGOLF_OUT", str(tmp_path / "out"))
-    assert _cli("notebooks", "run", "03") == 1
-    executed = tmp_path / "out" / "runs" / "notebooks"
+    assert _cli("notebooks", "run", "03", "--workspace", str(tmp_path / "ws")) == 1
+    executed = tmp_path / "ws" / "runs" / "notebooks"  # a scratch workspace: the published root is not written
     assert "boom" in (executed / "03_params.failed.ipynb").read_text()  # beside, never over, a good output
     assert not (executed / "03_params.ipynb").exists()
 

@@ -41,3 +41,28 @@ def test_trainer_reports_each_step_with_the_budget(micro, tmp_path):
     train(micro(), tmp_path / "run", console=False,
           hooks=TrainerHooks(on_step=lambda step, total: calls.append((step, total))))
     assert calls == [(s, 8) for s in range(1, 9)]
+
+
+def test_first_line_arrives_early_through_a_pipe(tmp_path):
+    """Piped (``pgolf quickstart | tee log``), the first line comes within seconds, long before training ends;
+    a block-buffered stdout used to show nothing until the run was over."""
+    import os
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PGOLF_OUT": str(tmp_path / "out"), "PGOLF_DATA": str(tmp_path / "data"),
+           "PYTHONPATH": str(repo)}
+    env.pop("PYTHONUNBUFFERED", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pgolf", "quickstart"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no output within 30 s through a pipe"
+        first = proc.stdout.readline().decode()
+        assert first.startswith("pgolf quickstart:") and proc.poll() is None  # still working: not the final flush
+    finally:
+        proc.kill()
+        proc.wait()

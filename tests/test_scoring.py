@@ -28,8 +28,20 @@ def test_run_folder_artifact_matches_summary(finished_run, capsys):
     assert out["eval_mode"] == "official"
     assert out["val_bpb"] == pytest.approx(summary["q_val_bpb"], abs=1e-6)
     assert out["tokens_scored"] == summary["val_tokens_scored"]
+    assert out["artifact_bytes"] == summary["artifact_bytes"]  # the scored artifact's size, not the text's
+    assert out["val_bytes"] > out["tokens_scored"]  # validation text bytes (the val_bpb denominator)
     raw = _eval(capsys, run, "--weights", "raw")
     assert raw["val_bpb"] == pytest.approx(summary["val_bpb"], abs=1e-6)
+    assert raw["artifact_bytes"] is None and raw["val_bytes"] == out["val_bytes"]
+
+
+def test_text_labels_say_what_they_count(finished_run, capsys):
+    run, summary = finished_run
+    assert main(["eval", str(run)]) == 0
+    fields = dict(f.split(":", 1) for f in capsys.readouterr().out.strip().splitlines()[-1].split())
+    assert "bytes" not in fields  # a bare `bytes:` read as the artifact size; it was the validation text
+    assert int(fields["artifact_bytes"]) == summary["artifact_bytes"]
+    assert int(fields["val_bytes"]) > int(fields["tokens"])
 
 
 def test_artifact_file_without_config_and_eval_overrides(finished_run, capsys, tmp_path, small_dataset):

@@ -1,7 +1,8 @@
 """Run the jupytext notebooks (``notebooks/NN_*.py``) headless with papermill, with checked parameters.
 
     pgolf notebooks list
-    pgolf notebooks run 02 -p seeds=3 -p lr=0.02
+    pgolf notebooks run 02 -p seeds=3 -p lr=0.02      (into a scratch workspace: pgolf.research.workspace)
+    pgolf notebooks run 02 --publish                  (rewrites the published study, on purpose)
 
 papermill injects misspelled parameters without a word, so every key is checked against the assignments
 in the notebook's ``parameters``-tagged cell (parsed with ``ast``) and against the type of its default.
@@ -19,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from pgolf.core.paths import notebooks_dir, runs_dir
+from pgolf.core.paths import notebooks_dir, out_root, runs_dir
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
 NO_DEFAULT = object()  # the default is an expression (not a literal), so its type is unknown
@@ -250,23 +251,52 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace, params: dict) -> tuple[Path, bool]:
+    """The output root the notebooks run against and whether it is a scratch workspace: the published one
+    with ``--publish``, else a scratch workspace (made and given the published runs first). A plan writes
+    nothing, so without an existing workspace it reads the published runs."""
+    from pgolf.research.workspace import prepare_workspace, workspace_path
+
+    published = out_root()
+    if args.publish:
+        print(f"notebooks: --publish: writing the published study in {published} (runs, analysis tables, executed "
+              "notebooks, figures)", flush=True)
+        return published, False
+    ws = workspace_path(args.workspace)
+    if params.get("plan_only") and not ws.is_dir():
+        return published, False
+    copied = prepare_workspace(ws, published)
+    print(f"notebooks: scratch workspace {ws} (the published study in {published} is not changed; "
+          f"{copied} published files copied in for reuse; --publish writes there instead)", flush=True)
+    return ws, True
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
+    from pgolf.research.workspace import WorkspaceError, output_root
+
     try:
         params = _cli_params(args.param, args.names)
-        outputs = run_notebooks(args.names, params, out_dir=args.out_dir, kernel=args.kernel,
-                                log_output=not args.quiet)
-    except (NotebookParameterError, FileNotFoundError, ValueError, SyntaxError) as err:
+        for name in args.names:  # a misspelled name or parameter fails before a workspace is made
+            check_params(resolve_notebook(name), params)
+        root, scratch = _target(args, params)
+        with output_root(root):
+            out_dir = args.out_dir or runs_dir() / "notebooks"
+            outputs = run_notebooks(args.names, params, out_dir=out_dir, kernel=args.kernel,
+                                    log_output=not args.quiet)
+    except (NotebookParameterError, FileNotFoundError, ValueError, SyntaxError, WorkspaceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except PapermillExecutionError as err:
-        print(f"notebook failed (the cells that ran are in runs/notebooks/<name>.failed.ipynb): {err}",
-              file=sys.stderr)
+        print(f"notebook failed (the cells that ran are in {out_dir}/<name>.failed.ipynb): {err}", file=sys.stderr)
         return 1
     for output in outputs:
         if output is not None:
             print(output)
+    if scratch and any(o is not None for o in outputs):
+        print(f"scratch outputs: runs and analysis tables in {root / 'runs'}, figures in {root / 'figures'}; "
+              f"this workspace's figures and results table: PGOLF_OUT={root} pgolf figures / pgolf results")
     return 0
 
 
@@ -277,7 +307,16 @@ def register(subparsers) -> None:
     run.add_argument("names", nargs="+", help="notebook name, file name or number prefix (02)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter of the notebook's parameters cell")
-    run.add_argument("--out-dir", type=Path, default=None, help="default: runs/notebooks/")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--publish", action="store_true",
+                       help="write the published study (runs/, analysis tables, runs/notebooks/, figures/ of the "
+                            "repository or PGOLF_OUT): only on purpose; without it a run goes to a scratch workspace")
+    where.add_argument("--workspace", metavar="NAME_OR_PATH", default=None,
+                       help="the scratch workspace: a name under $PGOLF_SCRATCH (default ~/.cache/pgolf/scratch) or a "
+                            "folder outside the repository; reusing one keeps its runs (default: a new timestamped one)")
+    run.add_argument("--out-dir", type=Path, default=None,
+                     help="where the executed notebook goes (default: runs/notebooks/ of the workspace, or of the "
+                          "published study with --publish)")
     run.add_argument("--kernel", default="python3")
     run.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress) here")
     run.set_defaults(func=_cmd_run)

@@ -50,6 +50,63 @@ def read_table(path: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:
         raise ValueError(f"{path}: not an analysis table (expected JSON with 'inputs' and 'rows'): {err}") from None
 
 
+def _row_runs(rows: pd.DataFrame, runs: list[str]) -> list[str | None]:
+    """The entry of ``runs`` (a table's ``inputs["runs"]``) each row was computed from: its ``run`` column, else
+    the run whose name is ``<scale>/<arm>-s<seed>-<key>`` for the row's scale, arm and seed; None if unknown."""
+    if "run" in rows.columns:
+        return [r if r in runs else None for r in rows["run"]]
+    if not {"scale", "arm", "seed"} <= set(rows.columns):
+        return [None] * len(rows)
+    out = []
+    for sc, arm, seed in zip(rows["scale"], rows["arm"], rows["seed"]):
+        found = [r for r in runs if r.startswith(f"{sc}/{arm}-s{int(seed)}-")]
+        out.append(found[0] if len(found) == 1 else None)
+    return out
+
+
+def _run_subset(stored: tuple[dict[str, Any], pd.DataFrame], inputs: dict[str, Any]) -> pd.DataFrame | None:
+    """The rows of a stored per-run table for a subset of its runs (fewer seeds, fewer scales), in the order of
+    ``inputs["runs"]``, when every other input is the same and each stored row names its run; else None.
+    This is what computing the table for those runs gives, without the runs' weights."""
+    have, table = stored
+    want = inputs.get("runs")
+    if not isinstance(want, list) or not isinstance(have.get("runs"), list) or not want:
+        return None
+    if {k: v for k, v in have.items() if k != "runs"} != {k: v for k, v in inputs.items() if k != "runs"}:
+        return None
+    if not set(want) <= set(have["runs"]) or table.empty:
+        return None
+    owners = _row_runs(table, have["runs"])
+    if any(o is None for o in owners):
+        return None
+    order = {r: i for i, r in enumerate(want)}
+    keep = [i for i, o in enumerate(owners) if o in order]
+    keep.sort(key=lambda i: order[owners[i]])  # stable: rows of one run keep their stored order
+    return table.iloc[keep].reset_index(drop=True)
+
+
+def _compute_restoring(compute: Callable[[], pd.DataFrame], runs_root: Path, log: Callable[[str], None]) -> pd.DataFrame:
+    """``compute()``; in a scratch workspace in train mode, each run whose raw weights are missing is retrained
+    there to restore them (:func:`pgolf.research.workspace.restore_weights`) and the computation repeated; a
+    retrained run that differs from the recorded one raises :class:`MissingWeightsError` as before.
+    Elsewhere (the published study, reuse mode) a missing file raises :class:`MissingWeightsError`."""
+    from pgolf.research.ablate import default_mode
+    from pgolf.research.workspace import in_workspace, restore_weights
+
+    restored: set[Path] = set()
+    while True:
+        try:
+            return compute()
+        except MissingWeightsError as err:
+            run = err.path.parent
+            if (default_mode() != "train" or not in_workspace(runs_root) or run in restored
+                    or not (run / "config.json").is_file() or not (run / "summary.json").is_file()):
+                raise
+            if not restore_weights(run, log=log):  # retrained, but not the recorded run: its weights are not used
+                raise
+            restored.add(run)
+
+
 def _differing_keys(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
     return sorted(k for k in stored.keys() | inputs.keys() if stored.get(k) != inputs.get(k))
 
@@ -110,13 +167,20 @@ class AnalysisTable:
         if stored is not None and stored[0] == inputs and not self._missing_columns(stored[1]):
             log(f"{path.name}: reusing the stored table (same inputs)")
             return self._ordered(stored[1])
+        subset = None if stored is None or self._missing_columns(stored[1]) else _run_subset(stored, inputs)
+        if subset is not None:
+            log(f"{path.name}: the stored table covers these {len(inputs['runs'])} of its {len(stored[0]['runs'])} runs "
+                "with the same other inputs: taking their rows (no weights needed), stored for these inputs")
+            write_table(path, inputs, subset)
+            return self._ordered(read_table(path)[1])
         try:
-            table = compute()
+            table = _compute_restoring(compute, runs_root, log)
         except MissingWeightsError as err:
             raise MissingWeightsError(f"{path}: {self._why_recompute(stored, inputs, rerun)}, and computing it "
                                       f"needs {err.path}, which is not on disk (raw weights are kept local, not "
                                       f"committed). Regenerate the weights and the table with `{self.regenerate}` (plus the -p parameters "
-                                      f"you changed).",
+                                      f"you changed; it trains into a scratch workspace, and replaces the published "
+                                      f"table only with --publish).",
                                       err.path) from None
         missing = [c for c in self.columns if c not in table.columns]
         if missing:

@@ -127,6 +127,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from pgolf.running.quickstart import QUICKSTART_BUDGET, choose_threads, progress
 
     t0 = time.perf_counter()
+    if hasattr(sys.stdout, "reconfigure"):  # a pipe or a log sees each line as it is printed, not at the end
+        sys.stdout.reconfigure(line_buffering=True)
+    print(f"pgolf quickstart: building (or reusing) the embedded corpus, then training `tiny` on CPU for "
+          f"{QUICKSTART_BUDGET['train.iterations']} steps", flush=True)
     ds_dir = build_dataset(None, None)
     manifest = json.loads((Path(ds_dir) / "manifest.json").read_text())
     cfg = apply_overrides(get_preset("tiny"), {"data.path": str(ds_dir), **QUICKSTART_BUDGET})

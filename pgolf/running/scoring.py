@@ -151,14 +151,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not (math.isfinite(res.val_loss) and math.isfinite(res.val_bpb)):
         raise ValueError(f"{weights}: the score is not finite (val_loss {res.val_loss}, val_bpb {res.val_bpb}): "
                          f"the model overflowed on the validation data; no score")
+    # val_bytes: the UTF-8 bytes of the validation text scored (the denominator of val_bpb); artifact_bytes: the
+    # size of the scored artifact file, only when an artifact (.ptz) is scored (raw weights have no artifact size)
+    artifact_bytes = weights.stat().st_size if weights.suffix == ".ptz" else None
     out = {"weights": str(weights), "config": source,
            "eval_mode": mode, "val_loss": res.val_loss, "val_bpb": res.val_bpb, "tokens_scored": res.tokens,
-           "bytes_scored": res.bytes}
+           "val_bytes": res.bytes, "artifact_bytes": artifact_bytes}
     if args.json:
         print(json.dumps(out, allow_nan=False))
     else:
         print(f"eval:{weights} mode:{mode}")
-        print(f"val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} tokens:{res.tokens} bytes:{res.bytes}")
+        size = f" artifact_bytes:{artifact_bytes}" if artifact_bytes is not None else ""
+        print(f"val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} tokens:{res.tokens} val_bytes:{res.bytes}{size}")
     return 0
 
 
