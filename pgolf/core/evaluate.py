@@ -32,6 +32,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+def bits_per_byte(val_loss: float, tokens: float, val_bytes: float) -> float:
+    """Bits per token times tokens per byte, in the official script's order of operations (so the last bit agrees)."""
+    return (val_loss / math.log(2.0)) * (tokens / val_bytes)
+
+
 @dataclass
 class ByteLUTs:
     base_bytes: Tensor  # int16[table]
@@ -148,7 +153,7 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()
-    return EvalResult(val_loss, val_loss / math.log(2.0) * tok.item() / byt.item(), int(tok.item()), int(byt.item()))
+    return EvalResult(val_loss, bits_per_byte(val_loss, tok.item(), byt.item()), int(tok.item()), int(byt.item()))
 
 
 def compile_for_eval(model: nn.Module) -> nn.Module:
@@ -197,4 +202,4 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()
-    return EvalResult(val_loss, val_loss / math.log(2.0) * tok.item() / byt.item(), int(tok.item()), int(byt.item()))
+    return EvalResult(val_loss, bits_per_byte(val_loss, tok.item(), byt.item()), int(tok.item()), int(byt.item()))
