@@ -42,6 +42,9 @@ def _commands(text: str) -> list[list[str]]:
                 words = shlex.split(m.group(1).replace("\\|", "|"))
             except ValueError:
                 words = m.group(1).split()
+            cut = next((i for i, w in enumerate(words) if w.endswith(":")), None)
+            if cut is not None:  # quoted output, e.g. "pgolf data fetch: error: ...": the command is its prefix
+                words = words[:cut] + [words[cut][:-1]]
             out.append(words)
     return out
 
