@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +57,17 @@ def tiny_family(name: str, dataset: Path, **extra):
     })
 
 
+# the settings that pick CPU kernels: the script must run on the same ones as this process to give equal floats
+NUMERICS_ENV = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                if k in os.environ}
+
+
 def run_script(script: Path, cwd: Path, dataset: Path, run_id: str, nproc: int = 0, **env) -> Path:
     """Run ``script`` where pgolf cannot be imported; its run folder ``cwd/logs/run_id``."""
     blocker = cwd / "no_pgolf.py"
     blocker.write_text(BLOCKER)
     base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1", "RUN_ID": run_id,
-            "DATA_PATH": str(dataset), "TOKENIZER_PATH": str(dataset / "tokenizer.model"), **env}
+            "DATA_PATH": str(dataset), "TOKENIZER_PATH": str(dataset / "tokenizer.model"), **NUMERICS_ENV, **env}
     launcher = ([sys.executable, "-I", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
                 if nproc else [sys.executable, "-I"])
     proc = subprocess.run([*launcher, str(blocker), str(script)], cwd=cwd, env=base, capture_output=True, text=True,
@@ -171,7 +177,8 @@ def test_script_builds_pgolfs_model_at_full_size(tmp_path):
     (tmp_path / "probe.py").write_text(BLOCKER)
     (tmp_path / "model_probe.py").write_text(MODEL_PROBE)
     proc = subprocess.run([sys.executable, "-I", str(tmp_path / "probe.py"), str(tmp_path / "model_probe.py"),
-                           *map(str, scripts)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                           *map(str, scripts)], cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", **NUMERICS_ENV},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = [json.loads(line) for line in proc.stdout.strip().splitlines()]
