@@ -102,7 +102,7 @@ def test_packed_script_trains_like_pgolf_without_pgolf(micro, tmp_path, small_da
     script.write_text(packed.text)
     assert packed.bytes == code_bytes(cfg) == script.stat().st_size
     assert len(packed.text.splitlines()) == 2 and "exec(" in packed.text.splitlines()[1]
-    assert unpack(packed.text) == cache.minified_template().replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
+    assert unpack(packed.text) == cache.minified_template(cfg).replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
     run = run_script(script, tmp_path, small_dataset, "packed")
     assert_same_run(tmp_path / "pgolf", run)
     summary = json.loads((run / "summary.json").read_text())

@@ -21,7 +21,7 @@ from pathlib import Path
 import python_minifier
 
 from pgolf.core.config import Config
-from pgolf.submit import bundle
+from pgolf.submit import bundle, fold
 from pgolf.submit.pack import RULE, Packed, compress_minified, minify
 
 _MINIFIED: dict[str, str] = {}
@@ -58,13 +58,15 @@ def _write(path: Path, text: str) -> None:
         pass
 
 
-def minified_template() -> str:
-    key = _key(bundle.sources_sha256(), python_minifier.__name__, _minifier_version())
+def minified_template(cfg: Config) -> str:
+    """The minified template of ``cfg``'s switches (:func:`pgolf.submit.bundle.template_source`)."""
+    folding = fold.folding_for(cfg)
+    key = _key(bundle.sources_sha256(), python_minifier.__name__, _minifier_version(), folding.key)
     if key not in _MINIFIED:
         path = cache_dir() / "code" / f"template-{key[:32]}.py"
         text = _read(path)
         if text is None or text.count(bundle.PLACEHOLDER) != 1:
-            text = minify(bundle.template_source())
+            text = minify(bundle.template_source(folding))
             _write(path, text)
         _MINIFIED[key] = text
     return _MINIFIED[key]
@@ -86,7 +88,7 @@ def minified_literal(cfg: Config) -> str:
 
 def packed_for(cfg: Config) -> Packed:
     """The packed ``train_gpt.py`` of ``cfg``."""
-    return compress_minified(bundle.fill(minified_template(), minified_literal(cfg)))
+    return compress_minified(bundle.fill(minified_template(cfg), minified_literal(cfg)))
 
 
 def packed_code_bytes(cfg: Config) -> int:
