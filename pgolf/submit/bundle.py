@@ -391,7 +391,8 @@ def bundle_tree(defaults: ast.expr | None = None, folding: fold.Folding | None =
     if folding is not None:
         everything, _ = fold.fold_bundle(everything)
     kept = _shake(everything, [s for s in entry_body if "main" in _top_names(s)] + [guard])
-    imports = [s for s in ext_imports.values() if _top_names(s) & set().union(*(_loaded_names(k) for k in kept))]
+    loaded = set().union(*(_loaded_names(k) for k in kept))
+    imports = [s for s in ext_imports.values() if _top_names(s) & loaded]
     future = ast.ImportFrom("__future__", [ast.alias("annotations")], 0)
     return ast.fix_missing_locations(ast.Module([future, *imports, *kept], []))
 

@@ -86,10 +86,10 @@ class Folding:
     def constants(self) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], bool]]:
         """(section class, field) -> folded value, for switches (with the derived ones) and on/off numbers."""
         exact = {(SECTIONS[k.split(".")[0]], k.split(".")[1]): v for k, v in self.switches.items()}
-        cfg = Config.from_dict({sec: {k.split(".")[1]: v for k, v in self.switches.items() if k.split(".")[0] == sec}
-                                for sec in SECTIONS})
-        for (cls, attr), sec in DERIVED.items():
-            exact[(cls, attr)] = getattr(getattr(cfg, sec), attr)
+        for (cls, attr), sec in DERIVED.items():  # the section alone, with its switches (other fields: defaults)
+            section = _SECTION_TYPES[sec](**{k.split(".")[1]: v for k, v in self.switches.items()
+                                             if k.split(".")[0] == sec})
+            exact[(cls, attr)] = getattr(section, attr)
         on = {(SECTIONS[k.split(".")[0]], k.split(".")[1]): v for k, v in self.on_off.items()}
         return exact, on
 
@@ -224,13 +224,24 @@ def _scope_env(fn, outer: dict[str, str], self_attrs: dict[str, str], is_method:
         env.pop(self_name, None)
     pairs = [(t, v) for t, v in _assignments(body) if isinstance(t, ast.Name)]
     candidates = {t.id for t, _ in pairs} - {p.arg for p in params}
+    declared = set()  # names bound otherwise than by assignment (def, import, except ... as, del, global ...)
+    for n in _own_nodes(body):
+        if isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared.update(n.names)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            declared.add(n.name)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            declared.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            declared.update((a.asname or a.name.split(".")[0]) for a in n.names)
+        elif isinstance(n, ast.Delete) or isinstance(n, (ast.MatchAs, ast.MatchStar)):
+            declared.update(x.id for x in ast.walk(n) if isinstance(x, ast.Name)) if isinstance(n, ast.Delete) \
+                else declared.add(n.name)
     for _ in range(3):  # chains: cfg = self.cfg; m = cfg.model
         typer = _Typer(env, self_name, self_attrs)
         for name in candidates:
             kinds = {typer.of(v) if v is not None else None for t, v in pairs if t.id == name}
-            # a name stored in other ways (del, import, def, except ... as) is not in pairs: it fails here
-            others = any(isinstance(n, (ast.Global, ast.Nonlocal)) and name in n.names for n in _own_nodes(body))
-            if len(kinds) == 1 and None not in kinds and not others:
+            if len(kinds) == 1 and None not in kinds and name not in declared:
                 env[name] = kinds.pop()
     return env, self_name
 
@@ -278,8 +289,17 @@ def attributes_stored_outside_self(trees: list[ast.Module]) -> set[str]:
                         if isinstance(t, ast.Attribute) and not (isinstance(t.value, ast.Name)
                                                                  and t.value.id == self_name):
                             out.add(t.attr)
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "vars"):
                     out.add("*")
+                elif isinstance(node, ast.Attribute) and node.attr == "__dict__":
+                    out.add("*")
+    # a subclass of a bundled class could assign its base's attributes otherwise: its attributes are not typed
+    classes = {c.name for tree in trees for c in ast.walk(tree) if isinstance(c, ast.ClassDef)}
+    for tree in trees:
+        for c in ast.walk(tree):
+            if isinstance(c, ast.ClassDef) and any(isinstance(b, ast.Name) and b.id in classes for b in c.bases):
+                out |= {t.attr for n in ast.walk(c) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                        for t, _ in _pair_all(n) if isinstance(t, ast.Attribute)}
     return out
 
 
@@ -651,6 +671,30 @@ def fold_module(tree: ast.Module, folding: Folding, regs: dict[str, ast.Dict], u
 
 
 # -- constant arguments ---------------------------------------------------------------------------------------
+def _shadowed(module: ast.Module, names: set[str]) -> dict[str, set[int]]:
+    """name -> ids of the nodes inside the functions (lambdas, comprehensions) where ``name`` is local (a
+    parameter or assigned there, not declared global): there it never means the top-level definition."""
+    out: dict[str, set[int]] = {}
+    for scope in ast.walk(module):
+        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local = {a.arg for a in _params(scope)}
+            body = scope.body if isinstance(scope.body, list) else [ast.Expr(scope.body)]
+            local |= _stored_names(body)
+            local -= {x for n in _own_nodes(body) if isinstance(n, ast.Global) for x in n.names}
+        elif isinstance(scope, ast.ClassDef):  # a class body's own names (dataclass fields), not its methods'
+            stmts = [x for x in scope.body if not isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            for name in _stored_names(stmts) & names:
+                out.setdefault(name, set()).update(id(n) for x in stmts for n in ast.walk(x))
+            continue
+        elif isinstance(scope, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            local = {x.id for g in scope.generators for x in ast.walk(g.target) if isinstance(x, ast.Name)}
+        else:
+            continue
+        for name in local & names:
+            out.setdefault(name, set()).update(id(n) for n in ast.walk(scope) if n is not scope)
+    return out
+
+
 def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
@@ -662,20 +706,28 @@ def propagate_arguments(body: list[ast.stmt]) -> list[str]:
     for each parameter it substituted."""
     module = ast.Module(body, [])
     funcs = {s.name: s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    skip = {name: 0 for name in funcs}  # leading parameters the call does not give (a class's __init__: self)
+    for s in body:
+        init = next((m for m in s.body if isinstance(m, ast.FunctionDef) and m.name == "__init__"), None) \
+            if isinstance(s, ast.ClassDef) else None
+        if init is not None and not init.decorator_list:
+            funcs[s.name], skip[s.name] = init, 1
     calls: dict[str, list[ast.Call]] = {n: [] for n in funcs}
     bad: set[str] = set()
     call_funcs = set()
+    shadowed = _shadowed(module, set(funcs))
     for n in ast.walk(module):
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in funcs:
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in funcs \
+                and id(n.func) not in shadowed.get(n.func.id, ()):
             calls[n.func.id].append(n)
             call_funcs.add(id(n.func))
     for n in ast.walk(module):
+        if isinstance(n, ast.Name) and n.id in funcs and id(n) in shadowed.get(n.id, ()):
+            continue  # a local of that name
         if isinstance(n, ast.Name) and n.id in funcs and (id(n) not in call_funcs or not isinstance(n.ctx, ast.Load)):
             bad.add(n.id)
-        elif isinstance(n, ast.arg) and n.arg in funcs:
-            bad.add(n.arg)
         elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in funcs \
-                and funcs.get(n.name) is not n:
+                and funcs.get(n.name) is not n and not (skip[n.name] and isinstance(n, ast.ClassDef)):
             bad.add(n.name)
     done = []
     for name, fn in funcs.items():
@@ -685,7 +737,7 @@ def propagate_arguments(body: list[ast.stmt]) -> list[str]:
         if any(isinstance(x, ast.Starred) for c in calls[name] for x in c.args) or \
                 any(k.arg is None for c in calls[name] for k in c.keywords):
             continue
-        positional = [*a.posonlyargs, *a.args]
+        positional = [*a.posonlyargs, *a.args][skip[name]:]
         defaults = dict(zip([p.arg for p in positional][len(positional) - len(a.defaults):], a.defaults))
         defaults.update({p.arg: d for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
         rebound = {x.id for x in ast.walk(fn) if isinstance(x, ast.Name) and isinstance(x.ctx, (ast.Store, ast.Del))}
@@ -726,6 +778,88 @@ def propagate_arguments(body: list[ast.stmt]) -> list[str]:
     return done
 
 
+LIBRARY_SET_ATTRS = {"training"}  # attributes torch itself sets on our nn.Modules (train()/eval())
+
+
+def propagate_instance_constants(body: list[ast.stmt]) -> list[str]:
+    """An attribute that a class's methods only ever assign one scalar constant (``self.lm_head = None``),
+    that nothing else assigns (no other object's attribute of that name is stored, no subclass, no class-level
+    binding of the name), reads as that constant in the class's methods: any read after the first assignment
+    gives it (a read before it would fail). The assignments stay. Returns "Class.attribute" for each."""
+    module = ast.Module(body, [])
+    unsafe = attributes_stored_outside_self([module]) | LIBRARY_SET_ATTRS
+    if "*" in unsafe:
+        return []
+    based = {b.id for c in body if isinstance(c, ast.ClassDef) for b in c.bases if isinstance(b, ast.Name)}
+    done = []
+    for c in body:
+        if not isinstance(c, ast.ClassDef) or c.name in based or any(isinstance(b, ast.Name) and
+                                                                      any(isinstance(x, ast.ClassDef) and x.name == b.id
+                                                                          for x in body) for b in c.bases):
+            continue
+        class_level = set().union(*(_top_names(s) for s in c.body))
+        methods = [m for m in c.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        values: dict[str, list] = {}
+        selfs = {}
+        for m in methods:
+            params = _params(m)
+            plain = not any(ast.unparse(d) in ("staticmethod", "classmethod") for d in m.decorator_list)
+            if not params or not plain or params[0].arg in _rebound(m):
+                selfs[id(m)] = None
+                continue
+            me = selfs[id(m)] = params[0].arg
+            for n in ast.walk(m):
+                if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                    for t, v in _pair_all(n):
+                        if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me:
+                            values.setdefault(t.attr, []).append(v)
+                elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Del):
+                    values.setdefault(n.attr, []).append(None)
+        if any(v is None for v in selfs.values()):
+            continue  # a static/class method or a rebound self: do not reason about this class
+        for attr, vs in values.items():
+            if attr in unsafe or attr in class_level:
+                continue
+            if not all(isinstance(v, ast.Constant) and isinstance(v.value, _SCALARS) for v in vs):
+                continue
+            if not all(_same(vs[0].value, v.value) for v in vs):
+                continue
+            hit = False
+            for m in methods:
+                me = selfs[id(m)]
+                for n in ast.walk(m):
+                    for f, v in ast.iter_fields(n):
+                        items = v if isinstance(v, list) else [v]
+                        for j, x in enumerate(items):
+                            if isinstance(x, ast.Attribute) and isinstance(x.ctx, ast.Load) and x.attr == attr \
+                                    and isinstance(x.value, ast.Name) and x.value.id == me:
+                                new = ast.copy_location(ast.Constant(vs[0].value), x)
+                                if isinstance(v, list):
+                                    v[j] = new
+                                else:
+                                    setattr(n, f, new)
+                                hit = True
+            if hit:
+                done.append(f"{c.name}.{attr}")
+    return done
+
+
+def _rebound(fn) -> set[str]:
+    out = {x.id for x in ast.walk(fn) if isinstance(x, ast.Name) and isinstance(x.ctx, (ast.Store, ast.Del))}
+    out |= {x.arg for inner in ast.walk(fn) if inner is not fn
+            and isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) for x in _params(inner)}
+    return out
+
+
+def _top_names(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
 def fold_bundle(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[str]]:
     """The whole bundle's constant arguments (:func:`propagate_arguments`) and what they make constant, to a
     fixed point."""
@@ -733,11 +867,11 @@ def fold_bundle(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[str]]:
     done: list[str] = []
     for _ in range(10):
         new = propagate_arguments(module.body)
-        before = ast.dump(module)
+        new += propagate_instance_constants(module.body)
+        if not new:
+            break
         _Fold({}).visit(module)
         _propagate_locals(module)
         _Fold({}).visit(module)
         done += new
-        if not new and ast.dump(module) == before:
-            break
     return module.body, done
