@@ -15,8 +15,10 @@ entry point (:mod:`pgolf.submit.entry`) needs, so the script can never drift fro
    point); docstrings and comments go (comments do not survive :mod:`ast`).
 4. **Configuration.** The entry's ``DEFAULTS`` becomes the configuration (with the official data layout for
    its vocabulary), so the script's defaults are the configuration and the official environment names still
-   override them. Branches on configuration values are not folded: every code path of the bundled modules
-   stays, whatever the configuration selects (see docs/submit.md).
+   override them.
+5. **Folding** (:mod:`pgolf.submit.fold`): the configuration's switches are folded into the code and the
+   code paths of their other values dropped; the entry's ``FOLDED`` / ``FOLDED_ON_OFF`` record them and the
+   script refuses an environment that changes one. Arguments' and returns' annotations go.
 
 External imports at module top level are hoisted (deduplicated) to the top of the script; imports inside
 functions stay where they are, so optional packages (brotli, zstandard, sentencepiece) are imported only

@@ -1,14 +1,15 @@
 """The packed script's size per configuration, computed once and cached (what ``code_bytes`` counts).
 
-Minifying the ~180 KB bundle takes seconds, so the minified template (the bundle with the configuration
-left as a placeholder, :func:`pgolf.submit.bundle.template_source`) is minified once per core source and
-kept in memory and on disk; a configuration's script is the minified template with the minified
-configuration literal put in its place, then compressed (:func:`packed_for`). ``pgolf submit`` writes
-exactly that text as ``train_gpt.py``, so the size counted here is the size of the file it writes.
+Minifying the bundle takes seconds, so the minified template (the bundle specialised to the configuration's
+switches, with the configuration left as a placeholder, :func:`pgolf.submit.bundle.template_source`) is
+minified once per core source and set of switch values, and kept in memory and on disk; a configuration's
+script is the minified template with the minified configuration literal put in its place, then compressed
+(:func:`packed_for`). ``pgolf submit`` writes exactly that text as ``train_gpt.py``, so the size counted here
+is the size of the file it writes.
 
 The disk cache lives in ``$PGOLF_CACHE`` (default ``$XDG_CACHE_HOME/pgolf`` or ``~/.cache/pgolf``), outside
-the repository, keyed on the core's and this package's sources, the minifier's version and, for sizes, the
-configuration; a stale entry is never read because its key changes with the sources.
+the repository, keyed on the core's and this package's sources, the minifier's version, the switches and,
+for sizes, the configuration; a stale entry is never read because its key changes with the sources.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def check_folded(cfg: Config, environ) -> None:
 
     wrong = [(k, v, repr(v), repr(get(k))) for k, v in FOLDED.items() if get(k) != v]
     wrong += [(k, v, f"{DEFAULTS[k.split('.')[0]][k.split('.')[1]]!r} ({'on' if v else 'off'})",
-               f"{get(k)!r} ({'on' if bool(get(k)) else 'off'})") for k, v in FOLDED_ON_OFF.items() if bool(get(k)) != v]
+               f"{get(k)!r} ({'on' if bool(get(k)) else 'off'})")
+              for k, v in FOLDED_ON_OFF.items() if bool(get(k)) != v]
     if wrong:
         key, _, had, got = wrong[0]
         name = env_names(environ).get(key, "the environment")

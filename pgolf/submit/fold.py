@@ -56,7 +56,9 @@ SECTIONS: dict[str, str] = {name: cls.__name__ for name, cls in _SECTION_TYPES.i
 CONFIG_CLASSES = {"Config", *SECTIONS.values()}
 # Numbers (and tuples) whose zero (or emptiness) turns a technique off: their on/off state is folded.
 ON_OFF = ("model.bigram_buckets", "model.xsa_last_n", "model.loop_layers", "model.loop_count",
-          "optim.smear_beta2", "export.prune_frac", "eval.stride")
+          "optim.smear_beta2", "export.prune_frac", "eval.stride",
+          # no environment name sets these: their on/off state never changes at run time
+          "train.checkpoint_every", "eval.max_tokens", "schedule.warmdown_cap_frac", "model.proj_init_gain")
 # Properties of a section computed from its switches alone: folded like a switch.
 DERIVED = {("QATConfig", "own_quantizer"): "qat"}
 # Modules whose reads are not folded: they build and validate configurations (also from the environment).
@@ -208,7 +210,8 @@ def _pair(t: ast.expr, v: ast.expr | None):
         yield t, v
 
 
-def _scope_env(fn, outer: dict[str, str], self_attrs: dict[str, str], is_method: bool) -> tuple[dict[str, str], str | None]:
+def _scope_env(fn, outer: dict[str, str], self_attrs: dict[str, str],
+               is_method: bool) -> tuple[dict[str, str], str | None]:
     """The names of a function's scope that hold a configuration (class name), and its ``self`` name."""
     params = _params(fn)
     body = fn.body if not isinstance(fn, ast.Lambda) else [ast.Expr(fn.body)]
@@ -289,7 +292,8 @@ def attributes_stored_outside_self(trees: list[ast.Module]) -> set[str]:
                         if isinstance(t, ast.Attribute) and not (isinstance(t.value, ast.Name)
                                                                  and t.value.id == self_name):
                             out.add(t.attr)
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "vars"):
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                        and node.func.id in ("setattr", "vars"):
                     out.add("*")
                 elif isinstance(node, ast.Attribute) and node.attr == "__dict__":
                     out.add("*")
@@ -380,6 +384,12 @@ class _Substitute(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Name) and node.func.id == "bool" and len(node.args) == 1 and not node.keywords:
+            node.args[0] = self._truth(node.args[0])
+        self.generic_visit(node)
+        return node
+
     def visit_Compare(self, node):
         # on/off number compared with 0: x == 0, x != 0, x > 0
         if (len(node.ops) == 1 and isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.Gt))
@@ -467,6 +477,13 @@ class _Fold(ast.NodeTransformer):
         if len(out) == 1:
             return out[0]
         node.values = out
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id == "bool" and len(node.args) == 1 and not node.keywords \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, _SCALARS):
+            return ast.copy_location(ast.Constant(bool(node.args[0].value)), node)
         return node
 
     def visit_IfExp(self, node):
@@ -603,7 +620,8 @@ def registries(trees: dict[str, ast.Module]) -> dict[str, dict[str, ast.Dict]]:
     mutated = set()
     for tree in trees.values():
         for n in ast.walk(tree):
-            if isinstance(n, ast.Subscript) and isinstance(n.ctx, (ast.Store, ast.Del)) and isinstance(n.value, ast.Name):
+            if isinstance(n, ast.Subscript) and isinstance(n.ctx, (ast.Store, ast.Del)) \
+                    and isinstance(n.value, ast.Name):
                 mutated.add(n.value.id)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) \
                     and n.attr not in ("get", "items", "keys", "values"):
@@ -647,7 +665,8 @@ ALLOWED_CONSTRUCTIONS = (
 
 def _allowed_construction(tree: ast.Module, call: ast.Call) -> bool:
     for n in ast.walk(tree):
-        if isinstance(n, (ast.BoolOp, ast.Call)) and call in list(ast.walk(n)) and ast.unparse(n) in ALLOWED_CONSTRUCTIONS:
+        if isinstance(n, (ast.BoolOp, ast.Call)) and call in list(ast.walk(n)) \
+                and ast.unparse(n) in ALLOWED_CONSTRUCTIONS:
             return True
     return False
 
@@ -740,10 +759,8 @@ def propagate_arguments(body: list[ast.stmt]) -> list[str]:
         positional = [*a.posonlyargs, *a.args][skip[name]:]
         defaults = dict(zip([p.arg for p in positional][len(positional) - len(a.defaults):], a.defaults))
         defaults.update({p.arg: d for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
-        rebound = {x.id for x in ast.walk(fn) if isinstance(x, ast.Name) and isinstance(x.ctx, (ast.Store, ast.Del))}
-        rebound |= {x.arg for inner in ast.walk(fn) if inner is not fn and isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                    for x in _params(inner)}
-        rebound |= {x for inner in ast.walk(fn) if isinstance(inner, (ast.Global, ast.Nonlocal)) for x in inner.names}
+        rebound = _rebound(fn) | {x for inner in ast.walk(fn) if isinstance(inner, (ast.Global, ast.Nonlocal))
+                                  for x in inner.names}
         for i, p in enumerate([*positional, *a.kwonlyargs]):
             if p.arg in rebound:
                 continue
