@@ -877,6 +877,40 @@ def _top_names(stmt: ast.stmt) -> set[str]:
     return set()
 
 
+def drop_unused_methods(body: list[ast.stmt]) -> list[str]:
+    """Methods nothing can call: of a class with no base outside the bundle (no library calls it by name,
+    as torch calls ``forward``), not a dunder, whose name appears nowhere else in the bundle (no attribute
+    of that name is read, no string of it: ``getattr(x, "name")``). To a fixed point; returns "Class.method"."""
+    done: list[str] = []
+    defs = {c.name: c for c in body if isinstance(c, ast.ClassDef)}
+    plain: set[str] = set()  # classes whose every ancestor is a bundled class (none is a library's)
+    for _ in range(len(defs) + 1):
+        plain |= {n for n, c in defs.items() if not c.keywords
+                  and all(isinstance(b, ast.Name) and b.id in plain for b in c.bases)}
+    while True:
+        counts: dict[str, int] = {}
+        for n in ast.walk(ast.Module(body, [])):
+            key = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else \
+                n.value if isinstance(n, ast.Constant) and isinstance(n.value, str) else None
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        dropped = False
+        for c in body:
+            if not isinstance(c, ast.ClassDef) or c.name not in plain:
+                continue
+            keep = []
+            for m in c.body:
+                if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and not m.name.startswith("__") \
+                        and counts.get(m.name, 0) == 0:
+                    done.append(f"{c.name}.{m.name}")
+                    dropped = True
+                    continue
+                keep.append(m)
+            c.body = keep or [ast.Pass()]
+        if not dropped:
+            return done
+
+
 def fold_bundle(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[str]]:
     """The whole bundle's constant arguments (:func:`propagate_arguments`) and what they make constant, to a
     fixed point."""
@@ -891,4 +925,5 @@ def fold_bundle(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[str]]:
         _propagate_locals(module)
         _Fold({}).visit(module)
         done += new
+    done += drop_unused_methods(module.body)
     return module.body, done
