@@ -281,11 +281,19 @@ def attributes_stored_outside_self(trees: list[ast.Module]) -> set[str]:
     """Attribute names assigned on anything but a method's own ``self`` (such an attribute is never typed)."""
     out = set()
     for tree in trees:
+        methods = {id(m) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for m in c.body
+                   if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and not any(ast.unparse(d) in ("staticmethod", "classmethod") for d in m.decorator_list)}
+        for node in ast.walk(tree):  # anywhere, lambdas and class bodies included
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "vars"):
+                out.add("*")
+            elif isinstance(node, ast.Attribute) and node.attr == "__dict__":
+                out.add("*")
         for fn in ast.walk(tree):
-            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module, ast.ClassDef)):
                 continue
-            params = _params(fn) if not isinstance(fn, ast.Module) else []
-            self_name = params[0].arg if params else None
+            params = _params(fn) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+            self_name = params[0].arg if params and id(fn) in methods else None  # a plain function has no self
             for node in _own_nodes(fn.body):
                 if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                     for t, _ in _pair_all(node):
