@@ -610,7 +610,8 @@ def _propagate_locals(tree: ast.Module) -> None:
                             for j, x in enumerate(v):
                                 if isinstance(x, ast.Name) and x.id == name and isinstance(x.ctx, ast.Load):
                                     v[j] = ast.copy_location(ast.Constant(value), x)
-            fn.body[i] = ast.Pass()  # the name is read nowhere else now
+            if not any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) for n in ast.walk(fn)):
+                fn.body[i] = ast.Pass()  # read nowhere now (a function defined before it may still read it)
         fn.body = [s for s in fn.body if not isinstance(s, ast.Pass)] or [ast.Pass()]
 
 
