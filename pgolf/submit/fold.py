@@ -35,11 +35,19 @@ What is folded (:func:`fold_module`, on each core module's tree, before the modu
 4. **Local constants**: a function's local assigned once, at the function's top level, with a constant,
    and never stored again, is replaced by it (``smear = None`` -> ``if None is not None``), then folded.
 
-Steps 2-4 run to a fixed point; the bundler then drops the top-level definitions and registries nothing
-reads any more (:func:`pgolf.submit.bundle._shake`). Not folded (left as they are, correct for every
-value): switches passed on as plain values into other objects (``self.smear = None`` tested later as
-``self.smear is not None``; ``compress(raw, "zlib")`` branching on its parameter; ``Block(xsa=...)``),
-and reads through objects whose type is not known (see docs/submit.md).
+Steps 2-4 run to a fixed point. Then, on the whole bundle (:func:`fold_bundle`), to a fixed point:
+
+5. **Constant arguments** (:func:`propagate_arguments`): a top-level function or class only ever called,
+   whose every call gives a parameter the same constant (or leaves its constant default), reads it
+   (``compress(raw, "zlib")``; ``train(cfg, dir)`` -> ``Trainer(..., resume=False)``).
+6. **Instance constants** (:func:`propagate_instance_constants`): an attribute that a class's methods only
+   assign one constant, and nothing else assigns, reads as it (``self.lm_head = None``).
+7. **Uncallable methods** (:func:`drop_unused_methods`) of classes without a library base.
+
+The bundler then drops the top-level definitions and registries nothing reads any more
+(:func:`pgolf.submit.bundle._shake`). Not folded (left as they are, correct for every
+value): switches passed on as plain values into objects of other types (``Block(xsa=...)`` tested per layer,
+``QuantSpec.clip``), and reads through objects whose type is not known (see docs/submit.md).
 """
 
 from __future__ import annotations
@@ -563,9 +571,6 @@ class _Fold(ast.NodeTransformer):
             return self._block(node.orelse)
         node.body = self._block(node.body) or [ast.Pass()]
         node.orelse = self._block(node.orelse)
-        return node
-
-    def visit_IfExp_test(self, node):  # pragma: no cover - placeholder for symmetry
         return node
 
 
