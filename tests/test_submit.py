@@ -108,7 +108,7 @@ def test_packed_script_trains_like_pgolf_without_pgolf(micro, tmp_path, small_da
     script.write_text(packed.text)
     assert packed.bytes == code_bytes(cfg) == script.stat().st_size
     assert len(packed.text.splitlines()) == 2 and "exec(" in packed.text.splitlines()[1]
-    assert unpack(packed.text) == cache.minified_template().replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
+    assert unpack(packed.text) == cache.minified_template(cfg).replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
     run = run_script(script, tmp_path, small_dataset, "packed")
     assert_same_run(tmp_path / "pgolf", run)
     summary = json.loads((run / "summary.json").read_text())
@@ -241,6 +241,73 @@ def test_script_refuses_code_in_artifacts_and_corrupt_ones(micro, tmp_path):
     lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
     assert lines["pickle"].startswith("UnsafeFileError") and not marker.exists()
     assert not lines["truncated"].startswith("LOADED") and not lines["garbage"].startswith("LOADED")
+
+
+def _defined_and_read(src: str) -> set[str]:
+    """Every name the source defines or reads (classes, functions, variables), not words in its strings."""
+    tree = ast.parse(src)
+    return ({n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
+
+
+@pytest.fixture(scope="module")
+def baseline_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("folded") / "train_gpt_human.py"
+    path.write_text(bundle.human_source(get_preset("baseline")))
+    return path
+
+
+def load_script(path: Path):
+    """The generated script as a module of this process (it imports nothing of pgolf)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"generated_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folded_script_holds_only_its_code_paths(baseline_script):
+    """The baseline's script has no code of other presets' switches; PR #1394's has GPTQ and its recurrence
+    but no SmearGate, BigramHash or SwiGLU."""
+    other = {"SmearGate", "BigramHash", "SwiGLUMLP", "LeakyReLU2MLP", "gptq_quantize", "collect_hessians",
+             "RecordShuffledLoader", "PermutedBlockLoader", "byte_shuffle", "_cosine"}
+    names = _defined_and_read(baseline_script.read_text())
+    assert not other & names
+    assert {"GPT", "ReLU2MLP", "quantize_rows", "Trainer", "check_folded"} <= names
+    pr1394 = _defined_and_read(bundle.human_source(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")))
+    assert {"gptq_quantize", "collect_hessians", "RecordShuffledLoader", "byte_shuffle", "ReLU2MLP"} <= pr1394
+    assert not {"SmearGate", "BigramHash", "SwiGLUMLP", "PermutedBlockLoader"} & pr1394
+    # the unfolded bundle (every preset's code paths) still holds them: the folding removed them
+    assert other <= _defined_and_read(bundle.human_source(get_preset("baseline"), folded=False))
+
+
+def test_folded_switch_from_the_environment_is_refused_in_one_line(baseline_script, tmp_path):
+    mod = load_script(baseline_script)
+    assert mod.FOLDED["model.mlp"] == "relu2" and mod.FOLDED_ON_OFF["model.bigram_buckets"] is False
+    with pytest.raises(mod.ConfigError, match=r"^USE_SWIGLU='1' sets model.mlp='swiglu', but this script was "
+                                              r"generated with model.mlp='relu2'; regenerate it with pgolf submit$"):
+        mod.script_config({"USE_SWIGLU": "1"})
+    with pytest.raises(mod.ConfigError, match=r"^BIGRAM_BUCKETS='4096' sets model.bigram_buckets=4096 \(on\), but "
+                                              r"this script was generated with model.bigram_buckets=0 \(off\)"):
+        mod.script_config({"BIGRAM_BUCKETS": "4096"})
+    with pytest.raises(mod.ConfigError, match="QAT_FRACTION='0.3' sets qat.enabled=True"):
+        mod.script_config({"QAT_FRACTION": "0.3"})
+    mod.script_config({"USE_SWIGLU": "0", "QAT": "0", "SWA_ENABLED": "0"})  # the folded values themselves pass
+    # the script itself: one line on stderr, exit status 2, before anything runs
+    proc = subprocess.run([sys.executable, "-I", str(baseline_script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "SMEAR_GATE": "1"}, timeout=300)
+    assert proc.returncode == 2 and not proc.stdout and not (tmp_path / "logs").exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: SMEAR_GATE='1' sets model.smear_gate='per_dim', but this script was generated with "
+        "model.smear_gate='off'; regenerate it with pgolf submit"]
+
+
+def test_hyperparameters_from_the_environment_still_override(baseline_script):
+    mod = load_script(baseline_script)
+    cfg = mod.script_config({"NUM_LAYERS": "3", "MATRIX_LR": "0.01", "SEED": "7", "EVAL_STRIDE": "0"})
+    assert (cfg.model.num_layers, cfg.optim.matrix_lr, cfg.train.seed) == (3, 0.01, 7)
+    assert mod.script_config({}).model.num_layers == 9
 
 
 def test_pack_round_trip_and_smaller_method():

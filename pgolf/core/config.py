@@ -678,4 +678,4 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | list[str] | tupl
 
 
 # The environment mapping lives in its own module; imported last (it reads the names above).
-from pgolf.core.config_env import ENV_KEYS, ENV_SPECIAL, env_overrides, from_env  # noqa: F401
+from pgolf.core.config_env import ENV_KEYS, ENV_SPECIAL, env_names, env_overrides, from_env  # noqa: F401

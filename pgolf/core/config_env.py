@@ -256,6 +256,11 @@ def _env_sources(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     return out
 
 
+def env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """config key -> the environment variable in ``environ`` that sets it."""
+    return {key: name for key, (_, name) in _env_sources(environ).items()}
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Typed dotted overrides from the official environment names present in ``environ``.
 

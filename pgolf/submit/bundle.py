@@ -15,8 +15,10 @@ entry point (:mod:`pgolf.submit.entry`) needs, so the script can never drift fro
    point); docstrings and comments go (comments do not survive :mod:`ast`).
 4. **Configuration.** The entry's ``DEFAULTS`` becomes the configuration (with the official data layout for
    its vocabulary), so the script's defaults are the configuration and the official environment names still
-   override them. Branches on configuration values are not folded: every code path of the bundled modules
-   stays, whatever the configuration selects (see docs/submit.md).
+   override them.
+5. **Folding** (:mod:`pgolf.submit.fold`): the configuration's switches are folded into the code and the
+   code paths of their other values dropped; the entry's ``FOLDED`` / ``FOLDED_ON_OFF`` record them and the
+   script refuses an environment that changes one. Arguments' and returns' annotations go.
 
 External imports at module top level are hoisted (deduplicated) to the top of the script; imports inside
 functions stay where they are, so optional packages (brotli, zstandard, sentencepiece) are imported only
@@ -35,6 +37,7 @@ from typing import Any
 
 import pgolf
 from pgolf.core.config import Config
+from pgolf.submit import fold
 
 PGOLF_ROOT = Path(pgolf.__file__).resolve().parent
 ENTRY = "pgolf.submit.entry"
@@ -241,6 +244,17 @@ def _strip_docstrings(tree: ast.AST) -> None:
                     body.append(ast.Pass())
 
 
+def _strip_function_annotations(body: list[ast.stmt]) -> None:
+    """Arguments' and returns' annotations go (the minifier drops them anyway; kept, they would keep the
+    classes they name alive). Class-level annotations stay: dataclass fields are read from them."""
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n.returns = None
+                for a in fold._params(n):
+                    a.annotation = None
+
+
 def _loaded_names(node: ast.AST) -> set[str]:
     out = set()
     for n in ast.walk(node):
@@ -278,10 +292,19 @@ def _shake(body: list[ast.stmt], roots: list[ast.stmt]) -> list[ast.stmt]:
     return [s for s, k in zip(body, keep) if k]
 
 
-def bundle_tree(defaults: ast.expr | None = None) -> ast.Module:
-    """The bundle as one module; ``defaults`` (an expression) is the value given to the entry's ``DEFAULTS``."""
+def bundle_tree(defaults: ast.expr | None = None, folding: fold.Folding | None = None) -> ast.Module:
+    """The bundle as one module; ``defaults`` (an expression) is the value given to the entry's ``DEFAULTS``;
+    with ``folding``, the code is specialised to those switches (:mod:`pgolf.submit.fold`)."""
     mods = read_modules()
     order = _order(mods)
+    if folding is not None:
+        trees = {m: mod.tree for m, mod in mods.items()}
+        fold.check_no_other_configs(trees)
+        unsafe = fold.attributes_stored_outside_self(list(trees.values()))
+        regs = fold.registries(trees)
+        for m, mod in mods.items():
+            if m not in fold.NOT_FOLDED:
+                fold.fold_module(mod.tree, folding, regs.get(m, {}), unsafe)
     # Bundle names: first definition keeps its name; a later module's clashing name gets a suffix; the entry wins.
     entry_defs = mods[ENTRY].defines
     owner: dict[str, str] = {}
@@ -358,12 +381,20 @@ def bundle_tree(defaults: ast.expr | None = None) -> ast.Module:
                 continue  # the entry's definition replaces it
             if m == ENTRY and isinstance(stmt, ast.AnnAssign) and stmt.target.id == "DEFAULTS" and defaults is not None:
                 stmt = ast.Assign([ast.Name("DEFAULTS", ast.Store())], defaults)
+            if m == ENTRY and isinstance(stmt, ast.AnnAssign) and folding is not None \
+                    and stmt.target.id in ("FOLDED", "FOLDED_ON_OFF"):
+                value = folding.switches if stmt.target.id == "FOLDED" else folding.on_off
+                stmt = ast.Assign([ast.Name(stmt.target.id, ast.Store())], ast.parse(repr(value), mode="eval").body)
             (entry_body if m == ENTRY else body).append(stmt)
     version = ast.parse(f"__version__ = {pgolf.__version__!r}").body[0]
     guard = ast.parse("if __name__ == '__main__':\n    raise SystemExit(main())").body[0]
     everything = [version, *body, *entry_body, guard]
+    _strip_function_annotations(everything)
+    if folding is not None:
+        everything, _ = fold.fold_bundle(everything)
     kept = _shake(everything, [s for s in entry_body if "main" in _top_names(s)] + [guard])
-    imports = [s for s in ext_imports.values() if _top_names(s) & set().union(*(_loaded_names(k) for k in kept))]
+    loaded = set().union(*(_loaded_names(k) for k in kept))
+    imports = [s for s in ext_imports.values() if _top_names(s) & loaded]
     future = ast.ImportFrom("__future__", [ast.alias("annotations")], 0)
     return ast.fix_missing_locations(ast.Module([future, *imports, *kept], []))
 
@@ -372,12 +403,13 @@ PLACEHOLDER = "__PGOLF_DEFAULTS__"
 _TEMPLATES: dict[str, str] = {}
 
 
-def template_source() -> str:
-    """The bundle with ``DEFAULTS = __PGOLF_DEFAULTS__``: every configuration's script is this text with the
-    placeholder replaced (built once per process and core source)."""
-    key = sources_sha256()
+def template_source(folding: fold.Folding | None) -> str:
+    """The bundle with ``DEFAULTS = __PGOLF_DEFAULTS__``, specialised to ``folding`` (None: every code path):
+    every configuration with these switches has this text with the placeholder replaced (built once per
+    process, core source and switches)."""
+    key = sources_sha256() + (folding.key if folding is not None else "unfolded")
     if key not in _TEMPLATES:
-        tree = bundle_tree(ast.Name(PLACEHOLDER, ast.Load()))
+        tree = bundle_tree(ast.Name(PLACEHOLDER, ast.Load()), folding)
         _TEMPLATES[key] = HEADER.format(version=pgolf.__version__) + ast.unparse(tree) + "\n"
     return _TEMPLATES[key]
 
@@ -392,6 +424,7 @@ def fill(template: str, literal: str) -> str:
     return template.replace(PLACEHOLDER, literal)
 
 
-def human_source(cfg: Config) -> str:
-    """The readable single-file script for ``cfg`` (``train_gpt_human.py``)."""
-    return fill(template_source(), defaults_literal(cfg))
+def human_source(cfg: Config, *, folded: bool = True) -> str:
+    """The readable single-file script for ``cfg`` (``train_gpt_human.py``); ``folded=False`` keeps every
+    configuration's code paths (for comparison)."""
+    return fill(template_source(fold.folding_for(cfg) if folded else None), defaults_literal(cfg))

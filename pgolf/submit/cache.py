@@ -1,14 +1,15 @@
 """The packed script's size per configuration, computed once and cached (what ``code_bytes`` counts).
 
-Minifying the ~180 KB bundle takes seconds, so the minified template (the bundle with the configuration
-left as a placeholder, :func:`pgolf.submit.bundle.template_source`) is minified once per core source and
-kept in memory and on disk; a configuration's script is the minified template with the minified
-configuration literal put in its place, then compressed (:func:`packed_for`). ``pgolf submit`` writes
-exactly that text as ``train_gpt.py``, so the size counted here is the size of the file it writes.
+Minifying the bundle takes seconds, so the minified template (the bundle specialised to the configuration's
+switches, with the configuration left as a placeholder, :func:`pgolf.submit.bundle.template_source`) is
+minified once per core source and set of switch values, and kept in memory and on disk; a configuration's
+script is the minified template with the minified configuration literal put in its place, then compressed
+(:func:`packed_for`). ``pgolf submit`` writes exactly that text as ``train_gpt.py``, so the size counted here
+is the size of the file it writes.
 
 The disk cache lives in ``$PGOLF_CACHE`` (default ``$XDG_CACHE_HOME/pgolf`` or ``~/.cache/pgolf``), outside
-the repository, keyed on the core's and this package's sources, the minifier's version and, for sizes, the
-configuration; a stale entry is never read because its key changes with the sources.
+the repository, keyed on the core's and this package's sources, the minifier's version, the switches and,
+for sizes, the configuration; a stale entry is never read because its key changes with the sources.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import python_minifier
 
 from pgolf.core.config import Config
-from pgolf.submit import bundle
+from pgolf.submit import bundle, fold
 from pgolf.submit.pack import RULE, Packed, compress_minified, minify
 
 _MINIFIED: dict[str, str] = {}
@@ -58,13 +59,15 @@ def _write(path: Path, text: str) -> None:
         pass
 
 
-def minified_template() -> str:
-    key = _key(bundle.sources_sha256(), python_minifier.__name__, _minifier_version())
+def minified_template(cfg: Config) -> str:
+    """The minified template of ``cfg``'s switches (:func:`pgolf.submit.bundle.template_source`)."""
+    folding = fold.folding_for(cfg)
+    key = _key(bundle.sources_sha256(), python_minifier.__name__, _minifier_version(), folding.key)
     if key not in _MINIFIED:
         path = cache_dir() / "code" / f"template-{key[:32]}.py"
         text = _read(path)
         if text is None or text.count(bundle.PLACEHOLDER) != 1:
-            text = minify(bundle.template_source())
+            text = minify(bundle.template_source(folding))
             _write(path, text)
         _MINIFIED[key] = text
     return _MINIFIED[key]
@@ -86,7 +89,7 @@ def minified_literal(cfg: Config) -> str:
 
 def packed_for(cfg: Config) -> Packed:
     """The packed ``train_gpt.py`` of ``cfg``."""
-    return compress_minified(bundle.fill(minified_template(), minified_literal(cfg)))
+    return compress_minified(bundle.fill(minified_template(cfg), minified_literal(cfg)))
 
 
 def packed_code_bytes(cfg: Config) -> int:

@@ -8,6 +8,10 @@ current directory, as the official script writes ``logs/<RUN_ID>.txt``.
 
 Names defined here replace the core's names of the same spelling in the bundle (``code_bytes``,
 ``CODE_BYTES_NOTE``, ``REPO_ROOT``): the script counts itself as code, as the records do.
+
+The script holds only the code paths of its configuration's switches (:mod:`pgolf.submit.fold`): ``FOLDED``
+(switch -> value) and ``FOLDED_ON_OFF`` (number -> on) are what it was generated with, and an environment
+that changes one of them is refused in one line (:func:`check_folded`). pgolf itself folds nothing (empty).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pgolf.core.config import Config, ConfigError, from_env
+from pgolf.core.config import Config, ConfigError, env_names, from_env
 from pgolf.core.train import train
 
 DEFAULTS: dict[str, Any] = Config().to_dict()  # the generator writes the submitted configuration here
 CODE_BYTES_NOTE = "this script's own bytes"
 REPO_ROOT = Path(__file__).resolve().parent
+FOLDED: dict[str, Any] = {}  # the generator writes the folded switches here (dotted key -> value)
+FOLDED_ON_OFF: dict[str, bool] = {}  # and the on/off state of the numbers it folded as such
 
 
 def code_bytes(cfg: Config | None = None) -> int:
@@ -31,8 +37,28 @@ def code_bytes(cfg: Config | None = None) -> int:
     return len(Path(__file__).read_bytes())
 
 
+def check_folded(cfg: Config, environ) -> None:
+    """Refuse a configuration whose folded switches differ from the script's (the code of the other value
+    is not in it), naming the environment variable that changed it."""
+    def get(key):
+        sec, name = key.split(".")
+        return getattr(getattr(cfg, sec), name)
+
+    wrong = [(k, v, repr(v), repr(get(k))) for k, v in FOLDED.items() if get(k) != v]
+    wrong += [(k, v, f"{DEFAULTS[k.split('.')[0]][k.split('.')[1]]!r} ({'on' if v else 'off'})",
+               f"{get(k)!r} ({'on' if bool(get(k)) else 'off'})")
+              for k, v in FOLDED_ON_OFF.items() if bool(get(k)) != v]
+    if wrong:
+        key, _, had, got = wrong[0]
+        name = env_names(environ).get(key, "the environment")
+        raise ConfigError(f"{name}={environ.get(name, '')!r} sets {key}={got}, but this script was generated with "
+                          f"{key}={had}; regenerate it with pgolf submit")
+
+
 def script_config(environ=os.environ) -> Config:
-    return from_env(Config.from_dict(DEFAULTS), environ)
+    cfg = from_env(Config.from_dict(DEFAULTS), environ)
+    check_folded(cfg, environ)
+    return cfg
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgolf.core.config import Config
 from pgolf.core.data.loader import DistributedTokenLoader, _sorted_files
 from pgolf.core.data.shards import ShardError, read_shard
 
@@ -129,7 +130,7 @@ class PermutedBlockLoader:
         self._seek(epoch, cursor)
 
 
-def make_train_loader(cfg, files: list[Path], rank: int, world_size: int, device: torch.device | str):
+def make_train_loader(cfg: Config, files: list[Path], rank: int, world_size: int, device: torch.device | str):
     """The trainer's train loader for ``cfg.data.order``: official sequential stream, permuted blocks, or the
     record's shuffled windows (:mod:`pgolf.core.data.shuffled`)."""
     if cfg.data.order == "sequential":
