@@ -117,16 +117,7 @@ def _pgolf_targets(mod: Module, node: ast.AST) -> list[str]:
     return []
 
 
-def _top_names(stmt: ast.stmt) -> set[str]:
-    """Names a top-level statement binds."""
-    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {stmt.name}
-    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name.split(".")[0]) for a in stmt.names}
-    return set()
+_top_names = fold.top_names
 
 
 def read_modules() -> dict[str, Module]:

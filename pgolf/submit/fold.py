@@ -828,7 +828,7 @@ def propagate_instance_constants(body: list[ast.stmt]) -> list[str]:
                                                                       any(isinstance(x, ast.ClassDef) and x.name == b.id
                                                                           for x in body) for b in c.bases):
             continue
-        class_level = set().union(*(_top_names(s) for s in c.body))
+        class_level = set().union(*(top_names(s) for s in c.body))
         methods = [m for m in c.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
         values: dict[str, list] = {}
         selfs = {}
@@ -882,12 +882,15 @@ def _rebound(fn) -> set[str]:
     return out
 
 
-def _top_names(stmt: ast.stmt) -> set[str]:
+def top_names(stmt: ast.stmt) -> set[str]:
+    """Names a module- or class-level statement binds (definitions, assignments, imports)."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
         return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name.split(".")[0]) for a in stmt.names}
     return set()
 
 
