@@ -11,7 +11,7 @@ official baseline) and dotted overrides. Loading never unpickles code (``weights
 An artifact is refused, with one line naming the file (exit 2), when its bytes differ from the
 ``artifact_sha256`` of the ``summary.json`` beside it, when it is damaged or malformed, when a scale or weight
 is NaN/inf, or when it does not fit the model of the config it is scored with; a non-finite score is an error
-too (``--json`` never prints ``NaN``). See ``docs/run-records.md``.
+too (``--json`` never prints ``NaN``). See docs/run-records.md in the pgolf repository.
 
 The evaluation is the trainer's final one: the official evaluator when the settings are official
 (non-overlapping windows of the training length, tail dropped), otherwise :func:`eval_windows`.
