@@ -37,7 +37,7 @@ from typing import Any
 
 import pgolf
 from pgolf.core.config import Config
-from pgolf.submit import fold
+from pgolf.submit import bundle_passes, fold
 
 PGOLF_ROOT = Path(pgolf.__file__).resolve().parent
 ENTRY = "pgolf.submit.entry"
@@ -117,7 +117,7 @@ def _pgolf_targets(mod: Module, node: ast.AST) -> list[str]:
     return []
 
 
-_top_names = fold.top_names
+_top_names = bundle_passes.top_names
 
 
 def read_modules() -> dict[str, Module]:
@@ -382,7 +382,7 @@ def bundle_tree(defaults: ast.expr | None = None, folding: fold.Folding | None =
     everything = [version, *body, *entry_body, guard]
     _strip_function_annotations(everything)
     if folding is not None:
-        everything, _ = fold.fold_bundle(everything)
+        everything, _ = bundle_passes.fold_bundle(everything)
     kept = _shake(everything, [s for s in entry_body if "main" in _top_names(s)] + [guard])
     loaded = set().union(*(_loaded_names(k) for k in kept))
     imports = [s for s in ext_imports.values() if _top_names(s) & loaded]
