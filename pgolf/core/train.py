@@ -89,9 +89,7 @@ TRAINING_END_FORMAT = "pgolf_training_end_v1"
 
 
 def prepare_model(cfg: Config, device: torch.device) -> GPT:
-    if cfg.train.float64:
-        return _prepare_float64_model(cfg, device)
-    model = build_model(cfg).to(device)
+    model = _float64_model(cfg, device) if cfg.train.float64 else build_model(cfg).to(device)
     if device.type == "cuda":
         # Official dtype layout: bf16 body, fp32 matrices (cast at matmul), fp32 small/control params.
         model = model.bfloat16()
@@ -107,7 +105,7 @@ def prepare_model(cfg: Config, device: torch.device) -> GPT:
     return model
 
 
-def _prepare_float64_model(cfg: Config, device: torch.device) -> GPT:
+def _float64_model(cfg: Config, device: torch.device) -> GPT:
     """``train.float64``: the model built and initialized in float64 (the same init rules and seeds, drawn in
     float64: float32 ``randn``/``orthogonal_`` differ between CPU kernels, float64 draws do not), every parameter and
     buffer float64, the rotary frequencies recomputed in float64."""
@@ -123,8 +121,6 @@ def _prepare_float64_model(cfg: Config, device: torch.device) -> GPT:
     for m in model.modules():
         if isinstance(m, Rotary):
             m.to_float64()
-    if cfg.qat.enabled:
-        assign_qat_specs(model, cfg.export, cfg.qat, control=cfg.model.control_patterns)
     return model
 
 
