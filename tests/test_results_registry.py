@@ -60,3 +60,18 @@ def test_a_declared_study_gets_its_figure_from_pgolf_figures(toy_root, tmp_path)
     paths = figures.regenerate(runs_root=toy_root, out_dir=tmp_path / "figs")
     assert [p.name for p in paths] == ["toy.svg"] and "Toy scale" in paths[0].read_text()
     assert [p.name for p in figures.regenerate(["toy"], runs_root=toy_root, out_dir=tmp_path / "f2")] == ["toy.svg"]
+
+
+def test_verdicts_use_the_holm_adjusted_p_over_the_whole_table(toy_root, monkeypatch):
+    """Alone, the toy arm's p (below 0.01) gives "lower"; beside many other tests, Holm multiplies it past
+    alpha and the verdict says not significant, with both p values shown."""
+    monkeypatch.setattr(results_table, "STUDIES", {})
+    figures.write_selection(toy_root, "toy", load_runs(toy_root / "toy"), number="07")
+    (alone,) = results_table.results_rows(toy_root)
+    p = float(alone.split(" | ")[8])
+    assert p < 0.01 and alone.split(" | ")[9] == alone.split(" | ")[8] and "| lower" in alone
+    others = results_table.table_tests(toy_root) * 40  # the same test 41 times: a family of 41
+    monkeypatch.setattr(results_table, "table_tests", lambda *a, **k: others)
+    crowded = results_table.results_rows(toy_root)[0]
+    assert float(crowded.split(" | ")[9]) == pytest.approx(min(1.0, 40 * p), rel=0.02)
+    assert "not significant at α = 0.01" in crowded

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pgolf.research.stats import RULE_NATS, compare, rule_threshold, summarize
+from pgolf.research.stats import RULE_NATS, compare, holm, rule_threshold, summarize
 
 BPB_PER_NAT = 0.59  # roughly sp1024's val_bpb / val_loss
 
@@ -62,3 +62,13 @@ def test_single_run_gives_nan_p_and_an_explanation():
     assert np.isnan(result["p"]) and np.isnan(result["p_rule"]) and np.isnan(result["t"])
     assert not result["clears_rule"] and "fewer than 2" in result["note"]
     assert np.isnan(summarize(df, "val_loss").loc["base", "std"])
+
+
+def test_holm_steps_down_keeps_order_and_skips_nan():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 0.02, 0.03, 0.06, max(0.06, 0.04) = 0.06
+    got = holm([0.01, 0.04, np.nan, 0.03, 0.005])
+    np.testing.assert_allclose(got, [0.03, 0.06, np.nan, 0.06, 0.02])
+    assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
+    assert holm([0.2]).tolist() == [0.2] and np.isnan(holm([np.nan])).all()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.5, 1.5])

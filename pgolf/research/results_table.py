@@ -2,8 +2,9 @@
 
 One row per (study, scale, arm): seeds, the arm's mean val_bpb and q_val_bpb, and its paired difference from
 the study's reference (the shared control; for late QAT the control re-exported at the same bits; for
-evaluation settings the official evaluation of the same weights) with the 95% CI, the two-sided p, the rule's
-one-sided p and the minimal detectable effect (alpha 0.01, power 0.8). docs/results.md holds the output between
+evaluation settings the official evaluation of the same weights) with the 95% CI, the two-sided p, that p
+adjusted by Holm's method over every test of the table (the verdict uses it), the rule's one-sided p and the
+minimal detectable effect (alpha 0.01, power 0.8). docs/results.md holds the output between
 ``<!-- RESULTS -->`` markers (``pgolf results --update docs/results.md`` rewrites it), and a test checks that
 it matches the runs. Studies are registered with :func:`register_study` or declared by their notebook on disk
 (:func:`declared_studies`), so a new study needs no edit here.
@@ -22,12 +23,25 @@ import pandas as pd
 from pgolf.core.paths import runs_dir
 from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
 from pgolf.research.figures import declarations, selected_runs, with_control
-from pgolf.research.stats import RULE_ALPHA, compare
+from pgolf.research.stats import RULE_ALPHA, compare, holm
 
-HEADER = ("| study | scale | arm | vs | seeds | q_val_bpb (mean) | Δ (paired) | 95% CI | p | p rule | MDE | verdict |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| study | scale | arm | vs | seeds | mean bpb | Δ (paired) | 95% CI | p | p (Holm) | p rule | MDE | verdict |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
-Rows = Callable[[Path, bool], list[str]]  # (runs_root, skip_broken) -> table rows
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One test of the table: its labels, the arm's mean and the row of :func:`pgolf.research.stats.compare`."""
+    study: str
+    scale: str
+    arm: str
+    ref: str
+    mean: float
+    test: pd.Series
+
+
+Rows = Callable[[Path, bool], list[TableRow]]  # (runs_root, skip_broken) -> table rows
 
 
 @dataclass(frozen=True)
@@ -71,28 +85,36 @@ def declared_studies(runs_root: Path) -> list[Study]:
     return sorted(found, key=lambda st: (st.number, st.name))
 
 
-def _verdict(row: pd.Series) -> str:
-    if not pd.notna(row["p"]):
+def _verdict(row: pd.Series, p_holm: float) -> str:
+    """The verdict at alpha (0.01) on the Holm-adjusted p over the whole table (the raw p is shown beside it)."""
+    if not pd.notna(p_holm):
         return "no test"
-    if row["p"] >= RULE_ALPHA:
-        return "not significant" + (" (rule-size effect excluded)" if max(abs(row["ci_low"]), abs(row["ci_high"]))
-                                    < row["threshold"] else "")
+    if p_holm >= RULE_ALPHA:
+        excluded = max(abs(row["ci_low"]), abs(row["ci_high"])) < row["threshold"]
+        return f"not significant at α = {RULE_ALPHA:g}" + (" (rule-size effect excluded)" if excluded else "")
     return ("lower" if row["diff"] < 0 else "higher") + (", clears rule" if row["clears_rule"] else "")
 
 
-def table_row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series) -> str:
-    """One line of the table from a row of :func:`pgolf.research.stats.compare` (``mean``: the arm's mean)."""
-    ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if pd.notna(row["ci_low"]) else ""
-    p = f"{row['p']:.2g}" if pd.notna(row["p"]) else ""
-    p_rule = f"{row['p_rule']:.2g}" if pd.notna(row["p_rule"]) else ""
-    mde = f"{row['mde']:.4f}" if pd.notna(row["mde"]) else ""
-    return (f"| {study} | {scale} | `{arm}` | `{ref}` | {int(row['n_pairs'] or row['n'])} | {mean:.4f} | "
-            f"{row['diff']:+.4f} | {ci} | {p} | {p_rule} | {mde} | {_verdict(row)} |")
+def table_row(study: str, scale: str, arm: str, ref: str, mean: float, row: pd.Series) -> TableRow:
+    """One test of the table from a row of :func:`pgolf.research.stats.compare` (``mean``: the arm's mean)."""
+    return TableRow(study, scale, arm, ref, mean, row)
 
+
+def _fmt(value: float, spec: str) -> str:
+    return format(value, spec) if pd.notna(value) else ""
+
+
+def format_row(r: TableRow, p_holm: float) -> str:
+    """The markdown line of a test, with its Holm-adjusted p (the family: every test of the table)."""
+    row = r.test
+    ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if pd.notna(row["ci_low"]) else ""
+    return (f"| {r.study} | {r.scale} | `{r.arm}` | `{r.ref}` | {int(row['n_pairs'] or row['n'])} | {r.mean:.4f} | "
+            f"{row['diff']:+.4f} | {ci} | {_fmt(row['p'], '.2g')} | {_fmt(p_holm, '.2g')} | "
+            f"{_fmt(row['p_rule'], '.2g')} | {_fmt(row['mde'], '.4f')} | {_verdict(row, p_holm)} |")
 
 
 def paired_rows(runs_root: Path, study: str, label: str, references: Sequence[tuple[str, str]] = (), *,
-                skip_broken: bool = False) -> list[str]:
+                skip_broken: bool = False) -> list[TableRow]:
     """The rows of a study of trained arms (``runs_root/<study>/selection.json``): per scale, every arm against
     the shared control on q_val_bpb, then each ``(arm, reference)`` pair at the scales that hold both."""
     runs = with_control(selected_runs(runs_root, study, skip_broken=skip_broken))
@@ -111,7 +133,7 @@ def paired_rows(runs_root: Path, study: str, label: str, references: Sequence[tu
     return lines
 
 
-def _qat_rows(root: Path, skip_broken: bool) -> list[str]:
+def _qat_rows(root: Path, skip_broken: bool) -> list[TableRow]:
     runs, stored = with_control(selected_runs(root, "qat", skip_broken=skip_broken)), bits_sweep.TABLE.read(root)
     if runs.empty or stored is None:
         return []
@@ -125,7 +147,7 @@ def _qat_rows(root: Path, skip_broken: bool) -> list[str]:
     return lines
 
 
-def _eval_rows(root: Path, skip_broken: bool) -> list[str]:
+def _eval_rows(root: Path, skip_broken: bool) -> list[TableRow]:
     stored = eval_sweep.TABLE.read(root)
     if stored is None or stored[1].empty:
         return []
@@ -137,7 +159,7 @@ def _eval_rows(root: Path, skip_broken: bool) -> list[str]:
                       "targets)", scale, arm, ref, means[arm], row) for arm, row in tests.iterrows()]
 
 
-def _frontier_rows(root: Path, skip_broken: bool) -> list[str]:
+def _frontier_rows(root: Path, skip_broken: bool) -> list[TableRow]:
     lines = []
     stored = gptq_sweep.TABLE.read(root)
     if stored is not None and not stored[1].empty:
@@ -162,13 +184,21 @@ register_study("eval", "04", _eval_rows)
 register_study("frontier", "06", _frontier_rows)
 
 
-def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[str]:
-    """The table's rows: the registered studies in registration order, then those declared on disk
+def table_tests(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[TableRow]:
+    """The table's tests: the registered studies in registration order, then those declared on disk
     (:func:`declared_studies`). A run a study lists but cannot read is an error naming the file;
     ``skip_broken`` leaves such runs out, with a warning naming each."""
     root = Path(runs_root) if runs_root is not None else runs_dir()
     studies = [*STUDIES.values(), *declared_studies(root)]
-    return [line for study in studies for line in study.rows(root, skip_broken)]
+    return [row for study in studies for row in study.rows(root, skip_broken)]
+
+
+def results_rows(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[str]:
+    """The table's markdown lines (:func:`table_tests`), each with its p adjusted by Holm's method over every
+    test of the table (:func:`pgolf.research.stats.holm`); verdicts use the adjusted p."""
+    tests = table_tests(runs_root, skip_broken=skip_broken)
+    adjusted = holm([t.test["p"] for t in tests])
+    return [format_row(t, p) for t, p in zip(tests, adjusted)]
 
 
 def results_markdown(runs_root: Path | None = None, *, skip_broken: bool = False) -> str:

@@ -50,6 +50,25 @@ def rule_threshold(df: pd.DataFrame, metric: str) -> float:
 
 # ---- power of a t-test (noncentral t) ----
 
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (same order; NaN stays NaN and is not counted).
+
+    The i-th smallest of the m finite p-values becomes max over j <= i of min(1, (m - j + 1) * p_(j)), so
+    rejecting where the adjusted p is below alpha keeps the family-wise error rate at alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if finite.size == 0:
+        return out
+    if (p[finite] < 0).any() or (p[finite] > 1).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[finite].min()}..{p[finite].max()}")
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
 def _check_levels(alpha: float, power: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
