@@ -7,7 +7,7 @@ import pytest
 
 from pgolf.research import late_qat, plots, protocol
 from pgolf.research.report import verdict
-from pgolf.research.stats import compare
+from pgolf.research.stats import compare, with_holm
 from pgolf.running.presets import param_count
 
 
@@ -126,3 +126,16 @@ def test_paired_difference_figure(tmp_path):
     assert any(np.allclose(line.get_ydata(), -0.007) for line in ax.get_lines())
     assert plots.t_interval_half_width(np.array([1.0, 2.0, 3.0])) == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
     assert plots.savefig(fig, tmp_path / "f.svg").stat().st_size > 1000
+
+
+def test_verdict_uses_the_holm_adjusted_p_when_the_notebook_gives_it():
+    row = compare(_runs(effect=-0.03), "control", "q_val_bpb").loc["qat_int4"].copy()
+    row["p"] = 0.004  # significant alone at alpha 0.01
+    assert "is lower by" in verdict(row, "qat_int4", "control", "q_val_bpb")
+    family = with_holm(pd.DataFrame([row, row.copy().rename("other")]).assign(p=[0.004, 0.3]))
+    assert family["p_holm"].tolist() == pytest.approx([0.008, 0.3])  # 2 tests: still significant
+    text = verdict(family.iloc[0], "qat_int4", "control", "q_val_bpb")
+    assert "is lower by" in text and "p = 0.004, Holm-adjusted 0.008" in text
+    family = with_holm(pd.DataFrame([row] * 5))  # 5 tests: 0.02
+    text = verdict(family.iloc[0], "qat_int4", "control", "q_val_bpb")
+    assert text.startswith("not significant at this scale (α = 0.01)") and "Holm-adjusted 0.02" in text

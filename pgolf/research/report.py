@@ -25,20 +25,25 @@ def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
     """One sentence that says only what the test in ``row`` (a ``stats.compare`` row) supports: the paired
     difference with its 95% CI, the two-sided p, the rule's one-sided p, and the smallest effect these seeds
     detect (MDE at alpha 0.01, power 0.8). A non-significant difference whose whole CI lies closer to 0 than
-    the rule's threshold is reported as excluding an effect of the rule's size."""
+    the rule's threshold is reported as excluding an effect of the rule's size. When the row has ``p_holm``
+    (:func:`pgolf.research.stats.with_holm` over the notebook's tests) the verdict uses it and shows both."""
     diff = f"`{arm}` − `{control}` = {row['diff']:+.4f} {metric}"
     if not np.isfinite(row["p"]):
         return f"{diff}; {row['note'] or 'no test possible'}."
+    adjusted = "p_holm" in row.index and np.isfinite(row["p_holm"])
+    p_used = row["p_holm"] if adjusted else row["p"]
+    p_text = f"p = {row['p']:.2g}" + (f", Holm-adjusted {p_used:.2g}" if adjusted else "")
     n = int(row["n_pairs"] or row["n"])
     ci = f"95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
     power = f"{n} seeds detect {row['mde']:.4f} (MDE, α = {RULE_ALPHA}, power 0.8)"
-    if row["p"] >= RULE_ALPHA:
+    if p_used >= RULE_ALPHA:
         excluded = ""
         if np.isfinite(row["threshold"]) and max(abs(row["ci_low"]), abs(row["ci_high"])) < row["threshold"]:
             excluded = f"; the CI excludes an effect of the rule's size (±{row['threshold']:.4f})"
-        return f"not significant at this scale: {diff}, {ci}, p = {row['p']:.2g}; {power}{excluded}."
+        return (f"not significant at this scale (α = {RULE_ALPHA}): {diff}, {ci}, {p_text}; "
+                f"{power}{excluded}.")
     better = "lower" if row["diff"] < 0 else "higher"
-    found = (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric}, {ci}, p = {row['p']:.2g} "
+    found = (f"`{arm}` is {better} by {abs(row['diff']):.4f} {metric}, {ci}, {p_text} "
              f"({n} seeds, paired)")
     if row["diff"] >= 0 or not np.isfinite(row["threshold"]):
         return found + "."  # the record rule is about improvements of the score

@@ -69,6 +69,12 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
+def with_holm(tests: pd.DataFrame, column: str = "p") -> pd.DataFrame:
+    """``tests`` (rows of :func:`compare`, one family) with ``p_holm``: ``column`` adjusted by :func:`holm` over
+    every row. A notebook passes all the tests it reports, so its verdicts hold for the family together."""
+    return tests.assign(p_holm=holm(tests[column].to_numpy(float)))
+
+
 def _check_levels(alpha: float, power: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
