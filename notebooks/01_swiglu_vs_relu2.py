@@ -61,7 +61,7 @@ from pgolf.core.model import mlp_hidden
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.research import figures, protocol
 from pgolf.research.report import arm_table, verdict
-from pgolf.research.stats import seeds_needed
+from pgolf.research.stats import seeds_needed, with_holm
 from pgolf.running.presets import param_count
 
 STUDY = "swiglu_vs_relu2"
@@ -108,9 +108,9 @@ runs[["scale", "arm", "seed", "shared_control", "steps", "model_params", "val_bp
 for sc in scales:
     display(Markdown(f"**{sc}**"))
     display(arm_table(runs[runs["scale"] == sc]))
-tests = pd.concat({m: protocol.comparisons(runs, m) for m in ("q_val_bpb", "val_bpb")}, names=["metric"])
-display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde", "clears_rule"]].style.format(
-    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
+tests = with_holm(pd.concat({m: protocol.comparisons(runs, m) for m in ("q_val_bpb", "val_bpb")}, names=["metric"]))
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_holm", "p_rule", "mde", "clears_rule"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_holm": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %%
 (fig_path,) = figures.swiglu_vs_relu2_figure(runs_dir(), figures_dir())

@@ -62,6 +62,7 @@ from IPython.display import SVG, Markdown, display
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import figures, late_qat, protocol
+from pgolf.research.stats import with_holm
 from pgolf.research.bits_sweep import bits_sweep_table
 from pgolf.research.report import arm_table, verdict
 
@@ -116,9 +117,9 @@ display(sweep.groupby(["scale", "bits"], sort=False)[["gap_bpb", "artifact_bytes
 for sc in scales:
     display(Markdown(f"**{sc}**"))
     display(arm_table(runs[runs["scale"] == sc]))
-tests = late_qat.comparisons(runs, sweep, QAT_ARMS)
-display(tests[["arm", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde"]].style.format(
-    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
+tests = with_holm(late_qat.comparisons(runs, sweep, QAT_ARMS))
+display(tests[["arm", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "p_holm", "p_rule", "mde"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_holm": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %%
 (fig_path,) = figures.qat_figure(runs_dir(), figures_dir())

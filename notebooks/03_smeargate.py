@@ -63,7 +63,7 @@ from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.research import figures, protocol
 from pgolf.research.report import arm_table, verdict
 from pgolf.research.smear_gates import gate_table_cached
-from pgolf.research.stats import compare, seeds_needed
+from pgolf.research.stats import compare, seeds_needed, with_holm
 
 STUDY = "smeargate"
 GATED = {"smear_scalar": {"model.smear_gate": "scalar", "model.smear_init": smear_init},
@@ -91,10 +91,10 @@ both = [sc for sc in scales if {"smear_scalar", "smear_per_dim"} <= set(arms[sc]
 per_dim_vs_scalar = pd.concat(
     {sc: compare(g[g["arm"].isin(list(GATED))], "smear_scalar", "q_val_bpb") for sc, g in runs.groupby("scale", sort=False)
      if sc in both}, names=["scale"])
-tests = pd.concat({"vs control": protocol.comparisons(runs), "per_dim vs scalar": per_dim_vs_scalar},
-                  names=["comparison"])
-display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_rule", "mde", "clears_rule"]].style.format(
-    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_rule": "{:.2g}"}))
+tests = with_holm(pd.concat({"vs control": protocol.comparisons(runs), "per_dim vs scalar": per_dim_vs_scalar},
+                            names=["comparison"]))
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_holm", "p_rule", "mde", "clears_rule"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_holm": "{:.2g}", "p_rule": "{:.2g}"}))
 
 # %% [markdown]
 # ## What the gates learned

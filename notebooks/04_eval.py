@@ -59,7 +59,7 @@ from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import eval_sweep, figures, protocol
 from pgolf.research.report import verdict
-from pgolf.research.stats import compare
+from pgolf.research.stats import compare, with_holm
 
 DATASET = build_dataset(None, None)
 
@@ -86,9 +86,9 @@ summary = labelled.groupby("arm", sort=False).agg(
 summary["forward_per_scored"] /= eval_tokens
 display(summary.style.format({"val_bpb": "{:.4f}", "sd": "{:.4f}", "forward_per_scored": "{:.1f}",
                               "scored_tokens_per_s": "{:,.0f}"}))
-tests = compare(labelled, REFERENCE, "val_bpb")
-display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "mde"]].style.format(
-    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}"}))
+tests = with_holm(compare(labelled, REFERENCE, "val_bpb"))
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_holm", "mde"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_holm": "{:.2g}"}))
 
 # %%
 (fig_path,) = figures.eval_figure(runs_dir(), figures_dir())
@@ -106,7 +106,7 @@ lines = [f"- Reference: `{REFERENCE}`, {summary.loc[REFERENCE, 'val_bpb']:.4f} b
 for arm, row in tests.iterrows():
     lines.append(f"- {verdict(row, arm, REFERENCE, 'val_bpb')} Compute: {summary.loc[arm, 'forward_per_scored']:.1f}× "
                  "forward tokens per scored token.")
-significant = tests[tests["p"] < 0.01]
+significant = tests[tests["p_holm"] < 0.01]
 if len(significant):
     best = significant["diff"].idxmin()
     lines.append(f"- The lowest significant setting is `{best}` ({significant.loc[best, 'diff']:+.4f}, 95% CI "

@@ -63,7 +63,7 @@ from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
 from pgolf.research import compression, figures, protocol
 from pgolf.research.compression import compression_grid, setting_label
-from pgolf.research.stats import compare
+from pgolf.research.stats import compare, with_holm
 
 DATASET = build_dataset(None, None)
 GRID = compression_grid(bit_grid=bit_grid, compressors=compressors, prune_fracs=prune_fracs, bitpack_bits=bitpack_bits)
@@ -90,12 +90,12 @@ display(per_setting.style.format({"artifact_bytes": "{:,.0f}", "bytes_sd": "{:,.
 
 # %%
 REFERENCE = "8/8 zlib"
-tests = compare(trained, REFERENCE, "q_val_bpb", threshold=float("nan"))
+tests = with_holm(compare(trained, REFERENCE, "q_val_bpb", threshold=float("nan")))
 bytes_ratio = (trained.pivot(index="seed", columns="arm", values="artifact_bytes")
                .div(trained[trained["arm"] == REFERENCE].set_index("seed")["artifact_bytes"], axis=0).mean())
 tests["bytes_vs_reference"] = bytes_ratio.reindex(tests.index)
-display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "mde", "bytes_vs_reference"]].style.format(
-    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "bytes_vs_reference": "{:.3f}"}))
+display(tests[["n_pairs", "diff", "ci_low", "ci_high", "p", "p_holm", "mde", "bytes_vs_reference"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"mde": "{:.4f}", "p": "{:.2g}", "p_holm": "{:.2g}", "bytes_vs_reference": "{:.3f}"}))
 
 # %%
 (fig_path,) = figures.compression_figure(runs_dir(), figures_dir())

@@ -1,0 +1,150 @@
+"""What transfers: pgolf's CPU effect of a technique beside the records' full-scale evidence for it.
+
+Each notebook ends with :func:`transfer_table`: per technique, pgolf's paired effect (its 95% CI, Holm-adjusted p,
+seeds and the regime it ran in: training tokens per parameter), the records' evidence (record folder, seeds, the
+number its README or logs give, and what kind of evidence it is), and whether the directions agree.
+
+The kinds, from strongest to weakest (the records rarely isolate a technique):
+
+- ``same-weights``: the same trained weights scored with and without it (evaluation-only techniques);
+- ``isolated``: two trainings that differ only in it;
+- ``sweep row``: one row of a one-seed sweep or ablation table, or a README's one-sample statement;
+- ``bundled``: a change that came with others in one record, so the number is not the technique's alone;
+- ``none``: the records adopt it with no number.
+
+:data:`EVIDENCE` holds the records' numbers as their READMEs and logs state them (cited by URL); negative is better
+(lower bpb). Only a ``same-weights`` or ``isolated`` number can confirm or contradict a direction: for the others the
+table says the records give no clean test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pgolf.research.stats import RULE_ALPHA
+
+RECORDS_URL = "https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb/"
+Kind = Literal["same-weights", "isolated", "sweep row", "bundled", "none"]
+CLEAN: tuple[Kind, ...] = ("same-weights", "isolated")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One record's number for a technique: ``delta_bpb`` (negative = better; None where it gives none),
+    ``seeds`` as it states them, ``kind`` (see the module docstring) and what exactly was compared."""
+    record: str  # the folder under records/track_10min_16mb/
+    delta_bpb: float | None
+    seeds: str
+    kind: Kind
+    compared: str
+
+    @property
+    def url(self) -> str:
+        return RECORDS_URL + self.record.replace(" ", "%20")
+
+    def describe(self) -> str:
+        number = "no number" if self.delta_bpb is None else f"{self.delta_bpb:+.4f} bpb"
+        return f"[{self.record}]({self.url}): {number}, {self.seeds}, {self.kind}: {self.compared}"
+
+
+EVIDENCE: dict[str, tuple[Evidence, ...]] = {
+    "sliding_eval": (
+        Evidence("2026-03-19_MixedQuant_Int6Int8_SlidingWindow", -0.0335, "1 run", "same-weights",
+                 "stride-64 sliding vs non-overlapping evaluation of the same model"),
+        Evidence("2026-03-19_SlidingWindowEval", -0.0319, "1 run each", "bundled",
+                 "this record's run vs the naive baseline's (two trainings)"),
+    ),
+    "ntk_long_eval": (
+        Evidence("2026-03-19_WarmdownQuantization", None, "1 run per length", "sweep row",
+                 "evaluation at 1408 tokens (1.375x training) called optimal with NTK RoPE; no same-weights delta"),
+    ),
+    "swiglu": (
+        Evidence("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", -0.010, "1 run each", "sweep row",
+                 "relu² → SwiGLU at MLP 3x, ternary weights, +4.25 MB (runs F64 vs F59 of its RESULTS.md)"),
+        Evidence("2026-03-18_FP16Embed_WD3600", None, "not stated", "none",
+                 "tried and dropped as a net negative at 45% slower steps"),
+    ),
+    "late_qat": (
+        Evidence("2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233", -0.0001, "3-seed means, per-change "
+                 "seeds not stated", "bundled", "late-QAT threshold 0.1 → 0.15, one row of a stacked table"),
+        Evidence("2026-03-19_MixedQuant_Int6Int8_SlidingWindow", 0.0015, "1 run", "bundled",
+                 "int6 matrices trained with QAT + int8 embedding: the round trip's whole penalty"),
+    ),
+    "smeargate": (
+        Evidence("2026-03-19_smeargate_orthoinit_muonwd", None, "not stated", "none",
+                 "static per-dimension SmearGate adopted with orthogonal init and Muon WD; no isolated number"),
+        Evidence("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", -0.0012, "1 run each", "sweep row",
+                 "Smear in 100-1500-step ternary development runs, 22% slower"),
+    ),
+    "gptq": (
+        Evidence("2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233", -0.0006, "3-seed means, per-change "
+                 "seeds not stated", "bundled", "GPTQ-lite (5 clip percentiles per row) vs a fixed row-max clip"),
+        Evidence("2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072", -0.0046, "not stated", "bundled",
+                 "full-Hessian GPTQ together with XSA on all layers and BigramHash 3072"),
+    ),
+    "sdclip": (
+        Evidence("2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2", None, "not stated", "none",
+                 "k = 12.85 σ (matrices) / 20 σ (embedding) chosen so the artifact lands near 16 MB; no bpb number"),
+    ),
+    "depth_recurrence": (
+        Evidence("2026-03-31_ParallelResiduals_MiniDepthRecurrence", None, "1 sample", "sweep row",
+                 "layers 4-5 looped at the U-Net middle: '0.002-0.003 BPB' in its text; position mattered"),
+        Evidence("2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6", -0.003, "not stated", "bundled",
+                 "'~0.003 BPB' from recurrence, with MuonEq-R, WD 0.090 and all-int6"),
+    ),
+    "ttt": (
+        Evidence("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", -0.0127, "3 seeds (42, 0, 1234)",
+                 "same-weights", "phased LoRA TTT vs the non-sliding quantized evaluation of the same artifact "
+                 "(logs: -0.01265, -0.01282, -0.01269)"),
+        Evidence("2026-03-23_LeakyReLU_LegalTTT_ParallelMuon", -0.0025, "3 seeds", "same-weights",
+                 "score-first SGD TTT vs sliding evaluation of the same model"),
+        Evidence("2026-04-06_SP8192_QK5_LegalTTT_1.0828", -0.00206, "3 seeds", "same-weights",
+                 "score-first TTT vs sliding evaluation of the same model"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """pgolf's measurement of a technique: a row of :func:`pgolf.research.stats.compare` (with ``p_holm`` where
+    the notebook adjusted its family) and the regime it ran in."""
+    technique: str  # a key of EVIDENCE
+    label: str  # what was compared, e.g. "smear_per_dim vs control, micro"
+    test: pd.Series
+    regime: str  # e.g. "micro: 6.6 training tokens per parameter"
+
+
+def _p(test: pd.Series) -> float:
+    return float(test["p_holm"]) if "p_holm" in test.index and np.isfinite(test["p_holm"]) else float(test["p"])
+
+
+def agreement(effect: Effect, evidence: tuple[Evidence, ...]) -> str:
+    """Whether pgolf's direction agrees with the records' cleanest number: only a significant pgolf effect
+    (Holm-adjusted p < alpha) and a ``same-weights`` or ``isolated`` record number can agree or disagree."""
+    clean = [e for e in evidence if e.kind in CLEAN and e.delta_bpb is not None]
+    significant = np.isfinite(_p(effect.test)) and _p(effect.test) < RULE_ALPHA
+    if not clean:
+        return "no clean record test" + ("" if significant else "; pgolf not significant")
+    if not significant:
+        return "pgolf not significant"
+    same = all(np.sign(e.delta_bpb) == np.sign(effect.test["diff"]) for e in clean)
+    return "yes" if same else "no"
+
+
+def transfer_table(effects: list[Effect]) -> pd.DataFrame:
+    """The notebook's closing table: one row per pgolf effect, the records' evidence beside it."""
+    rows = []
+    for eff in effects:
+        if eff.technique not in EVIDENCE:
+            raise KeyError(f"no record evidence for technique {eff.technique!r}; known: {sorted(EVIDENCE)}")
+        t, evidence = eff.test, EVIDENCE[eff.technique]
+        ci = f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]" if np.isfinite(t["ci_low"]) else "no CI"
+        rows.append({"technique": eff.technique, "pgolf (CPU)": f"{eff.label}: {t['diff']:+.4f} bpb, 95% CI {ci}, "
+                     f"p (Holm) {_p(t):.2g}, {int(t['n_pairs'] or t['n'])} seeds",
+                     "regime": eff.regime, "records (full scale)": "<br>".join(e.describe() for e in evidence),
+                     "directions agree": agreement(eff, evidence)})
+    return pd.DataFrame(rows)

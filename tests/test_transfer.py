@@ -1,0 +1,43 @@
+"""The closing "what transfers" table: record evidence beside pgolf's effect, directions compared only where both
+sides give a clean test."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pgolf.research import transfer
+from pgolf.research.transfer import EVIDENCE, Effect, Evidence, agreement, transfer_table
+
+
+def _test(diff, p, p_holm=np.nan):
+    return pd.Series({"diff": diff, "ci_low": diff - 0.001, "ci_high": diff + 0.001, "p": p, "p_holm": p_holm,
+                      "n_pairs": 10, "n": 10})
+
+
+def test_directions_agree_only_with_a_significant_effect_and_a_clean_record_number():
+    clean = (Evidence("2026-03-19_SlidingWindowEval", -0.03, "1 run", "same-weights", "x"),)
+    bundled = (Evidence("2026-03-19_SlidingWindowEval", -0.03, "1 run", "bundled", "x"),)
+    assert agreement(Effect("sliding_eval", "a", _test(-0.01, 1e-6), "micro"), clean) == "yes"
+    assert agreement(Effect("sliding_eval", "a", _test(+0.01, 1e-6), "micro"), clean) == "no"
+    assert agreement(Effect("sliding_eval", "a", _test(-0.01, 1e-6), "micro"), bundled) == "no clean record test"
+    # significant raw p but not after Holm: not significant
+    assert agreement(Effect("sliding_eval", "a", _test(-0.01, 0.002, 0.03), "micro"), clean) == "pgolf not significant"
+
+
+def test_table_rows_cite_the_records_by_url_and_refuse_an_unknown_technique():
+    table = transfer_table([Effect("ttt", "ttt vs no overlap, micro", _test(-0.004, 1e-5), "micro: 6.6 tokens/param")])
+    row = table.iloc[0]
+    assert row["directions agree"] == "yes" and "p (Holm) 1e-05" in row["pgolf (CPU)"]
+    assert f"({transfer.RECORDS_URL}2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611)" in \
+        row["records (full scale)"]
+    with pytest.raises(KeyError, match="no record evidence for technique 'nope'"):
+        transfer_table([Effect("nope", "x", _test(0, 1), "micro")])
+
+
+def test_every_evidence_entry_is_well_formed():
+    for technique, entries in EVIDENCE.items():
+        assert entries, technique
+        for e in entries:
+            assert e.record[:11].count("-") == 2 and e.record[10] == "_", e.record  # YYYY-MM-DD_...
+            assert e.kind in ("same-weights", "isolated", "sweep row", "bundled", "none")
+            assert (e.delta_bpb is None) == (e.kind == "none") or e.kind == "sweep row", e
