@@ -89,7 +89,7 @@ def test_every_named_preset_scale_notebook_and_path_exists(page):
     for span in _code(text):
         for word in re.findall(r"\b(pr\d+_[a-z0-9_]+)", span):
             assert word in PRESETS, f"{page.name}: preset {word!r} does not exist"
-        if span in {"8xh100", "1xh100", "1xh100-short", "micro", "small"}:
+        if span in {"8xh100", "1xh100", "1xh100-short", "micro", "small", "regime"}:
             assert span in SCALES, f"{page.name}: scale {span!r} does not exist"
         if re.fullmatch(r"\d\d_[a-z0-9_]+", span):
             assert (REPO / "notebooks" / f"{span}.py").is_file(), f"{page.name}: notebook {span!r} does not exist"

@@ -25,6 +25,18 @@ def test_scales_turn_the_protocol_switches_on_and_keep_the_default_off():
         protocol.get_scale("huge")
 
 
+def test_the_regime_scale_is_in_the_challenges_regime_and_the_others_are_not():
+    """regime: >= 100 training tokens per non-embedding parameter inside one epoch of the embedded corpus
+    (2,134,495 train tokens), deep enough for a loop at the U-Net middle; micro and small are far below."""
+    from pgolf.research.scales import regime
+    reg = regime(protocol.get_scale("regime").config())
+    assert reg["tokens_per_non_embedding_param"] >= 100 and reg["tokens"] <= 2_134_495
+    assert protocol.get_scale("regime").config().model.num_layers >= 8
+    assert regime(protocol.get_scale("micro").config())["tokens_per_param"] == pytest.approx(6.64, abs=0.01)
+    assert regime(protocol.get_scale("small").config())["tokens_per_param"] == pytest.approx(1.04, abs=0.01)
+    assert regime(protocol.get_scale("micro").config(), steps=200)["tokens"] == 200 * 2048
+
+
 @pytest.mark.parametrize("scale", ["micro", "small"])
 def test_param_matched_swiglu_is_within_one_percent(scale):
     cfg = protocol.get_scale(scale).config()

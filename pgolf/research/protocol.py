@@ -1,9 +1,12 @@
 """The research protocol every ablation notebook uses: scales, one shared control, common random numbers.
 
 - **Scales.** ``micro`` (the ``micro`` preset: 2 layers, d=64, 400 steps of 2,048 tokens) is cheap enough for
-  many seeds on 2 CPUs; ``small`` (the ``tiny`` preset's model: 4 layers, d=128, 150 steps of 4,096 tokens) is
-  4.8x the parameters and 3.6x the parameter-tokens of a micro run, and says whether an effect grows or shrinks
-  with scale. Each scale quantizes
+  many seeds on 2 CPUs; ``small`` (the ``tiny`` preset's model: 4 layers, d=128, 150 steps of 4,096 tokens) has
+  4.8x micro's parameters but trains 1.0 token per parameter against micro's 6.6: it is further from the
+  challenge's regime (the records train about 100-600 tokens per parameter), not closer, and two scales say
+  whether an effect differs between them only through a test that compares them. ``regime`` (8 layers, d=16,
+  750 steps) trains 103 tokens per non-embedding parameter within one epoch: the CPU scale in the challenge's
+  regime (:func:`pgolf.research.scales.regime` computes these numbers). Each scale quantizes
   every block matrix at export (at these widths the official 65,536-element threshold would keep them all fp16).
 - **One shared control.** Every study's control arm is the same runs, ``runs/<scale>/control-s<seed>-<key>``:
   the scale's config with no override. Studies add their arms beside it in the same folder, so a notebook

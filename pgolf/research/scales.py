@@ -1,4 +1,4 @@
-"""The scales a study runs at: two CPU scales for many cheap seeds, three GPU scales for the challenge's setting.
+"""The scales a study runs at: three CPU scales for many cheap seeds, three GPU scales for the challenge's setting.
 
 A :class:`Scale` is a preset, overrides and default replicates, plus what one run needs and costs: the device,
 processes per node, nodes, the time budget of a run (training cap plus what comes after it: start-up,
@@ -6,7 +6,15 @@ compilation, validation, export) and so its GPU-seconds. The launchers (:mod:`pg
 the resources from here; the protocol (:mod:`pgolf.research.protocol`) is the same at every scale.
 
 - ``micro``, ``small``: CPU, one process per run (see :mod:`pgolf.research.protocol`); times measured on one
-  core of the 2-vCPU development machine.
+  core of the 2-vCPU development machine. Both train far fewer tokens per parameter than the challenge
+  (:func:`regime`: micro 6.6 per parameter, small 1.0; the PR #1394 record about 109, the official baseline
+  about 423), so they test early training, not the challenge's regime.
+- ``regime``: CPU, in the challenge's regime: at least 100 training tokens per non-embedding parameter, inside
+  one epoch of the embedded corpus (2.13M training tokens), and 8 layers deep so structural techniques can sit
+  where the records put them (a loop at the U-Net middle, layers 3-4; gated skips). That forces a narrow model
+  (d=16, 2 heads of 8): 750 steps of 2,048 tokens, 1.54M tokens, 103 per non-embedding parameter. Measured: one
+  run took 123 CPU-s (96.6 user + 26.8 sys; 337 s wall at load average 6.6-8.9 on the 2-vCPU AMD EPYC machine),
+  about twice a micro run.
 - ``8xh100``: the challenge itself, the baseline preset's record settings: 600 s of training on 8 GPUs of one
   node (``train.max_wallclock_seconds=600``, 524,288 tokens per step), the full validation split, int8 + zlib.
 - ``1xh100``: the same run on one GPU for 600 s (grad_accum 8, so the same global batch at a eighth of the
@@ -88,6 +96,11 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
         "export.keep_float_max_numel": 4096,
     }, (0, 1, 2), "tiny preset's model: 4L d128 4H/2KV, seq 256, 4,096 tokens/step, 150 steps (0.61M tokens)",
           run_seconds=90.0),
+    Scale("regime", "micro", {
+        "model.num_layers": 8, "model.model_dim": 16, "train.iterations": 750, "schedule.warmdown_iters": 190,
+        "optim.muon_momentum_warmup_steps": 190, "export.keep_float_max_numel": 128,
+    }, tuple(range(10)), "micro preset at 8L d16 2H/1KV, seq 128, 2,048 tokens/step, 750 steps (1.54M tokens, "
+          "103 per non-embedding parameter)", run_seconds=130.0),
     Scale("8xh100", "baseline", {"train.device": "cuda", "train.checkpoint_every": 1000}, (0, 1, 2),
           "the challenge: baseline preset (9L d512), 600 s on 8 GPUs, 524,288 tokens/step, full validation",
           device="cuda", nproc_per_node=8, run_seconds=600.0 + GPU_RUN_ALLOWANCE_S, dataset=FINEWEB_SP1024),
@@ -101,6 +114,24 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
     }, tuple(range(10)), "baseline preset on one GPU: 120 s, 131,072 tokens/step, validation on 4M tokens",
           device="cuda", nproc_per_node=1, run_seconds=120.0 + 90.0, dataset=FINEWEB_SP1024),
 )}
+
+
+def regime(cfg: Config, steps: int | None = None) -> dict[str, float]:
+    """Where a config trains, in the challenge's terms: training tokens (``steps`` x tokens per step; without
+    ``steps``, ``train.iterations``, which overcounts a run that the wallclock cap stops: pass the steps it ran),
+    parameters, non-embedding parameters (the tied embedding and an untied head excluded) and tokens per each.
+    Builds the model on the meta device."""
+    import torch
+
+    from pgolf.core.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("tok_emb.", "lm_head.")))
+    tokens = (cfg.train.iterations if steps is None else steps) * cfg.train.train_batch_tokens
+    return {"tokens": tokens, "params": params, "non_embedding_params": params - embedding,
+            "tokens_per_param": tokens / params, "tokens_per_non_embedding_param": tokens / (params - embedding)}
 
 
 def get_scale(scale: str | Scale) -> Scale:
