@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from pgolf.core.config import Config
-from pgolf.core.data.identity import check_same_dataset
+from pgolf.core.data.identity import check_same_dataset, verify_dataset
 from pgolf.core.evaluate import EvalResult
 from pgolf.core.finite import NonFiniteLossError, NonFiniteScoreError  # noqa: F401 - re-exported
 from pgolf.core.ownership import process_identity
@@ -132,17 +132,27 @@ class Trainer(TrainLoop):
 
     # -- stage 1: set-up (the run folder's records; a resume restores the checkpoint) ----------------------
     # The loop's set-up (TrainLoop.setup) calls these: config.json, dataset.json and environment.json are written
-    # (not on resume) and the run marked running; a resume restores the checkpoint instead of the fresh start (or,
-    # when training had ended, reads training_end.json).
+    # (not on resume) and the run marked running; the dataset is checked against its manifest (its identity goes
+    # into the records and the summary); a resume restores the checkpoint instead of the fresh start (or, when
+    # training had ended, reads training_end.json).
     def _on_setup(self) -> None:
         if not self.resume:
             self.out.json("config.json", self.cfg.to_dict())
         self.out.status("running", rank_count=self.d.world_size, **process_identity())
 
+    def _on_dataset(self) -> None:
+        self.dataset_id = verify_dataset(self.ds, self.cfg.model.vocab_size)  # names the file that disagrees
+
     def _on_data(self) -> None:
         if not self.resume:
             self.out.json("dataset.json", self.dataset_id.record())
             self.out.json("environment.json", {**environment(), "dataset_sha256": self.dataset_id.sha256})
+        for line in self.dataset_id.log_lines():
+            self.log(line)
+
+    def _summary_records(self) -> dict[str, Any]:
+        return {"dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
+                "unigram_val_bpb": self.dataset_id.unigram_val_bpb}
 
     def _start(self) -> None:
         if not self.resume:

@@ -55,7 +55,7 @@ from pgolf.core.loop import LoopController, prime_looped
 from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear, Rotary
 from pgolf.core.qat import QATController, assign_qat_specs
-from pgolf.core.run_data import check_eval_fits, load_data
+from pgolf.core.run_data import check_eval_fits, load_eval_data, open_dataset
 from pgolf.core.runtime import grad_accum_steps, setup_dist, use_compile
 
 
@@ -176,7 +176,8 @@ class TrainLoop:
     at the end, and the wallclock stop agreed across ranks. :meth:`setup_model` alone builds what :meth:`step`
     needs without data (``pgolf bench`` steps on synthetic tokens that way). QAT is switched only by ``self.qat``
     (:class:`pgolf.core.qat.QATController`). A subclass adds records through the hooks ``_on_setup``,
-    ``_on_data``, ``_start`` and ``_after_step`` (:class:`pgolf.core.train.Trainer`: the run folder).
+    ``_on_dataset``, ``_on_data``, ``_start``, ``_after_step`` and ``_summary_records``
+    (:class:`pgolf.core.train.Trainer`: the run folder).
     """
 
     def __init__(self, cfg: Config, sink: Sink | None = None, *, console: bool = True,
@@ -307,11 +308,11 @@ class TrainLoop:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._on_setup()
-        self.ds, self.dataset_id, self.luts, self.val_periodic, self.val_final, self.official_eval = load_data(cfg, d)
+        self.ds, sp = open_dataset(cfg)
+        self._on_dataset()
+        self.luts, self.val_periodic, self.val_final, self.official_eval = load_eval_data(cfg, d, self.ds, sp)
         check_eval_fits(cfg, self.val_final, self.official_eval, d.world_size, self.accum)
         self._on_data()
-        for line in self.dataset_id.log_lines():
-            self.log(line)
         self.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.ds.tokenizer_path}")
         self.log(f"train_loader:dataset:{Path(self.ds.root).name} train_shards:{len(self.ds.train_files)}")
         self.log(f"val_loader:shards pattern={cfg.data.val_pattern} tokens:{self.val_periodic.numel() - 1}")
@@ -323,6 +324,10 @@ class TrainLoop:
 
     def _on_setup(self) -> None:
         """Called once seeded, before the data is read (the run folder records the config here)."""
+
+    def _on_dataset(self) -> None:
+        """Called once ``self.ds`` is resolved, before anything is read from it (the run folder checks it against
+        its manifest here)."""
 
     def _on_data(self) -> None:
         """Called once the data is loaded and checked (the run folder records the dataset here)."""
@@ -543,6 +548,10 @@ class TrainLoop:
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
         return state, avg is not None
 
+    def _summary_records(self) -> dict[str, Any]:
+        """What the summary adds at its end (the run folder: the dataset's identity)."""
+        return {}
+
     def _score_and_export(self, state: dict[str, torch.Tensor], averaged: bool) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
         if self.hooks.before_export is not None:
@@ -606,9 +615,7 @@ class TrainLoop:
             "qat_step": self.qat.qat_step, "loop_step": self.loop.loop_step,
             "averaged_snapshots": self.averager.count, "export_ms": export_ms,
             "training_cap_seconds": cfg.training_cap_seconds,
-            "device": d.device.type, "world_size": d.world_size,
-            "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
-            "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
+            "device": d.device.type, "world_size": d.world_size, **self._summary_records(),
         }
         if over_cap and cfg.export.require_fit:
             summary.update(status="failed", error=f"export.require_fit: {over_cap}")
