@@ -336,6 +336,19 @@ def test_hyperparameters_from_the_environment_still_override(baseline_script):
     assert mod.script_config({}).model.num_layers == 9
 
 
+def test_script_configuration_is_the_submitted_one(baseline_script, tmp_path):
+    """The script's ``DEFAULTS`` holds only the values that differ from ``Config()``; with its dataclasses'
+    defaults they give back the whole configuration (official data layout), for the baseline and PR #1394."""
+    cfg = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")
+    (tmp_path / "pr1394.py").write_text(bundle.human_source(cfg))
+    for script, preset in ((baseline_script, get_preset("baseline")), (tmp_path / "pr1394.py", cfg)):
+        mod = load_script(script)
+        assert mod.script_config({}).to_dict() == bundle.script_defaults(preset)
+        assert mod.DEFAULTS == bundle.script_overrides(preset)
+    assert bundle.script_overrides(get_preset("baseline")) == {"data": {
+        "path": "./data/datasets/fineweb10B_sp1024", "tokenizer_path": "./data/tokenizers/fineweb_1024_bpe.model"}}
+
+
 def test_pack_round_trip_and_smaller_method():
     src = "def f(x):\n    '''doc'''\n    return x + 1\n\nprint(f(41))\n" * 50
     p = pack(src)

@@ -1,7 +1,8 @@
 """The generated script's entry point: what ``python train_gpt.py`` (or torchrun) runs.
 
-This module is bundled last into the script (:mod:`pgolf.submit.bundle`). The configuration is ``DEFAULTS``,
-which the generator replaces with the submitted configuration; the official environment names
+This module is bundled last into the script (:mod:`pgolf.submit.bundle`). The configuration is ``Config``'s
+defaults updated with ``DEFAULTS``, where the generator writes the submitted configuration's values that differ
+from them (pgolf's own copy of this module: none); the official environment names
 (``NUM_LAYERS=11 SEED=42 DATA_PATH=... TOKENIZER_PATH=...``, mapped in :mod:`pgolf.core.config_env`)
 override it at run time. The script runs pgolf's training loop alone (:class:`pgolf.core.train_loop.TrainLoop`,
 none of pgolf's run-folder code) and writes what the official script writes: the ``key:value`` lines on stdout
@@ -26,7 +27,7 @@ from typing import Any
 from pgolf.core.config import Config, ConfigError, env_names, from_env
 from pgolf.core.train_loop import TrainLoop
 
-DEFAULTS: dict[str, Any] = Config().to_dict()  # the generator writes the submitted configuration here
+DEFAULTS: dict[str, Any] = {}  # the generator writes the configuration here (its values that differ from Config())
 CODE_BYTES_NOTE = "this script's own bytes"
 REPO_ROOT = Path(__file__).resolve().parent
 FOLDED: dict[str, Any] = {}  # the generator writes the folded switches here (dotted key -> value)
@@ -46,7 +47,8 @@ def check_folded(cfg: Config, environ) -> None:
         return getattr(getattr(cfg, sec), name)
 
     wrong = [(k, v, repr(v), repr(get(k))) for k, v in FOLDED.items() if get(k) != v]
-    wrong += [(k, v, f"{DEFAULTS[k.split('.')[0]][k.split('.')[1]]!r} ({'on' if v else 'off'})",
+    generated = Config.from_dict(DEFAULTS)
+    wrong += [(k, v, f"{getattr(getattr(generated, k.split('.')[0]), k.split('.')[1])!r} ({'on' if v else 'off'})",
                f"{get(k)!r} ({'on' if bool(get(k)) else 'off'})")
               for k, v in FOLDED_ON_OFF.items() if bool(get(k)) != v]
     if wrong:
