@@ -193,7 +193,7 @@ class TrainLoop:
         self.compiled = use_compile(cfg, self.d.device)
         self.model: nn.Module | None = None  # the compiled / DDP wrapper, built by setup_model
         self.is_setup = False
-        self.sink: Sink = sink if sink is not None else ConsoleSink(console)
+        self.sink = sink if sink is not None else ConsoleSink(console)  # a Sink
         self.name: str | None = None  # the run's name in the summary
         self.labels: dict[str, Any] = {}  # copied into the summary (e.g. ablation arm names); not config
 
