@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgolf.core import train
+from pgolf.core import train_loop as train
 from pgolf.core.config import DEFAULT_CONTROL_PATTERNS, Config, ConfigError, apply_overrides
 from pgolf.core.export import export_artifact, load_artifact, quantize_state_dict
 from pgolf.core.model import build_model

@@ -17,9 +17,10 @@ import pytest
 import torch
 from pgolf_testing import raise_at
 
-from pgolf.core import train as train_mod
+from pgolf.core import train_loop as train_mod
 from pgolf.core.config import ConfigError
 from pgolf.core.evaluate import EvalResult
+from pgolf.core.finite import check_finite_score
 from pgolf.core.ownership import FolderLock, host_tag, lock_holder
 from pgolf.core.runs import (
     RunExistsError,
@@ -33,7 +34,6 @@ from pgolf.core.runs import (
 from pgolf.core.train import (
     NonFiniteScoreError,
     TrainerHooks,
-    check_finite_score,
     train,
 )
 from pgolf.research.results import load_runs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,9 @@ NUMERICS_ENV = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORE
 
 
 def run_script(script: Path, cwd: Path, dataset: Path, run_id: str, nproc: int = 0, **env) -> Path:
-    """Run ``script`` where pgolf cannot be imported; its run folder ``cwd/logs/run_id``."""
+    """Run ``script`` in ``cwd`` (made if missing) where pgolf cannot be imported; returns ``cwd``, where it wrote
+    its log ``logs/<run_id>.txt`` and its artifact, as the official script does."""
+    cwd.mkdir(parents=True, exist_ok=True)
     blocker = cwd / "no_pgolf.py"
     blocker.write_text(BLOCKER)
     base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1", "RUN_ID": run_id,
@@ -73,7 +76,7 @@ def run_script(script: Path, cwd: Path, dataset: Path, run_id: str, nproc: int =
     proc = subprocess.run([*launcher, str(blocker), str(script)], cwd=cwd, env=base, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return cwd / "logs" / run_id
+    return cwd
 
 
 def train_losses(run: Path) -> list[float]:
@@ -81,13 +84,33 @@ def train_losses(run: Path) -> list[float]:
     return [r["train_loss"] for r in rows if "train_loss" in r]
 
 
-def assert_same_run(pgolf_run: Path, script_run: Path) -> dict:
-    a = json.loads((pgolf_run / "summary.json").read_text())
-    b = json.loads((script_run / "summary.json").read_text())
-    assert train_losses(pgolf_run) == train_losses(script_run) and len(train_losses(pgolf_run)) == a["steps"]
+def one(pattern: str, text: str) -> re.Match:
+    found = list(re.finditer(pattern, text, re.M))
+    assert len(found) == 1, (pattern, len(found))
+    return found[0]
+
+
+def script_results(cwd: Path) -> dict:
+    """What a script run left in ``cwd``, read as the official script's outputs are: its one log
+    ``logs/<RUN_ID>.txt`` (the ``key:value`` lines) and its one artifact."""
+    (log_path,), (artifact,) = list((cwd / "logs").glob("*.txt")), list(cwd.glob("*.ptz"))
+    log = log_path.read_text()
+    exact = one(r"^final_(\S+)_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)$", log)
+    return {"train_loss": re.findall(r"^step:\d+/\d+ train_loss:(\S+) ", log, re.M), "log": log,
+            "prequant_val_bpb": one(r"^final_prequant val_loss:\S+ val_bpb:(\S+) ", log)[1],
+            "q_val_bpb": float(exact[3]), "artifact_file": artifact.name, "artifact": artifact.read_bytes(),
+            "code_bytes": int(one(r"^Code size: (\d+) bytes", log)[1]),
+            "world_size": int(one(r"^world_size:(\d+) ", log)[1])}
+
+
+def assert_same_run(pgolf_run: Path, script_cwd: Path) -> dict:
+    """pgolf's run folder and the script's outputs agree: the train loss of every step (as the log prints it),
+    the artifact's name and bytes, the score of the round-tripped artifact to 1e-6 (its exact line)."""
+    a, b = json.loads((pgolf_run / "summary.json").read_text()), script_results(script_cwd)
+    assert [f"{x:.4f}" for x in train_losses(pgolf_run)] == b["train_loss"] and len(b["train_loss"]) == a["steps"]
     assert a["artifact_file"] == b["artifact_file"]
-    assert (pgolf_run / a["artifact_file"]).read_bytes() == (script_run / b["artifact_file"]).read_bytes()
-    assert abs(a["q_val_bpb"] - b["q_val_bpb"]) < 1e-6 and abs(a["val_bpb"] - b["val_bpb"]) < 1e-6
+    assert (pgolf_run / a["artifact_file"]).read_bytes() == b["artifact"]
+    assert abs(a["q_val_bpb"] - b["q_val_bpb"]) < 1e-6 and f"{a['val_bpb']:.4f}" == b["prequant_val_bpb"]
     return {"steps": a["steps"], "train_loss": train_losses(pgolf_run), "q_val_bpb": (a["q_val_bpb"], b["q_val_bpb"]),
             "artifact_bytes": a["artifact_bytes"]}
 
@@ -109,10 +132,12 @@ def test_packed_script_trains_like_pgolf_without_pgolf(micro, tmp_path, small_da
     assert packed.bytes == code_bytes(cfg) == script.stat().st_size
     assert len(packed.text.splitlines()) == 2 and "exec(" in packed.text.splitlines()[1]
     assert unpack(packed.text) == cache.minified_template(cfg).replace(bundle.PLACEHOLDER, cache.minified_literal(cfg))
-    run = run_script(script, tmp_path, small_dataset, "packed")
+    run = run_script(script, tmp_path / "packed", small_dataset, "packed")
     assert_same_run(tmp_path / "pgolf", run)
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["code_bytes"] == packed.bytes  # the script counts itself, packed
+    assert script_results(run)["code_bytes"] == packed.bytes  # the script counts itself, packed
+    artifact = json.loads((tmp_path / "pgolf" / "summary.json").read_text())["artifact_file"]
+    assert sorted(p.name for p in run.iterdir()) == sorted([artifact, "logs", "no_pgolf.py"])
+    assert [p.name for p in (run / "logs").iterdir()] == ["packed.txt"]  # no run folder: the official outputs
 
 
 @pytest.mark.slow
@@ -122,7 +147,7 @@ def test_human_script_trains_like_pgolf(name, tmp_path, small_dataset):
     train(cfg, tmp_path / "pgolf", console=False)
     script = tmp_path / "train_gpt_human.py"
     script.write_text(bundle.human_source(cfg))
-    out = assert_same_run(tmp_path / "pgolf", run_script(script, tmp_path, small_dataset, "human"))
+    out = assert_same_run(tmp_path / "pgolf", run_script(script, tmp_path / "human", small_dataset, "human"))
     print(name, out)
 
 
@@ -131,9 +156,10 @@ def test_packed_and_human_scripts_agree(tmp_path, small_dataset):
     cfg = tiny_family("pr326_qat_ntk_cosine_swa", small_dataset)
     (tmp_path / "train_gpt_human.py").write_text(bundle.human_source(cfg))
     (tmp_path / "train_gpt.py").write_text(cache.packed_for(cfg).text)
-    human = run_script(tmp_path / "train_gpt_human.py", tmp_path, small_dataset, "human")
-    packed = run_script(tmp_path / "train_gpt.py", tmp_path, small_dataset, "packed")
-    assert_same_run(human, packed)
+    human = script_results(run_script(tmp_path / "train_gpt_human.py", tmp_path / "human", small_dataset, "human"))
+    packed = script_results(run_script(tmp_path / "train_gpt.py", tmp_path / "packed", small_dataset, "packed"))
+    for key in ("train_loss", "prequant_val_bpb", "q_val_bpb", "artifact_file", "artifact"):
+        assert human[key] == packed[key], key
 
 
 @pytest.mark.slow
@@ -142,8 +168,8 @@ def test_script_under_torchrun_two_gloo_ranks(tmp_path, small_dataset):
     cfg = tiny_family("pr194_11l_int6_qat_perdim_smear_swa", small_dataset, **{"train.grad_accum_steps": 0})
     run_two_ranks(cfg, tmp_path / "pgolf")
     (tmp_path / "train_gpt.py").write_text(cache.packed_for(cfg).text)
-    run = run_script(tmp_path / "train_gpt.py", tmp_path, small_dataset, "ddp", nproc=2)
-    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    run = run_script(tmp_path / "train_gpt.py", tmp_path / "ddp", small_dataset, "ddp", nproc=2)
+    assert script_results(run)["world_size"] == 2
     print(assert_same_run(tmp_path / "pgolf", run))
 
 
@@ -274,7 +300,7 @@ def test_folded_script_holds_only_its_code_paths(baseline_script):
              "RecordShuffledLoader", "PermutedBlockLoader", "byte_shuffle", "_cosine"}
     names = _defined_and_read(baseline_script.read_text())
     assert not other & names
-    assert {"GPT", "ReLU2MLP", "quantize_rows", "Trainer", "check_folded"} <= names
+    assert {"GPT", "ReLU2MLP", "quantize_rows", "TrainLoop", "check_folded"} <= names
     pr1394 = _defined_and_read(bundle.human_source(get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")))
     assert {"gptq_quantize", "collect_hessians", "RecordShuffledLoader", "byte_shuffle", "ReLU2MLP"} <= pr1394
     assert not {"SmearGate", "BigramHash", "SwiGLUMLP", "PermutedBlockLoader"} & pr1394
@@ -310,6 +336,19 @@ def test_hyperparameters_from_the_environment_still_override(baseline_script):
     assert mod.script_config({}).model.num_layers == 9
 
 
+def test_script_configuration_is_the_submitted_one(baseline_script, tmp_path):
+    """The script's ``DEFAULTS`` holds only the values that differ from ``Config()``; with its dataclasses'
+    defaults they give back the whole configuration (official data layout), for the baseline and PR #1394."""
+    cfg = get_preset("pr1394_sp8192_gptq_sdclip_loop45x2")
+    (tmp_path / "pr1394.py").write_text(bundle.human_source(cfg))
+    for script, preset in ((baseline_script, get_preset("baseline")), (tmp_path / "pr1394.py", cfg)):
+        mod = load_script(script)
+        assert mod.script_config({}).to_dict() == bundle.script_defaults(preset)
+        assert mod.DEFAULTS == bundle.script_overrides(preset)
+    assert bundle.script_overrides(get_preset("baseline")) == {"data": {
+        "path": "./data/datasets/fineweb10B_sp1024", "tokenizer_path": "./data/tokenizers/fineweb_1024_bpe.model"}}
+
+
 def test_pack_round_trip_and_smaller_method():
     src = "def f(x):\n    '''doc'''\n    return x + 1\n\nprint(f(41))\n" * 50
     p = pack(src)
@@ -322,11 +361,34 @@ def test_bundle_drops_unused_modules_and_names():
     src = bundle.human_source(get_preset("baseline"))
     tree = ast.parse(src)
     defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    assert {"Trainer", "GPT", "export_artifact", "main", "from_env"} <= defined
+    assert {"TrainLoop", "GPT", "export_artifact", "main", "from_env"} <= defined
     # what only pgolf uses (building datasets and tokenizers, its output folders, the raw code count) is dropped
     assert not {"train_sentencepiece", "write_shard", "write_manifest", "runs_dir", "raw_code_bytes"} & defined
     assert "def resolve_config" not in src and "def size_estimate" not in src  # CLI and sizing were never read
     assert "import zstandard" not in src.split("\ndef ")[0]  # imported lazily, by zstd configurations only
+
+
+RUN_FOLDER_NAMES = {  # pgolf's run folders (pgolf.core.train, runs, ownership, records, stopping): not the script's
+    "FolderLock", "lock_holder", "pid_alive", "RunWriter", "claim_run_dir", "prepare_run_dir", "atomic_write_json",
+    "git_info", "environment", "hardware", "cpu_model", "gpu_driver", "StopSignals", "StopRequested", "checkpoint",
+    "_restore", "finish_from_raw", "_read_training_end", "_save_raw", "read_status_record", "RunRecordError",
+    "mark_ended", "agreed_stops", "process_identity", "CHECKPOINT", "TRAINING_END", "STATUS_FILE"}
+RUN_FOLDER_MODULES = {"fcntl", "socket", "subprocess", "signal", "platform", "threading"}
+
+
+@pytest.mark.parametrize("name", ["baseline", "pr1394_sp8192_gptq_sdclip_loop45x2"])
+def test_generated_script_has_no_run_folder_machinery(name):
+    """The script runs the training loop alone: no class, function, method or constant of pgolf's run folders
+    (lock, status, records, checkpoints, SIGTERM, raw weights) and none of the modules they import."""
+    tree = ast.parse(bundle.human_source(get_preset(name)))
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not defined & RUN_FOLDER_NAMES, sorted(defined & RUN_FOLDER_NAMES)
+    assert not imported & RUN_FOLDER_MODULES, sorted(imported & RUN_FOLDER_MODULES)
+    assert {"TrainLoop", "ScriptSink", "export_artifact", "load_artifact"} <= defined
 
 
 def test_record_folder_from_runs(micro, tmp_path):

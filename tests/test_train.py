@@ -11,7 +11,7 @@ import pytest
 import torch
 from pgolf_testing import raise_at
 
-from pgolf.core import train as train_mod
+from pgolf.core import train_loop as train_mod
 from pgolf.core.runs import RunExistsError, read_status
 from pgolf.core.train import TrainerHooks, train
 

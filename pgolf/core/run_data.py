@@ -1,5 +1,9 @@
 """What a run reads before it builds its model: the dataset (checked against its manifest), the byte tables and
-the validation splits, and the evaluation settings only the data can check."""
+the validation splits, and the evaluation settings only the data can check.
+
+:func:`load_data` is all of it; the training loop calls its parts (:func:`open_dataset`, then
+:func:`load_eval_data`) and leaves the manifest check and the dataset's identity to the run folder
+(:class:`pgolf.core.train.Trainer`), which records them: the generated submission script does not hold them."""
 
 from __future__ import annotations
 
@@ -11,18 +15,36 @@ from pgolf.core.runtime import Dist
 
 
 def load_data(cfg: Config, d: Dist):
+    """The dataset checked against its manifest (:func:`~pgolf.core.data.identity.verify_dataset`), its identity,
+    the byte tables, the validation splits and whether the final evaluation is the official one."""
+    from pgolf.core.data.identity import verify_dataset
+
+    ds, sp = open_dataset(cfg)
+    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
+    return ds, identity, *load_eval_data(cfg, d, ds, sp)
+
+
+def open_dataset(cfg: Config):
+    """``(dataset, tokenizer)``: the configured dataset's files and its SentencePiece model, whose vocabulary
+    must be ``model.vocab_size``."""
     import sentencepiece as spm
 
-    from pgolf.core.data.identity import verify_dataset
-    from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-    from pgolf.core.data.tokenizer import build_byte_luts
+    from pgolf.core.data.loader import resolve_dataset
 
     ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
     sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
     if int(sp.vocab_size()) != cfg.model.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
                          f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
-    identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
+    return ds, sp
+
+
+def load_eval_data(cfg: Config, d: Dist, ds, sp):
+    """``(luts, val_periodic, val_final, official)``: the byte tables, the periodic and final validation splits
+    (one tensor when the final evaluation scores the official stream) and whether it is the official one."""
+    from pgolf.core.data.loader import load_validation_tokens
+    from pgolf.core.data.tokenizer import build_byte_luts
+
     luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
@@ -36,7 +58,7 @@ def load_data(cfg: Config, d: Dist):
         n = cfg.eval.max_tokens
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
         val_final = val_periodic if truncated else val_final[: n + 1]
-    return ds, identity, luts, val_periodic, val_final, official
+    return luts, val_periodic, val_final, official
 
 
 def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:

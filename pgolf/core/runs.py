@@ -294,6 +294,17 @@ class RunWriter:
         if self.enabled:  # strict JSON: a NaN must fail loudly, not be written as bare NaN
             atomic_write_json(self.path / name, obj, allow_nan=False)
 
+    def artifact(self, filename: str, blob: bytes, report: dict[str, Any]) -> None:
+        """The loop's artifact (:class:`pgolf.core.train_loop.Sink`) and ``export_report.json``."""
+        self.bytes(filename, blob)
+        self.json("export_report.json", report)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        """``summary.json``; the run is marked finished unless the summary says it failed (``export.require_fit``)."""
+        self.json("summary.json", summary)
+        if summary.get("status") == "finished":
+            self.status("finished")
+
     def log_sizes(self) -> dict[str, int]:
         """Current byte sizes of the append-only logs (recorded in checkpoints)."""
         if not self.enabled:

@@ -13,9 +13,9 @@ entry point (:mod:`pgolf.submit.entry`) needs, so the script can never drift fro
    defines replaces the core's definition of that name (the script counts its own bytes as code).
 3. **Dead code.** Top-level definitions no kept code refers to are dropped (to a fixed point from the entry
    point); docstrings and comments go (comments do not survive :mod:`ast`).
-4. **Configuration.** The entry's ``DEFAULTS`` becomes the configuration (with the official data layout for
-   its vocabulary), so the script's defaults are the configuration and the official environment names still
-   override them.
+4. **Configuration.** The entry's ``DEFAULTS`` becomes the configuration's values that differ from
+   ``Config()``'s (with the official data layout for its vocabulary; :func:`script_overrides`), so the script's
+   defaults are the configuration and the official environment names still override them.
 5. **Folding** (:mod:`pgolf.submit.fold`): the configuration's switches are folded into the code and the
    code paths of their other values dropped; the entry's ``FOLDED`` / ``FOLDED_ON_OFF`` record them and the
    script refuses an environment that changes one. Arguments' and returns' annotations go.
@@ -405,8 +405,17 @@ def template_source(folding: fold.Folding | None) -> str:
     return _TEMPLATES[key]
 
 
+def script_overrides(cfg: Config) -> dict[str, Any]:
+    """:func:`script_defaults` less the values ``Config()`` has already (the script's dataclasses hold those):
+    ``Config.from_dict`` of it is the configuration."""
+    full, default = script_defaults(cfg), Config().to_dict()
+    out = {sec: {k: v for k, v in values.items() if k not in default[sec] or default[sec][k] != v}
+           for sec, values in full.items()}
+    return {sec: values for sec, values in out.items() if values}
+
+
 def defaults_literal(cfg: Config) -> str:
-    return pprint.pformat(script_defaults(cfg), width=110, sort_dicts=False)
+    return pprint.pformat(script_overrides(cfg), width=110, sort_dicts=False)
 
 
 def fill(template: str, literal: str) -> str:

@@ -1,10 +1,12 @@
 """The generated script's entry point: what ``python train_gpt.py`` (or torchrun) runs.
 
-This module is bundled last into the script (:mod:`pgolf.submit.bundle`). The configuration is ``DEFAULTS``,
-which the generator replaces with the submitted configuration; the official environment names
+This module is bundled last into the script (:mod:`pgolf.submit.bundle`). The configuration is ``Config``'s
+defaults updated with ``DEFAULTS``, where the generator writes the submitted configuration's values that differ
+from them (pgolf's own copy of this module: none); the official environment names
 (``NUM_LAYERS=11 SEED=42 DATA_PATH=... TOKENIZER_PATH=...``, mapped in :mod:`pgolf.core.config_env`)
-override it at run time. The run writes its folder (log, artifact, summary) to ``logs/<RUN_ID>/`` under the
-current directory, as the official script writes ``logs/<RUN_ID>.txt``.
+override it at run time. The script runs pgolf's training loop alone (:class:`pgolf.core.train_loop.TrainLoop`,
+none of pgolf's run-folder code) and writes what the official script writes: the ``key:value`` lines on stdout
+and in ``logs/<RUN_ID>.txt``, and the artifact it scores in the current directory (:class:`ScriptSink`).
 
 Names defined here replace the core's names of the same spelling in the bundle (``code_bytes``,
 ``CODE_BYTES_NOTE``, ``REPO_ROOT``): the script counts itself as code, as the records do.
@@ -23,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.core.config import Config, ConfigError, env_names, from_env
-from pgolf.core.train import train
+from pgolf.core.train_loop import TrainLoop
 
-DEFAULTS: dict[str, Any] = Config().to_dict()  # the generator writes the submitted configuration here
+DEFAULTS: dict[str, Any] = {}  # the generator writes the configuration here (its values that differ from Config())
 CODE_BYTES_NOTE = "this script's own bytes"
 REPO_ROOT = Path(__file__).resolve().parent
 FOLDED: dict[str, Any] = {}  # the generator writes the folded switches here (dotted key -> value)
@@ -45,7 +47,8 @@ def check_folded(cfg: Config, environ) -> None:
         return getattr(getattr(cfg, sec), name)
 
     wrong = [(k, v, repr(v), repr(get(k))) for k, v in FOLDED.items() if get(k) != v]
-    wrong += [(k, v, f"{DEFAULTS[k.split('.')[0]][k.split('.')[1]]!r} ({'on' if v else 'off'})",
+    generated = Config.from_dict(DEFAULTS)
+    wrong += [(k, v, f"{getattr(getattr(generated, k.split('.')[0]), k.split('.')[1])!r} ({'on' if v else 'off'})",
                f"{get(k)!r} ({'on' if bool(get(k)) else 'off'})")
               for k, v in FOLDED_ON_OFF.items() if bool(get(k)) != v]
     if wrong:
@@ -53,6 +56,31 @@ def check_folded(cfg: Config, environ) -> None:
         name = env_names(environ).get(key, "the environment")
         raise ConfigError(f"{name}={environ.get(name, '')!r} sets {key}={got}, but this script was generated with "
                           f"{key}={had}; regenerate it with pgolf submit")
+
+
+class ScriptSink:
+    """The official script's outputs (rank 0): each log line printed and appended to ``logfile``, the artifact
+    written under its name in the current directory. Metrics rows and the summary are not kept (the log lines
+    carry them, as the official script's do)."""
+
+    def __init__(self, logfile: Path):
+        self.logfile = logfile
+
+    def log(self, msg: str, console: bool = True) -> None:
+        if console:
+            print(msg, flush=True)
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logfile, "a", encoding="utf-8") as f:
+            print(msg, file=f)
+
+    def metric(self, **row: Any) -> None:
+        pass
+
+    def artifact(self, filename: str, blob: bytes, report: dict[str, Any]) -> None:
+        Path(filename).write_bytes(blob)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        pass
 
 
 def script_config(environ=os.environ) -> Config:
@@ -68,5 +96,6 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_id = os.environ.get("RUN_ID") or str(uuid.uuid4())
-    summary = train(cfg, Path("logs") / run_id)
+    with TrainLoop(cfg, ScriptSink(Path("logs") / f"{run_id}.txt")) as loop:
+        summary = loop.run()
     return 0 if summary.get("status") == "finished" else 1
