@@ -1,8 +1,11 @@
 """The ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` preset against the 2026-04-27 record (PR #1855,
 https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb/
-2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611): its ``Hyperparameters`` under the README's run
-command, and its GPT's parameters (names mapped, shapes, count). The script is imported from
-``PGOLF_PR1855_TRAIN_GPT``; the module skips without it."""
+2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611), and ``pr1868_smeargate_bosfix_3seed`` against
+2026-04-29_SmearGateBOSFix_3Seed_1.06141 (PR #1868): each record's ``Hyperparameters`` under its README's run
+command, and its GPT's parameters (names mapped, shapes, count). The scripts are imported from
+``PGOLF_PR1855_TRAIN_GPT`` and ``PGOLF_PR1868_TRAIN_GPT``
+(``git show main:records/track_10min_16mb/2026-04-29_SmearGateBOSFix_3Seed_1.06141/train_gpt.py``); each test
+skips without its script."""
 
 from __future__ import annotations
 
@@ -14,16 +17,13 @@ import torch
 
 from pgolf_testing import imported_script, record_pr1855_stubs, reference_script_or_skip
 
-PR_PATH = reference_script_or_skip("PGOLF_PR1855_TRAIN_GPT", "PR #1855")
-
 from pgolf.core.config import Config, from_env  # noqa: E402
 from pgolf.core.config_env import ENV_KEYS, ENV_LOOP, ENV_SPECIAL  # noqa: E402
 from pgolf.running.presets import get_preset  # noqa: E402
 
-PRESET = "pr1855_sp8192_lqer_sparsegate_bossmear_9hp"
-# The README's run command, less the data paths and NCCL_NET (SEED=42 of one run left out: the preset keeps the
-# script's default seed, 1337).
-RUN_ENV = {
+# The READMEs' run commands, less the data paths and NCCL_NET (SEED left out: the presets keep the scripts'
+# default seed, 1337).
+RUN_ENV_1855 = {
     "VOCAB_SIZE": "8192", "CASEOPS_ENABLED": "1", "ITERATIONS": "20000", "MAX_WALLCLOCK_SECONDS": "600",
     "PHASED_TTT_ENABLED": "1", "PHASED_TTT_PREFIX_DOCS": "2500", "PHASED_TTT_NUM_PHASES": "3",
     "EMBED_BITS": "7", "MATRIX_LR": "0.026", "MIN_LR": "0.1",
@@ -39,6 +39,13 @@ RUN_ENV = {
     "LQER_ASYM_GROUP": "64", "LQER_TOP_K": "3",
     "FUSED_CE_ENABLED": "1", "COMPRESSOR": "pergroup",
 }
+RUN_ENV_1868 = {"CASEOPS_ENABLED": "1", "EMBED_BITS": "7", "SMEAR_GATE_ENABLED": "1", "SPARSE_ATTN_GATE_ENABLED": "1",
+                "MIN_LR": "0.1", "EMBED_CLIP_SIGMAS": "15.0", "MLP_CLIP_SIGMAS": "12.0", "GPTQ_RESERVE_SECONDS": "8.0",
+                "PHASED_TTT_NUM_PHASES": "3"}
+RECORDS = {  # preset: (environment variable of the script, its run command)
+    "pr1855_sp8192_lqer_sparsegate_bossmear_9hp": ("PGOLF_PR1855_TRAIN_GPT", RUN_ENV_1855),
+    "pr1868_smeargate_bosfix_3seed": ("PGOLF_PR1868_TRAIN_GPT", RUN_ENV_1868),
+}
 # Names pgolf maps whose record value the preset deliberately does not take (the reason given).
 NOT_TAKEN = {"EVAL_STRIDE": "read into eval_stride but never used: the record's evaluations do not slide",
              "DATA_PATH": "a path", "TOKENIZER_PATH": "a path"}
@@ -52,34 +59,35 @@ BOOKKEEPING = {"DATA_DIR", "RUN_ID", "ARTIFACT_DIR", "RANK", "WORLD_SIZE", "LOCA
 ROPE = {"ROPE_TRAIN_SEQ_LEN", "ROPE_YARN"}  # pgolf's rule: RoPE keyed on the training length, no YaRN (checked)
 
 
-@pytest.fixture(scope="module")
-def ours():
-    """The preset's model on the meta device, built before the record's stubs are in place (a meta-device init
-    imports torch's compiler stack, which the Triton stub would break)."""
+@pytest.fixture(scope="module", params=sorted(RECORDS))
+def record(request):
+    """(preset name, the preset's model on the meta device, the record's script path, its module). The model is
+    built before the record's stubs are in place (a meta-device init imports torch's compiler stack, which the
+    Triton stub would break)."""
     from pgolf.core.model import build_model
 
+    name = request.param
+    env_var, run_env = RECORDS[name]
+    path = reference_script_or_skip(env_var, name)
     with torch.device("meta"):
-        return build_model(get_preset(PRESET))
-
-
-@pytest.fixture(scope="module")
-def rec(ours):
-    with record_pr1855_stubs(), imported_script(PR_PATH, "_pr1855_preset", RUN_ENV) as mod:
-        yield mod
+        ours = build_model(get_preset(name))
+    with record_pr1855_stubs(), imported_script(path, f"_{name}_record", run_env) as mod:
+        yield name, ours, path, mod
 
 
 def _env_value(v) -> str:
     return str(int(v)) if isinstance(v, bool) else str(v)
 
 
-def test_preset_takes_every_value_of_the_records_run_command(rec):
+def test_preset_takes_every_value_of_the_records_run_command(record):
     """For every name the record reads and pgolf maps, the record's value (defaults + run command) set on the
     preset through pgolf's environment reader changes nothing: the preset already holds it. The loop names go
     together. The names pgolf does not read are the components listed as not yet a switch, components off in
     the record, or bookkeeping."""
+    name, _, path, rec = record
     h = rec.Hyperparameters()
-    read = set(re.findall(r"""os\.environ\.get\(\s*["']([A-Z0-9_]+)["']""", Path(PR_PATH).read_text()))
-    preset = get_preset(PRESET)
+    read = set(re.findall(r"""os\.environ\.get\(\s*["']([A-Z0-9_]+)["']""", Path(path).read_text()))
+    preset = get_preset(name)
     mapped = sorted(n for n in read & (set(ENV_KEYS) | set(ENV_SPECIAL)) if n not in NOT_TAKEN)
     for n in mapped:
         again = from_env(preset, {n: _env_value(getattr(h, n.lower()))})
@@ -94,9 +102,10 @@ def test_preset_takes_every_value_of_the_records_run_command(rec):
     assert (h.rope_train_seq_len, h.rope_yarn) == (preset.train.train_seq_len, False)
 
 
-def test_preset_model_has_the_records_parameters(rec, ours):
+def test_preset_model_has_the_records_parameters(record):
     """The record's GPT under its run command (parameter banks split into per-block matrices, its smear gate
     names mapped) and the preset's model: the same parameter names and shapes, 35,945,671 in all."""
+    _, ours, _, rec = record
     torch.manual_seed(0)
     theirs = rec.GPT(rec.Hyperparameters())
     n = theirs.num_layers
@@ -112,10 +121,11 @@ def test_preset_model_has_the_records_parameters(rec, ours):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 35_945_671
 
 
-def test_as_pr_preset_differs_only_where_the_record_differs():
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_as_pr_preset_differs_only_where_the_record_differs(name):
     """The _as_pr twin stores control tensors fp16, truncates the validation stream and keeps subnormal scales,
     as the record; the preset does none of these."""
-    p, t = get_preset(PRESET), get_preset(PRESET + "_as_pr")
+    p, t = get_preset(name), get_preset(name + "_as_pr")
     assert (p.export.control_fp32, p.eval.tail, p.export.scale_subnormal) == (True, "score", False)
     assert (t.export.control_fp32, t.eval.tail, t.export.scale_subnormal) == (False, "truncate", True)
     assert isinstance(p, Config)

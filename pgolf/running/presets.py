@@ -384,6 +384,41 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
     })
 
 
+@preset
+def pr1868_smeargate_bosfix_3seed() -> Config:
+    """Record 2026-04-29_SmearGateBOSFix_3Seed_1.06141 (PR #1868, https://github.com/openai/parameter-golf/pull/1868,
+    the 3-seed support of PR #1851; the leaderboard's 1.0614): the same architecture and training code as
+    ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (its ``Hyperparameters`` defaults are the same) run with fewer
+    overrides, so the PR #1787 defaults apply where PR #1855's run command changes them: Adam beta2 0.95, warmdown
+    over the last 75%, sparse gate scale 1.0, SD clip 12 (MLP) / 15 (embedding) sigma, the sparse gates stored as
+    small float tensors (GATED_ATTN_QUANT_GATE off), byte shuffle + brotli-11 instead of the per-group
+    compressor, a validation every 4000 steps, and the rerun's 8 s GPTQ reserve (GPTQ_RESERVE_SECONDS=8.0; the
+    original runs: 0.5). 35,945,671 parameters. Claimed: 3-seed mean val_bpb 1.06145 (original) / 1.06141 (rerun)
+    after phased LoRA TTT; artifact 15,952,086 bytes (seed 42, code included).
+
+    Not yet a switch: as for ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (CaseOps data and byte sidecar, the
+    BOS-per-document loader and document-masked attention, phased LoRA TTT with PHASED_TTT_PREFIX_DOCS=2000,
+    PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=96, TTT_WEIGHT_DECAY=1.0, TTT_BETA2=0.999, the fused kernels).
+
+    Deliberate differences (the switches in brackets restore the record; all of them: the preset
+    ``pr1868_smeargate_bosfix_3seed_as_pr``):
+    - control tensors, the sparse gates among them, are stored fp32; the record stores every float tensor of
+      <= 65,536 elements fp16 [export.control_fp32=false].
+    - the final evaluation scores every validation target; the record cuts the stream to a multiple of 2048
+      [eval.tail=truncate].
+    - an SD-clip row whose scale is below fp16's smallest normal gets that floor; the record keeps an fp16
+      subnormal [export.scale_subnormal=true].
+    Not switchable: as for PR #1855's preset. The record's code differs from PR #1855's in the per-group
+    compressor (absent) and in performance details (data prefetch depth, Triton block sizes, bf16 casts in its
+    banked Muon, a side CUDA stream), not in the model or the schedule."""
+    return apply_overrides(pr1855_sp8192_lqer_sparsegate_bossmear_9hp(), {
+        "optim.beta2": 0.95, "schedule.warmdown_frac": 0.75, "model.sparse_attn_gate_scale": 1.0,
+        "export.sdclip_sigmas_mlp": 12.0, "export.sdclip_sigmas_embed": 15.0, "export.gate_int8": False,
+        "export.compressor": "brotli", "export.level": 11, "export.gptq_reserve_seconds": 8.0,
+        "train.val_loss_every": 4000,
+    })
+
+
 # -- the PRs' own behaviour ------------------------------------------------------------------------------
 
 # Per PR preset: the overrides that switch each of pgolf's deliberate fixes (listed in the preset's
@@ -408,6 +443,8 @@ AS_PR: dict[str, dict[str, object]] = {
                                            "export.scale_subnormal": True},
     "pr1855_sp8192_lqer_sparsegate_bossmear_9hp": {"export.control_fp32": False, "eval.tail": "truncate",
                                                    "export.scale_subnormal": True},
+    "pr1868_smeargate_bosfix_3seed": {"export.control_fp32": False, "eval.tail": "truncate",
+                                      "export.scale_subnormal": True},
 }
 
 
