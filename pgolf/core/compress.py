@@ -140,13 +140,17 @@ def _brotli_decompress(blob: bytes, name: str) -> bytes:
                             f"(unrecognized bytes)") from None
 
 
-def decompress(blob: bytes, name: str = "artifact") -> bytes:
-    """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged."""
+def decompress(blob: bytes, name: str = "artifact", *, pergroup: bool = True) -> bytes:
+    """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged.
+    ``pergroup=False`` refuses a per-group blob (a caller that knows it wrote another format; the submission's
+    bundle then leaves the per-group reader out)."""
     blob = unseal(blob, name)
     method = detect(blob)
     if method == "pergroup":
-        from pgolf.core import pergroup
-        return pergroup.decompress(blob, name)
+        if not pergroup:
+            raise ArtifactError(f"{name}: a per-group (lrzip) artifact where another compressor's was expected")
+        from pgolf.core import pergroup as groups
+        return groups.decompress(blob, name)
     if method == "zstd":
         import zstandard
         try:
