@@ -118,3 +118,28 @@ def test_missing_lrzip_is_one_line_at_export_and_at_load(monkeypatch):
         load_artifact(blob, "runs/r/final_model.int6.pergroup.ptz")
     assert str(e.value) == ("runs/r/final_model.int6.pergroup.ptz: a per-group artifact needs the lrzip binary, "
                             "which is not on PATH; install it (apt-get install lrzip)")
+
+
+@needs_lrzip
+def test_detail_report_compresses_each_class_by_group():
+    """pgolf size's per-class estimate works with the per-group compressor (a class without grouped matrices is
+    all rest)."""
+    _, report = export_artifact(_state(), _cfg(), control=CONTROL, detail=True)
+    assert report["compressor"] == "pergroup"
+    assert all(c["compressed_bytes"] > 0 for c in report["classes"].values())
+
+
+PR1855_MODEL_BYTES = 15_869_920  # the record's mean artifact less its 31,999 code bytes (submission.json)
+
+
+@pytest.mark.slow
+@needs_lrzip
+def test_size_of_the_pr1855_preset_is_within_one_percent_of_the_records():
+    """pgolf size's Gaussian stand-in for trained weights, exported as the preset says (int6/int7 SD clip, LQER,
+    int8 gates, per-group lrzip), within 1% of the record's model bytes (15,964,727 here: +0.6%). About 4 CPU
+    minutes (the embedding's row order and ZPAQ on 36 MB of codes)."""
+    from pgolf.running.presets import get_preset
+    from pgolf.running.sizing import size_estimate
+
+    r = size_estimate(get_preset("pr1855_sp8192_lqer_sparsegate_bossmear_9hp"), detail=False)
+    assert abs(r["artifact_bytes"] - PR1855_MODEL_BYTES) < 0.01 * PR1855_MODEL_BYTES, r["artifact_bytes"]
