@@ -101,6 +101,27 @@ def test_damaged_blob_is_refused_by_name(damage, needle):
         decompress(damage(blob), "run/x.ptz")
 
 
+def test_malformed_manifest_is_refused_by_name(monkeypatch):
+    """A manifest entry that is not [name, rows, cols] is refused before any lrzip runs (none is needed here)."""
+    import io
+
+    import brotli
+
+    obj, _ = quantize_state_dict(_state(), _cfg(), control=CONTROL)
+    monkeypatch.setattr(pergroup, "_lrzip", lambda args, data, what: data)
+    monkeypatch.setattr(pergroup, "lrzip_path", lambda what: "lrzip")
+    blob = pergroup.pack(obj)
+    n = int.from_bytes(blob[4:8], "little")
+    lengths = [int.from_bytes(blob[8 + 4 * i:12 + 4 * i], "little") for i in range(n)]
+    rest = torch.load(io.BytesIO(brotli.decompress(blob[8 + 4 * n:8 + 4 * n + lengths[0]])))
+    rest["pergroup"]["groups"]["attn.c_q.weight"][0][1] = "32"
+    new_rest = brotli.compress(pergroup._save(rest))
+    body = blob[8 + 4 * n + lengths[0]:]
+    bad = blob[:4] + struct.pack(f"<{n + 1}I", n, len(new_rest), *lengths[1:]) + new_rest + body
+    with pytest.raises(ArtifactError, match=r"x.ptz: damaged per-group artifact: group 'attn.c_q.weight': the manifest"):
+        pergroup.unpack(bad, "x.ptz")
+
+
 def test_missing_lrzip_is_one_line_at_export_and_at_load(monkeypatch):
     """With PATH emptied: export names lrzip and how to install it; so does loading a per-group artifact (built
     here with lrzip replaced by the identity, so the test needs no binary)."""

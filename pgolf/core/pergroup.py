@@ -210,6 +210,11 @@ def unpack(blob: bytes, name: str = "artifact") -> dict[str, Any]:
         raise bad("its manifest is not pgolf's") from None
     if len(items) != n - 2:
         raise bad(f"{len(items)} groups in the manifest, {n - 2} lrzip streams")
+    for g, entries in items:
+        if not (isinstance(entries, list) and all(
+                isinstance(e, list) and len(e) == 3 and isinstance(e[0], str)
+                and all(isinstance(x, int) and x > 0 for x in e[1:]) for e in entries)):
+            raise bad(f"group {g!r}: the manifest's entries are not [name, rows, cols]")
     lrzip_path(f"{name}: a per-group artifact")
     raw = _parallel(lambda data, g: _lrzip(("-d", "-f"), data, f"{name}: lrzip of group {g}"),
                     [(streams[2 + i], g) for i, (g, _) in enumerate(items)])
@@ -256,10 +261,12 @@ def decompress(blob: bytes, name: str = "artifact") -> bytes:
 
 
 def group_sizes(blob: bytes) -> dict[str, int]:
-    """Bytes per stream of a per-group blob: ``rest``, ``perms`` and each group (for reports)."""
+    """Bytes per stream of a per-group blob (sealed or not): ``rest``, ``perms`` and each group (for reports)."""
     import brotli
 
+    from pgolf.core.compress import unseal
     from pgolf.core.safe_load import load_plain
+    blob = unseal(blob)
     (n,) = struct.unpack_from("<I", blob, 4)
     lengths = struct.unpack_from(f"<{n}I", blob, 8)
     rest = load_plain(io.BytesIO(brotli.decompress(blob[8 + 4 * n:8 + 4 * n + lengths[0]])),
