@@ -118,7 +118,7 @@ def test_malformed_manifest_is_refused_by_name(monkeypatch):
     new_rest = brotli.compress(pergroup._save(rest))
     body = blob[8 + 4 * n + lengths[0]:]
     bad = blob[:4] + struct.pack(f"<{n + 1}I", n, len(new_rest), *lengths[1:]) + new_rest + body
-    with pytest.raises(ArtifactError, match=r"x.ptz: damaged per-group artifact: group 'attn.c_q.weight': the manifest"):
+    with pytest.raises(ArtifactError, match=r"x.ptz: damaged per-group artifact: group 'attn.c_q.weight': the man"):
         pergroup.unpack(bad, "x.ptz")
 
 
