@@ -157,8 +157,8 @@ PR1855_MODEL_BYTES = 15_869_920  # the record's mean artifact less its 31,999 co
 @needs_lrzip
 def test_size_of_the_pr1855_preset_is_within_one_percent_of_the_records():
     """pgolf size's Gaussian stand-in for trained weights, exported as the preset says (int6/int7 SD clip, LQER,
-    int8 gates, per-group lrzip), within 1% of the record's model bytes (15,964,727 here: +0.6%). About 4 CPU
-    minutes (the embedding's row order and ZPAQ on 36 MB of codes)."""
+    int8 gates, per-group lrzip), within 1% of the record's model bytes (15,964,727 here: +0.6%). Minutes of CPU
+    (the embedding's row order and ZPAQ on 36 MB of codes; 973 s of wall time on a loaded 2-vCPU machine)."""
     from pgolf.running.presets import get_preset
     from pgolf.running.sizing import size_estimate
 
