@@ -339,7 +339,8 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
     0.5 s GPTQ reserve) to a floor of 0.1, EMA 0.9965. Export: GPTQ (16 calibration batches) with SD clip 11.5
     (MLP) / 13 (attention) / 12.85 (other) sigma at int6 and 14 sigma for the int7 embedding, int8 sparse gates,
     LQER rank 4 on the 3 worst tensors (2-bit A, 4-bit B in groups of 64), the per-group lrzip compressor
-    (``export.compressor=pergroup``, needs the lrzip binary). 35,945,671 parameters. Claimed: 3-seed mean
+    (``export.compressor=pergroup``, needs the lrzip binary). Evaluation in non-overlapping 2048-token windows (the
+    record's diagnostic evaluation; it reads EVAL_STRIDE but never slides). 35,945,671 parameters. Claimed: 3-seed mean
     val_bpb 1.06108 (after phased LoRA TTT), artifact 15,901,919 bytes mean (31,999 of them code).
 
     Not yet a switch (the record's value; pgolf trains and scores without it): CaseOps data (the lossless-caps
