@@ -15,6 +15,7 @@ def test_the_records_export_names_set_their_fields():
     assert (e.gptq_reserve_seconds, e.gptq_calibration_batches, e.sdclip_sigmas_matrix, e.sdclip_sigmas_embed,
             e.compressor) == (0.5, 16, 12.5, 14.0, "brotli")
     assert (e.bits_attn, e.bits_mlp, e.bits_other, c.train.val_batch_size) == (5, 5, 6, 262_144)
+    assert from_env(Config(), {"COMPRESSOR": "pergroup"}).export.compressor == "pergroup"  # PR #1855's
 
 
 @pytest.mark.parametrize("env, layers, count", [
@@ -42,7 +43,7 @@ def test_loop_names_keep_the_presets_other_half():
     ({"LOOP_START": "5", "LOOP_END": "3"}, "LOOP_END='3': expected >= LOOP_START=5"),
     ({"NUM_LOOPS": "two"}, "NUM_LOOPS='two': expected an integer >= 0"),
     ({"LOOP_START": "3", "LOOP_END": "5"}, "LOOP_END='5' (model.loop_count): loop_layers and loop_count go together"),
-    ({"COMPRESSOR": "pergroup"}, "COMPRESSOR='pergroup' (export.compressor): expected one of"),
+    ({"COMPRESSOR": "lrzip"}, "COMPRESSOR='lrzip' (export.compressor): expected one of"),
     ({"MATRIX_BITS": "3"}, "MATRIX_BITS='3': expected one of"),
     ({"GPTQ_CALIBRATION_BATCHES": "0"}, "GPTQ_CALIBRATION_BATCHES='0' (export.gptq_calibration_batches)"),
     ({"MATRIX_CLIP_SIGMAS": "-1"}, "MATRIX_CLIP_SIGMAS='-1' (export.sdclip_sigmas_matrix): expected > 0"),

@@ -38,7 +38,8 @@ runpy.run_path(script, run_name="__main__")
 '''
 
 FAMILIES = ("baseline", "swiglu_qat", "pr128_int6_mlp3x_qat_sliding", "pr194_11l_int6_qat_perdim_smear_swa",
-            "pr314_11l_int4mlp_bigram_swa", "pr326_qat_ntk_cosine_swa", "pr1394_sp8192_gptq_sdclip_loop45x2")
+            "pr314_11l_int4mlp_bigram_swa", "pr326_qat_ntk_cosine_swa", "pr1394_sp8192_gptq_sdclip_loop45x2",
+            "pr1855_sp8192_lqer_sparsegate_bossmear_9hp", "pr1868_smeargate_bosfix_3seed")
 
 
 def tiny_family(name: str, dataset: Path, **extra):

@@ -1,5 +1,9 @@
 """Byte compressors for the artifact. The format is detected from the blob's magic bytes.
 
+``pergroup`` is PR #1855's per-group lrzip compressor (:mod:`pgolf.core.pergroup`): it reads the serialized
+artifact object (weights-only), compresses the code matrices by group with the ``lrzip`` binary and the rest
+with brotli; decompressing gives the serialized object back byte for byte.
+
 ``brotli`` is PR #1394's compressor (https://github.com/openai/parameter-golf/pull/1394): the payload's
 bytes are first split into two planes (even-offset bytes, then odd-offset bytes, behind a 5-byte
 ``BSHF`` header), which puts the low and the high bytes of fp16 values apart, then brotli at quality 11.
@@ -33,6 +37,7 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 CHECKED_MAGIC = b"PGCK"  # pgolf's envelope: magic + CRC-32 (little-endian) of the wrapped stream + stream
 SHUFFLE_MAGIC = b"BSHF"
 SHUFFLE_STRIDE = 2  # PR #1394's
+PERGROUP_MAGIC = b"PGGR"  # pgolf.core.pergroup's container
 
 
 def byte_shuffle(raw: bytes, stride: int = SHUFFLE_STRIDE) -> bytes:
@@ -76,7 +81,11 @@ def compress(raw: bytes, method: str = "zlib", level: int = -1, *, checked: bool
         import brotli  # imported here: only brotli artifacts need the package
         blob = brotli.compress(byte_shuffle(raw), quality=lvl)
         return seal(blob) if checked else blob
-    raise ValueError(f"compressor {method!r}: expected one of {sorted(DEFAULT_LEVEL)}")
+    if method == "pergroup":
+        from pgolf.core import pergroup  # lrzip per group of code matrices (PR #1855's); needs the lrzip binary
+        blob = pergroup.compress(raw)
+        return seal(blob) if checked else blob
+    raise ValueError(f"compressor {method!r}: expected one of {sorted([*DEFAULT_LEVEL, 'pergroup'])}")
 
 
 def seal(blob: bytes) -> bytes:
@@ -111,6 +120,8 @@ def detect(blob: bytes) -> str:
         return "zstd"
     if blob.startswith(_XZ_MAGIC):
         return "lzma"
+    if blob.startswith(PERGROUP_MAGIC):
+        return "pergroup"
     if _zlib_header(blob):
         return "zlib"
     return "brotli"
@@ -129,10 +140,17 @@ def _brotli_decompress(blob: bytes, name: str) -> bytes:
                             f"(unrecognized bytes)") from None
 
 
-def decompress(blob: bytes, name: str = "artifact") -> bytes:
-    """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged."""
+def decompress(blob: bytes, name: str = "artifact", *, pergroup: bool = True) -> bytes:
+    """The payload of ``blob`` (format detected); :class:`ArtifactError` naming ``name`` when it is damaged.
+    ``pergroup=False`` refuses a per-group blob (a caller that knows it wrote another format; the submission's
+    bundle then leaves the per-group reader out)."""
     blob = unseal(blob, name)
     method = detect(blob)
+    if method == "pergroup":
+        if not pergroup:
+            raise ArtifactError(f"{name}: a per-group (lrzip) artifact where another compressor's was expected")
+        from pgolf.core import pergroup as groups
+        return groups.decompress(blob, name)
     if method == "zstd":
         import zstandard
         try:

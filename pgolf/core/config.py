@@ -386,8 +386,9 @@ class ExportConfig:
     prune_scope: Literal["quantized", "matrices"] = "quantized"  # int-exported matrices, or all 2-D floats
     prune_min_numel: int = 65_536  # "matrices" scope: only tensors with more elements than this
     prune_rule: Literal["kthvalue", "quantile"] = "kthvalue"  # |w| <= k-th smallest, or |w| < torch.quantile
-    # brotli: PR #1394's byte shuffle (stride 2) then brotli (needs the brotli package)
-    compressor: Literal["zlib", "zstd", "lzma", "brotli"] = "zlib"
+    # brotli: PR #1394's byte shuffle (stride 2) then brotli (needs the brotli package); pergroup: PR #1855's
+    # lrzip ZPAQ per group of code matrices + brotli for the rest (pgolf.core.pergroup; needs the lrzip binary)
+    compressor: Literal["zlib", "zstd", "lzma", "brotli", "pergroup"] = "zlib"
     level: int = -1  # -1: default (zlib 9, zstd 22, lzma 9|EXTREME, brotli 11); else zlib/lzma 0..9, zstd 1..22, brotli 0..11
     bitpack: bool = False  # pack sub-8-bit codes densely before compression
     # true: an over-cap run (artifact + code bytes > 16,000,000) still writes summary.json with fits_16mb

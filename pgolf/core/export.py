@@ -386,14 +386,16 @@ def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def load_artifact(blob: bytes, name: str = "artifact", *, check_finite: bool = True) -> dict[str, Tensor]:
-    """Decompress (zlib/zstd/xz/brotli detected), load and dequantize an artifact (pgolf's or official).
+def load_artifact(blob: bytes, name: str = "artifact", *, check_finite: bool = True,
+                  pergroup: bool = True) -> dict[str, Tensor]:
+    """Decompress (zlib/zstd/xz/brotli/pergroup detected), load and dequantize an artifact (pgolf's or official).
+    ``pergroup=False``: refuse a per-group artifact (see :func:`pgolf.core.compress.decompress`).
 
     Both formats hold only tensors and plain values, so the blob is unpickled with torch's
     weights-only loader: a crafted artifact is refused (:class:`UnsafeFileError` naming ``name``)
     instead of running its code. A damaged or malformed artifact, or one whose scales or float tensors
     hold NaN/inf (``check_finite``), is refused with an :class:`ArtifactError` naming ``name``."""
-    payload = decompress(blob, name)
+    payload = decompress(blob, name, pergroup=pergroup)
     try:
         obj = load_plain(io.BytesIO(payload), name=name, kind="pgolf or official artifact")
     except UnsafeFileError:

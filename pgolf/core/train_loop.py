@@ -576,7 +576,8 @@ class TrainLoop:
         if hessians is not None:
             self.log(f"gptq:calibrated {len(hessians)} tensors, calibration+quantization {export_ms:.0f}ms "
                      f"(reserve {1000 * cfg.export.gptq_reserve_seconds:.0f}ms)")
-        restored = load_artifact(blob, check_finite=False)  # check_finite_artifact names the trained max |w|
+        restored = load_artifact(blob, check_finite=False,  # check_finite_artifact names the trained max |w|
+                                 pergroup=cfg.export.compressor == "pergroup")
         check_finite_artifact(state, restored)
         tag = artifact_format(report)
         if d.master:

@@ -325,6 +325,101 @@ def pr1394_sp8192_gptq_sdclip_loop45x2() -> Config:
     })
 
 
+@preset
+def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
+    """Record 2026-04-27 / PR #1855 (https://github.com/openai/parameter-golf/pull/1855), "SP8192 + LQER + Sparse
+    Gate + BOS-fixed SmearGate + 9-hparam stack": the script's ``Hyperparameters`` defaults with its README run
+    command. PR #1394's architecture (11L d512 8H/4KV, MLP 4x LeakyReLU(0.5)^2, tied embedding, partial RoPE 16/64,
+    XSA in all 11 blocks, 1/sqrt(layer+1) norm scale, gated U-Net skips, orthogonal init) with QK-gain init 5,
+    depth recurrence of blocks 3-5 (NUM_LOOPS=2: 3 passes) from 35% of training, a two-lane parallel decoder from
+    block 8 (lanes averaged), a sparse attention output gate (window 12, scale 0.5) and the input-dependent
+    SmearGate that never crosses a BOS token. 786,432 tokens/step at seq 2048; Muon LR 0.026, MuonEq-R, Polar
+    Express Newton-Schulz (5 steps), momentum 0.92->0.97 over 1500 steps, WD 0.095 (Muon) / 0.085 (embedding) /
+    0.02 (scalars), Adam beta2 0.99, grad clip 0.3, linear warmdown over the last 85% of the wallclock (less the
+    0.5 s GPTQ reserve) to a floor of 0.1, EMA 0.9965. Export: GPTQ (16 calibration batches) with SD clip 11.5
+    (MLP) / 13 (attention) / 12.85 (other) sigma at int6 and 14 sigma for the int7 embedding, int8 sparse gates,
+    LQER rank 4 on the 3 worst tensors (2-bit A, 4-bit B in groups of 64), the per-group lrzip compressor
+    (``export.compressor=pergroup``, needs the lrzip binary). Evaluation in non-overlapping 2048-token windows (the
+    record's diagnostic evaluation; it reads EVAL_STRIDE but never slides). 35,945,671 parameters. Claimed: 3-seed mean
+    val_bpb 1.06108 (after phased LoRA TTT), artifact 15,901,919 bytes mean (31,999 of them code).
+
+    Not yet a switch (the record's value; pgolf trains and scores without it): CaseOps data (the lossless-caps
+    sp8192 tokenizer, CASEOPS_ENABLED=1) and its per-token byte sidecar for the bpb; the BOS-per-document
+    packing loader (pgolf: data.order=record_shuffled, PR #1394's loader) and document-masked (varlen) attention
+    in training and evaluation; phased LoRA test-time training at evaluation (PHASED_TTT_PREFIX_DOCS=2500,
+    PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=80, TTT_CHUNK_SIZE=48, TTT_BETA2=0.99, TTT_WEIGHT_DECAY=0.5,
+    GLOBAL_TTT_MOMENTUM=0.9; the record's score); the fused Triton kernels (softcapped CE, FUSED_CE_ENABLED=1,
+    and the LeakyReLU^2 MLP), numerics only.
+
+    Deliberate differences (the switches in brackets restore the record; all of them: the preset
+    ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp_as_pr``):
+    - control tensors (scales, mixes, q_gain, skip gates, lane lambdas, smear gate) are stored fp32 in the
+      artifact; the record's small-tensor rule stores every float tensor of <= 65,536 elements fp16
+      [export.control_fp32=false].
+    - the final evaluation scores every validation target; the record cuts the stream to a multiple of 2048
+      first [eval.tail=truncate].
+    - an SD-clip row whose scale is below fp16's smallest normal gets that floor; the record floors at 1e-10
+      and stores an fp16 subnormal [export.scale_subnormal=true].
+    Not switchable: the record's diagnostic evaluation also drops the sequences that do not fill a last
+    per-rank batch; every rank decides the loop switch together; the record's Muon runs on parameter banks
+    (not compared). The seed is the script's default 1337 (the record's runs: SEED=42, 0, 1234)."""
+    return apply_overrides(pr1394_sp8192_gptq_sdclip_loop45x2(), {
+        "model.qk_gain_init": 5.0, "model.loop_layers": (3, 4, 5), "model.loop_count": 2,
+        "model.loop_start_frac": 0.35, "model.parallel_start_layer": 8, "model.parallel_final_lane": "mean",
+        "model.sparse_attn_gate": True, "model.sparse_attn_gate_scale": 0.5, "model.gate_window": 12,
+        "model.smear_gate": "input",
+        "model.control_patterns": (*Config().model.control_patterns, "skip_gates", "attn_gate_w",
+                                   "parallel_resid_lambdas", "parallel_post_lambdas"),
+        "train.val_loss_every": 0,
+        "optim.matrix_lr": 0.026, "optim.muon_momentum": 0.97, "optim.muon_weight_decay": 0.095,
+        "optim.muon_ns_coeffs": "polar_express", "optim.muon_backend_steps": 5, "optim.beta2": 0.99,
+        "schedule.warmdown_frac": 0.85, "schedule.min_lr_frac": 0.1,
+        "averaging.ema_decay": 0.9965,
+        "export.gptq_calibration_batches": 16, "export.gptq_reserve_seconds": 0.5,
+        "export.sdclip_sigmas_matrix": 12.85, "export.sdclip_sigmas_embed": 14.0,
+        "export.sdclip_sigmas_attn": 13.0, "export.sdclip_sigmas_mlp": 11.5,
+        "export.bits_attn": 6, "export.bits_mlp": 6, "export.bits_other": 7, "export.gate_int8": True,
+        "export.lqer_rank": 4, "export.lqer_top_k": 3, "export.lqer_factor_bits": 4, "export.lqer_asym_group": 64,
+        "export.compressor": "pergroup", "export.level": -1,
+        "eval.seq_len": 2048, "eval.stride": 0, "eval.tail": "score",
+    })
+
+
+@preset
+def pr1868_smeargate_bosfix_3seed() -> Config:
+    """Record 2026-04-29_SmearGateBOSFix_3Seed_1.06141 (PR #1868, https://github.com/openai/parameter-golf/pull/1868,
+    the 3-seed support of PR #1851; the leaderboard's 1.0614): the same architecture and training code as
+    ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (its ``Hyperparameters`` defaults are the same) run with fewer
+    overrides, so the PR #1787 defaults apply where PR #1855's run command changes them: Adam beta2 0.95, warmdown
+    over the last 75%, sparse gate scale 1.0, SD clip 12 (MLP) / 15 (embedding) sigma, the sparse gates stored as
+    small float tensors (GATED_ATTN_QUANT_GATE off), byte shuffle + brotli-11 instead of the per-group
+    compressor, a validation every 4000 steps, and the rerun's 8 s GPTQ reserve (GPTQ_RESERVE_SECONDS=8.0; the
+    original runs: 0.5). 35,945,671 parameters. Claimed: 3-seed mean val_bpb 1.06145 (original) / 1.06141 (rerun)
+    after phased LoRA TTT; artifact 15,952,086 bytes (seed 42, code included).
+
+    Not yet a switch: as for ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (CaseOps data and byte sidecar, the
+    BOS-per-document loader and document-masked attention, phased LoRA TTT with PHASED_TTT_PREFIX_DOCS=2000,
+    PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=96, TTT_WEIGHT_DECAY=1.0, TTT_BETA2=0.999, the fused kernels).
+
+    Deliberate differences (the switches in brackets restore the record; all of them: the preset
+    ``pr1868_smeargate_bosfix_3seed_as_pr``):
+    - control tensors, the sparse gates among them, are stored fp32; the record stores every float tensor of
+      <= 65,536 elements fp16 [export.control_fp32=false].
+    - the final evaluation scores every validation target; the record cuts the stream to a multiple of 2048
+      [eval.tail=truncate].
+    - an SD-clip row whose scale is below fp16's smallest normal gets that floor; the record keeps an fp16
+      subnormal [export.scale_subnormal=true].
+    Not switchable: as for PR #1855's preset. The record's code differs from PR #1855's in the per-group
+    compressor (absent) and in performance details (data prefetch depth, Triton block sizes, bf16 casts in its
+    banked Muon, a side CUDA stream), not in the model or the schedule."""
+    return apply_overrides(pr1855_sp8192_lqer_sparsegate_bossmear_9hp(), {
+        "optim.beta2": 0.95, "schedule.warmdown_frac": 0.75, "model.sparse_attn_gate_scale": 1.0,
+        "export.sdclip_sigmas_mlp": 12.0, "export.sdclip_sigmas_embed": 15.0, "export.gate_int8": False,
+        "export.compressor": "brotli", "export.level": 11, "export.gptq_reserve_seconds": 8.0,
+        "train.val_loss_every": 4000,
+    })
+
+
 # -- the PRs' own behaviour ------------------------------------------------------------------------------
 
 # Per PR preset: the overrides that switch each of pgolf's deliberate fixes (listed in the preset's
@@ -347,6 +442,10 @@ AS_PR: dict[str, dict[str, object]] = {
         "averaging.swa_dtype": "param", "eval.window_rule": "full_windows"},
     "pr1394_sp8192_gptq_sdclip_loop45x2": {"export.control_fp32": False, "eval.tail": "truncate",
                                            "export.scale_subnormal": True},
+    "pr1855_sp8192_lqer_sparsegate_bossmear_9hp": {"export.control_fp32": False, "eval.tail": "truncate",
+                                                   "export.scale_subnormal": True},
+    "pr1868_smeargate_bosfix_3seed": {"export.control_fp32": False, "eval.tail": "truncate",
+                                      "export.scale_subnormal": True},
 }
 
 
