@@ -286,9 +286,10 @@ class Trainer:
         for micro in range(self.accum):
             if self.d.distributed:
                 self.model.require_backward_grad_sync = micro == self.accum - 1
-            x, y = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
-            with self.autocast():
-                loss = self.model(x, y)
+            x, y, *docs = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
+            with self.autocast():  # docs: (cu_seqlens, _) of data.order="doc_packing"; max_seqlen fixed as the record's
+                loss = (self.model(x, y, cu_seqlens=docs[0], max_seqlen=self.cfg.train.train_seq_len)
+                        if self.cfg.model.doc_mask else self.model(x, y))
             total += loss.detach()
             (loss * (1.0 / self.accum)).backward()
         return total / self.accum

@@ -67,11 +67,14 @@ class Rotary(nn.Module):
     def base_for(self, seq_len: int) -> float:
         return ntk_base(self.base, self.dim, seq_len, self.train_seq_len) if self.ntk else self.base
 
-    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype,
+                context_len: int = 0) -> tuple[Tensor, Tensor]:
+        """cos/sin for positions 0..seq_len-1; the NTK base is keyed on ``context_len`` when given (the longest
+        document of a document-masked batch: its positions run over the whole packed row, its context does not)."""
         # Recomputed per call (T x dim/2 elements: negligible). A cache would be shared between
         # inference_mode validation and autograd training, which torch refuses, and checking the
         # mode is something torch.compile cannot trace.
-        base = self.base_for(seq_len)
+        base = self.base_for(context_len or seq_len)
         inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base, self.inv_freq.dtype).to(device)
         t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
         freqs = torch.outer(t, inv_freq)  # (T, dim/2)
@@ -108,20 +111,26 @@ class CausalSelfAttention(nn.Module):
         if gate_window:
             self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, gate_window, dtype=torch.float32))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """``cu_seqlens`` (int32 document starts over the single packed row, then its length, padded with it; see
+        :func:`pgolf.core.model.docmask.build_cu_seqlens`): attention only within each document."""
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (q.size(-1),))
         k = F.rms_norm(k, (k.size(-1),))
-        cos, sin = self.rotary(seqlen, x.device, q.dtype)
+        cos, sin = self.rotary(seqlen, x.device, q.dtype, max_seqlen if cu_seqlens is not None else 0)
         q = apply_rotary_emb(q, cos, sin, self.rope_dims)
         k = apply_rotary_emb(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
-        )
+        if cu_seqlens is not None:
+            from pgolf.core.model.docmask import document_attention
+            y = document_attention(q, k, v, cu_seqlens, max_seqlen)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
+            )
         if self.xsa:
             y = exclusive_attention(y, v)
         if self.gate_window:
