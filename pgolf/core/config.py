@@ -192,6 +192,9 @@ class DataConfig:
     # "doc_packing" = PR #1855's packed rows of documents from BOS, with cu_seqlens (pgolf.core.data.packing).
     order: Literal["sequential", "permuted", "record_shuffled", "doc_packing"] = "sequential"
     order_seed: int = 0  # seed of the permuted / record_shuffled order (ignored by "sequential")
+    # PR #1855 CaseOps (h20d): val_bpb from the per-token byte sidecar fineweb_val_bytes_*.bin, which must exist
+    # (pgolf.core.data.sidecar); a dataset with a sidecar, or whose manifest records caseops, uses it anyway
+    caseops: bool = False
 
     def __post_init__(self) -> None:
         _check(self.order in ("sequential", "permuted", "record_shuffled", "doc_packing"), "data.order",

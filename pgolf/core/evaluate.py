@@ -157,8 +157,8 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
         with ctx:
             if doc_mask_bos >= 0:
                 from pgolf.core.model.docmask import cu_seqlens_from_tokens
-                cu, longest = cu_seqlens_from_tokens(local[:-1], doc_mask_bos, seq_len)
-                loss = model(x.reshape(1, -1), y.reshape(1, -1), cu_seqlens=cu, max_seqlen=longest).detach()
+                cu, _ = cu_seqlens_from_tokens(local[:-1], doc_mask_bos, seq_len)  # max_seqlen: seq_len bounds it
+                loss = model(x.reshape(1, -1), y.reshape(1, -1), cu_seqlens=cu, max_seqlen=seq_len).detach()
             else:
                 loss = model(x, y).detach()
         loss_sum += loss.to(torch.float64) * float(y.numel())

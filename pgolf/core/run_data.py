@@ -15,7 +15,6 @@ def load_data(cfg: Config, d: Dist):
 
     from pgolf.core.data.identity import verify_dataset
     from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-    from pgolf.core.data.tokenizer import build_byte_luts
 
     ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
     sp = spm.SentencePieceProcessor(model_file=str(ds.tokenizer_path))
@@ -23,7 +22,7 @@ def load_data(cfg: Config, d: Dist):
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} does not match tokenizer "
                          f"{ds.tokenizer_path} vocab_size={int(sp.vocab_size())}")
     identity = verify_dataset(ds, cfg.model.vocab_size)  # shards, tokenizer and manifest agree (names the file)
-    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
+    luts = byte_accounting(cfg, ds, sp, d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
@@ -37,6 +36,23 @@ def load_data(cfg: Config, d: Dist):
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
         val_final = val_periodic if truncated else val_final[: n + 1]
     return ds, identity, luts, val_periodic, val_final, official
+
+
+def byte_accounting(cfg: Config, ds, sp, device: torch.device):
+    """What val_bpb counts bytes with: the CaseOps byte sidecar when ``data.caseops`` is on, the manifest records
+    caseops, or the dataset has sidecar files (pgolf.core.data.sidecar); otherwise the SentencePiece tables."""
+    from pgolf.core.data.sidecar import SidecarBytes, load_sidecar, sidecar_path
+    from pgolf.core.data.tokenizer import build_byte_luts
+
+    caseops = cfg.data.caseops or bool((ds.manifest or {}).get("caseops"))
+    if caseops or any(sidecar_path(f).is_file() for f in ds.val_files):
+        return SidecarBytes(load_sidecar(ds.val_files).to(device), str(sidecar_path(ds.val_files[0]).parent))
+    return ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), device)
+
+
+def doc_mask_bos(cfg: Config) -> int:
+    """The evaluators' ``doc_mask_bos``: model.bos_id with model.doc_mask, else -1 (plain causal attention)."""
+    return cfg.model.bos_id if cfg.model.doc_mask else -1
 
 
 def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:

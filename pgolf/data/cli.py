@@ -49,6 +49,12 @@ def register(subparsers) -> None:
                    help="paragraphs (default): join wrapped lines, collapse whitespace, and the official tokenizer "
                         "normalization (NFKC, whitespace runs to one space); none: keep the text byte for byte "
                         "(tokenizer without normalization; see pgolf/data/build.py)")
+    p.add_argument("--caseops", action="store_true",
+                   help="CaseOps: lowercase text with capitalization operators (PR #1855) and a per-token byte "
+                        "sidecar for val_bpb on the original bytes (see pgolf/data/build.py)")
+    p.add_argument("--tokenizer", type=Path, default=None, metavar="MODEL",
+                   help="tokenize with this SentencePiece .model instead of training one (e.g. the record's CaseOps "
+                        "model; its vocabulary must equal --vocab-size)")
     order = p.add_mutually_exclusive_group()
     order.add_argument("--shuffle-seed", type=int, default=DEFAULT_SHUFFLE_SEED, metavar="N",
                        help=f"seed of the train documents' order in the shards (default {DEFAULT_SHUFFLE_SEED}; "
@@ -94,6 +100,8 @@ def _build(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
         allow_binary=args.allow_binary,
+        caseops=args.caseops,
+        tokenizer_model=args.tokenizer,
     )
     print(out)
     _print_manifest(read_manifest(out))

@@ -63,6 +63,7 @@ def document_mask(cu_seqlens: Tensor, total_len: int) -> Tensor:
 
 
 def _flash_varlen():
+    """flash-attention's varlen kernel, looked up once when this module is imported (not inside compiled code)."""
     try:
         from flash_attn_interface import flash_attn_varlen_func  # FA3 (the record's)
         return flash_attn_varlen_func
@@ -75,13 +76,16 @@ def _flash_varlen():
         return None
 
 
+FLASH_VARLEN = _flash_varlen()
+
+
 def document_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int = 0) -> Tensor:
     """Causal attention within segments. ``q`` (1, H, T, hd), ``k``/``v`` (1, KV, T, hd) (GQA when KV < H);
     returns (1, H, T, hd). ``max_seqlen``: the longest segment (0: T; only the flash kernel reads it)."""
     if q.size(0) != 1:
         raise ValueError(f"document-masked attention packs the batch into one row (batch 1), got batch {q.size(0)}")
     T = q.size(2)
-    flash = _flash_varlen() if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) else None
+    flash = FLASH_VARLEN if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) else None
     if flash is not None:
         out = flash(q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1),
                     cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens, max_seqlen_q=max_seqlen or T,

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.core.model.docmask import document_attention
 from pgolf.core.quant import QuantSpec, fake_quant
 
 
@@ -125,7 +126,6 @@ class CausalSelfAttention(nn.Module):
         k = apply_rotary_emb(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
         if cu_seqlens is not None:
-            from pgolf.core.model.docmask import document_attention
             y = document_attention(q, k, v, cu_seqlens, max_seqlen)
         else:
             y = F.scaled_dot_product_attention(
