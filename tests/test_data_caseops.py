@@ -156,3 +156,31 @@ def test_build_with_the_records_model_equals_prepare_caseops_data(tmp_path, monk
     want_side = np.asarray(read_shard(rec_dir / "fineweb_val_bytes_000000.bin"))
     assert toks.size > 2000
     assert np.array_equal(toks, want_toks) and np.array_equal(side, want_side)
+
+
+def test_training_with_packed_documents_and_the_document_mask(built, tmp_path):
+    """A micro run on the CaseOps dataset with data.order=doc_packing and model.doc_mask: it trains, its periodic
+    and final evaluations are document-masked and counted in sidecar bytes, and a resume continues the stream."""
+    from pgolf_testing import micro_config, raise_at
+
+    from pgolf.core.config import ConfigError
+    from pgolf.core.train import TrainerHooks, train
+
+    over = {"model.vocab_size": VOCAB, "data.order": "doc_packing", "model.doc_mask": True, "train.iterations": 4,
+            "train.val_batch_size": 64 * 8, "train.checkpoint_every": 2, "eval.max_tokens": 2048}
+    s = train(micro_config(built, **over), tmp_path / "run", console=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert s["data_order"] == "doc_packing" and "step:4/4 val_loss:" in log
+    assert 0 < s["val_bpb"] < 20
+    with pytest.raises(ConfigError, match="model.doc_mask"):
+        micro_config(built, **{**over, "data.order": "sequential"})
+
+    def losses(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train_loss"] for r in rows if "train_loss" in r}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(micro_config(built, **over), tmp_path / "cut", console=False,
+              hooks=TrainerHooks(before_step=raise_at(3, KeyboardInterrupt)))
+    train(micro_config(built, **over), tmp_path / "cut", resume=True, console=False)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "run")  # the loader's position came back with the checkpoint
