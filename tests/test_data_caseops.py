@@ -73,9 +73,14 @@ def test_the_run_scores_val_bpb_with_the_sidecar(built):
     from pgolf.core.run_data import load_data
     from pgolf.core.runtime import Dist
 
+    from pgolf.core.config import ConfigError
+
     cfg = apply_overrides(Config(), {"data.path": str(built), "model.vocab_size": VOCAB, "train.train_seq_len": 64,
                                      "train.val_batch_size": 64 * 8})
-    _, _, acc, val, _, _ = load_data(cfg, Dist(0, 1, 0, torch.device("cpu"), False))
+    cpu = Dist(0, 1, 0, torch.device("cpu"), False)
+    with pytest.raises(ConfigError, match="has a byte sidecar; .* set data.caseops=true"):
+        load_data(cfg, cpu)
+    _, _, acc, val, _, _ = load_data(apply_overrides(cfg, {"data.caseops": True}), cpu)
     assert isinstance(acc, SidecarBytes)
 
     class Uniform(torch.nn.Module):
@@ -167,7 +172,7 @@ def test_training_with_packed_documents_and_the_document_mask(built, tmp_path):
     from pgolf.core.train import TrainerHooks, train
 
     over = {"model.vocab_size": VOCAB, "data.order": "doc_packing", "model.doc_mask": True, "train.iterations": 4,
-            "train.val_batch_size": 64 * 8, "train.checkpoint_every": 2, "eval.max_tokens": 2048}
+            "train.val_batch_size": 64 * 8, "train.checkpoint_every": 2, "eval.max_tokens": 2048, "data.caseops": True}
     s = train(micro_config(built, **over), tmp_path / "run", console=False)
     log = (tmp_path / "run" / "train.log").read_text()
     assert s["data_order"] == "doc_packing" and "step:4/4 val_loss:" in log

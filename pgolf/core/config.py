@@ -193,7 +193,7 @@ class DataConfig:
     order: Literal["sequential", "permuted", "record_shuffled", "doc_packing"] = "sequential"
     order_seed: int = 0  # seed of the permuted / record_shuffled order (ignored by "sequential")
     # PR #1855 CaseOps (h20d): val_bpb from the per-token byte sidecar fineweb_val_bytes_*.bin, which must exist
-    # (pgolf.core.data.sidecar); a dataset with a sidecar, or whose manifest records caseops, uses it anyway
+    # (pgolf.core.data.sidecar); a dataset with a sidecar, or whose manifest records caseops, is refused without it
     caseops: bool = False
 
     def __post_init__(self) -> None:

@@ -39,14 +39,19 @@ def load_data(cfg: Config, d: Dist):
 
 
 def byte_accounting(cfg: Config, ds, sp, device: torch.device):
-    """What val_bpb counts bytes with: the CaseOps byte sidecar when ``data.caseops`` is on, the manifest records
-    caseops, or the dataset has sidecar files (pgolf.core.data.sidecar); otherwise the SentencePiece tables."""
-    from pgolf.core.data.sidecar import SidecarBytes, load_sidecar, sidecar_path
+    """What val_bpb counts bytes with: with ``data.caseops`` the CaseOps byte sidecar (pgolf.core.data.sidecar),
+    otherwise the SentencePiece tables. A dataset whose manifest records caseops, or that has sidecar files, needs
+    ``data.caseops=true`` (its pieces' bytes are not the original text's): an error naming the file says so."""
     from pgolf.core.data.tokenizer import build_byte_luts
 
-    caseops = cfg.data.caseops or bool((ds.manifest or {}).get("caseops"))
-    if caseops or any(sidecar_path(f).is_file() for f in ds.val_files):
-        return SidecarBytes(load_sidecar(ds.val_files).to(device), str(sidecar_path(ds.val_files[0]).parent))
+    if cfg.data.caseops:
+        from pgolf.core.data.sidecar import SidecarBytes, load_sidecar
+        return SidecarBytes(load_sidecar(ds.val_files).to(device), str(ds.root))
+    side = [f for f in ds.val_files if f.with_name(f.name.replace("fineweb_val_", "fineweb_val_bytes_", 1)).is_file()]
+    if (ds.manifest or {}).get("caseops") or side:
+        why = f"{ds.root / 'manifest.json'} records caseops" if not side else f"{side[0].name} has a byte sidecar"
+        raise ConfigError(f"data.caseops: {why}; its val_bpb counts the sidecar's original bytes: set data.caseops=true "
+                          "(CASEOPS_ENABLED=1)")
     return ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), device)
 
 

@@ -65,7 +65,7 @@ from pgolf.core.model import GPT, build_model
 from pgolf.core.model.layers import CastedLinear, Rotary
 from pgolf.core.ownership import process_identity
 from pgolf.core.qat import QATController, assign_qat_specs
-from pgolf.core.run_data import check_eval_fits, doc_mask_bos, load_data
+from pgolf.core.run_data import check_eval_fits, load_data
 from pgolf.core.runs import CHECKPOINT, TRAINING_END, RunWriter, claim_run_dir, environment
 from pgolf.core.runtime import (  # noqa: F401 - re-exported: the trainer's process, as tools import it
     Dist,
@@ -303,13 +303,13 @@ class Trainer:
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
                                  self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast,
-                                 doc_mask_bos=doc_mask_bos(c))
+                                 doc_mask_bos=c.model.bos_id if c.model.doc_mask else -1)
         # Sliding / other-length / full-tail evaluation: its own forward (compiled with static shapes on CUDA,
         # batches padded to eval.batch_seqs so each window length compiles once; eager on CPU).
         return eval_windows(self.eval_model, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len,
                             c.eval.stride, c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size,
                             self.d.device, self.use_autocast, c.eval.window_rule, fixed_batch=self.compiled,
-                            doc_mask_bos=doc_mask_bos(c))
+                            doc_mask_bos=c.model.bos_id if c.model.doc_mask else -1)
 
     # -- stage 1: set-up ----------------------------------------------------------------------------
     def setup(self) -> None:
