@@ -189,3 +189,13 @@ def test_training_with_packed_documents_and_the_document_mask(built, tmp_path):
               hooks=TrainerHooks(before_step=raise_at(3, KeyboardInterrupt)))
     train(micro_config(built, **over), tmp_path / "cut", resume=True, console=False)
     assert losses(tmp_path / "cut") == losses(tmp_path / "run")  # the loader's position came back with the checkpoint
+
+
+def test_gptq_calibrates_a_packed_row_in_windows_of_the_training_length(built):
+    from pgolf.core.data.packing import DocumentPackingLoader
+    from pgolf.core.gptq import calibration_batches
+
+    files = sorted(built.glob("fineweb_train_*.bin"))
+    row = DocumentPackingLoader(files, 0, 1).next_batch(1024, 64, 1)[0]
+    (x,) = list(calibration_batches(DocumentPackingLoader(files, 0, 1), 1, 1024, 64, 1))
+    assert row.shape == (1, 1024) and x.shape == (16, 64) and torch.equal(x.reshape(1, -1), row)
