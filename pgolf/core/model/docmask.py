@@ -85,6 +85,9 @@ def document_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_
     if q.size(0) != 1:
         raise ValueError(f"document-masked attention packs the batch into one row (batch 1), got batch {q.size(0)}")
     T = q.size(2)
+    if FLASH_VARLEN is not None and q.is_cuda and q.dtype == torch.float32 and torch.is_autocast_enabled("cuda"):
+        half = torch.get_autocast_dtype("cuda")  # the kernel takes bf16/fp16 only: autocast's dtype, as SDPA would
+        q, k, v = q.to(half), k.to(half), v.to(half)
     flash = FLASH_VARLEN if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) else None
     if flash is not None:
         out = flash(q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1),
