@@ -199,3 +199,17 @@ def test_gptq_calibrates_a_packed_row_in_windows_of_the_training_length(built):
     row = DocumentPackingLoader(files, 0, 1).next_batch(1024, 64, 1)[0]
     (x,) = list(calibration_batches(DocumentPackingLoader(files, 0, 1), 1, 1024, 64, 1))
     assert row.shape == (1, 1024) and x.shape == (16, 64) and torch.equal(x.reshape(1, -1), row)
+
+
+def test_cli_builds_with_caseops_and_refuses_a_missing_tokenizer_in_one_line(jsonl, tmp_path, capsys):
+    from pgolf.running.cli import main
+
+    assert main(["data", "build", str(jsonl), "--out", str(tmp_path / "ds"), "--vocab-size", str(VOCAB),
+                 "--normalize", "none", "--caseops", "--tokenizer", str(tmp_path / "none.model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "none.model does not exist" in err
+    assert main(["data", "build", str(jsonl), "--out", str(tmp_path / "ds"), "--vocab-size", str(VOCAB),
+                 "--normalize", "none", "--caseops", "--val-fraction", "0.3"]) == 0
+    assert main(["data", "inspect", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "caseops:lossless_caps_caseops_v1" in out and "fineweb_val_bytes_000000.bin:" in out
