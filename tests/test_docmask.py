@@ -29,6 +29,7 @@ def test_mask_is_block_diagonal_causal():
 
 def _model(**kw):
     from pgolf.core.model.gpt import GPT
+    kw = {"doc_mask": True, **kw}
     cfg = ModelConfig(vocab_size=64, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2, **kw)
     torch.manual_seed(0)
     model = GPT(cfg, train_seq_len=32, ntk=True).eval()
@@ -71,3 +72,8 @@ def test_a_batch_of_several_rows_is_refused():
     cu, mx = build_cu_seqlens([0], 8)
     with pytest.raises(ValueError, match="one row"):
         model(torch.zeros(2, 8, dtype=torch.long), cu_seqlens=cu, max_seqlen=mx)
+
+
+def test_cu_seqlens_need_the_switch():
+    with pytest.raises(ValueError, match="without model.doc_mask"):
+        _model(doc_mask=False)(torch.zeros(1, 8, dtype=torch.long), cu_seqlens=build_cu_seqlens([0], 8)[0])

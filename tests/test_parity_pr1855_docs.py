@@ -121,7 +121,8 @@ def test_attention_with_cu_seqlens_equals_the_records(rec, monkeypatch, xsa):
     theirs = rec.CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, yarn=False, gate_window=12,
                                      sparse_attn_gate=True, sparse_attn_gate_scale=0.5)
     theirs.use_xsa = xsa
-    ours = CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, ntk=True, xsa=xsa, gate_window=12, gate_scale=0.5)
+    ours = CausalSelfAttention(dim, H, KV, 10000.0, 5.0, 32, ntk=True, xsa=xsa, gate_window=12, gate_scale=0.5,
+                               doc_mask=True)
     w = {n: torch.randn(*s) / 8 for n, s in (("q", (dim, dim)), ("k", (dim // 2, dim)), ("v", (dim // 2, dim)),
                                              ("o", (dim, dim)))}
     with torch.no_grad():

@@ -131,12 +131,12 @@ def _sidecar(luts) -> bool:
 @torch.inference_mode()
 def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, val_batch_size: int,
                   rank: int, world_size: int, grad_accum_steps: int, device: torch.device,
-                  autocast: bool, *, doc_mask_bos: int = -1) -> EvalResult:
+                  autocast: bool, *, doc_mask_bos: int | None = None) -> EvalResult:
     """The official evaluator: non-overlapping windows, batch means weighted by batch size.
 
-    ``luts`` may be a byte sidecar (bytes of the target at stream position i: ``sidecar[i]``). ``doc_mask_bos`` >= 0:
-    each batch is one packed row attended document by document (segments from that BOS token, cut every
-    ``seq_len`` tokens), as the 2026-04-27 record's ``eval_val`` does (pgolf.core.model.docmask)."""
+    ``luts`` may be a byte sidecar (bytes of the target at stream position i: ``sidecar[i]``). ``doc_mask_bos`` (a
+    token id, not None): each batch is one packed row attended document by document (segments from that BOS token,
+    cut every ``seq_len`` tokens), as the 2026-04-27 record's ``eval_val`` does (pgolf.core.model.docmask)."""
     local_batch_tokens = val_batch_size // (world_size * grad_accum_steps)
     if local_batch_tokens < seq_len:
         raise ValueError(f"train.val_batch_size={val_batch_size} gives fewer than one sequence of {seq_len} per "
@@ -155,7 +155,7 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
         local = val_tokens[bs * seq_len: be * seq_len + 1].to(device=device, dtype=torch.int64)
         x, y = local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
         with ctx:
-            if doc_mask_bos >= 0:
+            if doc_mask_bos is not None:
                 from pgolf.core.model.docmask import cu_seqlens_from_tokens
                 cu, _ = cu_seqlens_from_tokens(local[:-1], doc_mask_bos, seq_len)  # max_seqlen: seq_len bounds it
                 loss = model(x.reshape(1, -1), y.reshape(1, -1), cu_seqlens=cu, max_seqlen=seq_len).detach()
@@ -183,7 +183,7 @@ def compile_for_eval(model: nn.Module) -> nn.Module:
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 window_rule: str = "once", *, fixed_batch: bool = False, doc_mask_bos: int = -1) -> EvalResult:
+                 window_rule: str = "once", *, fixed_batch: bool = False, doc_mask_bos: int | None = None) -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64.
 
     The accounting is masks over each batch (no per-window Python work), so at FineWeb scale
@@ -194,8 +194,8 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
     for the last batch. Rows are independent (causal attention within a row), so the scores are the
     same up to kernel-level rounding.
 
-    ``luts`` may be a byte sidecar (bytes by stream position). ``doc_mask_bos`` >= 0: the batch's windows are packed
-    into one row, each window and each document in it (from that BOS token) attended by itself."""
+    ``luts`` may be a byte sidecar (bytes by stream position). ``doc_mask_bos`` (a token id, not None): the batch's
+    windows are packed into one row, each window and each document in it (from that BOS token) attended by itself."""
     n_targets = val_tokens.numel() - 1
     wins = windows(n_targets, seq_len, stride, tail, window_rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
@@ -214,7 +214,7 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
         x = val_tokens[idx].to(device=device, dtype=torch.int64)
         y = val_tokens[idx + 1].to(device=device, dtype=torch.int64)
         with ctx:
-            if doc_mask_bos >= 0:
+            if doc_mask_bos is not None:
                 cu = _window_segments(x, doc_mask_bos)
                 nll = model(x.reshape(1, -1), y.reshape(1, -1), reduction="none", cu_seqlens=cu, max_seqlen=length)
             else:

@@ -55,9 +55,9 @@ def byte_accounting(cfg: Config, ds, sp, device: torch.device):
     return ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), device)
 
 
-def doc_mask_bos(cfg: Config) -> int:
-    """The evaluators' ``doc_mask_bos``: model.bos_id with model.doc_mask, else -1 (plain causal attention)."""
-    return cfg.model.bos_id if cfg.model.doc_mask else -1
+def doc_mask_bos(cfg: Config) -> int | None:
+    """The evaluators' ``doc_mask_bos``: model.bos_id with model.doc_mask, else None (plain causal attention)."""
+    return cfg.model.bos_id if cfg.model.doc_mask else None
 
 
 def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:

@@ -303,13 +303,13 @@ class Trainer:
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
                                  self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast,
-                                 doc_mask_bos=c.model.bos_id if c.model.doc_mask else -1)
+                                 doc_mask_bos=c.model.bos_id if c.model.doc_mask else None)
         # Sliding / other-length / full-tail evaluation: its own forward (compiled with static shapes on CUDA,
         # batches padded to eval.batch_seqs so each window length compiles once; eager on CPU).
         return eval_windows(self.eval_model, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len,
                             c.eval.stride, c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size,
                             self.d.device, self.use_autocast, c.eval.window_rule, fixed_batch=self.compiled,
-                            doc_mask_bos=c.model.bos_id if c.model.doc_mask else -1)
+                            doc_mask_bos=c.model.bos_id if c.model.doc_mask else None)
 
     # -- stage 1: set-up ----------------------------------------------------------------------------
     def setup(self) -> None:

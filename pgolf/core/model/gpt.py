@@ -41,7 +41,7 @@ class Block(nn.Module):
                                         train_seq_len, ntk, rope_dims=cfg.rope_dims,
                                         xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n,
                                         gate_window=cfg.gate_window if cfg.sparse_attn_gate else 0,
-                                        gate_scale=cfg.sparse_attn_gate_scale)
+                                        gate_scale=cfg.sparse_attn_gate_scale, doc_mask=cfg.doc_mask)
         # 1/sqrt(depth) on the normed sublayer inputs (model.ln_scale_by_depth); a looped block keeps its own
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale_by_depth else 1.0
         self.mlp = build_mlp(cfg)
@@ -159,7 +159,9 @@ class GPT(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def hidden(self, input_ids: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """Final hidden states; ``cu_seqlens``/``max_seqlen``: document-masked attention over one packed row
-        (:func:`pgolf.core.model.docmask.build_cu_seqlens`)."""
+        (:func:`pgolf.core.model.docmask.build_cu_seqlens`), with ``model.doc_mask`` on."""
+        if cu_seqlens is not None and not self.cfg.doc_mask:
+            raise ValueError("cu_seqlens given to a model without model.doc_mask")
         x = self.tok_emb(input_ids)  # (B, T, D)
         if self.bigram is not None:
             x = x + self.bigram(input_ids).to(x.dtype)

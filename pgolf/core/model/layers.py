@@ -94,7 +94,7 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor, rope_dims: int = 0) ->
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
                  train_seq_len: int, ntk: bool, rope_dims: int = 0, xsa: bool = False, gate_window: int = 0,
-                 gate_scale: float = 1.0):
+                 gate_scale: float = 1.0, doc_mask: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
@@ -109,12 +109,13 @@ class CausalSelfAttention(nn.Module):
         self.xsa = xsa
         # sparse output gate (PR #1855): per head, sigmoid(scale * W_h . x[:gate_window]); zero-init (no RNG draw)
         self.gate_window, self.gate_scale = gate_window, gate_scale
+        self.doc_mask = doc_mask  # model.doc_mask: forward takes cu_seqlens (a constant the submission bundle folds)
         if gate_window:
             self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, gate_window, dtype=torch.float32))
 
     def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """``cu_seqlens`` (int32 document starts over the single packed row, then its length, padded with it; see
-        :func:`pgolf.core.model.docmask.build_cu_seqlens`): attention only within each document."""
+        :func:`pgolf.core.model.docmask.build_cu_seqlens`): attention only within each document (``doc_mask``)."""
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
@@ -125,7 +126,7 @@ class CausalSelfAttention(nn.Module):
         q = apply_rotary_emb(q, cos, sin, self.rope_dims)
         k = apply_rotary_emb(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
-        if cu_seqlens is not None:
+        if self.doc_mask and cu_seqlens is not None:
             y = document_attention(q, k, v, cu_seqlens, max_seqlen)
         else:
             y = F.scaled_dot_product_attention(
