@@ -77,3 +77,23 @@ def test_a_batch_of_several_rows_is_refused():
 def test_cu_seqlens_need_the_switch():
     with pytest.raises(ValueError, match="without model.doc_mask"):
         _model(doc_mask=False)(torch.zeros(1, 8, dtype=torch.long), cu_seqlens=build_cu_seqlens([0], 8)[0])
+
+
+@pytest.mark.gpu
+def test_flash_varlen_equals_the_mask_on_cuda():
+    """On CUDA with flash-attention importable, the varlen kernel and the block-diagonal mask give the same
+    attention in bf16 (the kernel's rounding)."""
+    from pgolf.core.model import docmask
+
+    if not torch.cuda.is_available() or docmask.FLASH_VARLEN is None:
+        pytest.skip("needs CUDA and flash-attention (flash_attn_interface or flash_attn)")
+    torch.manual_seed(0)
+    T, H, KV, hd = 300, 8, 4, 64
+    q, k, v = (torch.randn(1, h, T, hd, device="cuda", dtype=torch.bfloat16) for h in (H, KV, KV))
+    tokens = torch.randint(2, 50, (T,), device="cuda")
+    tokens[[0, 40, 41, 200]] = 1
+    cu, mx = cu_seqlens_from_tokens(tokens, 1, max_doc_len=128)
+    flash = docmask.document_attention(q, k, v, cu, mx)
+    masked = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=document_mask(cu, T),
+                                                              enable_gqa=True)
+    assert (flash.float() - masked.float()).abs().max() < 2e-2
