@@ -106,7 +106,7 @@ def test_errors_name_the_problem(shards):
     checked = RecordShuffledLoader(shards, 0, 1, SEQ, vocab_size=2000)
     with pytest.raises(ShardError, match=r"fineweb_train_00000[23].bin: token id \d+ at token \d+ is outside the model's"):
         _windows(checked, 100)
-    with pytest.raises(ConfigError, match=r"data.order: expected one of \['sequential', 'permuted', 'record_shuffled'\]"):
+    with pytest.raises(ConfigError, match=r"data.order: expected one of \['sequential', 'permuted', 'record_shuffled', 'doc_packing'\]"):
         apply_overrides(Config(), {"data.order": "shuffled"})
 
 

@@ -115,6 +115,10 @@ class ModelConfig:
     # = 1.1 and parallel_post_lambdas (L, 2, 2) = 1, which model.control_patterns must name; 0: off (PR #1855: 8)
     parallel_start_layer: int = 0
     parallel_final_lane: Literal["mean", "attn", "mlp"] = "mean"  # the hidden state after the last block
+    # PR #1855 document-masked attention (h20d): attention only within each document (from BOS tokens, cut every
+    # train_seq_len / eval length tokens) over one packed row: training with data.order="doc_packing", the
+    # official-mode evaluation flattened as the record's eval_val does (pgolf.core.model.docmask)
+    doc_mask: bool = False
 
     def __post_init__(self) -> None:
         _check_finite(self, "model")
@@ -185,12 +189,16 @@ class DataConfig:
     # Train batch order: "sequential" = the official stream; "permuted" = blocks of train_seq_len + 1 tokens
     # in a per-epoch permutation seeded by (order_seed, epoch), apart from train.seed (pgolf.core.data.permuted);
     # "record_shuffled" = PR #1394's per-rank random windows of the rank's own shards (pgolf.core.data.shuffled).
-    order: Literal["sequential", "permuted", "record_shuffled"] = "sequential"
+    # "doc_packing" = PR #1855's packed rows of documents from BOS, with cu_seqlens (pgolf.core.data.packing).
+    order: Literal["sequential", "permuted", "record_shuffled", "doc_packing"] = "sequential"
     order_seed: int = 0  # seed of the permuted / record_shuffled order (ignored by "sequential")
+    # PR #1855 CaseOps (h20d): val_bpb from the per-token byte sidecar fineweb_val_bytes_*.bin, which must exist
+    # (pgolf.core.data.sidecar); a dataset with a sidecar, or whose manifest records caseops, is refused without it
+    caseops: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.order in ("sequential", "permuted", "record_shuffled"), "data.order",
-               f"expected 'sequential', 'permuted' or 'record_shuffled', got {self.order!r}")
+        _check(self.order in ("sequential", "permuted", "record_shuffled", "doc_packing"), "data.order",
+               f"expected 'sequential', 'permuted', 'record_shuffled' or 'doc_packing', got {self.order!r}")
         _check(isinstance(self.order_seed, int) and not isinstance(self.order_seed, bool) and self.order_seed >= 0,
                "data.order_seed", f"expected an integer >= 0, got {self.order_seed!r}")
 
@@ -478,6 +486,10 @@ class Config:
         unknown = [p for p in self.export.control_exclude if p not in self.model.control_patterns]
         _check(not unknown, "export.control_exclude",
                f"expected patterns of model.control_patterns {list(self.model.control_patterns)}, got {unknown}")
+        _check(not self.model.doc_mask or self.data.order == "doc_packing", "model.doc_mask",
+               f"training attends within documents of packed rows: needs data.order='doc_packing', got {self.data.order!r}")
+        _check(not self.model.doc_mask or self.model.bos_id >= 0, "model.doc_mask",
+               "documents start at BOS tokens: needs model.bos_id >= 0")
         cap, reserve = self.train.max_wallclock_seconds, self.export.gptq_reserve_seconds
         _check(self.export.quantizer != "gptq" or cap == 0 or reserve < cap, "export.gptq_reserve_seconds",
                f"expected less than train.max_wallclock_seconds={cap}, got {reserve}")

@@ -104,6 +104,7 @@ ENV_KEYS: dict[str, str] = {
     "LQER_TOP_K": "export.lqer_top_k",
     "LQER_FACTOR_BITS": "export.lqer_factor_bits",
     "LQER_ASYM_GROUP": "export.lqer_asym_group",
+    "CASEOPS_ENABLED": "data.caseops",  # val_bpb from the byte sidecar (the record: also its CaseOps data paths)
 }
 
 

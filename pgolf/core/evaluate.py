@@ -123,11 +123,20 @@ def _reduce(*ts: Tensor) -> None:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
+def _sidecar(luts) -> bool:
+    """A CaseOps byte sidecar (:class:`pgolf.core.data.sidecar.SidecarBytes`): bytes by stream position."""
+    return hasattr(luts, "per_token")
+
+
 @torch.inference_mode()
 def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, val_batch_size: int,
                   rank: int, world_size: int, grad_accum_steps: int, device: torch.device,
-                  autocast: bool) -> EvalResult:
-    """The official evaluator: non-overlapping windows, batch means weighted by batch size."""
+                  autocast: bool, *, doc_mask_bos: int | None = None) -> EvalResult:
+    """The official evaluator: non-overlapping windows, batch means weighted by batch size.
+
+    ``luts`` may be a byte sidecar (bytes of the target at stream position i: ``sidecar[i]``). ``doc_mask_bos`` (a
+    token id, not None): each batch is one packed row attended document by document (segments from that BOS token,
+    cut every ``seq_len`` tokens), as the 2026-04-27 record's ``eval_val`` does (pgolf.core.model.docmask)."""
     local_batch_tokens = val_batch_size // (world_size * grad_accum_steps)
     if local_batch_tokens < seq_len:
         raise ValueError(f"train.val_batch_size={val_batch_size} gives fewer than one sequence of {seq_len} per "
@@ -146,10 +155,18 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
         local = val_tokens[bs * seq_len: be * seq_len + 1].to(device=device, dtype=torch.int64)
         x, y = local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
         with ctx:
-            loss = model(x, y).detach()
+            if doc_mask_bos is not None:
+                from pgolf.core.model.docmask import cu_seqlens_from_tokens
+                cu, _ = cu_seqlens_from_tokens(local[:-1], doc_mask_bos, seq_len)  # max_seqlen: seq_len bounds it
+                loss = model(x.reshape(1, -1), y.reshape(1, -1), cu_seqlens=cu, max_seqlen=seq_len).detach()
+            else:
+                loss = model(x, y).detach()
         loss_sum += loss.to(torch.float64) * float(y.numel())
         tok += float(y.numel())
-        byt += luts.count(x.reshape(-1), y.reshape(-1))
+        if _sidecar(luts):
+            byt += luts.range_sum(bs * seq_len + 1, be * seq_len + 1)
+        else:
+            byt += luts.count(x.reshape(-1), y.reshape(-1))
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()
@@ -166,7 +183,7 @@ def compile_for_eval(model: nn.Module) -> nn.Module:
 @torch.inference_mode()
 def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, stride: int, tail: str,
                  batch_seqs: int, rank: int, world_size: int, device: torch.device, autocast: bool,
-                 window_rule: str = "once", *, fixed_batch: bool = False) -> EvalResult:
+                 window_rule: str = "once", *, fixed_batch: bool = False, doc_mask_bos: int | None = None) -> EvalResult:
     """Score the windows of :func:`windows` with per-token losses summed in float64.
 
     The accounting is masks over each batch (no per-window Python work), so at FineWeb scale
@@ -175,7 +192,10 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
     ``fixed_batch`` pads every short batch to ``batch_seqs`` rows that score nothing, so a compiled
     forward (:func:`compile_for_eval`) sees one batch shape per window length instead of recompiling
     for the last batch. Rows are independent (causal attention within a row), so the scores are the
-    same up to kernel-level rounding."""
+    same up to kernel-level rounding.
+
+    ``luts`` may be a byte sidecar (bytes by stream position). ``doc_mask_bos`` (a token id, not None): the batch's
+    windows are packed into one row, each window and each document in it (from that BOS token) attended by itself."""
     n_targets = val_tokens.numel() - 1
     wins = windows(n_targets, seq_len, stride, tail, window_rule)
     mine = wins[(len(wins) * rank) // world_size: (len(wins) * (rank + 1)) // world_size]
@@ -194,12 +214,28 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
         x = val_tokens[idx].to(device=device, dtype=torch.int64)
         y = val_tokens[idx + 1].to(device=device, dtype=torch.int64)
         with ctx:
-            nll = model(x, y, reduction="none").detach().view(len(starts), length)
+            if doc_mask_bos is not None:
+                cu = _window_segments(x, doc_mask_bos)
+                nll = model(x.reshape(1, -1), y.reshape(1, -1), reduction="none", cu_seqlens=cu, max_seqlen=length)
+            else:
+                nll = model(x, y, reduction="none")
+            nll = nll.detach().view(len(starts), length)
         scored = torch.arange(length, device=device)[None, :] >= offsets[:, None]  # (B, T): this window's targets
         loss_sum += torch.where(scored, nll.to(torch.float64), 0.0).sum()
         tok += scored.sum()
-        byt += torch.where(scored, luts.token_bytes(x, y), 0).to(torch.float64).sum()
+        nbytes = luts.at(idx + 1).to(device) if _sidecar(luts) else luts.token_bytes(x, y)
+        byt += torch.where(scored, nbytes, 0).to(torch.float64).sum()
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()
     return EvalResult(val_loss, bits_per_byte(val_loss, tok.item(), byt.item()), int(tok.item()), int(byt.item()))
+
+
+def _window_segments(x: Tensor, bos_id: int) -> Tensor:
+    """cu_seqlens of the rows of ``x`` (B, T) packed into one row: a segment at each row start and each BOS."""
+    from pgolf.core.model.docmask import build_cu_seqlens
+
+    b, t = x.shape
+    starts = torch.unique(torch.cat([torch.arange(b, device=x.device) * t,
+                                     (x.reshape(-1) == bos_id).nonzero(as_tuple=True)[0]]))
+    return build_cu_seqlens(starts.tolist(), b * t, 0, device=x.device)[0]

@@ -140,6 +140,11 @@ def collect_hessians(model: nn.Module, batches: Iterable[Tensor | tuple[Tensor, 
 
 
 def calibration_batches(loader, n_batches: int, batch_tokens: int, seq_len: int, accum: int):
-    """The next ``n_batches`` training micro-batches' inputs from a pgolf token loader."""
+    """The next ``n_batches`` training micro-batches' inputs from a pgolf token loader. A packed row of documents
+    (``data.order="doc_packing"``, one row of ``k * seq_len`` tokens) is cut into ``k`` rows of ``seq_len``: GPTQ
+    calibrates on causal windows of the training length (the 2026-04-27 record: its shuffled windows of that length)."""
     for _ in range(n_batches):
-        yield loader.next_batch(batch_tokens, seq_len, accum)[0]
+        x = loader.next_batch(batch_tokens, seq_len, accum)[0]
+        if x.size(0) == 1 and x.size(1) > seq_len and x.size(1) % seq_len == 0:
+            x = x.reshape(-1, seq_len)
+        yield x

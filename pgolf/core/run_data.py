@@ -40,12 +40,12 @@ def open_dataset(cfg: Config):
 
 
 def load_eval_data(cfg: Config, d: Dist, ds, sp):
-    """``(luts, val_periodic, val_final, official)``: the byte tables, the periodic and final validation splits
-    (one tensor when the final evaluation scores the official stream) and whether it is the official one."""
+    """``(luts, val_periodic, val_final, official)``: the byte accounting (:func:`byte_accounting`), the periodic
+    and final validation splits (one tensor when the final evaluation scores the official stream) and whether it
+    is the official one."""
     from pgolf.core.data.loader import load_validation_tokens
-    from pgolf.core.data.tokenizer import build_byte_luts
 
-    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), d.device)
+    luts = byte_accounting(cfg, ds, sp, d.device)
     eval_len = cfg.eval.seq_len or cfg.train.train_seq_len
     official = cfg.eval.stride == 0 and cfg.eval.tail == "drop" and eval_len == cfg.train.train_seq_len
     # The seed PRs' sliding evaluator scores the official (truncated) stream; pgolf's scores every token.
@@ -59,6 +59,28 @@ def load_eval_data(cfg: Config, d: Dist, ds, sp):
         val_periodic = val_periodic[: max(n // cfg.train.train_seq_len, 1) * cfg.train.train_seq_len + 1]
         val_final = val_periodic if truncated else val_final[: n + 1]
     return luts, val_periodic, val_final, official
+
+
+def byte_accounting(cfg: Config, ds, sp, device: torch.device):
+    """What val_bpb counts bytes with: with ``data.caseops`` the CaseOps byte sidecar (pgolf.core.data.sidecar),
+    otherwise the SentencePiece tables. A dataset whose manifest records caseops, or that has sidecar files, needs
+    ``data.caseops=true`` (its pieces' bytes are not the original text's): an error naming the file says so."""
+    from pgolf.core.data.tokenizer import build_byte_luts
+
+    if cfg.data.caseops:
+        from pgolf.core.data.sidecar import SidecarBytes, load_sidecar
+        return SidecarBytes(load_sidecar(ds.val_files).to(device), str(ds.root))
+    side = [f for f in ds.val_files if f.with_name(f.name.replace("fineweb_val_", "fineweb_val_bytes_", 1)).is_file()]
+    if (ds.manifest or {}).get("caseops") or side:
+        why = f"{ds.root / 'manifest.json'} records caseops" if not side else f"{side[0].name} has a byte sidecar"
+        raise ConfigError(f"data.caseops: {why}; its val_bpb counts the sidecar's original bytes: set data.caseops=true "
+                          "(CASEOPS_ENABLED=1)")
+    return ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), device)
+
+
+def doc_mask_bos(cfg: Config) -> int | None:
+    """The evaluators' ``doc_mask_bos``: model.bos_id with model.doc_mask, else None (plain causal attention)."""
+    return cfg.model.bos_id if cfg.model.doc_mask else None
 
 
 def check_eval_fits(cfg: Config, val_final: torch.Tensor, official: bool, world_size: int, accum: int) -> None:

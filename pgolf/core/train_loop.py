@@ -270,9 +270,10 @@ class TrainLoop:
         for micro in range(self.accum):
             if self.d.distributed:
                 self.model.require_backward_grad_sync = micro == self.accum - 1
-            x, y = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
-            with self.autocast():
-                loss = self.model(x, y)
+            x, y, *docs = loader.next_batch(self.cfg.train.train_batch_tokens, self.cfg.train.train_seq_len, self.accum)
+            with self.autocast():  # docs: (cu_seqlens, _) of data.order="doc_packing"; max_seqlen fixed as the record's
+                loss = (self.model(x, y, cu_seqlens=docs[0], max_seqlen=self.cfg.train.train_seq_len)
+                        if self.cfg.model.doc_mask else self.model(x, y))
             total += loss.detach()
             (loss * (1.0 / self.accum)).backward()
         return total / self.accum
@@ -285,12 +286,14 @@ class TrainLoop:
         c = self.cfg
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
-                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast)
+                                 self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast,
+                                 doc_mask_bos=c.model.bos_id if c.model.doc_mask else None)
         # Sliding / other-length / full-tail evaluation: its own forward (compiled with static shapes on CUDA,
         # batches padded to eval.batch_seqs so each window length compiles once; eager on CPU).
         return eval_windows(self.eval_model, tokens, self.luts, c.eval.seq_len or c.train.train_seq_len,
                             c.eval.stride, c.eval.tail, c.eval.batch_seqs, self.d.rank, self.d.world_size,
-                            self.d.device, self.use_autocast, c.eval.window_rule, fixed_batch=self.compiled)
+                            self.d.device, self.use_autocast, c.eval.window_rule, fixed_batch=self.compiled,
+                            doc_mask_bos=c.model.bos_id if c.model.doc_mask else None)
 
     # -- stage 1: set-up ----------------------------------------------------------------------------
     def setup(self) -> None:

@@ -51,6 +51,14 @@ is the dataset's identity, see :mod:`pgolf.core.data.identity`). The build happe
 into place when complete; a second call with the same inputs returns at once (cache key = SHA-256
 of the source contents and every parameter) once every file listed in the cached manifest matches its
 recorded SHA-256; a file that does not (corrupted, replaced, even at the same size) triggers a rebuild.
+CaseOps (``caseops=True``, ``--caseops``; the 2026-04-27 record's data, https://github.com/openai/parameter-golf/pull/1855,
+its ``prepare_caseops_data.py``): every document (after the split, which reads the original text) is transformed
+by :func:`pgolf.data.caseops.encode` before tokenizing; the tokenizer is ``tokenizer_model`` (``--tokenizer``, e.g.
+the record's reserved-symbol model, copied in as ``tokenizer.model``) or one trained here on the transformed train
+documents with the four operators as ``user_defined_symbols`` (ids 4..7, as in the record's model). Each document is
+BOS (id 1) then its tokens, as without CaseOps; next to each val shard ``fineweb_val_bytes_XXXXXX.bin`` (same format,
+same count) holds each token's original UTF-8 bytes (BOS 0; :func:`pgolf.data.caseops.encode_with_byte_counts`), and
+the manifest records ``caseops`` and ``byte_sidecar``; its byte statistics and unigram bpb use these bytes.
 The temp folder (``.<out>.building-<pid>@<host>-<id>``, and
 ``.<out>.old-...`` for a replaced build on its way out) names its builder, so each build first deletes the
 leftovers of builders that died on this host (:func:`remove_stale_build_dirs`); a live builder's folder, or
@@ -75,7 +83,7 @@ import numpy as np
 
 from pgolf.core import paths
 from pgolf.core.data.identity import BUILT_MANIFEST, sha256_file, shard_entry, write_manifest
-from pgolf.core.data.shards import read_shard, write_shard
+from pgolf.core.data.shards import read_header, read_shard, write_shard
 from pgolf.core.data.tokenizer import (
     BOS_ID,
     DETERMINISM_OPTIONS,
@@ -86,6 +94,7 @@ from pgolf.core.data.tokenizer import (
     train_sentencepiece,
 )
 from pgolf.core.ownership import host_tag, writer_alive
+from pgolf.data import caseops as caseops_mod
 from pgolf.data import corpus
 
 BUILD_FORMAT = 2  # bump when the build output changes for the same inputs (part of the cache key)
@@ -300,6 +309,9 @@ def _is_cached(out_dir: Path, key: str) -> bool:
     return True
 
 
+SIDECAR_SPLIT = "val_bytes"  # fineweb_val_bytes_XXXXXX.bin, written beside the val shards (same boundaries)
+
+
 class _ShardWriter:
     """Appends token arrays and writes ``fineweb_{split}_{i:06d}.bin`` every ``shard_tokens`` tokens."""
 
@@ -326,17 +338,26 @@ class _ShardWriter:
             self.fill = 0
 
 
-def _encode_and_write(sp, docs: list[str], is_val: list[bool], tmp: Path, shard_tokens: int) -> dict:
+def _encode_batch(sp, texts: list[str], caseops: bool) -> list[tuple[list[int], list[int] | None]]:
+    """Each text's token ids, and with ``caseops`` the original bytes per token of its transformed text."""
+    if not caseops:
+        return [(ids, None) for ids in sp.encode(texts, out_type=int)]
+    return [caseops_mod.encode_with_byte_counts(sp, caseops_mod.encode(t)) for t in texts]
+
+
+def _encode_and_write(sp, docs: list[str], is_val: list[bool], tmp: Path, shard_tokens: int,
+                      caseops: bool = False) -> dict:
     from tqdm.auto import tqdm
 
     writers = {"train": _ShardWriter(tmp, "train", shard_tokens), "val": _ShardWriter(tmp, "val", shard_tokens)}
+    sidecar = _ShardWriter(tmp, SIDECAR_SPLIT, shard_tokens) if caseops else None
     stats = {s: {"docs": 0, "tokens": 0, "text_bytes": 0} for s in writers}
     vocab = sp.vocab_size()
     batch = 64
     with tqdm(total=len(docs), unit="doc", desc="encode", disable=None) as bar:
         for start in range(0, len(docs), batch):
             texts = docs[start : start + batch]
-            for text, val, ids in zip(texts, is_val[start : start + batch], sp.encode(texts, out_type=int)):
+            for text, val, (ids, counts) in zip(texts, is_val[start : start + batch], _encode_batch(sp, texts, caseops)):
                 toks = np.empty(len(ids) + 1, dtype=np.int64)
                 toks[0] = BOS_ID
                 toks[1:] = ids
@@ -347,17 +368,23 @@ def _encode_and_write(sp, docs: list[str], is_val: list[bool], tmp: Path, shard_
                 stats[split]["docs"] += 1
                 stats[split]["tokens"] += int(toks.size)
                 stats[split]["text_bytes"] += len(text.encode("utf-8"))
+                if counts is not None:
+                    stats[split]["original_bytes"] = stats[split].get("original_bytes", 0) + sum(counts)
+                    if val:
+                        sidecar.add(np.asarray([0, *counts], dtype=np.uint16))  # BOS: 0 bytes
             bar.update(len(texts))
-    for w in writers.values():
+    for w in (*writers.values(), *([sidecar] if sidecar else [])):
         w.flush()
     return stats
 
 
-def unigram_val_bpb(train_files: list[Path], val_files: list[Path], luts, vocab_size: int) -> float:
+def unigram_val_bpb(train_files: list[Path], val_files: list[Path], luts, vocab_size: int,
+                    val_bytes: int | None = None) -> float:
     """Bits per byte of an add-one-smoothed unigram model fit on train tokens, scored on val targets.
 
     Targets and byte counts are those of the official eval over the whole val stream: every token
-    after the first, credited with :func:`count_bytes` given its predecessor.
+    after the first, credited with :func:`count_bytes` given its predecessor (or ``val_bytes``: the CaseOps
+    sidecar's total over those targets).
     """
     table = max(vocab_size, luts[0].size)
     counts = np.zeros(table, dtype=np.int64)
@@ -366,7 +393,7 @@ def unigram_val_bpb(train_files: list[Path], val_files: list[Path], luts, vocab_
     log2p = np.log2(counts + 1.0) - np.log2(counts.sum() + table)
     val = np.concatenate([np.asarray(read_shard(f), dtype=np.int64) for f in val_files])
     bits = -float(log2p[val[1:]].sum())
-    return bits / count_bytes(val[1:], val[:-1], luts)
+    return bits / (count_bytes(val[1:], val[:-1], luts) if val_bytes is None else val_bytes)
 
 
 def build_dataset(
@@ -379,9 +406,13 @@ def build_dataset(
     normalize: str = "paragraphs",
     shuffle_seed: int | None = DEFAULT_SHUFFLE_SEED,
     allow_binary: bool = False,
+    caseops: bool = False,
+    tokenizer_model: Path | None = None,
 ) -> Path:
     """Build (or return the cached) dataset folder; see the module docstring for every rule. ``allow_binary``
-    builds from sources that look binary (:func:`binary_reason`), which are refused otherwise."""
+    builds from sources that look binary (:func:`binary_reason`), which are refused otherwise. ``caseops``: the
+    CaseOps transform and the val byte sidecar; ``tokenizer_model``: tokenize with this SentencePiece model instead
+    of training one (its vocabulary must be ``vocab_size``, its BOS id 1)."""
     if not 0.0 < val_fraction < 1.0:
         raise BuildError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if shard_tokens <= 0:
@@ -398,9 +429,18 @@ def build_dataset(
     read = read_sources(sources, allow_binary)  # every source read once: hashed and parsed from these bytes
     records = source_records(sources, read)
     trainer_extra = VERBATIM_TRAINER_OPTIONS if normalize == "none" else {}
+    if caseops and tokenizer_model is None:
+        trainer_extra = {**trainer_extra, "user_defined_symbols": list(caseops_mod.OPERATORS)}
     params = {"vocab_size": vocab_size, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
               "normalize": normalize, "train_shuffle_seed": shuffle_seed,
               "trainer": {**OFFICIAL_TRAINER_OPTIONS, **DETERMINISM_OPTIONS, **trainer_extra}}
+    if tokenizer_model is not None:
+        tokenizer_model = Path(tokenizer_model).expanduser()
+        if not tokenizer_model.is_file():
+            raise BuildError(f"tokenizer {tokenizer_model} does not exist")
+        params["trainer"] = {"given_model_sha256": sha256_file(tokenizer_model)}
+    if caseops:  # only then: the cache keys of other builds stay what they were
+        params["caseops"] = caseops_mod.TRANSFORM
     key = _cache_key(records, params)
     if not force and _is_cached(out_dir, key):
         return out_dir
@@ -422,25 +462,39 @@ def build_dataset(
     tmp = out_dir.parent / _temp_dir_name(out_dir, "building")
     tmp.mkdir()
     try:
-        model_path = _train_tokenizer((d for d, v in zip(docs, is_val) if not v), tmp / "tokenizer", vocab_size,
-                                      trainer_extra)
+        if tokenizer_model is not None:
+            model_path = tmp / "tokenizer.model"
+            shutil.copyfile(tokenizer_model, model_path)
+        else:
+            train_text = (d for d, v in zip(docs, is_val) if not v)
+            model_path = _train_tokenizer(map(caseops_mod.encode, train_text) if caseops else train_text,
+                                          tmp / "tokenizer", vocab_size, trainer_extra)
         sp = load_tokenizer(model_path)
+        if tokenizer_model is not None and sp.bos_id() != BOS_ID:
+            raise BuildError(f"tokenizer {tokenizer_model}: BOS id {sp.bos_id()}, expected {BOS_ID} (documents start with it)")
+        if caseops:
+            missing = [f"U+{ord(c):04X}" for c in caseops_mod.OPERATORS if sp.piece_to_id(c) == sp.unk_id()]
+            if missing:
+                raise BuildError(f"tokenizer {tokenizer_model or model_path}: no piece for the CaseOps operators "
+                                 f"{', '.join(missing)}; use a model that reserves them (user_defined_symbols)")
         if sp.vocab_size() != vocab_size:
             raise BuildError(
-                f"the tokenizer trained on these sources has {sp.vocab_size()} pieces, not vocab_size={vocab_size}; "
+                f"the tokenizer {'given' if tokenizer_model else 'trained on these sources'} has {sp.vocab_size()} "
+                f"pieces, not vocab_size={vocab_size}; "
                 "use more text or a smaller vocab_size"
             )
         # Val documents first in source order (their own shards), then the train documents in the train order.
         train_docs = [d for d, v in zip(docs, is_val) if not v]
         written = [d for d, v in zip(docs, is_val) if v] + [train_docs[i] for i in train_order(len(train_docs), shuffle_seed)]
-        split_stats = _encode_and_write(sp, written, sorted(is_val, reverse=True), tmp, shard_tokens)
+        split_stats = _encode_and_write(sp, written, sorted(is_val, reverse=True), tmp, shard_tokens, caseops)
         luts = build_byte_luts(sp, vocab_size)
         train_files = sorted(tmp.glob("fineweb_train_*.bin"))
-        val_files = sorted(tmp.glob("fineweb_val_*.bin"))
+        val_files = sorted(f for f in tmp.glob("fineweb_val_*.bin") if not f.name.startswith("fineweb_val_bytes_"))
         for split, files in (("train", train_files), ("val", val_files)):
             toks = np.concatenate([np.asarray(read_shard(f), dtype=np.int64) for f in files])
-            # Bytes as the official eval credits them, over the split as one stream (first token not a target).
-            metric = count_bytes(toks[1:], toks[:-1], luts)
+            # Bytes as the official eval credits them, over the split as one stream (first token not a target);
+            # CaseOps: the original bytes (the stream's first token is a BOS, 0 bytes).
+            metric = (split_stats[split].pop("original_bytes") if caseops else count_bytes(toks[1:], toks[:-1], luts))
             split_stats[split].update(files=len(files), metric_bytes=metric, bytes_per_token=metric / max(1, toks.size - 1))
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -453,7 +507,7 @@ def build_dataset(
             "train_order_rule": train_order_rule(shuffle_seed),
             **params,
             "tokenizer": "tokenizer.model",
-            "tokenizer_vocab": "tokenizer.vocab",
+            **({"tokenizer_vocab": "tokenizer.vocab"} if (tmp / "tokenizer.vocab").is_file() else {}),
             "bos_id": BOS_ID,
             "append_eos": False,
             "splits": split_stats,
@@ -461,12 +515,21 @@ def build_dataset(
             "token, the split read as one stream (BOS tokens included, credited 0 bytes)",
             "unigram_rule": "add-one smoothed unigram over vocab_size ids fit on train tokens; bits over val "
             "targets / val metric bytes",
-            "unigram_val_bpb": unigram_val_bpb(train_files, val_files, luts, vocab_size),
+            "unigram_val_bpb": unigram_val_bpb(train_files, val_files, luts, vocab_size,
+                                               split_stats["val"]["metric_bytes"] if caseops else None),
             "tokenizer_sha256": sha256_file(model_path),
             "files": {},
         }
+        if caseops:
+            manifest["caseops"] = caseops_mod.TRANSFORM
+            manifest["byte_sidecar"] = "fineweb_val_bytes_*.bin: per val token, the UTF-8 bytes of the original text"
+            if tokenizer_model is not None:
+                manifest["tokenizer_source"] = str(tokenizer_model.resolve())
         for f in sorted(tmp.iterdir()):
-            if f.suffix == ".bin":
+            if f.name.startswith("fineweb_val_bytes_"):
+                manifest["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f),
+                                             "entries": read_header(f)["num_tokens"]}
+            elif f.suffix == ".bin":
                 manifest["files"][f.name] = shard_entry(f, vocab_size, manifest["tokenizer_sha256"])
             else:
                 manifest["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}

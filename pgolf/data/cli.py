@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pgolf.core.data.loader import DatasetNotFoundError
 from pgolf.core.data.shards import ShardError, shard_stats, total_stats
+from pgolf.core.data.sidecar import is_sidecar
 from pgolf.core.data.tokenizer import TokenizerError
 from pgolf.data.build import (
     DEFAULT_SHARD_TOKENS,
@@ -49,6 +50,12 @@ def register(subparsers) -> None:
                    help="paragraphs (default): join wrapped lines, collapse whitespace, and the official tokenizer "
                         "normalization (NFKC, whitespace runs to one space); none: keep the text byte for byte "
                         "(tokenizer without normalization; see pgolf/data/build.py)")
+    p.add_argument("--caseops", action="store_true",
+                   help="CaseOps: lowercase text with capitalization operators (PR #1855) and a per-token byte "
+                        "sidecar for val_bpb on the original bytes (see pgolf/data/build.py)")
+    p.add_argument("--tokenizer", type=Path, default=None, metavar="MODEL",
+                   help="tokenize with this SentencePiece .model instead of training one (e.g. the record's CaseOps "
+                        "model; its vocabulary must equal --vocab-size)")
     order = p.add_mutually_exclusive_group()
     order.add_argument("--shuffle-seed", type=int, default=DEFAULT_SHUFFLE_SEED, metavar="N",
                        help=f"seed of the train documents' order in the shards (default {DEFAULT_SHUFFLE_SEED}; "
@@ -94,6 +101,8 @@ def _build(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
         allow_binary=args.allow_binary,
+        caseops=args.caseops,
+        tokenizer_model=args.tokenizer,
     )
     print(out)
     _print_manifest(read_manifest(out))
@@ -108,12 +117,12 @@ def _inspect(args: argparse.Namespace) -> int:
                 raise DatasetNotFoundError(f"no *.bin shard files in {path}")
             print(f"== {path}")
             for split in ("train", "val"):
-                files = [s for s in shards if s.name.startswith(f"fineweb_{split}_")]
+                files = [s for s in shards if s.name.startswith(f"fineweb_{split}_") and not is_sidecar(s)]
                 for f in files:
                     _print_stats(f.name, shard_stats(f))
                 if files:
                     _print_stats(f"total {split}", total_stats(files))
-            others = [s for s in shards if not s.name.startswith(("fineweb_train_", "fineweb_val_"))]
+            others = [s for s in shards if not s.name.startswith(("fineweb_train_", "fineweb_val_")) or is_sidecar(s)]
             for f in others:
                 _print_stats(f.name, shard_stats(f))
             _print_manifest(read_manifest(path))
@@ -156,6 +165,8 @@ def _print_manifest(manifest: dict | None) -> None:
             parts.append(f"{name}_docs:{s.get('docs')} {name}_tokens:{s.get('tokens')}")
         parts.append(f"val_bytes_per_token:{splits.get('val', {}).get('bytes_per_token', float('nan')):.4f}")
         parts.append(f"unigram_val_bpb:{manifest.get('unigram_val_bpb', float('nan')):.4f}")
+        if manifest.get("caseops"):
+            parts.append(f"caseops:{manifest['caseops']} (val bytes from fineweb_val_bytes_*.bin)")
         print("manifest: " + " ".join(parts))
     else:
         print("manifest: " + json.dumps({k: manifest[k] for k in list(manifest)[:8]}, default=str)[:500])

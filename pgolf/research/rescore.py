@@ -19,9 +19,10 @@ from torch import Tensor
 
 from pgolf.core.config import Config, DataConfig
 from pgolf.core.data.loader import load_validation_tokens, resolve_dataset
-from pgolf.core.data.tokenizer import build_byte_luts, load_tokenizer
+from pgolf.core.data.tokenizer import load_tokenizer
 from pgolf.core.evaluate import ByteLUTs, EvalResult, eval_windows
 from pgolf.core.model import build_model
+from pgolf.core.run_data import byte_accounting
 from pgolf.core.safe_load import load_plain
 from pgolf.research.tables import MissingWeightsError
 
@@ -45,7 +46,7 @@ def validation_slice(*, cfg: Config, dataset: str | Path, n_tokens: int) -> tupl
     if int(sp.vocab_size()) != cfg.model.vocab_size:
         raise ValueError(f"{ds.tokenizer_path}: vocab_size {int(sp.vocab_size())} does not match the model's "
                          f"model.vocab_size={cfg.model.vocab_size}")
-    luts = ByteLUTs.from_numpy(build_byte_luts(sp, cfg.model.vocab_size), CPU)
+    luts = byte_accounting(cfg, ds, sp, CPU)  # the byte tables, or a CaseOps dataset's sidecar (data.caseops)
     tokens = load_validation_tokens(ds.val_files, cfg.train.train_seq_len, tail="score")
     if n_tokens < 1 or tokens.numel() < n_tokens + 1:
         raise ValueError(f"n_tokens={n_tokens}: expected 1..{tokens.numel() - 1}, the validation targets of "

@@ -117,6 +117,7 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor], *, weights: Path | 
                 config: str = "the config") -> tuple[EvalResult, str]:
     """Evaluate ``state`` with ``cfg`` on one process (CPU, or the first GPU), as the trainer's final score.
     Weights that do not fit the model are refused in one line naming ``weights`` and ``config``."""
+    from pgolf.core.run_data import doc_mask_bos
     from pgolf.core.train import Dist, grad_accum_steps, load_data, prepare_model
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     d = Dist(0, 1, 0, device, False)
@@ -127,11 +128,11 @@ def score_state(cfg: Config, state: dict[str, torch.Tensor], *, weights: Path | 
     autocast = device.type == "cuda"
     if official:
         res = eval_official(model, val_final, luts, cfg.train.train_seq_len, cfg.train.val_batch_size, 0, 1,
-                            grad_accum_steps(cfg, 1), device, autocast)
+                            grad_accum_steps(cfg, 1), device, autocast, doc_mask_bos=doc_mask_bos(cfg))
         return res, "official"
     L = cfg.eval.seq_len or cfg.train.train_seq_len
     res = eval_windows(model, val_final, luts, L, cfg.eval.stride, cfg.eval.tail, cfg.eval.batch_seqs, 0, 1, device,
-                       autocast, cfg.eval.window_rule)
+                       autocast, cfg.eval.window_rule, doc_mask_bos=doc_mask_bos(cfg))
     return res, window_mode(L, cfg.eval.stride, cfg.eval.tail, cfg.eval.window_rule)
 
 

@@ -179,7 +179,9 @@ def resolve_dataset(data_cfg, vocab_size: int) -> Dataset:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{manifest_file}: not valid JSON ({exc})") from exc
     train_files = sorted(root.glob(data_cfg.train_pattern), key=str)
-    val_files = sorted(root.glob(data_cfg.val_pattern), key=str)
+    # CaseOps byte sidecars (fineweb_val_bytes_*.bin) match the val glob but are not token shards
+    val_files = sorted((p for p in root.glob(data_cfg.val_pattern) if not p.name.startswith("fineweb_val_bytes_")),
+                       key=str)
     for split, pattern, found in (("train", data_cfg.train_pattern, train_files), ("val", data_cfg.val_pattern, val_files)):
         if not found:
             raise DatasetNotFoundError(f"no {split} shards match {pattern!r} in {root}{hint}")

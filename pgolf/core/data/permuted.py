@@ -135,6 +135,9 @@ def make_train_loader(cfg: Config, files: list[Path], rank: int, world_size: int
     record's shuffled windows (:mod:`pgolf.core.data.shuffled`)."""
     if cfg.data.order == "sequential":
         return DistributedTokenLoader(files, rank, world_size, device, vocab_size=cfg.model.vocab_size)
+    if cfg.data.order == "doc_packing":
+        from pgolf.core.data.packing import DocumentPackingLoader
+        return DocumentPackingLoader(files, rank, world_size, cfg.model.bos_id, device, vocab_size=cfg.model.vocab_size)
     if cfg.data.order == "record_shuffled":
         from pgolf.core.data.shuffled import RecordShuffledLoader
         return RecordShuffledLoader(files, rank, world_size, cfg.train.train_seq_len, cfg.data.order_seed, device,

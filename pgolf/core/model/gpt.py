@@ -41,7 +41,7 @@ class Block(nn.Module):
                                         train_seq_len, ntk, rope_dims=cfg.rope_dims,
                                         xsa=layer_idx >= cfg.num_layers - cfg.xsa_last_n,
                                         gate_window=cfg.gate_window if cfg.sparse_attn_gate else 0,
-                                        gate_scale=cfg.sparse_attn_gate_scale)
+                                        gate_scale=cfg.sparse_attn_gate_scale, doc_mask=cfg.doc_mask)
         # 1/sqrt(depth) on the normed sublayer inputs (model.ln_scale_by_depth); a looped block keeps its own
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale_by_depth else 1.0
         self.mlp = build_mlp(cfg)
@@ -49,22 +49,24 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())  # (2, D)
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         mix = self.resid_mix.to(dtype=x.dtype)
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
         if self.ln_scale != 1.0:
-            x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x) * self.ln_scale)
+            x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x) * self.ln_scale,
+                                                                                  cu_seqlens, max_seqlen)
             return x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x) * self.ln_scale)
-        x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x))
+        x = x + self.attn_scale.to(dtype=x.dtype)[None, None, :] * self.attn(self.attn_norm(x), cu_seqlens, max_seqlen)
         x = x + self.mlp_scale.to(dtype=x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x))
         return x
 
-    def parallel(self, lane0: Tensor, lane1: Tensor, x0: Tensor, resid: Tensor, post: Tensor) -> tuple[Tensor, Tensor]:
+    def parallel(self, lane0: Tensor, lane1: Tensor, x0: Tensor, resid: Tensor, post: Tensor,
+                 cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> tuple[Tensor, Tensor]:
         """Two-lane block (model.parallel_start_layer): attention reads lane 0 (mixed with x0), the MLP lane 1;
         lane k <- resid[k] * lane k + post[0, k] * attn_out + post[1, k] * mlp_out."""
         mix = self.resid_mix.to(dtype=lane0.dtype)
         attn_in = mix[0][None, None, :] * lane0 + mix[1][None, None, :] * x0
-        attn_out = self.attn(self.attn_norm(attn_in) * self.ln_scale)
+        attn_out = self.attn(self.attn_norm(attn_in) * self.ln_scale, cu_seqlens, max_seqlen)
         attn_out = self.attn_scale.to(dtype=lane0.dtype)[None, None, :] * attn_out
         mlp_out = self.mlp_scale.to(dtype=lane1.dtype)[None, None, :] * self.mlp(self.mlp_norm(lane1) * self.ln_scale)
         resid, post = resid.to(dtype=lane0.dtype), post.to(dtype=lane0.dtype)
@@ -155,7 +157,11 @@ class GPT(nn.Module):
             self.tok_emb.weight.copy_(u @ torch.diag(s[0] * k.pow(-0.5)) @ vh)
 
     # -- forward ----------------------------------------------------------------------------
-    def hidden(self, input_ids: Tensor) -> Tensor:
+    def hidden(self, input_ids: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """Final hidden states; ``cu_seqlens``/``max_seqlen``: document-masked attention over one packed row
+        (:func:`pgolf.core.model.docmask.build_cu_seqlens`), with ``model.doc_mask`` on."""
+        if cu_seqlens is not None and not self.cfg.doc_mask:
+            raise ValueError("cu_seqlens given to a model without model.doc_mask")
         x = self.tok_emb(input_ids)  # (B, T, D)
         if self.bigram is not None:
             x = x + self.bigram(input_ids).to(x.dtype)
@@ -172,7 +178,7 @@ class GPT(nn.Module):
             enc = range(self.num_encoder_layers)
             dec = range(self.num_encoder_layers, self.num_encoder_layers + self.num_decoder_layers)
         for i in enc:
-            x = self.blocks[i](x, x0)
+            x = self.blocks[i](x, x0, cu_seqlens, max_seqlen)
             skips.append(x)
         psl = self.cfg.parallel_start_layer
         lanes: tuple[Tensor, Tensor] | None = None
@@ -182,11 +188,11 @@ class GPT(nn.Module):
                 if skips:
                     lane0 = self._add_skip(lane0, skips.pop(), j)
                 lanes = self.blocks[i].parallel(lane0, lane1, x0, self.parallel_resid_lambdas[i],
-                                                self.parallel_post_lambdas[i])
+                                                self.parallel_post_lambdas[i], cu_seqlens, max_seqlen)
                 continue
             if skips:
                 x = self._add_skip(x, skips.pop(), j)
-            x = self.blocks[i](x, x0)
+            x = self.blocks[i](x, x0, cu_seqlens, max_seqlen)
         if lanes is not None:
             final = self.cfg.parallel_final_lane
             x = lanes[0] if final == "attn" else lanes[1] if final == "mlp" else 0.5 * (lanes[0] + lanes[1])
@@ -202,9 +208,11 @@ class GPT(nn.Module):
         z = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
         return self.logit_softcap * torch.tanh(z / self.logit_softcap)
 
-    def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, reduction: str = "mean") -> Tensor:
-        """Mean cross-entropy (default), per-token losses (reduction="none", flat), or logits."""
-        h = self.hidden(input_ids)
+    def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, reduction: str = "mean",
+                cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """Mean cross-entropy (default), per-token losses (reduction="none", flat), or logits. ``cu_seqlens``: the
+        batch is one packed row of documents (int32 starts, the record's convention), attended one by one."""
+        h = self.hidden(input_ids, cu_seqlens, max_seqlen)
         if target_ids is None:
             return self.logits(h)
         logits = self.logits(h.reshape(-1, h.size(-1)))

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.core.model.docmask import document_attention
 from pgolf.core.quant import QuantSpec, fake_quant
 
 
@@ -67,11 +68,14 @@ class Rotary(nn.Module):
     def base_for(self, seq_len: int) -> float:
         return ntk_base(self.base, self.dim, seq_len, self.train_seq_len) if self.ntk else self.base
 
-    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype,
+                context_len: int = 0) -> tuple[Tensor, Tensor]:
+        """cos/sin for positions 0..seq_len-1; the NTK base is keyed on ``context_len`` when given (the longest
+        document of a document-masked batch: its positions run over the whole packed row, its context does not)."""
         # Recomputed per call (T x dim/2 elements: negligible). A cache would be shared between
         # inference_mode validation and autograd training, which torch refuses, and checking the
         # mode is something torch.compile cannot trace.
-        base = self.base_for(seq_len)
+        base = self.base_for(context_len or seq_len)
         inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base, self.inv_freq.dtype).to(device)
         t = torch.arange(seq_len, device=device, dtype=inv_freq.dtype)
         freqs = torch.outer(t, inv_freq)  # (T, dim/2)
@@ -90,7 +94,7 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor, rope_dims: int = 0) ->
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
                  train_seq_len: int, ntk: bool, rope_dims: int = 0, xsa: bool = False, gate_window: int = 0,
-                 gate_scale: float = 1.0):
+                 gate_scale: float = 1.0, doc_mask: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
@@ -105,23 +109,29 @@ class CausalSelfAttention(nn.Module):
         self.xsa = xsa
         # sparse output gate (PR #1855): per head, sigmoid(scale * W_h . x[:gate_window]); zero-init (no RNG draw)
         self.gate_window, self.gate_scale = gate_window, gate_scale
+        self.doc_mask = doc_mask  # model.doc_mask: forward takes cu_seqlens (a constant the submission bundle folds)
         if gate_window:
             self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, gate_window, dtype=torch.float32))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """``cu_seqlens`` (int32 document starts over the single packed row, then its length, padded with it; see
+        :func:`pgolf.core.model.docmask.build_cu_seqlens`): attention only within each document (``doc_mask``)."""
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (q.size(-1),))
         k = F.rms_norm(k, (k.size(-1),))
-        cos, sin = self.rotary(seqlen, x.device, q.dtype)
+        cos, sin = self.rotary(seqlen, x.device, q.dtype, max_seqlen if cu_seqlens is not None else 0)
         q = apply_rotary_emb(q, cos, sin, self.rope_dims)
         k = apply_rotary_emb(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(dtype=q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
-        )
+        if self.doc_mask and cu_seqlens is not None:
+            y = document_attention(q, k, v, cu_seqlens, max_seqlen)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None, is_causal=True, enable_gqa=(self.num_kv_heads != self.num_heads)
+            )
         if self.xsa:
             y = exclusive_attention(y, v)
         if self.gate_window:
