@@ -205,3 +205,21 @@ def test_stream_without_documents_is_a_clear_error():
 def test_bad_ttt_settings_name_their_key(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         apply_overrides(Config(), {key: value})
+
+
+def test_trainer_reports_the_ttt_score_and_its_eval_time(micro, tmp_path):
+    """``eval.ttt=phased_lora`` on a trained micro model: the round-tripped weights are scored again with TTT; the
+    summary holds its loss, bpb, documents, phases and wall time beside the 600 s budget, the log its lines."""
+    from pgolf.core.train import train
+
+    cfg = micro(**{"eval.max_tokens": 3000, "train.iterations": 2, "eval.ttt": "phased_lora",
+                   "eval.ttt_lora_rank": 4, "eval.ttt_chunk_size": 64, "eval.ttt_eval_seq_len": 128,
+                   "eval.ttt_batch_size": 4, "eval.ttt_prefix_docs": 1, "eval.ttt_global_chunk_tokens": 512,
+                   "eval.ttt_global_batch_seqs": 4})
+    s = train(cfg, tmp_path / "ttt", console=False)
+    assert s["ttt_mode"] == "phased_lora" and s["ttt_docs"] >= 1 and s["ttt_global_phases"] == 1
+    assert s["eval_budget_s"] == 600.0 and 0 < s["ttt_eval_time_s"] < 600 and np.isfinite(s["ttt_val_bpb"])
+    assert 0 < s["ttt_tokens_scored"] <= s["val_tokens_scored"]  # documents only (tokens before a first BOS not)
+    assert s["ttt_val_bpb"] != s["q_val_bpb"]
+    log = (tmp_path / "ttt" / "train.log").read_text()
+    assert "_ttt_phased val_loss:" in log and "ttt_eval_time:" in log and "ttpp: phase:1/1" in log

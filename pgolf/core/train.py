@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf.core import accounting, gptq, optim
+from pgolf.core import accounting, gptq, optim, ttt
 from pgolf.core.averaging import WeightAverager
 from pgolf.core.config import Config, ConfigError
 from pgolf.core.data.identity import check_same_dataset
@@ -643,6 +643,23 @@ class Trainer:
             (self.run_dir / TRAINING_END).unlink(missing_ok=True)  # the run is finished: nothing left to resume
         return summary
 
+    def _score_ttt(self, tag: str) -> dict[str, Any]:
+        """``eval.ttt``: the round-tripped weights scored again with test-time training (pgolf.core.ttt, on a copy),
+        its wall time beside the challenge's evaluation budget."""
+        c, d = self.cfg, self.d
+        res = ttt.eval_ttt_phased(self.base, self.val_final, self.luts, c.eval, bos_id=c.model.bos_id,
+                                  global_seq_len=c.eval.ttt_global_seq_len or c.eval.seq_len or c.train.train_seq_len,
+                                  seed=c.train.seed, rank=d.rank, world_size=d.world_size, device=d.device,
+                                  autocast=self.use_autocast, log=self.log if d.master else None)
+        self.log(f"final_{tag}_ttt_phased val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "
+                 f"eval_time:{1000.0 * res.eval_time_s:.0f}ms")
+        self.log(f"ttt_eval_time:{res.eval_time_s:.1f}s (challenge eval budget {ttt.EVAL_BUDGET_SECONDS:.0f}s on "
+                 f"8xH100; here {d.world_size}x{d.device.type})")
+        return {"ttt_mode": c.eval.ttt, "ttt_val_loss": res.val_loss, "ttt_val_bpb": res.val_bpb,
+                "ttt_tokens_scored": res.tokens, "ttt_bytes_scored": res.bytes, "ttt_docs": res.docs,
+                "ttt_global_phases": res.phases, "ttt_eval_time_s": res.eval_time_s,
+                "eval_budget_s": ttt.EVAL_BUDGET_SECONDS}
+
     def _save_raw(self, state: dict[str, torch.Tensor], averaged: bool, note: str = "") -> None:
         """``final_model.pt``, and beside it ``training_end.json``: what :meth:`finish_from_raw` needs to export
         and score these weights on ``--resume`` without training again (removed when the run finishes)."""
@@ -756,6 +773,7 @@ class Trainer:
                  f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
         self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
         check_finite_score(f"final_{tag}_roundtrip", q, restored)
+        ttt_fields = self._score_ttt(tag) if cfg.eval.ttt != "off" else {}
         summary = {
             "status": "finished", "name": self.run_dir.name if self.run_dir else None, **self.labels, "steps": step,
             "train_time_ms": training_time_ms,
@@ -777,6 +795,7 @@ class Trainer:
             "dataset_sha256": self.dataset_id.sha256, "dataset_path": self.dataset_id.path,
             "unigram_val_bpb": self.dataset_id.unigram_val_bpb,
         }
+        summary.update(ttt_fields)
         if over_cap and cfg.export.require_fit:
             summary.update(status="failed", error=f"export.require_fit: {over_cap}")
         self.out.json("summary.json", summary)

@@ -418,6 +418,8 @@ def eval_ttt_phased(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, ev: Ev
     if world_size > 1:
         for t in (loss_sum, byte_sum, tok_sum):
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     val_loss = (loss_sum / tok_sum).item()
     return TTTResult(val_loss, bits_per_byte(val_loss, tok_sum.item(), byte_sum.item()), int(tok_sum.item()),
                      int(byte_sum.item()), len(docs), len(ends), time.perf_counter() - t_start)
