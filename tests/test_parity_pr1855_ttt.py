@@ -30,7 +30,8 @@ from pgolf.core.model import build_model  # noqa: E402
 # adapters), windows of 24 that slide over documents longer than that, 2 global phases after 5 documents with
 # several LR chunks, K/O/MLP adapters on, the loop (one adapter per block call), the two-lane decoder, both gates.
 # The global phase's sequences are 64 long and no document is longer, so no attention segment is cut inside a
-# document (see CUT_ENV); TRAIN_SEQ_LEN=128 keeps the record's RoPE unscaled (it rescales past that length).
+# document (see CUT_ENV). TRAIN_SEQ_LEN=128: pgolf's NTK RoPE (eval.ntk) rescales calls longer than the
+# training length, the record's (ROPE_YARN=0, its run's setting) never does; no call here is longer than 128.
 TTT_ENV = {"TTT_ENABLED": "1", "TTT_LORA_RANK": "4", "TTT_CHUNK_SIZE": "8", "TTT_EVAL_SEQ_LEN": "24",
            "TTT_BATCH_SIZE": "3", "TTT_LORA_LR": "0.01", "TTT_WEIGHT_DECAY": "0.5", "TTT_BETA2": "0.99",
            "PHASED_TTT_PREFIX_DOCS": "5", "PHASED_TTT_NUM_PHASES": "2", "GLOBAL_TTT_LR": "0.01",
