@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgolf.core.config import EvalConfig, ConfigError
+from pgolf.core.config import ConfigError, EvalConfig
 from pgolf.core.evaluate import ByteLUTs, bits_per_byte
 
 EVAL_BUDGET_SECONDS = 600.0  # the challenge's evaluation limit (on 8xH100)
