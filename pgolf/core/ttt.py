@@ -290,22 +290,23 @@ def global_phase(model: nn.Module, tokens: Tensor, ev: EvalConfig, seq_len: int,
         for g in opt.param_groups:
             g["lr"] = lr
         s0, s1 = n_seqs * rank // world_size, n_seqs * (rank + 1) // world_size
+        batch = ev.ttt_global_batch_seqs
+        steps = math.ceil(math.ceil(n_seqs / world_size) / batch)  # every rank steps as often as the busiest
         for _ in range(ev.ttt_global_epochs):
-            for b0 in range(s0, s1, ev.ttt_global_batch_seqs):
-                b1 = min(b0 + ev.ttt_global_batch_seqs, s1)
-                t_start, t_end = c0 + b0 * seq_len, c0 + b1 * seq_len + 1
-                if t_end > tokens.numel():
-                    continue
-                local = tokens[t_start:t_end].to(device=device, dtype=torch.int64)
+            for i in range(steps):
+                b0, b1 = s0 + i * batch, min(s0 + (i + 1) * batch, s1)
                 opt.zero_grad(set_to_none=True)
-                with ctx:
-                    loss = masked_mean_loss(model, local[:-1], local[1:], bos_id, seq_len)
-                loss.backward()
+                if b0 < b1:  # a rank with fewer sequences adds zero gradients for its missing steps
+                    local = tokens[c0 + b0 * seq_len:c0 + b1 * seq_len + 1].to(device=device, dtype=torch.int64)
+                    with ctx:
+                        loss = masked_mean_loss(model, local[:-1], local[1:], bos_id, seq_len)
+                    loss.backward()
                 if world_size > 1:
                     for p in params:
-                        if p.grad is not None:
-                            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                            p.grad.mul_(1.0 / world_size)
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                        p.grad.mul_(1.0 / world_size)
                 if ev.ttt_global_grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, ev.ttt_global_grad_clip)
                 opt.step()
