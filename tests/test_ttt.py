@@ -200,6 +200,11 @@ def test_stream_without_documents_is_a_clear_error():
                             seed=0)
 
 
+def test_ttt_without_a_bos_token_is_refused_by_the_config():
+    with pytest.raises(ConfigError, match=r"eval\.ttt: 'phased_lora' reads documents from BOS tokens"):
+        apply_overrides(Config(), {"eval.ttt": "phased_lora", "model.bos_id": -1})
+
+
 @pytest.mark.parametrize("key,value", [("eval.ttt_chunk_size", 0), ("eval.ttt_beta2", 1.0),
                                        ("eval.ttt_prefix_docs", -1), ("eval.ttt", "lora")])
 def test_bad_ttt_settings_name_their_key(key, value):

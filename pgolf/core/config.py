@@ -511,6 +511,8 @@ class Config:
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
         _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
                "eval.window_rule", f"{ev.window_rule!r} needs sliding windows (0 < eval.stride < eval seq_len)")
+        _check(ev.ttt == "off" or self.model.bos_id >= 0, "eval.ttt",
+               f"{ev.ttt!r} reads documents from BOS tokens: expected model.bos_id >= 0, got {self.model.bos_id}")
         unknown = [p for p in self.export.control_exclude if p not in self.model.control_patterns]
         _check(not unknown, "export.control_exclude",
                f"expected patterns of model.control_patterns {list(self.model.control_patterns)}, got {unknown}")
