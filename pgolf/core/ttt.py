@@ -21,6 +21,8 @@ Distributed: ranks take the batches of each phase's stretch of the queue round-r
 first-come through lock files), the global phase splits its sequences across ranks and averages gradients, and
 the sums are all-reduced. On one process the order equals the record's; on several, a rank's warm-started A
 passes through other batches than the record's (first-come) would give it, so the numbers may differ slightly.
+The other documented difference (docs/records-pr1855.md): in the global phase a document longer than the sequence
+length is cut into attention segments, and pgolf's SmearGate does not read across such a cut (the record's does).
 """
 
 from __future__ import annotations
