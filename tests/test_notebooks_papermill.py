@@ -35,6 +35,7 @@ PARAMS = {
                        "compressors": ["zlib", "zstd"], "prune_fracs": [0.0, 0.03], "calibrate": False},
     "06_frontier": {"overrides": {**SMOKE, "train.iterations": 4}, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048,
                     "calibration_batches": 2},
+    "07_test_time_training": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048},
 }
 FIGURES = {
     "00_quickstart": ["quickstart.svg"],
@@ -44,6 +45,7 @@ FIGURES = {
     "04_eval": ["eval.svg"],
     "05_compression": ["compression.svg"],
     "06_frontier": ["frontier.svg"],
+    "07_test_time_training": [],  # a scratch study: tables only, nothing published under runs/ or figures/
 }
 
 

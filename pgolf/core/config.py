@@ -456,8 +456,45 @@ class EvalConfig:
     ntk: bool = True  # NTK-aware RoPE base when seq_len exceeds the real training length
     batch_seqs: int = 32  # windows per forward in sliding evaluation
     max_tokens: int = 0  # score only the first N validation tokens (CPU smoke runs); 0 = all (official)
+    # -- phased score-first LoRA test-time training (PR #1855; pgolf.core.ttt): an extra score of the quantized
+    #    model after the final evaluation. Defaults are the record's defaults; its run command sets chunk 48,
+    #    rank 80, beta2 0.99, weight decay 0.5, 2500 prefix docs, 3 phases.
+    ttt: Literal["off", "phased_lora"] = "off"
+    ttt_lora_rank: int = 96  # rank of each document's LoRA adapters (Q, K, V, O, MLP per block call, lm_head)
+    ttt_lora_alpha: float = 144.0  # adapter output scale alpha / rank
+    ttt_lora_lr: float = 1e-4  # AdamW learning rate of the adapters
+    ttt_warm_start_a: bool = True  # keep A across the documents of a phase (B is zeroed per document batch)
+    ttt_chunk_size: int = 48  # tokens scored, then trained on, per step of a document
+    ttt_eval_seq_len: int = 2048  # context window (tokens) of a chunk's forward
+    ttt_batch_size: int = 64  # documents per batched-adapter forward
+    ttt_grad_steps: int = 1  # adapter steps per scored chunk
+    ttt_weight_decay: float = 1.0  # AdamW decoupled weight decay of the adapters
+    ttt_beta1: float = 0.0
+    ttt_beta2: float = 0.999
+    ttt_k_lora: bool = True  # adapters on K, the MLP output and the attention output as well as Q, V, lm_head
+    ttt_mlp_lora: bool = True
+    ttt_o_lora: bool = True
+    ttt_prefix_docs: int = 2000  # documents scored before the global phases end; 0: no global phase
+    ttt_num_phases: int = 1  # global SGD phases, after prefix_docs * k / num_phases documents (k = 1..num_phases)
+    ttt_global_lr: float = 1e-3  # SGD on every weight over the scored prefix documents (cosine over chunks)
+    ttt_global_momentum: float = 0.9
+    ttt_global_epochs: int = 1
+    ttt_global_chunk_tokens: int = 32768  # tokens per LR step of the cosine; the last chunk is not trained on
+    ttt_global_batch_seqs: int = 32  # sequences per SGD step
+    ttt_global_seq_len: int = 0  # sequence length of the global phase; 0 = eval.seq_len or train_seq_len
+    ttt_global_warmup_chunks: int = 0
+    ttt_global_warmup_start_lr: float = 0.0
+    ttt_global_grad_clip: float = 1.0  # global grad-norm clip; 0 = none
 
     def __post_init__(self) -> None:
+        for name in ("ttt_lora_rank", "ttt_chunk_size", "ttt_eval_seq_len", "ttt_batch_size", "ttt_grad_steps",
+                     "ttt_num_phases", "ttt_global_chunk_tokens", "ttt_global_batch_seqs"):
+            _check(getattr(self, name) > 0, f"eval.{name}", f"expected > 0, got {getattr(self, name)}")
+        for name in ("ttt_prefix_docs", "ttt_global_epochs", "ttt_global_seq_len", "ttt_global_warmup_chunks",
+                     "ttt_global_grad_clip", "ttt_lora_lr", "ttt_weight_decay", "ttt_global_lr"):
+            _check(getattr(self, name) >= 0, f"eval.{name}", f"expected >= 0, got {getattr(self, name)}")
+        for name in ("ttt_beta1", "ttt_beta2", "ttt_global_momentum"):
+            _check(0 <= getattr(self, name) < 1, f"eval.{name}", f"expected in [0, 1), got {getattr(self, name)}")
         _check(self.seq_len >= 0, "eval.seq_len", "expected >= 0")
         _check(self.stride >= 0, "eval.stride", "expected >= 0")
         _check(self.batch_seqs > 0, "eval.batch_seqs", "expected > 0")
@@ -483,6 +520,8 @@ class Config:
             _check(ev.stride <= L, "eval.stride", f"expected <= eval seq_len {L}, got {ev.stride}")
         _check(ev.window_rule == "once" or 0 < ev.stride < (ev.seq_len or self.train.train_seq_len),
                "eval.window_rule", f"{ev.window_rule!r} needs sliding windows (0 < eval.stride < eval seq_len)")
+        _check(ev.ttt == "off" or self.model.bos_id >= 0, "eval.ttt",
+               f"{ev.ttt!r} reads documents from BOS tokens: expected model.bos_id >= 0, got {self.model.bos_id}")
         unknown = [p for p in self.export.control_exclude if p not in self.model.control_patterns]
         _check(not unknown, "export.control_exclude",
                f"expected patterns of model.control_patterns {list(self.model.control_patterns)}, got {unknown}")

@@ -105,6 +105,30 @@ ENV_KEYS: dict[str, str] = {
     "LQER_FACTOR_BITS": "export.lqer_factor_bits",
     "LQER_ASYM_GROUP": "export.lqer_asym_group",
     "CASEOPS_ENABLED": "data.caseops",  # val_bpb from the byte sidecar (the record: also its CaseOps data paths)
+    # PR #1855's phased LoRA test-time training (TTT_ENABLED and the adapter class's TTT_LORA_ALPHA /
+    # TTT_WARM_START_A: ENV_SPECIAL)
+    "TTT_LORA_RANK": "eval.ttt_lora_rank",
+    "TTT_LORA_LR": "eval.ttt_lora_lr",
+    "TTT_CHUNK_SIZE": "eval.ttt_chunk_size",
+    "TTT_EVAL_SEQ_LEN": "eval.ttt_eval_seq_len",
+    "TTT_BATCH_SIZE": "eval.ttt_batch_size",
+    "TTT_GRAD_STEPS": "eval.ttt_grad_steps",
+    "TTT_WEIGHT_DECAY": "eval.ttt_weight_decay",
+    "TTT_BETA1": "eval.ttt_beta1",
+    "TTT_BETA2": "eval.ttt_beta2",
+    "TTT_K_LORA": "eval.ttt_k_lora",
+    "TTT_MLP_LORA": "eval.ttt_mlp_lora",
+    "TTT_O_LORA": "eval.ttt_o_lora",
+    "PHASED_TTT_PREFIX_DOCS": "eval.ttt_prefix_docs",
+    "PHASED_TTT_NUM_PHASES": "eval.ttt_num_phases",
+    "GLOBAL_TTT_LR": "eval.ttt_global_lr",
+    "GLOBAL_TTT_MOMENTUM": "eval.ttt_global_momentum",
+    "GLOBAL_TTT_EPOCHS": "eval.ttt_global_epochs",
+    "GLOBAL_TTT_CHUNK_TOKENS": "eval.ttt_global_chunk_tokens",
+    "GLOBAL_TTT_BATCH_SEQS": "eval.ttt_global_batch_seqs",
+    "GLOBAL_TTT_WARMUP_START_LR": "eval.ttt_global_warmup_start_lr",
+    "GLOBAL_TTT_WARMUP_CHUNKS": "eval.ttt_global_warmup_chunks",
+    "GLOBAL_TTT_GRAD_CLIP": "eval.ttt_global_grad_clip",
 }
 
 
@@ -186,11 +210,29 @@ def _env_special(name: str, value: str) -> dict[str, Any]:
         return {"export.bits_attn": bits, "export.bits_mlp": bits}
     if name == "EMBED_BITS":  # the records' embedding: pgolf's embed/head class takes export.bits_other
         return {"export.bits_other": _env_quant_bits(name, value)}
+    if name == "TTT_ENABLED":  # PR #1855: its only test-time training is the phased LoRA one
+        return {"eval.ttt": "phased_lora" if _env_bool(name, value) else "off"}
+    if name == "TTT_LORA_ALPHA":
+        return _env_mapped_to(name, value, "eval.ttt_lora_alpha")
+    if name == "TTT_WARM_START_A":
+        return {"eval.ttt_warm_start_a": _env_bool(name, value)}
+    if name == "TTT_OPTIMIZER":
+        if value.strip().lower() != "adam":
+            raise _env_error(name, value, "pgolf's test-time training has the record's default optimizer only: "
+                                          "expected 'adam' (AdamW)")
+        return {}
+    if name == "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES":
+        if not _env_bool(name, value):
+            raise _env_error(name, value, "pgolf's global TTT phase always masks attention at document starts: "
+                                          "expected 1")
+        return {}
     raise KeyError(name)
 
 
 ENV_SPECIAL = ("USE_SWIGLU", "QAT", "QUANT_BITS", "FP16_EMBED", "SMEAR_GATE", "BIGRAM_HASH", "SWA_ENABLED",
-               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED", "LQER_ENABLED", "LQER_ASYM_ENABLED")
+               "QAT_FRACTION", "MATRIX_BITS", "EMBED_BITS", "SMEAR_GATE_ENABLED", "LQER_ENABLED", "LQER_ASYM_ENABLED",
+               "TTT_ENABLED", "TTT_LORA_ALPHA", "TTT_WARM_START_A", "TTT_OPTIMIZER",
+               "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES")
 
 # The records' depth recurrence (PR #1394, #1855): blocks LOOP_START..LOOP_END (inclusive) run NUM_LOOPS extra
 # times; NUM_LOOPS=0 turns it off (the records then ignore the range).
@@ -228,7 +270,10 @@ def _env_loop(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _env_mapped(name: str, value: str) -> dict[str, Any]:
-    key = ENV_KEYS[name]
+    return _env_mapped_to(name, value, ENV_KEYS[name])
+
+
+def _env_mapped_to(name: str, value: str, key: str) -> dict[str, Any]:
     section, field_name = key.split(".")
     try:
         return {key: _coerce(value, _field_types(_SECTION_TYPES[section])[field_name], key)}

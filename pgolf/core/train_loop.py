@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf.core import accounting, gptq, optim
+from pgolf.core import accounting, gptq, optim, ttt
 from pgolf.core.averaging import WeightAverager
 from pgolf.core.config import Config, ConfigError
 from pgolf.core.evaluate import EvalResult, compile_for_eval, eval_official, eval_windows, window_mode
@@ -555,6 +555,23 @@ class TrainLoop:
         """What the summary adds at its end (the run folder: the dataset's identity)."""
         return {}
 
+    def _score_ttt(self, tag: str) -> dict[str, Any]:
+        """``eval.ttt``: the round-tripped weights scored again with test-time training (pgolf.core.ttt, on a copy),
+        its wall time beside the challenge's evaluation budget."""
+        c, d = self.cfg, self.d
+        res = ttt.eval_ttt_phased(self.base, self.val_final, self.luts, c.eval, bos_id=c.model.bos_id,
+                                  global_seq_len=c.eval.ttt_global_seq_len or c.eval.seq_len or c.train.train_seq_len,
+                                  seed=c.train.seed, rank=d.rank, world_size=d.world_size, device=d.device,
+                                  autocast=self.use_autocast, log=self.log if d.master else None)
+        self.log(f"final_{tag}_ttt_phased val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} "
+                 f"eval_time:{1000.0 * res.eval_time_s:.0f}ms")
+        self.log(f"ttt_eval_time:{res.eval_time_s:.1f}s (challenge eval budget {ttt.EVAL_BUDGET_SECONDS:.0f}s on "
+                 f"8xH100; here {d.world_size}x{d.device.type})")
+        return {"ttt_mode": c.eval.ttt, "ttt_val_loss": res.val_loss, "ttt_val_bpb": res.val_bpb,
+                "ttt_tokens_scored": res.tokens, "ttt_bytes_scored": res.bytes, "ttt_docs": res.docs,
+                "ttt_global_phases": res.phases, "ttt_eval_time_s": res.eval_time_s,
+                "eval_budget_s": ttt.EVAL_BUDGET_SECONDS}
+
     def _score_and_export(self, state: dict[str, torch.Tensor], averaged: bool) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
         if self.hooks.before_export is not None:
@@ -602,6 +619,7 @@ class TrainLoop:
                  f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
         self.log(f"final_{tag}_roundtrip_exact val_loss:{q.val_loss:.8f} val_bpb:{q.val_bpb:.8f}")
         check_finite_score(f"final_{tag}_roundtrip", q, restored)
+        ttt_fields = self._score_ttt(tag) if cfg.eval.ttt != "off" else {}
         summary = {
             "status": "finished", "name": self.name, **self.labels, "steps": step,
             "train_time_ms": training_time_ms,
@@ -619,7 +637,7 @@ class TrainLoop:
             "qat_step": self.qat.qat_step, "loop_step": self.loop.loop_step,
             "averaged_snapshots": self.averager.count, "export_ms": export_ms,
             "training_cap_seconds": cfg.training_cap_seconds,
-            "device": d.device.type, "world_size": d.world_size, **self._summary_records(),
+            "device": d.device.type, "world_size": d.world_size, **self._summary_records(), **ttt_fields,
         }
         if over_cap and cfg.export.require_fit:
             summary.update(status="failed", error=f"export.require_fit: {over_cap}")
