@@ -343,13 +343,15 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
     record's diagnostic evaluation; it reads EVAL_STRIDE but never slides). 35,945,671 parameters. Claimed: 3-seed mean
     val_bpb 1.06108 (after phased LoRA TTT), artifact 15,901,919 bytes mean (31,999 of them code).
 
-    Not yet a switch (the record's value; pgolf trains and scores without it): CaseOps data (the lossless-caps
-    sp8192 tokenizer, CASEOPS_ENABLED=1) and its per-token byte sidecar for the bpb; the BOS-per-document
-    packing loader (pgolf: data.order=record_shuffled, PR #1394's loader) and document-masked (varlen) attention
-    in training and evaluation; phased LoRA test-time training at evaluation (PHASED_TTT_PREFIX_DOCS=2500,
-    PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=80, TTT_CHUNK_SIZE=48, TTT_BETA2=0.99, TTT_WEIGHT_DECAY=0.5,
-    GLOBAL_TTT_MOMENTUM=0.9; the record's score); the fused Triton kernels (softcapped CE, FUSED_CE_ENABLED=1,
-    and the LeakyReLU^2 MLP), numerics only.
+    Data and evaluation as the record: CaseOps data (``data.caseops``; build it with ``pgolf data build --caseops
+    --tokenizer <the record's fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model>`` and point ``data.path`` at
+    it) with val_bpb counted on the original bytes of the per-token sidecar; BOS-per-document packing
+    (``data.order=doc_packing``) with document-masked attention in training and evaluation (``model.doc_mask``);
+    phased score-first LoRA test-time training after the round trip (``eval.ttt=phased_lora``, the run command's
+    PHASED_TTT_PREFIX_DOCS=2500, PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=80, TTT_CHUNK_SIZE=48, TTT_BETA2=0.99,
+    TTT_WEIGHT_DECAY=0.5, GLOBAL_TTT_MOMENTUM=0.9). The record's score is the TTT score: pgolf's ``ttt_val_bpb``
+    (``q_val_bpb`` stays the round trip's plain score). Not a switch: the fused Triton kernels (softcapped CE,
+    FUSED_CE_ENABLED=1, and the LeakyReLU^2 MLP), speed only: pgolf runs the eager path, the same math.
 
     Deliberate differences (the switches in brackets restore the record; all of them: the preset
     ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp_as_pr``):
@@ -382,6 +384,10 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
         "export.lqer_rank": 4, "export.lqer_top_k": 3, "export.lqer_factor_bits": 4, "export.lqer_asym_group": 64,
         "export.compressor": "pergroup", "export.level": -1,
         "eval.seq_len": 2048, "eval.stride": 0, "eval.tail": "score",
+        "data.caseops": True, "data.order": "doc_packing", "model.doc_mask": True,
+        "eval.ttt": "phased_lora", "eval.ttt_prefix_docs": 2500, "eval.ttt_num_phases": 3, "eval.ttt_lora_rank": 80,
+        "eval.ttt_chunk_size": 48, "eval.ttt_beta2": 0.99, "eval.ttt_weight_decay": 0.5,
+        "eval.ttt_global_momentum": 0.9,
     })
 
 
@@ -397,9 +403,10 @@ def pr1868_smeargate_bosfix_3seed() -> Config:
     original runs: 0.5). 35,945,671 parameters. Claimed: 3-seed mean val_bpb 1.06145 (original) / 1.06141 (rerun)
     after phased LoRA TTT; artifact 15,952,086 bytes (seed 42, code included).
 
-    Not yet a switch: as for ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (CaseOps data and byte sidecar, the
-    BOS-per-document loader and document-masked attention, phased LoRA TTT with PHASED_TTT_PREFIX_DOCS=2000,
-    PHASED_TTT_NUM_PHASES=3, TTT_LORA_RANK=96, TTT_WEIGHT_DECAY=1.0, TTT_BETA2=0.999, the fused kernels).
+    Data and evaluation as ``pr1855_sp8192_lqer_sparsegate_bossmear_9hp`` (CaseOps with the byte sidecar,
+    BOS-per-document packing with document-masked attention), with phased LoRA TTT at the #1787 defaults:
+    PHASED_TTT_PREFIX_DOCS=2000, TTT_LORA_RANK=96, TTT_WEIGHT_DECAY=1.0, TTT_BETA2=0.999, GLOBAL_TTT_MOMENTUM=0.9,
+    3 phases. Not a switch: the fused kernels (speed only).
 
     Deliberate differences (the switches in brackets restore the record; all of them: the preset
     ``pr1868_smeargate_bosfix_3seed_as_pr``):
@@ -417,6 +424,7 @@ def pr1868_smeargate_bosfix_3seed() -> Config:
         "export.sdclip_sigmas_mlp": 12.0, "export.sdclip_sigmas_embed": 15.0, "export.gate_int8": False,
         "export.compressor": "brotli", "export.level": 11, "export.gptq_reserve_seconds": 8.0,
         "train.val_loss_every": 4000,
+        "eval.ttt_prefix_docs": 2000, "eval.ttt_lora_rank": 96, "eval.ttt_weight_decay": 1.0, "eval.ttt_beta2": 0.999,
     })
 
 
