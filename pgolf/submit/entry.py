@@ -18,6 +18,7 @@ that changes one of them is refused in one line (:func:`check_folded`). pgolf it
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -59,25 +60,33 @@ def check_folded(cfg: Config, environ) -> None:
 
 
 class ScriptSink:
-    """The official script's outputs (rank 0): each log line printed and appended to ``logfile``, the artifact
-    written under its name in the current directory. Metrics rows and the summary are not kept (the log lines
-    carry them, as the official script's do)."""
+    """The official script's outputs (rank 0): each log line printed and appended to ``logfile``, each metrics row
+    appended as one JSON line to ``<logfile stem>.metrics.jsonl`` beside it (exact floats; the log prints 4
+    decimals), the artifact written under its name in the current directory (through a temporary file, so a crash
+    never leaves a partial artifact under the real name). The summary is not kept: the log lines carry it, as the
+    official script's do."""
 
     def __init__(self, logfile: Path):
         self.logfile = logfile
+        self.metrics = logfile.with_name(logfile.stem + ".metrics.jsonl")
+
+    def _append(self, path: Path, line: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            print(line, file=f)
 
     def log(self, msg: str, console: bool = True) -> None:
         if console:
             print(msg, flush=True)
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.logfile, "a", encoding="utf-8") as f:
-            print(msg, file=f)
+        self._append(self.logfile, msg)
 
     def metric(self, **row: Any) -> None:
-        pass
+        self._append(self.metrics, json.dumps(row))
 
     def artifact(self, filename: str, blob: bytes, report: dict[str, Any]) -> None:
-        Path(filename).write_bytes(blob)
+        tmp = Path(f"{filename}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, filename)
 
     def summary(self, summary: dict[str, Any]) -> None:
         pass
