@@ -53,6 +53,7 @@ from pgolf.core.data.loader import DatasetNotFoundError
 from pgolf.core.paths import runs_dir
 from pgolf.core.records import RunRecordError, read_json_object
 from pgolf.core.runs import atomic_write_json, read_status
+from pgolf.core.runtime import training_process_env
 from pgolf.research import behaviour
 from pgolf.research.launchers import PlanOnly, Resources, get_launcher, make_plan
 from pgolf.research.results import read_run, runs_frame
@@ -160,13 +161,14 @@ def write_behaviour(run_dir: Path, cfg: Config) -> None:
 
 
 def command(run: PlannedRun, ablation: str, nproc_per_node: int, write: bool = True) -> tuple[list[str], dict[str, str]]:
-    """The command that trains ``run`` on this machine and its environment; ``write``: also write the config
+    """The command that trains ``run`` on this machine and its environment (one thread, unbuffered output and, unless
+    on CUDA, :func:`~pgolf.core.runtime.training_process_env`'s malloc settings); ``write``: also write the config
     file the command names (``runs/<ablation>/.<run>.config.json``; a plan only shows the command)."""
     cfg_file = run.path.parent / f".{run.path.name}.config.json"
     if write:
         run.path.parent.mkdir(parents=True, exist_ok=True)
         cfg_file.write_text(run.cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **training_process_env(run.cfg)}
     if nproc_per_node > 1:
         cmd = [sys.executable, "-m", "pgolf", "train", "--config", str(cfg_file), "--run-dir", str(run.path),
                "--nproc-per-node", str(nproc_per_node), "--labels-json", labels_json(run, ablation)]
