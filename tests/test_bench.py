@@ -89,7 +89,7 @@ def test_bench_loop_plans_each_variant_from_its_own_code_and_strips_the_benchs_e
     env = child_env(tree, {"X": "1"})
     assert "MALLOC_MMAP_MAX_" not in env and env["PYTHONPATH"] == str(tree) and env["X"] == "1"
     cmd, extra = plan(Variant("new", "working tree", tree), "micro", 3, tmp_path)
-    assert cmd[1:3] == ["-m", "pgolf.research.ablate"] and cmd[3] == str(tmp_path / "new.config.json")
+    assert cmd[1:3] == ["-m", "pgolf.research.ablate_worker"] and cmd[3] == str(tmp_path / "new.config.json")
     assert cmd[4] == str(tmp_path / "new-probe")
     assert extra["MALLOC_MMAP_MAX_"] == "0" and extra["OMP_NUM_THREADS"] == "1"
     cfg = json.loads((tmp_path / "new.config.json").read_text())
@@ -100,10 +100,10 @@ def test_bench_loop_report_says_whether_the_scores_agree(tmp_path):
     from pgolf.running.bench_loop import Timing, format_loop_report, summarize
     same = {"val_loss": 3.8, "val_bpb": 2.1, "q_val_loss": 3.9, "q_val_bpb": 2.2, "artifact_bytes": 5,
             "artifact_sha256": "ab" * 32}
-    ts = [Timing("baseline", 0, 60.0, 70.0, 1400.0, 1.0, 1.5, same),
-          Timing("new", 0, 30.0, 40.0, 700.0, 1.5, 1.2, same),
-          Timing("new", 1, 40.0, 44.0, 700.0, 1.0, 1.0, same),
-          Timing("baseline", 1, 50.0, 60.0, 1400.0, 1.0, 1.0, {**same, "val_bpb": 2.1000000001})]
+    ts = [Timing("baseline", 0, 60.0, 9.0, 70.0, 1400.0, 1.0, 1.5, same),
+          Timing("new", 0, 30.0, 1.0, 40.0, 700.0, 1.5, 1.2, same),
+          Timing("new", 1, 40.0, 1.0, 44.0, 700.0, 1.0, 1.0, same),
+          Timing("baseline", 1, 50.0, 9.0, 60.0, 1400.0, 1.0, 1.0, {**same, "val_bpb": 2.1000000001})]
     r = summarize(ts, {"baseline": "d82e96a", "new": "working tree"}, "micro", 0, tmp_path)
     assert r["cpu_ratio"] == pytest.approx(55.0 / 35.0) and r["wall_ratio"] == pytest.approx(65.0 / 42.0)
     assert not r["scores_identical"] and r["score_differences"] == ["baseline round 1: val_bpb 2.1000000001 != 2.1"]

@@ -7,7 +7,9 @@ a small script run under each tree asks it for the scale's control config
 (:func:`pgolf.research.protocol.control_config`) and for :func:`pgolf.research.ablate.command`'s command and
 environment, so a change to either (an allocator setting, a lighter entry point) is part of what is timed. The
 bench's own ``MALLOC_*`` and ``PYTHONPATH`` are not passed on; both variants read the same dataset
-(:func:`pgolf.core.paths.data_root`).
+(:func:`pgolf.core.paths.data_root`). The plan also fills the cache of the packed code's size
+(:func:`pgolf.core.accounting.code_bytes`, computed once per code and config), so no timed run pays for packing,
+as in a study where only an arm's first run does.
 
 Rounds alternate the order (baseline first, then the new code first, ...), so a change of load on a shared
 machine falls on both. Each run's CPU time is its user + system time from ``wait4`` (its own process and the
@@ -48,6 +50,8 @@ cfg = control_config(scale, {"train.seed": seed, "data.order_seed": seed})
 cfg_file.write_text(cfg.to_json())
 cmd, env = command(PlannedRun("control", seed, cfg, run_dir), "bench-loop", 1, write=False)
 cmd[cmd.index(str(run_dir.parent / f".{run_dir.name}.config.json"))] = str(cfg_file)
+from pgolf.core.accounting import code_bytes
+code_bytes(cfg)  # the packed-code size is cached per code and config: warm, as for all but a study's first run
 print(json.dumps({"cmd": cmd, "env": {k: v for k, v in env.items() if os.environ.get(k) != v}}))
 """
 
@@ -64,6 +68,7 @@ class Timing:
     variant: str
     round: int
     cpu_s: float
+    sys_s: float  # the system (kernel) part of cpu_s: page faults show here
     wall_s: float
     max_rss_mib: float
     load_before: float
@@ -111,8 +116,10 @@ def run_scores(run_dir: Path) -> dict[str, Any]:
     return scores
 
 
-def timed_run(cmd: list[str], env: dict[str, str], cwd: Path, run_dir: Path, log: Path) -> tuple[float, float, float]:
-    """(CPU seconds, wall seconds, peak RSS MiB) of one run, from wait4; raises if it fails."""
+def timed_run(cmd: list[str], env: dict[str, str], cwd: Path, run_dir: Path,
+              log: Path) -> tuple[float, float, float, float]:
+    """(CPU seconds, of them system seconds, wall seconds, peak RSS MiB) of one run, from wait4; raises if it
+    fails."""
     with open(log, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
@@ -121,7 +128,7 @@ def timed_run(cmd: list[str], env: dict[str, str], cwd: Path, run_dir: Path, log
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"bench loop: run {run_dir.name} failed with exit code {proc.returncode}; see {log}")
-    return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime, wall, usage.ru_maxrss / 1024
 
 
 def bench_loop(baseline_rev: str, scale: str = "micro", seed: int = 0, rounds: int = 2,
@@ -152,10 +159,11 @@ def bench_loop(baseline_rev: str, scale: str = "micro", seed: int = 0, rounds: i
                 run_dir = work / f"{v.name}-r{r}"
                 cmd = [str(run_dir) if a == str(work / f"{v.name}-probe") else a for a in cmd]  # plan's run folder
                 load_before = os.getloadavg()[0]
-                cpu, wall, rss = timed_run(cmd, child_env(v.tree, extra), v.tree, run_dir, work / f"{v.name}-r{r}.log")
-                t = Timing(v.name, r, cpu, wall, rss, load_before, os.getloadavg()[0], run_scores(run_dir))
+                cpu, sys_s, wall, rss = timed_run(cmd, child_env(v.tree, extra), v.tree, run_dir,
+                                                  work / f"{v.name}-r{r}.log")
+                t = Timing(v.name, r, cpu, sys_s, wall, rss, load_before, os.getloadavg()[0], run_scores(run_dir))
                 timings.append(t)
-                log(f"round {r} {v.name:<8} cpu:{cpu:.1f}s wall:{wall:.1f}s peak_rss:{rss:.0f}MiB "
+                log(f"round {r} {v.name:<8} cpu:{cpu:.1f}s (sys {sys_s:.1f}s) wall:{wall:.1f}s peak_rss:{rss:.0f}MiB "
                     f"load:{t.load_before:.2f}->{t.load_after:.2f}")
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(base_tree)], capture_output=True)
@@ -168,6 +176,7 @@ def summarize(timings: list[Timing], labels: dict[str, str], scale: str, seed: i
         ts = [t for t in timings if t.variant == name]
         per[name] = {"label": label, "runs": len(ts), "cpu_s": [t.cpu_s for t in ts], "wall_s": [t.wall_s for t in ts],
                      "cpu_s_mean": statistics.fmean(t.cpu_s for t in ts),
+                     "sys_s_mean": statistics.fmean(t.sys_s for t in ts),
                      "wall_s_mean": statistics.fmean(t.wall_s for t in ts),
                      "max_rss_mib": max(t.max_rss_mib for t in ts)}
     first = timings[0].scores
@@ -186,7 +195,7 @@ def format_loop_report(r: dict[str, Any]) -> str:
              f"load_average_end:{' '.join(f'{x:.2f}' for x in r['load_average_end'])}"]
     for name, v in r["variants"].items():
         lines.append(f"  {name:<8} ({v['label']}): runs:{v['runs']} cpu_mean:{v['cpu_s_mean']:.1f}s "
-                     f"[{' '.join(f'{x:.1f}' for x in v['cpu_s'])}] wall_mean:{v['wall_s_mean']:.1f}s "
+                     f"[{' '.join(f'{x:.1f}' for x in v['cpu_s'])}] sys_mean:{v['sys_s_mean']:.1f}s wall_mean:{v['wall_s_mean']:.1f}s "
                      f"[{' '.join(f'{x:.1f}' for x in v['wall_s'])}] peak_rss:{v['max_rss_mib']:.0f}MiB")
     lines.append(f"  cpu_ratio (baseline / new): {r['cpu_ratio']:.3f}x  wall_ratio: {r['wall_ratio']:.3f}x")
     if r["scores_identical"]:
