@@ -188,3 +188,12 @@ def test_official_eval_in_parts_gives_the_same_score():
     parts = eval_official(m, tokens, luts, 32, 32 * 8, 0, 1, 1, torch.device("cpu"), False, part_seqs=3)
     assert (parts.val_loss, parts.val_bpb, parts.tokens, parts.bytes) == \
         (whole.val_loss, whole.val_bpb, whole.tokens, whole.bytes)
+
+
+def test_the_trainer_evaluates_in_training_sized_parts_on_cpu_only_when_eager():
+    from pgolf.running.bench import build_trainer
+    from pgolf.running.presets import get_preset
+    tr = build_trainer(get_preset("micro"))
+    assert tr._official_eval_part_seqs() == 2048 // 128  # one training micro-batch: 16 sequences
+    tr.compiled = True
+    assert tr._official_eval_part_seqs() == 0

@@ -300,8 +300,9 @@ class Trainer:
     def _official_eval_part_seqs(self) -> int:
         """On CPU the official evaluator runs each validation batch (65,536 tokens a rank at micro scale) through
         the model in parts of a training micro-batch's sequences: the same bits (:func:`batch_mean_loss`), a
-        fraction of the memory, and less time. 0 (the whole batch at once) on CUDA."""
-        if self.d.device.type == "cuda":
+        fraction of the memory, and less time. 0 (the whole batch at once) on CUDA and for a compiled model, whose
+        generated kernels may round a per-token loss differently from the mean's."""
+        if self.d.device.type == "cuda" or self.compiled:
             return 0
         t = self.cfg.train
         return max(1, t.train_batch_tokens // (self.d.world_size * self.accum * t.train_seq_len))
