@@ -62,7 +62,7 @@ def setup_dist(cfg: Config) -> Dist:
 # 32 MiB (the logits, 2,048 x 1,024 fp32 = 8 MiB at micro scale) with its own mmap, or returns the top of the heap to
 # the kernel once more than twice that is free, so every step maps, page-faults (5-11 k faults a step) and zeroes
 # its big buffers again. With no mmap and a trim threshold above any run's heap the freed buffers stay in the heap
-# and are reused: a micro run takes about 1.4x less CPU time (docs/research-loop.md), its numbers unchanged
+# and are reused: a micro run loses about 13 of its 46 CPU-s (docs/cli.md, pgolf bench loop), its numbers unchanged
 # (malloc places memory, it computes nothing), at a higher peak RSS. glibc reads these variables once, when the
 # process starts, so they go into the environment of the processes pgolf starts; a value already set wins.
 CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}

@@ -52,7 +52,7 @@ from pgolf.core.config import Config, apply_overrides
 from pgolf.core.data.loader import DatasetNotFoundError
 from pgolf.core.paths import runs_dir
 from pgolf.core.records import RunRecordError, read_json_object
-from pgolf.core.runs import atomic_write_json, read_status
+from pgolf.core.runs import read_status
 from pgolf.core.runtime import training_process_env
 from pgolf.research import ablate_worker, behaviour
 from pgolf.research.ablate_worker import BEHAVIOUR, write_behaviour
