@@ -54,3 +54,17 @@ def test_mode_is_an_argument_and_the_environment_only_its_default(monkeypatch):
         default_mode()
     with pytest.raises(ValueError, match=r"ablate\(mode='fast'\)"):
         ablate("x", "tiny", {"a": {}}, seeds=[0], mode="fast")
+
+
+def test_a_cpu_run_starts_with_malloc_settings_that_keep_freed_buffers(micro, tmp_path, monkeypatch):
+    from pgolf.core.runtime import CPU_MALLOC_ENV, training_process_env
+    from pgolf.research.ablate import PlannedRun, command
+    for k in CPU_MALLOC_ENV:
+        monkeypatch.delenv(k, raising=False)
+    cfg = micro()
+    _, env = command(PlannedRun("control", 0, cfg, tmp_path / "control-s0-k"), "a", 1, write=False)
+    assert {k: env[k] for k in CPU_MALLOC_ENV} == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
+    assert training_process_env(cfg.replace({"train.device": "cuda"})) == {}
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")  # the user's own setting wins
+    _, env = command(PlannedRun("control", 0, cfg, tmp_path / "control-s0-k"), "a", 1, write=False)
+    assert env["MALLOC_MMAP_MAX_"] == "65536" and env["MALLOC_TRIM_THRESHOLD_"] == str(4 << 30)

@@ -74,3 +74,44 @@ def test_cli_bench_json():
         assert cli_main(["bench", "tiny", *SMALL, "--steps", "1", "--warmup", "1", "--json"]) == 0
     r = json.loads(buf.getvalue())["bench"]
     assert r["flops_per_token"] == 688_128 and r["step_ms"] > 0
+
+
+def test_bench_loop_plans_each_variant_from_its_own_code_and_strips_the_benchs_env(tmp_path, monkeypatch):
+    """The new variant's command is its ablation engine's, with the malloc settings; the bench's own MALLOC_*
+    and PYTHONPATH never reach a run (the baseline would otherwise inherit them)."""
+    from pathlib import Path
+
+    import pgolf
+    from pgolf.running.bench_loop import Variant, child_env, plan
+    tree = Path(pgolf.__file__).resolve().parents[1]
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "1")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = child_env(tree, {"X": "1"})
+    assert "MALLOC_MMAP_MAX_" not in env and env["PYTHONPATH"] == str(tree) and env["X"] == "1"
+    cmd, extra = plan(Variant("new", "working tree", tree), "micro", 3, tmp_path)
+    assert cmd[1:3] == ["-m", "pgolf.research.ablate_worker"] and cmd[3] == str(tmp_path / "new.config.json")
+    assert cmd[4] == str(tmp_path / "new-probe")
+    assert extra["MALLOC_MMAP_MAX_"] == "0" and extra["OMP_NUM_THREADS"] == "1"
+    cfg = json.loads((tmp_path / "new.config.json").read_text())
+    assert cfg["train"]["seed"] == cfg["data"]["order_seed"] == 3 and cfg["model"]["model_dim"] == 64
+
+
+def test_bench_loop_report_says_whether_the_scores_agree(tmp_path):
+    from pgolf.running.bench_loop import Timing, format_loop_report, summarize
+    same = {"val_loss": 3.8, "val_bpb": 2.1, "q_val_loss": 3.9, "q_val_bpb": 2.2, "artifact_bytes": 5,
+            "artifact_sha256": "ab" * 32}
+    ts = [Timing("baseline", 0, 60.0, 9.0, 70.0, 1400.0, 1.0, 1.5, same),
+          Timing("new", 0, 30.0, 1.0, 40.0, 700.0, 1.5, 1.2, same),
+          Timing("new", 1, 40.0, 1.0, 44.0, 700.0, 1.0, 1.0, same),
+          Timing("baseline", 1, 50.0, 9.0, 60.0, 1400.0, 1.0, 1.0, {**same, "val_bpb": 2.1000000001})]
+    r = summarize(ts, {"baseline": "d82e96a", "new": "working tree"}, "micro", 0, tmp_path)
+    assert r["cpu_ratio"] == pytest.approx(55.0 / 35.0) and r["wall_ratio"] == pytest.approx(65.0 / 42.0)
+    assert not r["scores_identical"] and r["score_differences"] == ["baseline round 1: val_bpb 2.1000000001 != 2.1"]
+    text = format_loop_report(r)
+    assert "cpu_ratio (baseline / new): 1.571x" in text and "SCORES DIFFER" in text
+    assert summarize(ts[:3], {"baseline": "b", "new": "w"}, "micro", 0, tmp_path)["scores_identical"]
+
+
+def test_bench_loop_refuses_an_unknown_revision(capsys):
+    assert cli_main(["bench", "loop", "--baseline-rev", "no-such-rev-h22f"]) == 2
+    assert "--baseline-rev 'no-such-rev-h22f'" in capsys.readouterr().err

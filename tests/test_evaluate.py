@@ -158,3 +158,42 @@ def test_fixed_batch_pads_without_changing_the_score():
     assert padded.val_loss == pytest.approx(plain.val_loss, rel=1e-6)  # batch shape may change CPU kernel rounding
     assert len(shapes) == n_plain
     assert {s[0] for s in shapes} == {4}, shapes  # every batch padded to 4 rows
+
+
+@pytest.mark.parametrize("part_seqs", [1, 5, 16])
+def test_a_batch_mean_in_parts_has_the_whole_batch_bits(part_seqs):
+    from pgolf.core.evaluate import batch_mean_loss
+    m, _ = _model_and_luts()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(0, 1024, (37, 32), generator=g), torch.randint(0, 1024, (37, 32), generator=g)
+    with torch.inference_mode():
+        assert torch.equal(batch_mean_loss(m, x, y, part_seqs), m(x, y))
+
+
+@pytest.mark.parametrize("n", [65_536, 50_176, 1_000])
+def test_nll_loss_of_minus_the_token_losses_sums_in_cross_entropys_order(n):
+    """The reduction batch_mean_loss relies on, at the official evaluator's batch sizes (65,536 and the 392-sequence
+    last batch of micro's validation split, where ``nll.mean()`` differs in the last bit)."""
+    g = torch.Generator().manual_seed(n)
+    logits, y = torch.randn(n, 64, generator=g) * 3, torch.randint(0, 64, (n,), generator=g)
+    nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    again = torch.nn.functional.nll_loss(nll.neg().unsqueeze(1), torch.zeros(n, dtype=torch.int64))
+    assert torch.equal(again, torch.nn.functional.cross_entropy(logits, y))
+
+
+def test_official_eval_in_parts_gives_the_same_score():
+    m, luts = _model_and_luts()
+    tokens = torch.randint(0, 1024, (32 * 23 + 1,), generator=torch.Generator().manual_seed(3))
+    whole = eval_official(m, tokens, luts, 32, 32 * 8, 0, 1, 1, torch.device("cpu"), False)
+    parts = eval_official(m, tokens, luts, 32, 32 * 8, 0, 1, 1, torch.device("cpu"), False, part_seqs=3)
+    assert (parts.val_loss, parts.val_bpb, parts.tokens, parts.bytes) == \
+        (whole.val_loss, whole.val_bpb, whole.tokens, whole.bytes)
+
+
+def test_the_trainer_evaluates_in_training_sized_parts_on_cpu_only_when_eager():
+    from pgolf.running.bench import build_trainer
+    from pgolf.running.presets import get_preset
+    tr = build_trainer(get_preset("micro"))
+    assert tr._official_eval_part_seqs() == 2048 // 128  # one training micro-batch: 16 sequences
+    tr.compiled = True
+    assert tr._official_eval_part_seqs() == 0

@@ -179,6 +179,24 @@ def test_result_counts_every_document_target_once():
     assert res.val_loss == pytest.approx(sum(scores.values()) / len(scores), rel=1e-9)
 
 
+def test_a_caseops_byte_sidecar_counts_the_bytes_by_stream_position():
+    """With a CaseOps sidecar the bytes of a scored target are ``sidecar[its stream position]``: a sidecar equal to
+    the tables' bytes gives the tables' result; one that doubles every byte halves the bpb, the loss unchanged."""
+    from pgolf.core.data.sidecar import SidecarBytes
+
+    cfg, tokens = _cfg(), _stream()
+    per_pos = torch.cat([torch.zeros(1, dtype=torch.int32),
+                         _luts().token_bytes(tokens[:-1], tokens[1:]).to(torch.int32)])  # position 0: no target
+    plain = ttt.eval_ttt_phased(_model(cfg), tokens, _luts(), cfg.eval, bos_id=BOS, global_seq_len=8, seed=0)
+    same = ttt.eval_ttt_phased(_model(cfg), tokens, SidecarBytes(per_pos, "test"), cfg.eval, bos_id=BOS,
+                               global_seq_len=8, seed=0)
+    double = ttt.eval_ttt_phased(_model(cfg), tokens, SidecarBytes(2 * per_pos, "test"), cfg.eval, bos_id=BOS,
+                                 global_seq_len=8, seed=0)
+    assert (same.val_loss, same.val_bpb, same.bytes) == (plain.val_loss, plain.val_bpb, plain.bytes)
+    assert double.val_loss == plain.val_loss and double.bytes == 2 * plain.bytes
+    assert double.val_bpb == pytest.approx(plain.val_bpb / 2, rel=1e-12)
+
+
 def test_windows_chunks_and_phases():
     assert ttt.find_docs(torch.tensor([5, 1, 3, 4, 1, 6, 1, 7, 8]), 1) == [(1, 4), (4, 3), (6, 3)]
     # chunk 2 of a 10-target document, chunks of 4, windows of 6: targets 8..9, inputs 4..9

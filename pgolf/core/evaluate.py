@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -128,11 +129,28 @@ def _sidecar(luts) -> bool:
     return hasattr(luts, "per_token")
 
 
+def batch_mean_loss(model: nn.Module, x: Tensor, y: Tensor, part_seqs: int = 0) -> Tensor:
+    """``model(x, y)``, the batch's mean cross-entropy; with ``part_seqs`` > 0 computed ``part_seqs`` rows at a time.
+
+    In parts, the model gives each part's per-token losses (``reduction="none"``) and the mean is taken by the
+    kernel that takes it for the whole batch: ``nll_loss`` (mean) of a one-class input holding minus each loss
+    sums exactly the log-probabilities the whole-batch ``cross_entropy`` sums, in the same (cascaded) order, and
+    divides by the same count. Rows are independent (causal attention within a row), so on CPU the result is
+    bit-identical to the whole batch at a fraction of its memory (``tests/test_evaluate.py`` checks the bits);
+    on CUDA a matmul's kernel may depend on the row count, so the trainer uses parts on CPU only."""
+    if part_seqs <= 0 or x.size(0) <= part_seqs:
+        return model(x, y).detach()
+    nll = torch.cat([model(x[i:i + part_seqs], y[i:i + part_seqs], reduction="none").detach()
+                     for i in range(0, x.size(0), part_seqs)])  # (B * T,) in the whole batch's order
+    return F.nll_loss(nll.neg().unsqueeze(1), torch.zeros_like(nll, dtype=torch.int64), reduction="mean")
+
+
 @torch.inference_mode()
 def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, val_batch_size: int,
                   rank: int, world_size: int, grad_accum_steps: int, device: torch.device,
-                  autocast: bool, *, doc_mask_bos: int | None = None) -> EvalResult:
-    """The official evaluator: non-overlapping windows, batch means weighted by batch size.
+                  autocast: bool, part_seqs: int = 0, *, doc_mask_bos: int | None = None) -> EvalResult:
+    """The official evaluator: non-overlapping windows, batch means weighted by batch size. ``part_seqs`` > 0:
+    each batch's mean goes through the model ``part_seqs`` sequences at a time (:func:`batch_mean_loss`).
 
     ``luts`` may be a byte sidecar (bytes of the target at stream position i: ``sidecar[i]``). ``doc_mask_bos`` (a
     token id, not None): each batch is one packed row attended document by document (segments from that BOS token,
@@ -160,7 +178,7 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
                 cu, _ = cu_seqlens_from_tokens(local[:-1], doc_mask_bos, seq_len)  # max_seqlen: seq_len bounds it
                 loss = model(x.reshape(1, -1), y.reshape(1, -1), cu_seqlens=cu, max_seqlen=seq_len).detach()
             else:
-                loss = model(x, y).detach()
+                loss = batch_mean_loss(model, x, y, part_seqs)
         loss_sum += loss.to(torch.float64) * float(y.numel())
         tok += float(y.numel())
         if _sidecar(luts):

@@ -58,6 +58,25 @@ def setup_dist(cfg: Config) -> Dist:
     return Dist(rank, world_size, local_rank, device, distributed)
 
 
+# glibc malloc settings for a CPU training process. By default glibc serves each buffer of more than 128 KiB to
+# 32 MiB (the logits, 2,048 x 1,024 fp32 = 8 MiB at micro scale) with its own mmap, or returns the top of the heap to
+# the kernel once more than twice that is free, so every step maps, page-faults (5-11 k faults a step) and zeroes
+# its big buffers again. With no mmap and a trim threshold above any run's heap the freed buffers stay in the heap
+# and are reused: a micro run loses about 13 of its 46 CPU-s (docs/cli.md, pgolf bench loop), its numbers unchanged
+# (malloc places memory, it computes nothing), at a higher peak RSS. glibc reads these variables once, when the
+# process starts, so they go into the environment of the processes pgolf starts; a value already set wins.
+CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
+
+
+def training_process_env(cfg: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables to add to ``environ`` for a process that trains ``cfg``: :data:`CPU_MALLOC_ENV` unless the run
+    is on CUDA (``train.device=cuda``) or ``environ`` already sets them."""
+    environ = os.environ if environ is None else environ
+    if cfg.train.device == "cuda":
+        return {}
+    return {k: v for k, v in CPU_MALLOC_ENV.items() if k not in environ}
+
+
 def grad_accum_steps(cfg: Config, world_size: int) -> int:
     if cfg.train.grad_accum_steps:
         return cfg.train.grad_accum_steps

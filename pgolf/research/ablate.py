@@ -52,8 +52,10 @@ from pgolf.core.config import Config, apply_overrides
 from pgolf.core.data.loader import DatasetNotFoundError
 from pgolf.core.paths import runs_dir
 from pgolf.core.records import RunRecordError, read_json_object
-from pgolf.core.runs import atomic_write_json, read_status
-from pgolf.research import behaviour
+from pgolf.core.runs import read_status
+from pgolf.core.runtime import training_process_env
+from pgolf.research import ablate_worker, behaviour
+from pgolf.research.ablate_worker import BEHAVIOUR, write_behaviour
 from pgolf.research.launchers import PlanOnly, Resources, get_launcher, make_plan
 from pgolf.research.results import read_run, runs_frame
 from pgolf.research.runkey import config_delta, dataset_sha256, key_of, run_key
@@ -72,8 +74,6 @@ def default_mode() -> AblateMode:
         raise ValueError(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}")
     return mode  # type: ignore[return-value]
 
-
-BEHAVIOUR = "behaviour.json"
 
 __all__ = ["PlanOnly", "StaleRunError", "ablate", "default_mode", "plan", "run_key", "stale_reason", "write_behaviour"]
 
@@ -154,24 +154,21 @@ def stale_reason(run: PlannedRun) -> str | None:
     return None if diff is None else f"the current code's behaviour differs: {diff}"
 
 
-def write_behaviour(run_dir: Path, cfg: Config) -> None:
-    """Record the fingerprint of ``cfg`` under the current code in ``run_dir`` (atomically)."""
-    atomic_write_json(Path(run_dir) / BEHAVIOUR, behaviour.fingerprint(cfg), allow_nan=False)
-
-
 def command(run: PlannedRun, ablation: str, nproc_per_node: int, write: bool = True) -> tuple[list[str], dict[str, str]]:
-    """The command that trains ``run`` on this machine and its environment; ``write``: also write the config
+    """The command that trains ``run`` on this machine and its environment (one thread, unbuffered output and, unless
+    on CUDA, :func:`~pgolf.core.runtime.training_process_env`'s malloc settings); ``write``: also write the config
     file the command names (``runs/<ablation>/.<run>.config.json``; a plan only shows the command)."""
     cfg_file = run.path.parent / f".{run.path.name}.config.json"
     if write:
         run.path.parent.mkdir(parents=True, exist_ok=True)
         cfg_file.write_text(run.cfg.to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **training_process_env(run.cfg)}
     if nproc_per_node > 1:
         cmd = [sys.executable, "-m", "pgolf", "train", "--config", str(cfg_file), "--run-dir", str(run.path),
                "--nproc-per-node", str(nproc_per_node), "--labels-json", labels_json(run, ablation)]
     else:
-        cmd = [sys.executable, "-m", "pgolf.research.ablate", str(cfg_file), str(run.path), labels_json(run, ablation)]
+        cmd = [sys.executable, "-m", "pgolf.research.ablate_worker", str(cfg_file), str(run.path),
+               labels_json(run, ablation)]
     return cmd, env
 
 
@@ -296,18 +293,5 @@ def ablate(ablation: str, base: str | Config, arms: Mapping[str, Mapping[str, An
     return table
 
 
-def _worker(argv: list[str]) -> int:
-    """``python -m pgolf.research.ablate CONFIG RUN_DIR LABELS_JSON``: one single-process run of an ablation."""
-    import torch
-
-    from pgolf.core.train import train
-    cfg_file, run_dir, labels = argv
-    torch.set_num_threads(1)
-    cfg = Config.from_json(cfg_file)
-    train(cfg, run_dir, labels=json.loads(labels))
-    write_behaviour(Path(run_dir), cfg)  # the code that trained the run, at the run's config
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1:]))
+if __name__ == "__main__":  # the worker's older entry point: pgolf.research.ablate_worker
+    sys.exit(ablate_worker.main(sys.argv[1:]))

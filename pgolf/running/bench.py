@@ -31,12 +31,13 @@ import argparse
 import json
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from pgolf.core.averaging import WeightAverager
-from pgolf.core.config import Config, apply_overrides
+from pgolf.core.config import Config, ConfigError, apply_overrides
 from pgolf.core.evaluate import ByteLUTs, eval_windows
 from pgolf.core.model.layers import CastedLinear
 from pgolf.core.train import Trainer
@@ -46,6 +47,7 @@ FLOPS_FORMULA = "6 * N_matmul + 12 * num_layers * seq_len * model_dim"
 PEAK_FLOPS = {"H100 SXM bf16 dense": 989e12, "H200 bf16 dense": 989e12}
 ASSUMED_BUS_GBPS = 360.0  # NCCL all-reduce bus bandwidth on 8x H100 SXM (NVLink 4), large messages
 OFFICIAL_GPUS = 8
+LOOP = "loop"  # ``pgolf bench loop``: the research-loop bench of pgolf.running.bench_loop, not a preset
 
 
 # -- counting ---------------------------------------------------------------------------------------
@@ -359,6 +361,12 @@ def format_report(name: str, r: dict[str, Any], opts: dict[str, Any] | None = No
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from pgolf.running.cli import resolve_config
+    if args.preset == LOOP:
+        if args.overrides or args.config:
+            raise ConfigError("pgolf bench loop takes no overrides or --config: it runs a research scale's control "
+                              "(--scale, --seed)")
+        from pgolf.running.bench_loop import cmd_bench_loop
+        return cmd_bench_loop(args)
     cfg = resolve_config(args.preset, args.overrides, args.config)
     if args.eval:
         e = bench_eval(cfg, args.eval_windows)
@@ -395,4 +403,12 @@ def register(subparsers) -> None:
                    help="time only sliding-window evaluation: with the model, and with a free forward (bookkeeping)")
     b.add_argument("--eval-windows", type=int, default=2048, help="windows for --eval's free-forward timing")
     b.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    loop = b.add_argument_group(f"pgolf bench {LOOP}: one research-scale run of --baseline-rev and of this working "
+                                "tree, side by side, interleaved; CPU and wall time, their ratio, identical scores "
+                                "(pgolf.running.bench_loop)")
+    loop.add_argument("--baseline-rev", default="HEAD", help="the git revision to compare with (default HEAD)")
+    loop.add_argument("--scale", default="micro", help="the research scale whose control run is timed (default micro)")
+    loop.add_argument("--seed", type=int, default=0, help="its replicate (train.seed and data.order_seed)")
+    loop.add_argument("--rounds", type=int, default=2, help="runs of each variant, order alternating (default 2)")
+    loop.add_argument("--keep", type=Path, help="keep the runs and logs in this folder (default: a temporary one)")
     b.set_defaults(func=cmd_bench)

@@ -6,9 +6,10 @@
     python -m torch.distributed.run --standalone --nproc_per_node N --log-dir <run>/launch/logs
         --redirects 3 --tee 3 -m pgolf.running.worker --config <run>/launch/config.json --run-dir <run>
 
-with the venv's own interpreter. Every rank's stdout/stderr stays in ``launch/logs/<id>/attempt_0/<local
-rank>/``, torchrun's own output in ``launch/torchrun.log``, and each rank's last state in
-``launch/ranks/rank<R>.json`` (written by :mod:`pgolf.running.worker`).
+with the venv's own interpreter, in this environment plus, for a run not on CUDA, glibc's malloc settings
+(:func:`pgolf.core.runtime.training_process_env`), plus ``--env``. Every rank's stdout/stderr stays in
+``launch/logs/<id>/attempt_0/<local rank>/``, torchrun's own output in ``launch/torchrun.log``, and each rank's
+last state in ``launch/ranks/rank<R>.json`` (written by :mod:`pgolf.running.worker`).
 
 When torchrun exits non-zero the launcher names the failing rank and its error and marks the run failed.
 A dead rank makes its peers fail too ("connection closed by peer") a moment later, so
@@ -46,6 +47,7 @@ from typing import Any
 from pgolf.core.config import Config
 from pgolf.core.ownership import describe_holder, lock_holder
 from pgolf.core.runs import RunExistsError, RunWriter, atomic_write_json, prepare_run_dir, read_status
+from pgolf.core.runtime import training_process_env
 from pgolf.running.worker import worker_argv
 
 LAUNCH_DIR = "launch"  # the launcher's files inside a run folder
@@ -365,7 +367,7 @@ def launch(cfg: Config, run_dir: Path, args: argparse.Namespace) -> int:
     with open(launch_dir / "launches.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
-    env = {**os.environ, **env_overrides}
+    env = {**os.environ, **training_process_env(cfg), **env_overrides}
     print(f"launch: {shlex.join(cmd)}", flush=True)
     log_path = launch_dir / (TORCHRUN_LOG if node_rank == 0 else f"torchrun.node{node_rank}.log")
     rc, text, interrupted = _run_torchrun(cmd, env, log_path)
