@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pgolf.research import transfer
-from pgolf.research.transfer import EVIDENCE, Effect, Evidence, agreement, transfer_table
+from pgolf.research.transfer import EVIDENCE, Effect, Evidence, agreement, transfer_markdown, transfer_table
 
 
 def _test(diff, p, p_holm=np.nan):
@@ -25,7 +25,7 @@ def test_directions_agree_only_with_a_significant_effect_and_a_clean_record_numb
 
 
 def test_table_rows_cite_the_records_by_url_and_refuse_an_unknown_technique():
-    table = transfer_table([Effect("ttt", "ttt vs no overlap, micro", _test(-0.004, 1e-5), "micro: 6.6 tokens/param")])
+    table = transfer_table([Effect("ttt_vs_plain", "ttt vs no overlap, micro", _test(-0.004, 1e-5), "micro: 6.6 tokens/param")])
     row = table.iloc[0]
     assert row["directions agree"] == "yes" and "p (Holm) 1e-05" in row["pgolf (CPU)"]
     assert f"({transfer.RECORDS_URL}2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611)" in \
@@ -41,3 +41,10 @@ def test_every_evidence_entry_is_well_formed():
             assert e.record[:11].count("-") == 2 and e.record[10] == "_", e.record  # YYYY-MM-DD_...
             assert e.kind in ("same-weights", "isolated", "sweep row", "bundled", "none")
             assert (e.delta_bpb is None) == (e.kind == "none") or e.kind == "sweep row", e
+
+
+def test_markdown_table_has_one_row_per_effect_and_escapes_pipes():
+    text = transfer_markdown([Effect("sliding_eval", "a | b", _test(-0.01, 1e-6), "micro")] * 2)
+    lines = text.splitlines()
+    assert lines[0].startswith("| technique | pgolf (CPU) |") and lines[1] == "|---|---|---|---|---|"
+    assert len(lines) == 4 and "a \\| b" in lines[2]

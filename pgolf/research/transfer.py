@@ -96,10 +96,12 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Evidence("2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6", -0.003, "not stated", "bundled",
                  "'~0.003 BPB' from recurrence, with MuonEq-R, WD 0.090 and all-int6"),
     ),
-    "ttt": (
+    "ttt_vs_plain": (
         Evidence("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", -0.0127, "3 seeds (42, 0, 1234)",
                  "same-weights", "phased LoRA TTT vs the non-sliding quantized evaluation of the same artifact "
                  "(logs: -0.01265, -0.01282, -0.01269)"),
+    ),
+    "ttt_vs_sliding": (
         Evidence("2026-03-23_LeakyReLU_LegalTTT_ParallelMuon", -0.0025, "3 seeds", "same-weights",
                  "score-first SGD TTT vs sliding evaluation of the same model"),
         Evidence("2026-04-06_SP8192_QK5_LegalTTT_1.0828", -0.00206, "3 seeds", "same-weights",
@@ -148,3 +150,10 @@ def transfer_table(effects: list[Effect]) -> pd.DataFrame:
                      "regime": eff.regime, "records (full scale)": "<br>".join(e.describe() for e in evidence),
                      "directions agree": agreement(eff, evidence)})
     return pd.DataFrame(rows)
+
+
+def transfer_markdown(effects: list[Effect]) -> str:
+    """:func:`transfer_table` as a markdown table (the notebooks display it with ``Markdown``)."""
+    table = transfer_table(effects)
+    cells = lambda row: "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"  # noqa: E731
+    return "\n".join([cells(table.columns), "|" + "---|" * len(table.columns), *(cells(r) for r in table.to_numpy())])
