@@ -241,6 +241,8 @@ def test_size_table_is_headed_by_the_trained_weight_estimate(capsys, monkeypatch
     assert lines[1].split()[:3] == ["artifact", f"{report['surrogate_bytes']:,}", "bytes"]
     assert lines[2].split()[:3] == ["code", f"{report['code_bytes']:,}", "bytes"]
     assert "packed train_gpt.py" in lines[2] and f"raw {report['code_bytes_raw']:,} bytes" in lines[2]
+    assert f"unpacked: {report['code_bytes_human']:,} bytes (the readable train_gpt_human.py)" in lines[2]
+    assert report["code_bytes"] < report["code_bytes_human"] < report["code_bytes_raw"]
     assert "Gaussian stand-in for trained weights" in lines[3]
     header = lines.index(next(x for x in lines if x.startswith("class")))
     rows = {x.split()[0]: x.split() for x in lines[header + 1:]}

@@ -4,7 +4,7 @@
 that ``pgolf submit`` writes, generated from this core and packed as the records pack theirs
 (:mod:`pgolf.submit`; computed once per configuration and core source, then cached). The raw size of the
 core's sources (:func:`raw_code_bytes`, every ``.py`` under ``pgolf/core/``) is what pgolf counted before it
-could write that file; ``pgolf size`` shows both. The official baseline's single file is 47,642 bytes.
+could write that file; ``pgolf size`` shows both, and the readable generated script's size. The official baseline's single file is 47,642 bytes.
 """
 
 from __future__ import annotations

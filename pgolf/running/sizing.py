@@ -25,6 +25,12 @@ SURROGATE_NOTE = ("Gaussian stand-in for trained weights (every integer-quantize
                   "scale floor off)")
 
 
+def human_code_bytes(cfg: Config) -> int:
+    """The size of the readable generated script for ``cfg`` (``train_gpt_human.py``, before packing)."""
+    from pgolf.submit.bundle import human_source
+    return len(human_source(cfg).encode("utf-8"))
+
+
 def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, detail: bool = True) -> dict[str, Any]:
     """Export report for ``cfg``: trained weights from ``run_dir/final_model.pt`` if given, else a fresh
     init (seeded). Fresh weights compress differently from trained ones: the report says which.
@@ -41,7 +47,8 @@ def size_report_for(cfg: Config, run_dir: Path | None = None, seed: int = 0, det
     if cfg.export.quantizer == "gptq":
         report["quantizer_note"] = GPTQ_NOTE
     report.update({"weights": source, "code_bytes": code, "code_bytes_rule": accounting.CODE_BYTES_NOTE,
-                   "code_bytes_raw": accounting.raw_code_bytes(), "total_bytes": len(blob) + code,
+                   "code_bytes_raw": accounting.raw_code_bytes(),
+                   "code_bytes_human": human_code_bytes(cfg), "total_bytes": len(blob) + code,
                    "fits_16mb": accounting.fits(len(blob), code), "cap_bytes": accounting.CAP_BYTES})
     if run_dir is None:
         sblob, sreport = _export_surrogate(state, cfg, seed, detail)
@@ -66,7 +73,8 @@ def size_estimate(cfg: Config, run_dir: Path | None = None, seed: int = 0, detai
     if cfg.export.quantizer == "gptq":
         report["quantizer_note"] = GPTQ_NOTE
     report.update({"weights": source, "code_bytes": code, "code_bytes_rule": accounting.CODE_BYTES_NOTE,
-                   "code_bytes_raw": accounting.raw_code_bytes(), "total_bytes": len(blob) + code,
+                   "code_bytes_raw": accounting.raw_code_bytes(),
+                   "code_bytes_human": human_code_bytes(cfg), "total_bytes": len(blob) + code,
                    "cap_bytes": accounting.CAP_BYTES, "fits_16mb": accounting.fits(len(blob), code)})
     return report
 
@@ -120,7 +128,8 @@ def format_table(name: str, est: dict[str, Any]) -> str:
     lines = [
         f"{name}: {total:,} bytes of {cap:,} -> {verdict}",
         f"  artifact {art:>12,} bytes  {artifact_contents(est)} + {est['compressor']}",
-        f"  code     {code:>12,} bytes  {est.get('code_bytes_rule', accounting.CODE_BYTES_NOTE)}; raw "
+        f"  code     {code:>12,} bytes  {est.get('code_bytes_rule', accounting.CODE_BYTES_NOTE)}; unpacked: "
+        f"{est['code_bytes_human']:,} bytes (the readable train_gpt_human.py), raw "
         f"{est.get('code_bytes_raw', accounting.raw_code_bytes()):,} bytes (every .py under pgolf/core/)",
         f"  weights: {est['weights']}",
         "",
