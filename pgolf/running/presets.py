@@ -364,7 +364,10 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
       and stores an fp16 subnormal [export.scale_subnormal=true].
     Not switchable: the record's diagnostic evaluation also drops the sequences that do not fill a last
     per-rank batch; every rank decides the loop switch together; the record's Muon runs on parameter banks
-    (not compared). The seed is the script's default 1337 (the record's runs: SEED=42, 0, 1234)."""
+    (not compared). In the TTT evaluation (docs/records-pr1855.md): the global SGD phase cuts long documents into
+    segments and pgolf's SmearGate does not read across such a cut, the record's does (parity test: 0 before the
+    first phase, 5.9e-3 largest per-token loss difference after two phases); several ranks split the document
+    batches round-robin and all-reduce the sums, the record's ranks claim batches first-come through lock files. The seed is the script's default 1337 (the record's runs: SEED=42, 0, 1234)."""
     return apply_overrides(pr1394_sp8192_gptq_sdclip_loop45x2(), {
         "model.qk_gain_init": 5.0, "model.loop_layers": (3, 4, 5), "model.loop_count": 2,
         "model.loop_start_frac": 0.35, "model.parallel_start_layer": 8, "model.parallel_final_lane": "mean",
