@@ -280,6 +280,14 @@ def qat_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg"
     return plots.save(fig, out_dir, "qat", formats)
 
 
+def _model_dim(run_dir: Path) -> int | str:
+    """The model width d recorded in a run's ``config.json`` ("?" if the run folder does not record it)."""
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["model"]["model_dim"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "?"
+
+
 @figure("smeargate")
 def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 03: per-seed paired differences from the shared control, per scale; the headline per-dim vs
@@ -291,7 +299,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     if pairs.empty:
         return []
     scales = list(dict.fromkeys(pairs["scale"]))
-    fig, axes = plots.new_figure(ncols=2, nrows=2, height_in=2.5 * 2)
+    fig, axes = plots.new_figure(ncols=2, nrows=2, height_in=5.6)
     for ax, scale in zip(axes, scales[:2]):
         sub = pairs[pairs["scale"] == scale]
         plots.plot_paired_deltas(sub, ax=ax, threshold=float(sub["threshold"].iloc[0]))
@@ -301,7 +309,9 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     head_scales = [sc for sc, g in both.groupby("scale", sort=False) if g["arm"].nunique() == 2]
     if head_scales:
         head_pairs = protocol.deltas(both[both["scale"].isin(head_scales)], "q_val_bpb", "smear_scalar")
-        head_pairs = head_pairs.assign(arm=head_pairs["arm"] + " @ " + head_pairs["scale"])
+        width = {sc: _model_dim(Path(g["path"].iloc[0])) for sc, g in both.groupby("scale", sort=False)}
+        head_pairs = head_pairs.assign(arm=[f"{a} @ {sc} (d = {width[sc]})"
+                                            for a, sc in zip(head_pairs["arm"], head_pairs["scale"])])
         plots.plot_paired_deltas(head_pairs, ax=head, threshold=float(head_pairs["threshold"].iloc[0]),
                                  reference="smear_scalar")
         head.set_title(f"per-dim vs scalar gate ({plots.seeds_note(head_pairs)})")
@@ -312,6 +322,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     gates = stored[1] if stored is not None else smear_gates.TABLE.frame([])
     order = {Path(p).name: i for i, p in enumerate(runs["path"])}  # the selected runs, in their order
     scale_of = {Path(p).name: sc for p, sc in zip(runs["path"], runs["scale"])}
+    folder_of = {Path(p).name: Path(p) for p in runs["path"]}
     gates = gates[gates["run"].isin(order)].sort_values("run", key=lambda s: s.map(order))
     styles = {sc: ls for sc, ls in zip(scales, ["-", "--", ":", "-."])}
     seen: set[tuple[str, str]] = set()
@@ -320,7 +331,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
         scale = scale_of[r["run"]]
         key = (r["arm"], scale)
         color = "C1" if g.size > 1 else "C0"
-        label = None if key in seen else (f"{r['arm']}, {scale} (d={g.size})" if g.size > 1 else f"{r['arm']}, {scale}")
+        label = None if key in seen else f"{r['arm']}, {scale} (d = {_model_dim(folder_of[r['run']])})"
         seen.add(key)
         if g.size == 1:
             right.axhline(float(g[0]), color=color, linewidth=0.8, linestyle=styles[scale], label=label)
@@ -331,8 +342,8 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     right.set_ylabel("gate weight on x_t (1 = no smear)")
     right.set_title("learned gates (one line per seed)")
     right.set_xlim(0, 1)
-    if seen:
-        right.legend(loc="lower left", fontsize=6.5)
+    if seen:  # under the panel, off the data (beside it, it would squeeze every column)
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), borderaxespad=0, fontsize=6.5)
     plots.suptitle(fig, "SmearGate, after the int8 roundtrip")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "smeargate", formats)
@@ -348,7 +359,7 @@ def eval_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg
     diffs = eval_sweep.setting_differences(stored[1])
     _, ref = eval_sweep.labelled(stored[1])
     fig, (left, right) = plots.new_figure(ncols=2, height_in=3.0)
-    plots.plot_paired_deltas(diffs, ax=left, metric="val_bpb", reference=ref, horizontal=True)
+    plots.plot_paired_deltas(diffs, ax=left, metric="val_bpb", reference=f"{ref}, same weights", horizontal=True)
     left.set_title(f"Δ val_bpb per seed ({plots.seeds_note(diffs)})")
     cost = diffs.groupby("arm", sort=False)[["forward_tokens", "tokens_scored"]].first()
     right.barh(range(len(cost)), cost["forward_tokens"] / cost["tokens_scored"], color="C0", height=0.6)
@@ -361,39 +372,60 @@ def eval_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg
     return plots.save(fig, out_dir, "eval", formats)
 
 
+SAME_WEIGHTS_REF = "rtn quantile"  # the frontier's per-bit-width reference: round-to-nearest, quantile clip
+
+
+def _same_weights_label(quantity: str, unit: str) -> str:
+    """The Δ axis of a frontier panel: the reference is the same weights exported by ``rtn quantile`` at the
+    same bits (not the control arm)."""
+    return f"Δ {quantity} ({unit})\nvs {SAME_WEIGHTS_REF}, same weights"
+
+
+def frontier_differences(sweep: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per bit width and seed, each arm's ``column`` minus :data:`SAME_WEIGHTS_REF`'s on the same weights
+    (``sweep``: :func:`gptq_sweep.labelled`); arm = "int<bits> <quantizer> <clip>", base = the arm alone."""
+    frames = []
+    for b, group in sweep.groupby("bits", sort=False):
+        ref = group[group["arm"] == SAME_WEIGHTS_REF].set_index("seed")[column]
+        others = group[group["arm"] != SAME_WEIGHTS_REF]
+        frames.append(others.assign(diff=others[column] - others["seed"].map(ref),
+                                    arm=[f"int{b} {a}" for a in others["arm"]], base=others["arm"]))
+    return pd.concat(frames, ignore_index=True)
+
+
 @figure("frontier")
 def frontier_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
     """Notebook 06: GPTQ vs round-to-nearest (the headline) and the SD-clip arms, each minus round-to-nearest
-    with the quantile clip on the same weights at each bit width (per seed, mean and 95% CI); with a training
-    arm, its paired difference from the shared control."""
+    with the quantile clip on the same weights at each bit width (per seed, mean and 95% CI), on the score and
+    on the artifact's bytes (SD-clip's point: fewer bytes); with a training arm, its paired difference from the
+    shared control."""
     stored = gptq_sweep.TABLE.read(runs_root)
     if stored is None or stored[1].empty:
         return []
     sweep = gptq_sweep.labelled(stored[1])
-    ref_arm = "rtn quantile"
-    frames = []
-    for b, group in sweep.groupby("bits", sort=False):
-        ref = group[group["arm"] == ref_arm].set_index("seed")["q_val_bpb"]
-        others = group[group["arm"] != ref_arm]
-        frames.append(others.assign(diff=others["q_val_bpb"] - others["seed"].map(ref),
-                                    arm=[f"int{b} {a}" for a in others["arm"]], base=others["arm"]))
-    diffs = pd.concat(frames, ignore_index=True)
+    diffs = frontier_differences(sweep, "q_val_bpb")
     gptq = diffs[diffs["base"] == "gptq quantile"]
     sdclip = diffs[diffs["base"] != "gptq quantile"]
+    size = frontier_differences(sweep.assign(kB=sweep["artifact_bytes"] / 1e3), "kB")
     runs = with_control(selected_runs(runs_root, "frontier"))
     training = protocol.deltas(runs, "q_val_bpb") if not runs.empty and runs["arm"].nunique() > 1 else None
-    fig, ax = plots.new_mosaic("AC;BB" if training is not None else "AB", height_in=5.0 if training is not None
-                               else plots.ROW_IN)
-    plots.plot_paired_deltas(gptq.assign(arm=[f"int{b}" for b in gptq["bits"]]), ax=ax["A"],
-                             reference=f"rtn quantile, same bits")
-    ax["A"].set_ylabel(f"Δ q_val_bpb vs {ref_arm} (bpb)")
+    fig, ax = plots.new_mosaic("AC;BB;DD" if training is not None else "AA;BB;DD", height_in=7.4)
+    plots.plot_paired_deltas(gptq.assign(arm=[f"int{b}" for b in gptq["bits"]]), ax=ax["A"])
+    ax["A"].set_ylabel(_same_weights_label("q_val_bpb", "bpb"))
     ax["A"].set_title(f"GPTQ, quantile clip ({plots.seeds_note(gptq)})")
-    plots.plot_paired_deltas(sdclip, ax=ax["B"], reference=ref_arm)
-    ax["B"].set_title(f"SD-clip (k untuned), rtn or GPTQ ({plots.seeds_note(sdclip)})")
+    plots.plot_paired_deltas(sdclip, ax=ax["B"])
+    ax["B"].set_ylabel(_same_weights_label("q_val_bpb", "bpb"))
+    ax["B"].set_title(f"SD-clip (k untuned), rtn or GPTQ: score ({plots.seeds_note(sdclip)})")
+    plots.plot_paired_deltas(size, ax=ax["D"])
+    ax["D"].set_ylabel(_same_weights_label("artifact size", "kB"))
+    ref_kb = sweep[sweep["arm"] == SAME_WEIGHTS_REF].groupby("bits", sort=False)["artifact_bytes"].mean() / 1e3
+    ax["D"].set_title(f"artifact bytes ({SAME_WEIGHTS_REF}: "
+                      + ", ".join(f"int{b} {kb:.0f} kB" for b, kb in ref_kb.items())
+                      + f"; {plots.seeds_note(size)})")
     if training is not None:
         plots.plot_paired_deltas(training, ax=ax["C"], threshold=float(training["threshold"].iloc[0]))
         ax["C"].set_title(f"trained arms vs control ({plots.seeds_note(training)})")
-    plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4 (round-trip bpb)")
+    plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4: round-trip bpb and artifact bytes")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "frontier", formats)
 

@@ -187,8 +187,9 @@ def plot_paired_deltas(pairs: pd.DataFrame, ax: Axes | None = None, level: float
     t-interval (black), one column per arm in table order (``horizontal``: one row per arm, top to bottom).
     A line at 0 and, with ``threshold``, a dashed line at -threshold (the record rule's 0.005 nats in the
     metric's units), labelled outside the axes. The Δ axis reads ``Δ <metric> vs <reference> (<unit>)``.
-    ``annotate_n``: write n beside each mean (default: only when the arms have different n; put
-    :func:`seeds_note` in the title otherwise). ``pairs``: columns arm, diff (and seed)."""
+    ``annotate_n``: write n beside each mean, or (``horizontal``) in each arm's tick label, where it cannot
+    meet a tick label or a dot (default: only when the arms have different n; put :func:`seeds_note` in the
+    title otherwise). ``pairs``: columns arm, diff (and seed)."""
     ax = _axes(ax)
     arms = list(dict.fromkeys(pairs["arm"]))
     counts = pairs.groupby("arm", sort=False).size()
@@ -204,10 +205,9 @@ def plot_paired_deltas(pairs: pd.DataFrame, ax: Axes | None = None, level: float
         else:
             ax.scatter(x + offsets, d, s=8, color="0.6", zorder=2)
             ax.errorbar(x, d.mean(), yerr=half, fmt="o", color="k", capsize=3, markersize=4, zorder=3)
-        if annotate_n:
-            xy, off = ((d.mean(), x), (0, 6)) if horizontal else ((x, d.mean()), (6, 0))
-            ax.annotate(f"n={len(d)}", xy, xytext=off, textcoords="offset points", fontsize=6.5,
-                        va="bottom" if horizontal else "center", ha="center" if horizontal else "left")
+        if annotate_n and not horizontal:  # horizontal: n goes into the arm's tick label, clear of the data
+            ax.annotate(f"n={len(d)}", (x, d.mean()), xytext=(6, 0), textcoords="offset points", fontsize=6.5,
+                        va="center", ha="left")
     line = ax.axvline if horizontal else ax.axhline
     line(0.0, color="0.5", linewidth=0.8)
     label = f"Δ {metric} vs {reference} ({unit})"
@@ -222,7 +222,7 @@ def plot_paired_deltas(pairs: pd.DataFrame, ax: Axes | None = None, level: float
                         xytext=(3, 0), textcoords="offset points", ha="left", va="center", fontsize=6.5,
                         color="C3")
     if horizontal:
-        ax.set_yticks(range(len(arms)), arms)
+        ax.set_yticks(range(len(arms)), [f"{a} (n={counts[a]})" for a in arms] if annotate_n else arms)
         ax.set_ylim(len(arms) - 0.4, -0.6)
         ax.set_xlabel(label)
     else:
