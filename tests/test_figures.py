@@ -156,3 +156,93 @@ def test_committed_figures_fit_a_page():
     for svg in sorted((Path(__file__).resolve().parents[1] / "figures").glob("*.svg")):
         width = float(re.search(r'<svg[^>]*width="([0-9.]+)pt"', svg.read_text()).group(1))
         assert width <= 7.2 * 72, f"{svg.name}: {width / 72:.1f} in wide"
+
+
+# ---- the committed studies' figures (issue 22, finding 10), built from runs/ ---------------------------------
+
+def _committed_runs_or_skip():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "runs"
+    if not (root / "frontier" / "analysis").is_dir():
+        pytest.skip("the committed runs/ are not in this checkout")
+    return root
+
+
+@pytest.fixture(scope="module")
+def committed_figures(tmp_path_factory):
+    """The four study figures the review found defects in, built from the committed runs/ (figures kept open)."""
+    from pgolf.research import plots
+    root = _committed_runs_or_skip()
+    seen = {}
+    real = plots.save
+
+    def save(fig, out_dir, stem, formats=("svg",)):
+        seen[stem] = fig
+        return real(fig, out_dir, stem, formats)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save", save)
+    try:
+        figures.regenerate(["qat", "smeargate", "eval", "frontier"], runs_root=root,
+                           out_dir=tmp_path_factory.mktemp("committed"))
+    finally:
+        mp.undo()
+    return seen
+
+
+def test_committed_study_figures_have_no_colliding_or_clipped_titles(committed_figures):
+    """Suptitle, panel titles, axis labels and legends of qat/smeargate/eval/frontier stay inside the figure and
+    apart (the review found suptitles on panel titles and clipped y labels); each is at most a page wide."""
+    assert sorted(committed_figures) == ["eval", "frontier", "qat", "smeargate"]
+    for stem, fig in committed_figures.items():
+        assert fig.get_figwidth() <= 7.0, stem
+        texts, box = _texts(fig)
+        renderer = fig._get_renderer()
+        texts += [("legend", ax.get_legend().get_window_extent(renderer)) for ax in fig.axes if ax.get_legend()]
+        for i, (a, ea) in enumerate(texts):
+            assert box.x0 - 1 <= ea.x0 and ea.x1 <= box.x1 + 1 and box.y0 - 1 <= ea.y0 and ea.y1 <= box.y1 + 1, \
+                f"{stem}: {a!r} is clipped"
+            for b, eb in texts[i + 1:]:
+                assert not ea.overlaps(eb), f"{stem}: {a!r} overlaps {b!r}"
+
+
+def test_frontier_shows_bytes_and_names_the_same_weights_reference(committed_figures):
+    """SD-clip's point is fewer bytes: a panel of the paired artifact-size difference exists; every panel
+    against rtn quantile says so (not "vs control"), and only the trained-arms panel is against the control."""
+    labels = [ax.get_ylabel() for ax in committed_figures["frontier"].axes]
+    assert any(lab.startswith("Δ artifact size (kB)") and "rtn quantile, same weights" in lab for lab in labels)
+    same_weights = [lab for lab in labels if "rtn quantile, same weights" in lab]
+    assert len(same_weights) == 3 and sum("vs control" in lab for lab in labels) == len(labels) - 3
+
+
+def test_qat_rule_line_only_on_score_panels(committed_figures):
+    """The 0.005-nat rule scores q_val_bpb: its red dashed line is on the score panels and not on the quantization
+    gap or pre-quantization panels."""
+    fig = committed_figures["qat"]
+    rules = {ax.get_title() or ax.get_ylabel(): any(line.get_color() == "C3" for line in ax.get_lines())
+             for ax in fig.axes}
+    by_column = [any(line.get_color() == "C3" for line in ax.get_lines()) for ax in fig.axes]
+    ncols = 3
+    assert all(by_column[i] for i in range(0, len(by_column), ncols)), rules
+    assert not any(by_column[i] for i in range(len(by_column)) if i % ncols), rules
+
+
+def test_smeargate_gate_panel_names_widths_and_keeps_its_legend_off_the_data(committed_figures):
+    fig = committed_figures["smeargate"]
+    gate_ax = next(ax for ax in fig.axes if ax.get_title().startswith("learned gates"))
+    legend = gate_ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert any("d = 64" in t for t in labels) and any("d = 128" in t for t in labels)
+    assert all("(d = " in t for t in labels), labels
+    renderer = fig._get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(gate_ax.get_window_extent(renderer))
+
+
+def test_horizontal_deltas_put_n_in_the_tick_labels_not_over_them():
+    """eval: with different n per arm, n is part of each arm's tick label; no annotation that can collide."""
+    import pandas as pd
+    from pgolf.research import plots
+    pairs = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 2, "seed": [0, 1, 2, 0, 1],
+                          "diff": [-0.01, -0.02, -0.015, 0.01, 0.02]})
+    ax = plots.plot_paired_deltas(pairs, metric="val_bpb", reference="L=128", horizontal=True).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a (n=3)", "b (n=2)"]
+    assert not ax.texts

@@ -343,7 +343,7 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     right.set_title("learned gates (one line per seed)")
     right.set_xlim(0, 1)
     if seen:  # under the panel, off the data (beside it, it would squeeze every column)
-        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), borderaxespad=0, fontsize=6.5)
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.26), borderaxespad=0, fontsize=6.5)
     plots.suptitle(fig, "SmearGate, after the int8 roundtrip")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "smeargate", formats)
