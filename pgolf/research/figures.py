@@ -272,10 +272,11 @@ def qat_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg"
             threshold = float(sub["threshold"].iloc[0]) if measure == "score" else None  # the rule scores only
             plots.plot_paired_deltas(sub, ax=ax, threshold=threshold, metric=what.get(measure, measure),
                                      reference="no QAT")
-            ax.set_ylabel("Δ vs no QAT (bpb)" if col else f"{scale}, {plots.seeds_note(sub)}\nΔ vs no QAT (bpb)")
+            label = "Δ vs no QAT, same bits (bpb)"  # the control's weights exported at this arm's bits
+            ax.set_ylabel(label if col else f"{scale}, {plots.seeds_note(sub)}\n{label}")
             if row == 0:
                 ax.set_title(what.get(measure, measure))
-    plots.suptitle(fig, "Late QAT minus no QAT, same weights exported at the same bits")
+    plots.suptitle(fig, "Late QAT minus no QAT, same seed, both exported at the same bits")
     plots.caption(fig, PAIRED_KEY + " (score only)")
     return plots.save(fig, out_dir, "qat", formats)
 
