@@ -1,0 +1,93 @@
+"""Muon's step against the 2026-04-27 record's (PR #1855, https://github.com/openai/parameter-golf/tree/main/
+records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611) and the 2026-04-29
+record's (PR #1868, the same step with explicit bf16 -> fp32 casts): each script's ``Muon`` on its parameter
+banks (3-D tensors, matrices stacked), single process, against pgolf's ``Muon`` on the same matrices one
+parameter each (bank matrix b is pgolf's matrix b). The scripts are imported from ``PGOLF_PR1855_TRAIN_GPT`` /
+``PGOLF_PR1868_TRAIN_GPT`` with their stubs (:func:`pgolf_testing.record_pr1855_stubs`); each test skips without
+its script.
+
+The record's step: gradient cast to bf16, momentum kept in bf16, Nesterov, MuonEq-R, Polar Express Newton-Schulz
+in bf16 batched over the bank, decoupled WD, then ``p += -lr * scale * update`` in fp32. pgolf's default
+(``optim.muon_momentum_dtype=grad``) keeps the momentum in the gradient's dtype (fp32) and multiplies the bf16
+update by the scale in bf16; ``bf16`` is the record's step."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pgolf_testing import imported_script, record_pr1855_stubs
+
+SCRIPTS = {"pr1855": "PGOLF_PR1855_TRAIN_GPT", "pr1868": "PGOLF_PR1868_TRAIN_GPT"}
+# The presets' Muon: LR 0.026, momentum 0.97 (0.92 at the warmup's start), WD 0.095, MuonEq-R, Polar Express x5.
+LR, WD, STEPS = 0.026, 0.095, 5
+MOMENTA = (0.92, 0.9203, 0.9207)  # the warmup's first steps: the group's momentum changes every step
+# The record's banks at a small width: d=64, KV dim 32, MLP 4x, 2 layers: (2L, d, d) square Q/O,
+# (2L, kv, d) wide K/V, (L, 4d, d) tall MLP up, (L, d, 4d) wide MLP down.
+BANKS = {"qo_bank": (4, 64, 64), "kv_bank": (4, 32, 64), "mlp_up_bank": (2, 256, 64), "mlp_down_bank": (2, 64, 256)}
+
+
+@pytest.fixture(scope="module", params=sorted(SCRIPTS))
+def rec(request):
+    path = os.environ.get(SCRIPTS[request.param])
+    if not path or not os.path.isfile(path):
+        pytest.skip(f"set {SCRIPTS[request.param]} to the record's train_gpt.py")
+    import torch._dynamo  # noqa: F401  an optimizer's constructor imports it; under the Triton stub it cannot
+    with record_pr1855_stubs(), imported_script(path, f"_{request.param}_muon") as mod:
+        yield mod
+
+
+def _weights_and_grads(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = {n: torch.randn(*s, generator=g) * 0.05 for n, s in BANKS.items()}
+    grads = [{n: torch.randn(*s, generator=g) * 1e-3 for n, s in BANKS.items()} for _ in MOMENTA]
+    return w, grads
+
+
+def _step_diffs(rec, momentum_dtype: str) -> list[float]:
+    """Max abs difference of all weights after each of the steps: the record's Muon on the banks vs pgolf's
+    Muon (bf16 Newton-Schulz, as on CUDA) on their matrices."""
+    from pgolf.core.optim import Muon
+
+    w, grads = _weights_and_grads()
+    banks = [torch.nn.Parameter(w[n].clone()) for n in BANKS]
+    mats = [[torch.nn.Parameter(w[n][b].clone()) for b in range(w[n].shape[0])] for n in BANKS]
+    theirs = rec.Muon(banks, lr=LR, momentum=MOMENTA[0], backend_steps=STEPS, weight_decay=WD, row_normalize=True)
+    ours = Muon([p for ps in mats for p in ps], lr=LR, momentum=MOMENTA[0], backend_steps=STEPS, weight_decay=WD,
+                ns_dtype=torch.bfloat16, row_normalize=True, ns_coeffs="polar_express", momentum_dtype=momentum_dtype)
+    diffs = []
+    for mom, grad in zip(MOMENTA, grads):
+        for opt in (theirs, ours):
+            opt.param_groups[0]["momentum"] = mom
+        for n, bank, ps in zip(BANKS, banks, mats):
+            bank.grad = grad[n].clone()
+            for b, p in enumerate(ps):
+                p.grad = grad[n][b].clone()
+        theirs.step()
+        ours.step()
+        diffs.append(max(float((bank.detach()[b] - p.detach()).abs().max())
+                         for bank, ps in zip(banks, mats) for b, p in enumerate(ps)))
+    return diffs
+
+
+def test_bf16_momentum_reproduces_the_records_muon_step_bit_for_bit(rec):
+    """optim.muon_momentum_dtype=bf16: after each of 3 steps (momentum changing as in the warmup) every matrix of
+    every bank shape (square, wide, tall) equals the record's bit for bit."""
+    assert _step_diffs(rec, "bf16") == [0.0] * len(MOMENTA)
+
+
+def test_default_momentum_differs_from_the_records_step(rec):
+    """pgolf's default step (fp32 momentum, scale applied in bf16) is not the record's: the weights differ from
+    the first step, by less than a bf16 rounding of the update (lr * scale * 2^-8 ~ 2e-4 here)."""
+    diffs = _step_diffs(rec, "grad")
+    assert all(d > 0 for d in diffs)
+    assert max(diffs) < LR * 2 * 2 ** -8
+
+
+def test_unknown_momentum_dtype_is_refused():
+    from pgolf.core.optim import Muon
+
+    with pytest.raises(ValueError, match="momentum dtype"):
+        Muon([torch.nn.Parameter(torch.zeros(2, 2))], lr=0.1, momentum=0.9, backend_steps=1, momentum_dtype="fp16")
