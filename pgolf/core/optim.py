@@ -131,8 +131,8 @@ class Muon(torch.optim.Optimizer):
             for p in params:
                 if wd:
                     p.mul_(1 - lr * wd)
-                step = -lr * _shape_scale(p) if self.bf16_momentum else -lr
-                p.add_(updates_flat[curr: curr + p.numel()].view_as(p).to(dtype=p.dtype), alpha=step)
+                alpha = -lr * _shape_scale(p) if self.bf16_momentum else -lr
+                p.add_(updates_flat[curr: curr + p.numel()].view_as(p).to(dtype=p.dtype), alpha=alpha)
                 curr += p.numel()
         return None
 
