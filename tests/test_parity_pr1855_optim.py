@@ -13,12 +13,10 @@ update by the scale in bf16; ``bf16`` is the record's step."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from pgolf_testing import imported_script, record_pr1855_stubs
+from pgolf_testing import imported_script, record_pr1855_stubs, reference_script_or_skip
 
 SCRIPTS = {"pr1855": "PGOLF_PR1855_TRAIN_GPT", "pr1868": "PGOLF_PR1868_TRAIN_GPT"}
 # The presets' Muon: LR 0.026, momentum 0.97 (0.92 at the warmup's start), WD 0.095, MuonEq-R, Polar Express x5.
@@ -31,9 +29,7 @@ BANKS = {"qo_bank": (4, 64, 64), "kv_bank": (4, 32, 64), "mlp_up_bank": (2, 256,
 
 @pytest.fixture(scope="module", params=sorted(SCRIPTS))
 def rec(request):
-    path = os.environ.get(SCRIPTS[request.param])
-    if not path or not os.path.isfile(path):
-        pytest.skip(f"set {SCRIPTS[request.param]} to the record's train_gpt.py")
+    path = reference_script_or_skip(SCRIPTS[request.param], request.param)
     import torch._dynamo  # noqa: F401  an optimizer's constructor imports it; under the Triton stub it cannot
     with record_pr1855_stubs(), imported_script(path, f"_{request.param}_muon") as mod:
         yield mod
