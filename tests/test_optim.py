@@ -166,13 +166,13 @@ def test_muon_bf16_momentum_is_the_hand_computed_step():
     hand for a tall matrix: bf16 gradient and momentum, Nesterov, bf16 Newton-Schulz of the unscaled update, WD,
     then p += -lr * sqrt(rows / cols) * update in fp32. The default keeps an fp32 momentum and another step."""
     cfg = apply_overrides(Config(), {"model.num_layers": 1, "model.model_dim": 32, "model.num_heads": 2,
-                                     "model.num_kv_heads": 1, "model.vocab_size": 64, "model.mlp_mult": 2,
+                                     "model.num_kv_heads": 1, "model.vocab_size": 64, "model.mlp_mult": 3,
                                      "optim.muon_ns_dtype": "bfloat16", "optim.muon_weight_decay": 0.1})
     assert cfg.optim.muon_momentum_dtype == "grad"
     model = build_model(cfg)
     _, muon = build_optimizers(model, cfg.replace({"optim.muon_momentum_dtype": "bf16"}), fused=False)
     _, default = build_optimizers(build_model(cfg), cfg, fused=False)
-    p = next(q for q in muon.param_groups[0]["params"] if q.size(0) > q.size(1))  # the MLP's up matrix, tall
+    p = next(q for q in muon.param_groups[0]["params"] if q.size(0) > q.size(1))  # MLP up, 96 x 32: scale sqrt(3)
     q = next(q for q in default.param_groups[0]["params"] if q.shape == p.shape)
     q.data.copy_(p.data)
     w0 = p.detach().clone()
