@@ -159,3 +159,41 @@ def test_muon_ns_coeffs_switch_reaches_the_optimizer():
         muon.step()
         steps[coeffs] = [p.detach().clone() for p in muon.param_groups[0]["params"]]
     assert any(not torch.equal(a, b) for a, b in zip(steps["official"], steps["polar_express"]))
+
+
+def test_muon_bf16_momentum_is_the_hand_computed_step():
+    """optim.muon_momentum_dtype=bf16 reaches the optimizer and is the record's step (PR #1855), computed here by
+    hand for a tall matrix: bf16 gradient and momentum, Nesterov, bf16 Newton-Schulz of the unscaled update, WD,
+    then p += -lr * sqrt(rows / cols) * update in fp32. The default keeps an fp32 momentum and another step."""
+    cfg = apply_overrides(Config(), {"model.num_layers": 1, "model.model_dim": 32, "model.num_heads": 2,
+                                     "model.num_kv_heads": 1, "model.vocab_size": 64, "model.mlp_mult": 3,
+                                     "optim.muon_ns_dtype": "bfloat16", "optim.muon_weight_decay": 0.1})
+    assert cfg.optim.muon_momentum_dtype == "grad"
+    model = build_model(cfg)
+    _, muon = build_optimizers(model, cfg.replace({"optim.muon_momentum_dtype": "bf16"}), fused=False)
+    _, default = build_optimizers(build_model(cfg), cfg, fused=False)
+    p = next(q for q in muon.param_groups[0]["params"] if q.size(0) > q.size(1))  # MLP up, 96 x 32: scale sqrt(3)
+    q = next(q for q in default.param_groups[0]["params"] if q.shape == p.shape)
+    q.data.copy_(p.data)
+    w0 = p.detach().clone()
+    lr, m, wd = 0.02, 0.9, 0.1
+    buf = torch.zeros(p.shape, dtype=torch.bfloat16)
+    for opt in (muon, default):
+        opt.param_groups[0].update(lr=lr, momentum=m)
+    for step in range(2):
+        grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(step)) * 1e-2
+        for opt in (muon, default):
+            for r in opt.param_groups[0]["params"]:
+                r.grad = None
+        p.grad, q.grad = grad.clone(), grad.clone()
+        muon.step()
+        default.step()
+        g = grad.bfloat16()
+        buf = buf.mul(m).add(g)
+        update = zeropower_via_newtonschulz5(g.add(buf, alpha=m), steps=5, dtype=torch.bfloat16)
+        w0 = w0 * (1 - lr * wd)
+        w0 = w0.add(update, alpha=-lr * (p.size(0) / p.size(1)) ** 0.5)
+        assert torch.equal(p.detach(), w0)
+        assert muon.state[p]["momentum_buffer"].dtype == torch.bfloat16
+        assert default.state[q]["momentum_buffer"].dtype == torch.float32
+        assert not torch.equal(q.detach(), w0)

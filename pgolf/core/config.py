@@ -259,6 +259,9 @@ class OptimConfig:
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0  # global-norm clip over all parameters; 0 = off
     smear_beta2: float = 0.0  # >0: the SmearGate gate gets its own Adam, betas (beta1, this) (PR #194: 0.99)
+    # Muon's step precision (PR #1855's record): "grad" keeps the momentum in the gradient's dtype (official);
+    # "bf16" casts the gradient to bf16, keeps the momentum in bf16 and applies the shape scale in the fp32 add
+    muon_momentum_dtype: Literal["grad", "bf16"] = "grad"
 
     def __post_init__(self) -> None:
         _check_finite(self, "optim")

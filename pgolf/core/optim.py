@@ -61,20 +61,33 @@ def row_normalize(g: Tensor, eps: float = 1e-7) -> Tensor:
     return g / at_least_fp32(g).norm(dim=-1, keepdim=True).clamp_min(eps).to(g.dtype)
 
 
+def _shape_scale(p: Tensor) -> float:
+    """Muon's update scale for a (rows, cols) matrix: sqrt(max(1, rows / cols))."""
+    return max(1, p.size(0) / p.size(1)) ** 0.5
+
+
 class Muon(torch.optim.Optimizer):
     """Momentum + Nesterov, orthogonalized update scaled by sqrt(max(1, rows/cols)).
 
     Under torch.distributed each rank orthogonalizes every world_size-th matrix and the updates are
     summed with one all-reduce (the official sharding). Decoupled weight decay p *= 1 - lr * wd is
     applied before the update.
+
+    ``momentum_dtype``: ``grad`` (official) keeps the momentum in the gradient's dtype and multiplies the
+    orthogonalized update by the shape scale in the Newton-Schulz dtype; ``bf16`` is the 2026-04-27 record's
+    step (PR #1855): the gradient cast to bf16, the momentum kept in bf16, and the scale folded into the step
+    size of the final fp32 add (its update leaves Newton-Schulz unscaled).
     """
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_dtype: torch.dtype = torch.bfloat16, row_normalize: bool = False,
-                 ns_coeffs: str = "official"):
+                 ns_coeffs: str = "official", momentum_dtype: str = "grad"):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
                                       weight_decay=weight_decay, row_normalize=row_normalize))
         ns_coefficients(ns_coeffs, 1)  # an unknown name fails here, not at the first step
+        if momentum_dtype not in ("grad", "bf16"):
+            raise ValueError(f"Muon momentum dtype: expected 'grad' or 'bf16', got {momentum_dtype!r}")
+        self.bf16_momentum = momentum_dtype == "bf16"
         self.orthogonalize = zeropower_via_newtonschulz5
         self.ns_dtype = ns_dtype
         self.ns_coeffs = ns_coeffs
@@ -96,7 +109,7 @@ class Muon(torch.optim.Optimizer):
             curr = 0
             for i, p in enumerate(params):
                 if i % world_size == rank and p.grad is not None:
-                    g = p.grad
+                    g = p.grad.bfloat16() if self.bf16_momentum else p.grad
                     state = self.state[p]
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(g)
@@ -107,7 +120,8 @@ class Muon(torch.optim.Optimizer):
                     if group.get("row_normalize", False):
                         g = row_normalize(g)
                     g = self.orthogonalize(g, steps=group["backend_steps"], dtype=self.ns_dtype, **ns_kw)
-                    g *= max(1, g.size(0) / g.size(1)) ** 0.5
+                    if not self.bf16_momentum:  # bf16: the scale joins the step size below
+                        g *= _shape_scale(p)
                     updates_flat[curr: curr + p.numel()] = g.reshape(-1)
                 curr += p.numel()
             if distributed:
@@ -117,7 +131,8 @@ class Muon(torch.optim.Optimizer):
             for p in params:
                 if wd:
                     p.mul_(1 - lr * wd)
-                p.add_(updates_flat[curr: curr + p.numel()].view_as(p).to(dtype=p.dtype), alpha=-lr)
+                alpha = -lr * _shape_scale(p) if self.bf16_momentum else -lr
+                p.add_(updates_flat[curr: curr + p.numel()].view_as(p).to(dtype=p.dtype), alpha=alpha)
                 curr += p.numel()
         return None
 
@@ -165,7 +180,7 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
     opt_tok = adam(groups["embed"], token_lr, wd=embed_wd)
     muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
                 weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize,
-                ns_coeffs=o.muon_ns_coeffs)
+                ns_coeffs=o.muon_ns_coeffs, momentum_dtype=o.muon_momentum_dtype)
     for g in muon.param_groups:
         g["base_lr"] = o.matrix_lr
     opt_scalar = adam(groups["scalar"], o.scalar_lr)

@@ -334,9 +334,10 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
     depth recurrence of blocks 3-5 (NUM_LOOPS=2: 3 passes) from 35% of training, a two-lane parallel decoder from
     block 8 (lanes averaged), a sparse attention output gate (window 12, scale 0.5) and the input-dependent
     SmearGate that never crosses a BOS token. 786,432 tokens/step at seq 2048; Muon LR 0.026, MuonEq-R, Polar
-    Express Newton-Schulz (5 steps), momentum 0.92->0.97 over 1500 steps, WD 0.095 (Muon) / 0.085 (embedding) /
-    0.02 (scalars), Adam beta2 0.99, grad clip 0.3, linear warmdown over the last 85% of the wallclock (less the
-    0.5 s GPTQ reserve) to a floor of 0.1, EMA 0.9965. Export: GPTQ (16 calibration batches) with SD clip 11.5
+    Express Newton-Schulz (5 steps) with the record's bf16 gradient and momentum (``optim.muon_momentum_dtype``),
+    momentum 0.92->0.97 over 1500 steps, WD 0.095 (Muon) / 0.085 (embedding) / 0.02 (scalars), Adam beta2 0.99,
+    grad clip 0.3, linear warmdown over the last 85% of the wallclock (less the 0.5 s GPTQ reserve) to a floor of
+    0.1, EMA 0.9965. Export: GPTQ (16 calibration batches) with SD clip 11.5
     (MLP) / 13 (attention) / 12.85 (other) sigma at int6 and 14 sigma for the int7 embedding, int8 sparse gates,
     LQER rank 4 on the 3 worst tensors (2-bit A, 4-bit B in groups of 64), the per-group lrzip compressor
     (``export.compressor=pergroup``, needs the lrzip binary). Evaluation in non-overlapping 2048-token windows (the
@@ -363,11 +364,14 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
     - an SD-clip row whose scale is below fp16's smallest normal gets that floor; the record floors at 1e-10
       and stores an fp16 subnormal [export.scale_subnormal=true].
     Not switchable: the record's diagnostic evaluation also drops the sequences that do not fill a last
-    per-rank batch; every rank decides the loop switch together; the record's Muon runs on parameter banks
-    (not compared). In the TTT evaluation (docs/records-pr1855.md): the global SGD phase cuts long documents into
-    segments and pgolf's SmearGate does not read across such a cut, the record's does (parity test: 0 before the
-    first phase, 5.9e-3 largest per-token loss difference after two phases); several ranks split the document
-    batches round-robin and all-reduce the sums, the record's ranks claim batches first-come through lock files. The seed is the script's default 1337 (the record's runs: SEED=42, 0, 1234)."""
+    per-rank batch; every rank decides the loop switch together; the record's Muon runs on parameter banks (its
+    single-process step equals pgolf's matrix by matrix, bit for bit; on several ranks it reduce-scatters the
+    bf16-cast gradients with a bf16 average where pgolf averages fp32 gradients, then casts). In the TTT
+    evaluation (docs/records-pr1855.md): the global SGD phase cuts long documents into segments and pgolf's
+    SmearGate does not read across such a cut, the record's does (parity test: 0 before the first phase, 5.9e-3
+    largest per-token loss difference after two phases); several ranks split the document batches round-robin
+    and all-reduce the sums, the record's ranks claim batches first-come through lock files. The seed is the
+    script's default 1337 (the record's runs: SEED=42, 0, 1234)."""
     return apply_overrides(pr1394_sp8192_gptq_sdclip_loop45x2(), {
         "model.qk_gain_init": 5.0, "model.loop_layers": (3, 4, 5), "model.loop_count": 2,
         "model.loop_start_frac": 0.35, "model.parallel_start_layer": 8, "model.parallel_final_lane": "mean",
@@ -378,6 +382,7 @@ def pr1855_sp8192_lqer_sparsegate_bossmear_9hp() -> Config:
         "train.val_loss_every": 0,
         "optim.matrix_lr": 0.026, "optim.muon_momentum": 0.97, "optim.muon_weight_decay": 0.095,
         "optim.muon_ns_coeffs": "polar_express", "optim.muon_backend_steps": 5, "optim.beta2": 0.99,
+        "optim.muon_momentum_dtype": "bf16",
         "schedule.warmdown_frac": 0.85, "schedule.min_lr_frac": 0.1,
         "averaging.ema_decay": 0.9965,
         "export.gptq_calibration_batches": 16, "export.gptq_reserve_seconds": 0.5,
@@ -420,8 +425,9 @@ def pr1868_smeargate_bosfix_3seed() -> Config:
     - an SD-clip row whose scale is below fp16's smallest normal gets that floor; the record keeps an fp16
       subnormal [export.scale_subnormal=true].
     Not switchable: as for PR #1855's preset. The record's code differs from PR #1855's in the per-group
-    compressor (absent) and in performance details (data prefetch depth, Triton block sizes, bf16 casts in its
-    banked Muon, a side CUDA stream), not in the model or the schedule."""
+    compressor (absent) and in performance details (data prefetch depth, Triton block sizes, a side CUDA stream),
+    not in the model or the schedule; its banked Muon's explicit bf16 -> fp32 casts leave the step's values as
+    PR #1855's (tests/test_parity_pr1855_optim.py: both equal ``optim.muon_momentum_dtype=bf16`` bit for bit)."""
     return apply_overrides(pr1855_sp8192_lqer_sparsegate_bossmear_9hp(), {
         "optim.beta2": 0.95, "schedule.warmdown_frac": 0.75, "model.sparse_attn_gate_scale": 1.0,
         "export.sdclip_sigmas_mlp": 12.0, "export.sdclip_sigmas_embed": 15.0, "export.gate_int8": False,
