@@ -194,6 +194,6 @@ def test_the_trainer_evaluates_in_training_sized_parts_on_cpu_only_when_eager():
     from pgolf.running.bench import build_trainer
     from pgolf.running.presets import get_preset
     tr = build_trainer(get_preset("micro"))
-    assert tr._official_eval_part_seqs() == 2048 // 128  # one training micro-batch: 16 sequences
+    assert tr.official_eval_part_seqs() == 2048 // 128  # one training micro-batch: 16 sequences
     tr.compiled = True
-    assert tr._official_eval_part_seqs() == 0
+    assert tr.official_eval_part_seqs() == 0

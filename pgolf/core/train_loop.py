@@ -282,7 +282,7 @@ class TrainLoop:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
 
-    def _official_eval_part_seqs(self) -> int:
+    def official_eval_part_seqs(self) -> int:
         """On CPU the official evaluator runs each validation batch (65,536 tokens a rank at micro scale) through
         the model in parts of a training micro-batch's sequences: the same bits (:func:`batch_mean_loss`), a
         fraction of the memory, and less time. 0 (the whole batch at once) on CUDA and for a compiled model, whose
@@ -297,7 +297,7 @@ class TrainLoop:
         if not final or self.official_eval:
             return eval_official(self.model, tokens, self.luts, c.train.train_seq_len, c.train.val_batch_size,
                                  self.d.rank, self.d.world_size, self.accum, self.d.device, self.use_autocast,
-                                 part_seqs=self._official_eval_part_seqs(),
+                                 part_seqs=self.official_eval_part_seqs(),
                                  doc_mask_bos=c.model.bos_id if c.model.doc_mask else None)
         # Sliding / other-length / full-tail evaluation: its own forward (compiled with static shapes on CUDA,
         # batches padded to eval.batch_seqs so each window length compiles once; eager on CPU).
