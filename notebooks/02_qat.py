@@ -27,7 +27,9 @@
 # - Seed 003 (https://github.com/openai/parameter-golf/pull/128, 1.1594): "STE fake int6 QAT" from step 0 with an
 #   int6 per-row export + zstd.
 # - The records (https://github.com/openai/parameter-golf/tree/main/records): the baseline's int8 gap is
-#   0.0072 bpb on 8×H100; uniform int6 without QAT cost +0.048; from 2026-04-01 on the records dropped QAT for
+#   0.0072 bpb on 8×H100; in the 2026-03-19 MixedQuant record the +0.048 penalty of "uniform int6" came from the
+#   tied embedding exported at int6 without QAT (its block matrices were trained with QAT; int8 for the embedding
+#   brought the penalty to +0.0015), so it is not a "no QAT" number; from 2026-04-01 on the records dropped QAT for
 #   GPTQ. Several records' "late QAT" never ran (torch.compile constant-folded a class attribute); in pgolf the
 #   switch is explicit per-layer state with a recompile, and its activation step is logged (`qat_step`).
 #

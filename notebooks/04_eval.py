@@ -20,8 +20,10 @@
 # training, with or without NTK-aware RoPE scaling). How much of that is stable across training seeds?
 #
 # **What was claimed** (the records, https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb).
-# - Sliding window, stride 64 vs non-overlapping windows on the baseline: **−0.0319 bpb** (1.2244 → 1.1925),
-#   eval time 16 s → 70 s on 8×H100; −0.0335 on MixedQuant. Seeds 001–004 all evaluate with stride 64.
+# - Sliding window, stride 64 vs non-overlapping windows: **−0.0335 bpb** on the same weights in the 2026-03-19
+#   MixedQuant record (one run), the only same-weights number; the 2026-03-19 SlidingWindowEval record's −0.0319
+#   (1.2244 → 1.1925, eval time 16 s → 70 s on 8×H100) compares two different training runs. Seeds 001–004 all
+#   evaluate with stride 64.
 # - NTK-aware RoPE, `base' = base·(L_eval/L_train)^(d/(d−2))`: "neutral-to-negative" at 2048 after training at
 #   1024 for well-trained models; seed 001 (https://github.com/openai/parameter-golf/pull/326) evaluates at 4096
 #   after training at 2048.

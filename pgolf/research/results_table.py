@@ -155,8 +155,17 @@ def _eval_rows(root: Path, skip_broken: bool) -> list[TableRow]:
     tests = compare(labelled, ref, "val_bpb")
     means = labelled.groupby("arm")["val_bpb"].mean()
     scale = stored[1]["run"].iloc[0].split("/")[0]
-    return [table_row(f"04 eval (unquantized val_bpb, first {int(labelled['tokens_scored'].iloc[0]):,} val "
-                      "targets)", scale, arm, ref, means[arm], row) for arm, row in tests.iterrows()]
+    label = f"04 eval (unquantized val_bpb, first {int(labelled['tokens_scored'].iloc[0]):,} val targets)"
+    rows = [table_row(label, scale, arm, ref, means[arm], row) for arm, row in tests.iterrows()]
+    for arm, other in EVAL_PAIRS:  # the comparisons a practitioner makes between two non-reference settings
+        pair = labelled[labelled["arm"].isin([arm, other])]
+        if pair["arm"].nunique() == 2:
+            rows.append(table_row(label, scale, arm, other, means[arm], compare(pair, other, "val_bpb").loc[arm]))
+    return rows
+
+
+# 04: longer context at the same stride (does NTK at twice the length add to the sliding window's gain?)
+EVAL_PAIRS = (("L=256 NTK stride 64", "L=128 stride 64"),)
 
 
 def _frontier_rows(root: Path, skip_broken: bool) -> list[TableRow]:
