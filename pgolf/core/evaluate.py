@@ -59,6 +59,16 @@ class ByteLUTs:
     def count(self, prev_ids: Tensor, tgt_ids: Tensor) -> Tensor:
         return self.token_bytes(prev_ids, tgt_ids).to(torch.float64).sum()
 
+    # The byte accounting the evaluators call; a CaseOps sidecar (pgolf.core.data.sidecar.SidecarBytes) answers the
+    # same two calls from the targets' stream positions instead of their pieces.
+    def target_bytes(self, prev_ids: Tensor, tgt_ids: Tensor, positions: Tensor) -> Tensor:
+        """Bytes of each target (``positions``: their stream positions, unused here)."""
+        return self.token_bytes(prev_ids, tgt_ids)
+
+    def span_bytes(self, prev_ids: Tensor, tgt_ids: Tensor, start: int, end: int) -> Tensor:
+        """float64 bytes of the targets ``tgt_ids`` at stream positions ``start..end-1``."""
+        return self.count(prev_ids, tgt_ids)
+
 
 @dataclass
 class EvalResult:
@@ -124,11 +134,6 @@ def _reduce(*ts: Tensor) -> None:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
-def _sidecar(luts) -> bool:
-    """A CaseOps byte sidecar (:class:`pgolf.core.data.sidecar.SidecarBytes`): bytes by stream position."""
-    return hasattr(luts, "per_token")
-
-
 def batch_mean_loss(model: nn.Module, x: Tensor, y: Tensor, part_seqs: int = 0) -> Tensor:
     """``model(x, y)``, the batch's mean cross-entropy; with ``part_seqs`` > 0 computed ``part_seqs`` rows at a time.
 
@@ -181,10 +186,7 @@ def eval_official(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len:
                 loss = batch_mean_loss(model, x, y, part_seqs)
         loss_sum += loss.to(torch.float64) * float(y.numel())
         tok += float(y.numel())
-        if _sidecar(luts):
-            byt += luts.range_sum(bs * seq_len + 1, be * seq_len + 1)
-        else:
-            byt += luts.count(x.reshape(-1), y.reshape(-1))
+        byt += luts.span_bytes(x.reshape(-1), y.reshape(-1), bs * seq_len + 1, be * seq_len + 1)
     _reduce(loss_sum, tok, byt)
     model.train(was_training)
     val_loss = (loss_sum / tok).item()
@@ -241,7 +243,7 @@ def eval_windows(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, seq_len: 
         scored = torch.arange(length, device=device)[None, :] >= offsets[:, None]  # (B, T): this window's targets
         loss_sum += torch.where(scored, nll.to(torch.float64), 0.0).sum()
         tok += scored.sum()
-        nbytes = luts.at(idx + 1).to(device) if _sidecar(luts) else luts.token_bytes(x, y)
+        nbytes = luts.target_bytes(x, y, idx + 1).to(device)
         byt += torch.where(scored, nbytes, 0).to(torch.float64).sum()
     _reduce(loss_sum, tok, byt)
     model.train(was_training)

@@ -402,9 +402,8 @@ def eval_ttt_phased(model: nn.Module, val_tokens: Tensor, luts: ByteLUTs, ev: Ev
                     scored = (clens_d > 0) & (pos >= offs_d) & (pos < offs_d + clens_d)
                     with torch.no_grad():
                         loss_sum += torch.where(scored, losses.to(torch.float64), 0.0).sum()
-                        tgt_bytes = (luts.at(idx[:, 1:]) if hasattr(luts, "per_token")  # CaseOps sidecar: by
-                                     else luts.token_bytes(x, y))  # the target's stream position, else its piece
-                        byte_sum += torch.where(scored, tgt_bytes.to(device), 0).to(torch.float64).sum()
+                        tgt_bytes = luts.target_bytes(x, y, idx[:, 1:]).to(device)  # a sidecar: by stream position
+                        byte_sum += torch.where(scored, tgt_bytes, 0).to(torch.float64).sum()
                         tok_sum += clens.sum().to(device=device, dtype=torch.float64)
                     if on_chunk is not None:
                         on_chunk(ChunkBatch(qi, ci, [d for d, _ in entries], starts.tolist(), losses, scored))

@@ -62,10 +62,10 @@ class SidecarBytes:
     def to(self, device: torch.device) -> "SidecarBytes":
         return SidecarBytes(self.per_token.to(device), self.source)
 
-    def range_sum(self, start: int, end: int) -> Tensor:
-        """float64 bytes of the targets at stream positions ``start..end-1``."""
+    def span_bytes(self, prev_ids: Tensor, tgt_ids: Tensor, start: int, end: int) -> Tensor:
+        """float64 bytes of the targets at stream positions ``start..end-1`` (the ids are not needed)."""
         return self.per_token[start:end].to(torch.float64).sum()
 
-    def at(self, positions: Tensor) -> Tensor:
-        """Bytes of the targets at ``positions`` (any shape)."""
+    def target_bytes(self, prev_ids: Tensor, tgt_ids: Tensor, positions: Tensor) -> Tensor:
+        """Bytes of the targets at ``positions`` (any shape; the ids are not needed)."""
         return self.per_token[positions.to(self.per_token.device)]
