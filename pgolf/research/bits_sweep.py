@@ -73,9 +73,10 @@ def bits_sweep_inputs(*, runs: pd.DataFrame, arms: Sequence[str], bits: Sequence
 
 def bits_sweep_table(*, runs_root: Path, runs: pd.DataFrame, arms: Sequence[str], bits: Sequence[int],
                      eval_tokens: int, dataset: str | Path, rerun: bool = False,
-                     log: Callable[[str], None] = print) -> pd.DataFrame:
-    """:func:`bits_sweep`, stored under ``runs_root/qat/analysis`` and reused while its inputs are unchanged."""
+                     log: Callable[[str], None] = print, table: AnalysisTable = TABLE) -> pd.DataFrame:
+    """:func:`bits_sweep`, stored where ``table`` says (default: ``runs_root/qat/analysis``, notebook 02's; another
+    study passes its own :class:`AnalysisTable` of :class:`BitsSweepRow`) and reused while its inputs are unchanged."""
     inputs = bits_sweep_inputs(runs=runs, arms=arms, bits=bits, eval_tokens=eval_tokens)
-    return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
+    return table.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
                         compute=lambda: bits_sweep(runs=runs, arms=arms, bits=bits, eval_tokens=eval_tokens,
                                                    dataset=dataset))

@@ -32,7 +32,8 @@ import pandas as pd
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.core.records import RunRecordError
 from pgolf.core.runs import atomic_write_json
-from pgolf.research import bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, smear_gates
+from pgolf.research import (bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, regime_study,
+                            smear_gates)
 from pgolf.research.results import load_metrics, load_runs, read_run, runs_frame
 
 Builder = Callable[..., list[Path]]
@@ -429,6 +430,72 @@ def frontier_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = (
     plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4: round-trip bpb and artifact bytes")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "frontier", formats)
+
+
+def tokens_per_parameter(runs: pd.DataFrame) -> dict[str, float]:
+    """How a scale's runs trained (:func:`pgolf.research.scales.regime` of the first run's ``config.json`` and
+    steps: training tokens per non-embedding parameter and per parameter); the model is built on the meta
+    device, no data is read."""
+    from pgolf.core.config import Config
+    from pgolf.research.scales import regime
+
+    first = runs.iloc[0]
+    return regime(Config.from_json(Path(first["path"]) / "config.json"), steps=int(first["steps"]))
+
+
+@figure(regime_study.STUDY)
+def regime_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """Notebook 08: at the ``regime`` scale, each arm minus the shared control per seed (the headline); the two
+    routes to an int6 artifact, each against its own reference on the same seed (QAT against the control's
+    weights re-exported at int6, GPTQ against round-to-nearest on the same weights); and the same technique's
+    per-seed differences at ``regime`` and at ``micro`` (notebooks 06 and 02), with the control's int6 gap."""
+    runs = with_control(selected_runs(runs_root, regime_study.STUDY))
+    if runs.empty or runs["arm"].nunique() < 2:
+        return []
+    bits = regime_study.BITS_TABLE.read(runs_root)
+    gptq = regime_study.GPTQ_TABLE.read(runs_root)
+    micro_bits = bits_sweep.TABLE.read(runs_root)
+    pairs = regime_study.effect_pairs(runs, None if bits is None else bits[1],
+                                      with_control(selected_runs(runs_root, "frontier")),
+                                      with_control(selected_runs(runs_root, "qat")),
+                                      None if micro_bits is None else micro_bits[1])
+    routes = []
+    qat = pairs[(pairs["technique"] == "late QAT int6") & (pairs["scale"] == regime_study.SCALE)]
+    if len(qat):
+        routes.append(qat.assign(arm=f"{regime_study.QAT}\n− control@int6"))
+    if gptq is not None and not gptq[1].empty:
+        rows = regime_study.gptq_rows(gptq[1])
+        ref = rows[rows["arm"] == regime_study.RTN].set_index("seed")["q_val_bpb"]
+        got = rows[rows["arm"] == regime_study.GPTQ]
+        routes.append(pd.DataFrame({"arm": "GPTQ − RTN\nsame weights", "seed": got["seed"],
+                                    "diff": got["q_val_bpb"].to_numpy() - got["seed"].map(ref).to_numpy()}))
+    across = pairs[pairs.groupby("technique")["scale"].transform("nunique") > 1]
+    here = tokens_per_parameter(runs[runs["arm"] == protocol.CONTROL])["tokens_per_non_embedding_param"]
+    layout = "AB;CC" if routes and len(across) else ("AB" if routes else ("A;C" if len(across) else "A"))
+    fig, ax = plots.new_mosaic(layout, height_in=2.8 * (layout.count(";") + 1))
+    deltas = protocol.deltas(runs, "q_val_bpb")
+    plots.plot_paired_deltas(deltas, ax=ax["A"], threshold=float(deltas["threshold"].iloc[0]))
+    ax["A"].set_title(f"arms vs the shared control ({plots.seeds_note(deltas)})")
+    if routes:
+        both = pd.concat(routes, ignore_index=True)
+        plots.plot_paired_deltas(both, ax=ax["B"], reference="the reference under each column")
+        ax["B"].set_ylabel("Δ q_val_bpb at int6 (bpb)\nvs the reference under each column")
+        ax["B"].set_title(f"two routes to int6 ({plots.seeds_note(both)})")
+    if len(across):
+        regime_of = {regime_study.SCALE: here}
+        micro = with_control(selected_runs(runs_root, "frontier"))
+        micro = micro[(micro["scale"] == "micro") & (micro["arm"] == protocol.CONTROL)] if len(micro) else micro
+        if len(micro):
+            regime_of["micro"] = tokens_per_parameter(micro)["tokens_per_non_embedding_param"]
+        labelled = across.assign(arm=[f"{t}\n{sc}" for t, sc in zip(across["technique"], across["scale"])])
+        plots.plot_paired_deltas(labelled, ax=ax["C"], annotate_n=True)
+        ax["C"].set_ylabel("per-seed Δ q_val_bpb (bpb)\n(gap: q_val_bpb − val_bpb)")
+        ax["C"].set_title("the same technique at two regimes (training tokens per non-embedding parameter: "
+                          + ", ".join(f"{sc} {n:.0f}" for sc, n in regime_of.items()) + f"; {plots.seeds_note(labelled)})")
+    plots.suptitle(fig, f"Structural techniques at the regime scale ({here:.0f} training tokens per non-embedding "
+                        "parameter), after the export round trip")
+    plots.caption(fig, PAIRED_KEY)
+    return plots.save(fig, out_dir, regime_study.STUDY, formats)
 
 
 @figure("compression")

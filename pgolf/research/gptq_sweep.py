@@ -87,12 +87,13 @@ def gptq_sweep(*, run_dirs: Sequence[str | Path], dataset: str | Path, bits: Seq
 
 def gptq_sweep_table(*, runs_root: Path, run_dirs: Sequence[str | Path], dataset: str | Path, bits: Sequence[int],
                      eval_tokens: int, calibration_batches: int, rerun: bool = False,
-                     log: Callable[[str], None] = print) -> pd.DataFrame:
-    """:func:`gptq_sweep`, stored under ``runs_root/frontier/analysis`` while its inputs are unchanged."""
+                     log: Callable[[str], None] = print, table: AnalysisTable = TABLE) -> pd.DataFrame:
+    """:func:`gptq_sweep`, stored where ``table`` says (default: ``runs_root/frontier/analysis``, notebook 06's;
+    another study passes its own :class:`AnalysisTable` of :class:`GPTQSweepRow`) while its inputs are unchanged."""
     inputs = {"runs": [run_id(d) for d in run_dirs], "bits": list(bits),
               "eval_tokens": eval_tokens, "calibration_batches": calibration_batches,
               "settings": [export_overrides(0, q, c) for q in QUANTIZERS for c in CLIPS]}
-    return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
+    return table.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
                         compute=lambda: gptq_sweep(run_dirs=run_dirs, dataset=dataset, bits=bits,
                                                    eval_tokens=eval_tokens, calibration_batches=calibration_batches))
 

@@ -96,6 +96,13 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Evidence("2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6", -0.003, "not stated", "bundled",
                  "'~0.003 BPB' from recurrence, with MuonEq-R, WD 0.090 and all-int6"),
     ),
+    "skip_gates": (
+        Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
+                 "sigmoid-gated U-Net skips (from PR #1089) added together with about ten other changes; no number "
+                 "for the gates"),
+        Evidence("2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2", None, "not stated", "none",
+                 "kept in the stack (SKIP_GATES_ENABLED=1 by default, trained as control tensors); no ablation"),
+    ),
     "ttt_vs_plain": (
         Evidence("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", -0.0127, "3 seeds (42, 0, 1234)",
                  "same-weights", "phased LoRA TTT vs the non-sliding quantized evaluation of the same artifact "
