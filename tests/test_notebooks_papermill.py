@@ -36,6 +36,7 @@ PARAMS = {
     "06_frontier": {"overrides": {**SMOKE, "train.iterations": 4}, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048,
                     "calibration_batches": 2},
     "07_test_time_training": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048},
+    "08_regime": {"overrides": {**SMOKE, "train.iterations": 4}, "seeds": [0, 1], "calibration_batches": 2},
 }
 FIGURES = {
     "00_quickstart": ["quickstart.svg"],
@@ -46,6 +47,7 @@ FIGURES = {
     "05_compression": ["compression.svg"],
     "06_frontier": ["frontier.svg"],
     "07_test_time_training": [],  # a scratch study: tables only, nothing published under runs/ or figures/
+    "08_regime": ["regime_study.svg"],
 }
 
 
@@ -70,5 +72,5 @@ def test_notebook_runs_and_writes_its_figures(name, out_root):
     for fig in FIGURES[name]:
         path = out_root / "figures" / fig
         assert path.is_file() and path.stat().st_size > 1000, f"{name} did not write {path}"
-    if name in ("02_qat", "04_eval", "05_compression", "06_frontier"):
+    if name in ("02_qat", "04_eval", "05_compression", "06_frontier", "08_regime"):
         assert any((out_root / "runs").glob("*/analysis/*.json")), "derived tables are stored beside the runs"

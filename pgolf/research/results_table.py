@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pgolf.core.paths import runs_dir
-from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol
+from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol, regime_study
 from pgolf.research.figures import declarations, selected_runs, with_control
 from pgolf.research.stats import RULE_ALPHA, compare, holm
 
@@ -186,11 +186,33 @@ def _frontier_rows(root: Path, skip_broken: bool) -> list[TableRow]:
     return lines
 
 
+def _regime_rows(root: Path, skip_broken: bool) -> list[TableRow]:
+    """08: every arm against the regime scale's shared control; late QAT against the control's weights at int6;
+    GPTQ against round-to-nearest on the same weights at int6."""
+    rs = regime_study
+    runs = with_control(selected_runs(root, rs.STUDY, skip_broken=skip_broken))
+    if runs.empty:
+        return []
+    label = f"08 {rs.STUDY}"
+    lines = paired_rows(root, rs.STUDY, label, skip_broken=skip_broken)
+    bits, gptq = rs.BITS_TABLE.read(root), rs.GPTQ_TABLE.read(root)
+    if bits is not None and (runs["arm"] == rs.QAT).any():
+        row = rs.qat_tests(runs, bits[1]).loc["score"]
+        mean = runs.loc[runs["arm"] == rs.QAT, "q_val_bpb"].mean()
+        lines.append(table_row(label, rs.SCALE, rs.QAT, row["reference"], mean, row))
+    if gptq is not None and not gptq[1].empty:
+        rows = rs.gptq_rows(gptq[1])
+        lines.append(table_row(f"{label} (int{rs.QAT_BITS} export, same weights)", rs.SCALE, rs.GPTQ, rs.RTN,
+                               rows.loc[rows["arm"] == rs.GPTQ, "q_val_bpb"].mean(), rs.gptq_tests(gptq[1]).loc["score"]))
+    return lines
+
+
 register_study("swiglu_vs_relu2", "01")
 register_study("smeargate", "03", references=[("smear_per_dim", "smear_scalar")])
 register_study("qat", "02", _qat_rows)
 register_study("eval", "04", _eval_rows)
 register_study("frontier", "06", _frontier_rows)
+register_study(regime_study.STUDY, "08", _regime_rows)
 
 
 def table_tests(runs_root: Path | None = None, *, skip_broken: bool = False) -> list[TableRow]:
