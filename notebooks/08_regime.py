@@ -182,6 +182,11 @@ if len(across):
 
 # %% [markdown]
 # ### The int6 gap and what closes it; costs
+#
+# Step times: each arm's `step_avg_ms` over its seed's control's, over the whole run and, for the loop (on from
+# 50% of the steps) and QAT (from 85%), over the steps where it is on (from `metrics.jsonl`). They are wall clock
+# of one-thread processes on a shared 2-vCPU machine that ran other work at the same time, so a ratio is only as
+# good as its spread over seeds.
 
 # %%
 closed = rs.gap_closed(runs, bits_table, gptq_table) if has(rs.QAT) else None
@@ -189,7 +194,8 @@ if closed is not None:
     display(closed.style.format({"gap_without": "{:+.4f}", "gap_with": "{:+.4f}", "closed_bpb": "{:+.4f}",
                                  "closed_share": "{:.0%}"}))
 steps = rs.step_time_summary(runs)
-display(steps.style.format({"mean": "{:.2f}×", "min": "{:.2f}×", "max": "{:.2f}×"}))
+display(steps.style.format({c: "{:.2f}×" for c in ("mean", "min", "max", "on_mean", "on_min", "on_max")}
+                           | {"from_step": "{:.0f}"}))
 seconds = rs.run_seconds(runs)
 display(seconds.groupby("arm", sort=False)[["train_s", "eval_s", "timed_s"]].agg(["mean", "min", "max"]).round(1))
 
@@ -215,9 +221,12 @@ lines = [f"- Regime: {reg['tokens_per_non_embedding_param']:.0f} training tokens
          "start-up and export come on top (one run measured alone: 123 CPU-s, `pgolf.research.scales`)."]
 for arm in ARMS:
     name = f"{arm} vs control"
+    st = steps.loc[arm]
+    on = (f"; {st['on_mean']:.2f}× ({st['on_min']:.2f}–{st['on_max']:.2f}×) from step {int(st['from_step'])} on, "
+          "where it is switched on" if pd.notna(st["on_mean"]) else "")
     lines.append(f"- `{arm}`: {verdict(with_p(name, arm_tests.loc[arm]), arm, 'control', 'q_val_bpb')} "
-                 f"Step time {steps.loc[arm, 'mean']:.2f}× the control's ({steps.loc[arm, 'min']:.2f}–"
-                 f"{steps.loc[arm, 'max']:.2f}× over {int(steps.loc[arm, 'n'])} seeds).")
+                 f"Step time {st['mean']:.2f}× the control's over the whole run ({st['min']:.2f}–{st['max']:.2f}× "
+                 f"over {int(st['n'])} seeds){on}.")
 if scale in gap6.index:
     g = gap6.loc[scale]
     full = "inside" if 0.007 <= g["mean"] <= 0.012 else ("below" if g["mean"] < 0.007 else "above")

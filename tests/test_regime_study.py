@@ -50,7 +50,12 @@ def _write_run(root, scale, arm, seed, shift, overrides):
         "status": "finished", "name": run.name, "arm": arm, "seed": seed, "steps": 750 if scale == "regime" else 400,
         "val_bpb": val, "val_loss": val / 0.6, "q_val_bpb": q, "q_val_loss": q / 0.6, "artifact_bytes": 1000,
         "code_bytes": 1, "step_avg_ms": 100.0 * slow * (1 + 0.01 * seed), "train_time_ms": 75_000.0 * slow,
-        "val_tokens_scored": 1000, "qat_step": None}))
+        "val_tokens_scored": 1000, "qat_step": 640 if arm == rs.QAT else None,
+        "loop_step": 375 if arm == rs.LOOP else None}))
+    on = {rs.LOOP: 375, rs.QAT: 640}.get(arm)  # the technique's step time applies from its switch on
+    ms = [100.0 * (slow if on is not None and step > on else 1.0 if on is not None else slow) for step in range(1, 751)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "train_loss": 3.0, "train_time_ms": t}) + "\n"
+                                               for i, t in enumerate(np.cumsum(ms))))
     (run / "train.log").write_text(f"final_int8_zlib_roundtrip val_loss:1 val_bpb:{q:.4f} eval_time:{5000 + seed}ms\n")
 
 
@@ -178,6 +183,9 @@ def test_costs_step_time_ratios_by_seed_and_the_timed_seconds(root, tmp_path):
     runs = _regime(root)
     steps = rs.step_time_summary(runs)
     assert steps.loc[rs.LOOP, "mean"] == pytest.approx(1.4) and int(steps.loc[rs.LOOP, "n"]) == 5
+    assert steps.loc[rs.LOOP, "on_mean"] == pytest.approx(1.4) and steps.loc[rs.QAT, "on_min"] == pytest.approx(1.2)
+    assert (steps.loc[rs.LOOP, "from_step"], steps.loc[rs.QAT, "from_step"]) == (375, 640)
+    assert np.isnan(steps.loc[rs.SKIP, "on_mean"])  # on from the start: the whole-run ratio is its cost
     seconds = rs.run_seconds(runs)
     control = seconds[seconds["arm"] == "control"].sort_values("seed")
     assert control["timed_s"].to_numpy() == pytest.approx(75.0 + 5.0 + 0.001 * np.arange(5))

@@ -16,6 +16,7 @@ function here takes tables and returns tables; nothing reads the disk except :fu
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,48 @@ def step_time_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.
             .reset_index(drop=True))
 
 
+SWITCHES = ("loop_step", "qat_step")  # summary fields: the step at which an arm's technique switched on
+
+
+def _train_ms(run_dir: str | Path) -> pd.Series:
+    """step -> training time (ms) at the end of that step, from a run's ``metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    times = {int(r["step"]): float(r["train_time_ms"]) for r in rows if "train_loss" in r and "train_time_ms" in r}
+    if not times:
+        raise ValueError(f"{path}: no training rows with train_time_ms")
+    return pd.Series(times).sort_index()
+
+
+def switched_on_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
+    """Per run of an arm whose technique switches on mid-run (``loop_step`` or ``qat_step`` in its summary): the
+    mean step time from that step to the end over the control's on the same steps of the same seed, i.e. the
+    cost while the technique is on (the whole-run ratio dilutes it by the steps before)."""
+    base = {int(r["seed"]): r["path"] for r in runs[runs["arm"] == control].to_dict("records")}
+    rows = []
+    for r in runs[runs["arm"] != control].to_dict("records"):
+        switch = next((int(r[k]) for k in SWITCHES if k in r and pd.notna(r[k])), None)
+        if switch is None or int(r["seed"]) not in base:
+            continue
+        arm_ms, ref_ms = _train_ms(r["path"]), _train_ms(base[int(r["seed"])])
+        end = min(arm_ms.index.max(), ref_ms.index.max())
+        if not switch < end:
+            continue
+        per_step = lambda t: (t[end] - t[switch]) / (end - switch)  # noqa: E731
+        rows.append({"arm": r["arm"], "seed": int(r["seed"]), "from_step": switch, "ratio_on": per_step(arm_ms) / per_step(ref_ms)})
+    return pd.DataFrame(rows, columns=["arm", "seed", "from_step", "ratio_on"])
+
+
 def step_time_summary(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
-    """:func:`step_time_ratios` per arm: n, the mean ratio, the smallest and the largest."""
+    """:func:`step_time_ratios` per arm: n, the mean ratio, the smallest and the largest; and for arms that switch
+    on mid-run, the mean, smallest and largest ratio while on (:func:`switched_on_ratios`; NaN for the others)."""
     ratios = step_time_ratios(runs, control)
-    return ratios.groupby("arm", sort=False)["ratio"].agg(n="count", mean="mean", min="min", max="max")
+    table = ratios.groupby("arm", sort=False)["ratio"].agg(n="count", mean="mean", min="min", max="max")
+    on = switched_on_ratios(runs, control).groupby("arm", sort=False)
+    table["from_step"] = on["from_step"].min().reindex(table.index)
+    for stat in ("mean", "min", "max"):
+        table[f"on_{stat}"] = on["ratio_on"].agg(stat).reindex(table.index)
+    return table
 
 
 ROUNDTRIP_EVAL = re.compile(r"^final_\S+_roundtrip val_loss:\S+ val_bpb:\S+ eval_time:(\d+)ms", re.MULTILINE)
