@@ -137,8 +137,8 @@ def test_scale_difference_is_welchs_test_with_its_interval():
 
 def test_effect_pairs_put_each_technique_at_both_regimes_side_by_side(root):
     micro_bits = bits_sweep.TABLE.read(root)[1]
-    pairs = rs.effect_pairs(_regime(root), rs.BITS_TABLE.read(root)[1], figures.with_control(figures.selected_runs(root, "frontier")),
-                            figures.with_control(figures.selected_runs(root, "qat")), micro_bits)
+    micro = {study: figures.with_control(figures.selected_runs(root, study)) for study in ("frontier", "qat")}
+    pairs = rs.effect_pairs(_regime(root), rs.BITS_TABLE.read(root)[1], micro["frontier"], micro["qat"], micro_bits)
     order = list(dict.fromkeys(zip(pairs["technique"], pairs["scale"])))
     assert order == [("depth recurrence", "regime"), ("depth recurrence", "micro"), ("late QAT int6", "regime"),
                      ("late QAT int6", "micro"), ("int6 gap without QAT", "regime"), ("int6 gap without QAT", "micro")]

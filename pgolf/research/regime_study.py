@@ -109,8 +109,8 @@ def step_time_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.
     times on a shared machine, so only their spread over seeds says how far to trust one ratio."""
     base = runs[runs["arm"] == control].set_index("seed")["step_avg_ms"]
     others = runs[runs["arm"] != control]
-    return (others.assign(ratio=others["step_avg_ms"] / others["seed"].map(base))[["arm", "seed", "step_avg_ms", "ratio"]]
-            .reset_index(drop=True))
+    ratios = others.assign(ratio=others["step_avg_ms"] / others["seed"].map(base))
+    return ratios[["arm", "seed", "step_avg_ms", "ratio"]].reset_index(drop=True)
 
 
 SWITCHES = ("loop_step", "qat_step")  # summary fields: the step at which an arm's technique switched on
@@ -141,7 +141,8 @@ def switched_on_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> p
         if not switch < end:
             continue
         per_step = lambda t: (t[end] - t[switch]) / (end - switch)  # noqa: E731
-        rows.append({"arm": r["arm"], "seed": int(r["seed"]), "from_step": switch, "ratio_on": per_step(arm_ms) / per_step(ref_ms)})
+        rows.append({"arm": r["arm"], "seed": int(r["seed"]), "from_step": switch,
+                     "ratio_on": per_step(arm_ms) / per_step(ref_ms)})
     return pd.DataFrame(rows, columns=["arm", "seed", "from_step", "ratio_on"])
 
 
