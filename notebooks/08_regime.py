@@ -265,8 +265,8 @@ display(Markdown("\n".join(lines)))
 #
 # pgolf's CPU effects beside the records' full-scale evidence (`pgolf.research.transfer`): a direction is compared
 # only where both sides give a clean test (a significant Holm-adjusted effect here; an isolated or same-weights
-# record number). None of the three techniques has one in the records: the loop's numbers are a one-sample sweep
-# and a bundled change, the skip gates and QAT came or went with other changes.
+# record number). None of the four techniques has one in the records: the loop's numbers are a one-sample sweep
+# and a bundled change, the skip gates came and QAT went with other changes, GPTQ's numbers are bundled too.
 
 # %%
 regime_text = f"{scale}: {regimes[scale]} (the records: about 100-600 per parameter)"
