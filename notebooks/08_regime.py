@@ -56,6 +56,7 @@
 # %% tags=["parameters"]
 seeds: list = [0, 1, 2, 3, 4]  # replicates (init + data-order seed)
 arms: list = ["loop_middle", "skip_gates", "qat_int6"]  # arms of pgolf.research.regime_study.arms() to run
+gap_bits: list = [8, 6, 5, 4]  # widths the control is re-exported at (8: checks the runs' own score; 6: QAT's reference)
 calibration_batches: int = 16  # training micro-batches whose activations make GPTQ's Hessians
 overrides: dict = {}  # applied to every arm on top of the scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: retrain and recompute even if results exist
@@ -104,8 +105,8 @@ display(arm_table(runs))
 # %% [markdown]
 # ## The control's weights at int6: round-to-nearest and GPTQ
 #
-# Each control run's raw weights exported again at 8 and 6 bits (notebook 02's sweep; its 8-bit point must
-# reproduce the run's own score) and at 6 bits by round-to-nearest and by GPTQ (notebook 06's sweep, with SD-clip
+# Each control run's raw weights exported again at 8, 6, 5 and 4 bits (notebook 02's sweep; its 8-bit point must
+# reproduce the run's own score; 5 and 4 bits say at which width the gap is as large as full scale's int6 gap) and at 6 bits by round-to-nearest and by GPTQ (notebook 06's sweep, with SD-clip
 # beside them), every export scored on all the validation targets the runs scored. Stored under
 # `runs/regime_study/analysis/` with their inputs; only recomputing them needs the weights (kept local).
 
@@ -114,7 +115,8 @@ controls = runs[runs["arm"] == protocol.CONTROL]
 targets = int(controls["val_tokens_scored"].iloc[0])
 with one_thread():  # as the ablation workers and the GPTQ sweep score (and no oversubscribed cores)
     bits_table = bits_sweep.bits_sweep_table(runs_root=runs_dir(), runs=controls, arms=[protocol.CONTROL],
-                                             bits=[8, rs.QAT_BITS], eval_tokens=targets, dataset=DATASET, rerun=rerun,
+                                             bits=sorted({8, rs.QAT_BITS, *gap_bits}, reverse=True), eval_tokens=targets,
+                                             dataset=DATASET, rerun=rerun,
                                              table=rs.BITS_TABLE)
 check = bits_table[bits_table["bits"] == 8].merge(controls[["seed", "q_val_bpb", "val_bpb"]], on="seed",
                                                   suffixes=("_sweep", "_run"))
@@ -125,6 +127,8 @@ assert worst < 1e-5, "the sweep must reproduce the runs' own evaluation"
 gptq_table = gptq_sweep.gptq_sweep_table(runs_root=runs_dir(), run_dirs=list(controls["path"]), dataset=DATASET,
                                          bits=[rs.QAT_BITS], eval_tokens=targets,
                                          calibration_batches=calibration_batches, rerun=rerun, table=rs.GPTQ_TABLE)
+gap_by_bits = bits_table.groupby("bits", sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"])
+display(gap_by_bits)
 display(gptq_sweep.labelled(gptq_table).groupby("arm", sort=False)[["gap_bpb", "artifact_bytes"]].agg(["mean", "std"]))
 
 # %% [markdown]
@@ -238,6 +242,13 @@ if scale in gap6.index:
                  + (f"; at `micro` {gap6.loc['micro', 'mean']:+.4f} ± {gap6.loc['micro', 'std']:.4f}" if "micro" in gap6.index
                     else "")
                  + f". The record rule's 0.005 nats are {threshold:.4f} bpb here: the gap is {room}.")
+    full_gap = (0.007, 0.012)  # the full-scale int6 gap (issue 22)
+    means = gap_by_bits[("gap_bpb", "mean")]
+    where = lambda g: "inside" if full_gap[0] <= g <= full_gap[1] else ("below" if g < full_gap[0] else "above")  # noqa: E731
+    nearest = int(min(means.index, key=lambda b: max(full_gap[0] - means[b], means[b] - full_gap[1], 0.0)))
+    lines.append("  - The control's gap by width: " + ", ".join(f"int{b} {g:+.4f} ({where(g)})" for b, g in means.items())
+                 + f" the full-scale int6 range. The width nearest to it here is int{nearest}: a QAT test where the gap "
+                 "is as large as at full scale needs that width at this regime (no QAT arm ran there).")
 if qat is not None:
     for m, what in (("score", "final score"), ("gap", "gap"), ("pre_quant", "cost before quantization")):
         name = f"{rs.QAT} vs control@int6: {m}"
