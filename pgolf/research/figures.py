@@ -479,7 +479,7 @@ def regime_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("s
     if routes:
         both = pd.concat(routes, ignore_index=True)
         plots.plot_paired_deltas(both, ax=ax["B"], reference="the reference under each column")
-        ax["B"].set_ylabel("Δ q_val_bpb at int6 (bpb)\nvs the reference under each column")
+        ax["B"].set_ylabel("Δ q_val_bpb at int6 (bpb)\nvs the reference below")
         ax["B"].set_title(f"two routes to int6 ({plots.seeds_note(both)})")
     if len(across):
         regime_of = {regime_study.SCALE: here}
