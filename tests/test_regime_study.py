@@ -238,3 +238,16 @@ def test_pgolf_results_lists_the_regime_rows(root):
                     ["`qat_int6`", "`control@int6`"], ["`gptq quantile`", "`rtn quantile`"]]  # selection order
     loop = -0.010 + np.mean([_noise(rs.LOOP, s) for s in REGIME_SEEDS])
     assert f"| {loop:+.4f} |" in rows[0] and "| 5 |" in rows[0]
+
+
+def test_the_figure_keeps_its_titles_and_labels_inside_and_apart(root, tmp_path, monkeypatch):
+    from test_figures import _captured, _texts
+    seen = _captured(monkeypatch)
+    figures.regime_figure(root, tmp_path / "figs")
+    ((stem, fig),) = seen
+    assert stem == rs.STUDY and fig.get_figwidth() <= 7.0
+    texts, box = _texts(fig)
+    for i, (a, ea) in enumerate(texts):
+        assert box.x0 - 1 <= ea.x0 and ea.x1 <= box.x1 + 1 and box.y0 - 1 <= ea.y0 and ea.y1 <= box.y1 + 1, a
+        for b, eb in texts[i + 1:]:
+            assert not ea.overlaps(eb), (a, b)

@@ -490,8 +490,8 @@ def regime_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("s
         labelled = across.assign(arm=[f"{t}\n{sc}" for t, sc in zip(across["technique"], across["scale"])])
         plots.plot_paired_deltas(labelled, ax=ax["C"], annotate_n=True)
         ax["C"].set_ylabel("per-seed Δ q_val_bpb (bpb)\n(gap: q_val_bpb − val_bpb)")
-        ax["C"].set_title("the same technique at two regimes (training tokens per non-embedding parameter: "
-                          + ", ".join(f"{sc} {n:.0f}" for sc, n in regime_of.items()) + f"; {plots.seeds_note(labelled)})")
+        ax["C"].set_title("same technique, two regimes (tokens per non-embedding parameter: "
+                          + ", ".join(f"{sc} {n:.0f}" for sc, n in regime_of.items()) + ")")  # n: beside each mean
     plots.suptitle(fig, f"Structural techniques at the regime scale ({here:.0f} training tokens per non-embedding "
                         "parameter), after the export round trip")
     plots.caption(fig, PAIRED_KEY)
