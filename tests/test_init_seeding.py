@@ -23,7 +23,6 @@ COMBOS = {
                    "model.bigram_init": "ortho_proj", "model.tie_embeddings": False},
     "untied": {"model.tie_embeddings": False},
     "overtone": {"model.embed_init": "overtone"},
-    "skip_gates": {"model.skip_gates": True, "model.control_patterns": (*Config().model.control_patterns, "skip_gates")},
 }
 
 
@@ -57,15 +56,6 @@ def test_smear_gate_alone_shifts_nothing_either_way():
         control, _ = _build(seeding)
         treated, _ = _build(seeding, **{"model.smear_gate": "per_dim", "model.module_order": "records"})
         assert all(torch.equal(control[n], treated[n]) for n in control)
-
-
-def test_skip_gates_are_a_constant_that_shifts_nothing():
-    """The U-Net's skip gates (notebook 08's arm) start at zero logits under per_name too; the other tensors are
-    the control's."""
-    control, _ = _build("per_name")
-    treated, _ = _build("per_name", **COMBOS["skip_gates"])
-    assert torch.equal(treated["skip_gates"], torch.zeros(SMALL["model.num_layers"] // 2, SMALL["model.model_dim"]))
-    assert all(torch.equal(control[n], treated[n]) for n in control)
 
 
 @pytest.mark.parametrize("combo", list(COMBOS))

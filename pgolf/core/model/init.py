@@ -97,8 +97,7 @@ def _constant(*names: str):
 
 
 def _gpt_rule(name: str, m: nn.Module, cfg: ModelConfig) -> dict[str, Draw | None]:
-    # constant inits: the U-Net skip weights (ones) and, with model.skip_gates, their gate logits (zeros)
-    return dict.fromkeys(n for n, _ in m.named_parameters(recurse=False) if n in ("skip_weights", "skip_gates"))
+    return dict.fromkeys(n for n, _ in m.named_parameters(recurse=False) if n == "skip_weights")
 
 
 def _block_rule(name: str, m: nn.Module, cfg: ModelConfig) -> dict[str, Draw | None]:
