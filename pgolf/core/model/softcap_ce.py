@@ -24,22 +24,15 @@ _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # at::Reduction, as nll_loss_for
 _IGNORE_INDEX = -100  # F.cross_entropy's default
 
 
-def _log_probs(z: Tensor, cap: float) -> tuple[Tensor, Tensor]:
-    """(tanh(z / cap), log_softmax(cap * tanh(z / cap))) of (N, V) pre-cap logits, one scratch buffer between."""
-    t = torch.div(z, cap)
-    torch.tanh(t, out=t)
-    logits = torch.mul(t, cap)
-    logp = torch._log_softmax(logits, 1, False)  # what F.cross_entropy's log_softmax calls for a float input
-    return t, logp
-
-
 class SoftcapCrossEntropy(torch.autograd.Function):
     """``F.cross_entropy(cap * torch.tanh(z / cap), target, reduction=...)`` for (N, V) ``z`` and (N,) ``target``:
     the same kernels in the same order, elementwise steps in place."""
 
     @staticmethod
     def forward(ctx, z: Tensor, target: Tensor, cap: float, reduction: str) -> Tensor:
-        t, logp = _log_probs(z, cap)
+        t = torch.div(z, cap)
+        torch.tanh(t, out=t)  # kept: tanh's backward reads its output
+        logp = torch._log_softmax(torch.mul(t, cap), 1, False)  # what F.cross_entropy's log_softmax calls
         loss, total_weight = _aten.nll_loss_forward(logp, target, None, _REDUCTIONS[reduction], _IGNORE_INDEX)
         ctx.save_for_backward(t, logp, target, total_weight)
         ctx.cap, ctx.reduction = cap, _REDUCTIONS[reduction]
@@ -48,21 +41,18 @@ class SoftcapCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:
         t, logp, target, total_weight = ctx.saved_tensors
-        grad_logp = _aten.nll_loss_backward(grad_loss, logp, target, None, ctx.reduction, _IGNORE_INDEX, total_weight)
-        grad = _aten._log_softmax_backward_data(grad_logp, logp, 1, logp.dtype)
-        del grad_logp
+        grad = _aten._log_softmax_backward_data(
+            _aten.nll_loss_backward(grad_loss, logp, target, None, ctx.reduction, _IGNORE_INDEX, total_weight),
+            logp, 1, logp.dtype)
         grad.mul_(ctx.cap)  # d(cap * t)
         _aten.tanh_backward(grad, t, grad_input=grad)  # d tanh, through its output
-        grad.div_(ctx.cap)  # d(z / cap)
-        return grad, None, None, None
+        return grad.div_(ctx.cap), None, None, None  # d(z / cap)
 
 
 def softcap_cross_entropy(z: Tensor, target: Tensor, cap: float, reduction: str = "mean") -> Tensor:
     """``F.cross_entropy(at_least_fp32(cap * tanh(z / cap)), target, reduction=reduction)`` for (N, V) ``z``; the
-    bit-identical :class:`SoftcapCrossEntropy` where it applies (CPU, float32/float64, eager)."""
+    bit-identical :class:`SoftcapCrossEntropy` where it applies (CPU, float32/float64, eager; with or without
+    autograd)."""
     if z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
-        if torch.is_grad_enabled() and z.requires_grad:
-            return SoftcapCrossEntropy.apply(z, target, cap, reduction)
-        _, logp = _log_probs(z, cap)
-        return _aten.nll_loss_forward(logp, target, None, _REDUCTIONS[reduction], _IGNORE_INDEX)[0]
+        return SoftcapCrossEntropy.apply(z, target, cap, reduction)
     return F.cross_entropy(at_least_fp32(cap * torch.tanh(z / cap)), target, reduction=reduction)
