@@ -180,6 +180,11 @@ def test_compression_grid_and_tables(tmp_path, micro, small_dataset):
     assert trained["run"].iloc[-1] == f"micro/{run_dirs[1].name}"
     assert (trained["trained_over_fresh"] == trained["artifact_bytes"] / trained["fresh_init_bytes"]).all()
     assert trained["artifact_bytes"].iloc[1] < trained["artifact_bytes"].iloc[0]  # 6/4 bits < 8/8 bits
+    # the matrices alone: fewer bytes than the artifact, and a larger share of what the bits save
+    assert (trained["matrix_bytes"] < trained["artifact_bytes"]).all()
+    saved = trained[["artifact_bytes", "matrix_bytes"]].iloc[0] - trained[["artifact_bytes", "matrix_bytes"]].iloc[1]
+    assert 0 < saved["matrix_bytes"] and saved["matrix_bytes"] / trained["matrix_bytes"].iloc[0] \
+        > saved["artifact_bytes"] / trained["artifact_bytes"].iloc[0]
     rng = torch.get_rng_state()
     real = compression.real_scale_table(presets=["tiny"], grid=small, compressors=["zlib"], code_bytes=100)
     assert torch.equal(torch.get_rng_state(), rng)  # the fresh init leaves the caller's RNG alone
