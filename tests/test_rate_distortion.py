@@ -194,3 +194,19 @@ def test_best_k_and_frontiers():
     assert sd.loc[(6, 8.0), "position"] == "inside" and sd.loc[(6, 8.0), "below_curve"] is True
     quantile = front[front["clip"] == "quantile"]
     assert quantile["position"].eq("curve").all() and quantile["bits"].tolist() == [4, 5, 6]
+
+
+def test_conclusion_counts_what_was_tested_and_what_lay_outside():
+    from pgolf.research.stats import with_holm
+    table = _table()
+    tests = with_holm(rd.matched_tests(rd.matched_points(table)))
+    clipped = pd.Series({3.0: 0.01, 8.0: 0.0})
+    lines = rd.conclusion(tests, rd.best_sigmas(table, tests), rd.frontiers(table), {64: 7.875}, clipped)
+    text = "\n".join(lines)
+    assert "its own Holm family of 2 tests" in text and "(7.875 in 64-wide rows)" in text
+    assert "clipped no entry of these matrices in any seed: 8 " in text
+    assert "2 of 3 SD-clip settings have at least 2 seeds inside" in text
+    assert "lower in 2 (int6 k=3 (-0.1010), int6 k=8 (-0.0970)), higher in 0 and not significantly different in 0" \
+        in text
+    assert "1 setting lies outside the range in most seeds (1 with fewer bytes" in text
+    assert "int4: lowest bpb at k = 3, no k inside the curve's range in every seed" in text

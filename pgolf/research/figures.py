@@ -12,7 +12,8 @@ Two small on-disk contracts connect notebooks and builders (both plain JSON unde
 - ``analysis/<name>.json``: a table computed from saved weights without training (e.g. the bpb of one model
   at several evaluation strides), stored with its inputs (:mod:`pgolf.research.tables`). Builders read it
   through the ``AnalysisTable`` of the module that computes it (``bits_sweep``, ``eval_sweep``,
-  ``compression``, ``smear_gates``, ``gptq_sweep``, ``rate_distortion``), whose row dataclass is the table's schema, and never load weights.
+  ``compression``, ``smear_gates``, ``gptq_sweep``, ``rate_distortion``), whose row dataclass is the table's
+  schema, and never load weights.
 """
 
 from __future__ import annotations

@@ -35,12 +35,13 @@ import torch
 
 from pgolf.core.config import BITS, Config, ExportConfig
 from pgolf.core.export import load_artifact
+from pgolf.core.model import build_model
 from pgolf.core.precision import at_least_fp32
 from pgolf.core.quant import plan_tensor, row_clip, tensor_class
 from pgolf.research.compression import MATRIX_CLASSES, export_with_matrix_bytes, pareto_front
 from pgolf.research.gptq_sweep import run_hessians
 from pgolf.research.rescore import one_thread, run_id, saved_runs
-from pgolf.research.stats import compare
+from pgolf.research.stats import RULE_ALPHA, compare
 from pgolf.research.tables import AnalysisTable
 
 QUANTIZERS = ("rtn", "gptq")
@@ -114,6 +115,12 @@ def max_row_deviation(n: int) -> float:
     if n < 2:
         raise ValueError(f"n={n}: a row's standard deviation needs at least 2 entries")
     return (n - 1) / math.sqrt(n)
+
+
+def row_widths(cfg: Config) -> list[int]:
+    """The row widths (input features) of the attention and MLP matrices of ``cfg``'s model."""
+    state = build_model(cfg).state_dict()
+    return sorted({int(t.shape[1]) for n, t in state.items() if t.ndim == 2 and tensor_class(n) in MATRIX_CLASSES})
 
 
 def clipped_fraction(state: dict[str, torch.Tensor], ecfg: ExportConfig, *, control: tuple[str, ...]) -> float:
@@ -289,3 +296,51 @@ def frontiers(table: pd.DataFrame) -> pd.DataFrame:
                                 for v, c, pos in zip(front["q_val_bpb"], front["curve_bpb"], front["position"])]
         out.append(front)
     return pd.concat(out, ignore_index=True)
+
+
+def _settings_text(rows: pd.DataFrame) -> str:
+    return ", ".join(f"int{int(r['bits'])} k={r['sigmas']:g} ({r['diff']:+.4f})" for r in rows.to_dict("records"))
+
+
+def conclusion(tests: pd.DataFrame, best: pd.DataFrame, front: pd.DataFrame, bounds: dict[int, float],
+               clipped_max: pd.Series, alpha: float = RULE_ALPHA) -> list[str]:
+    """Markdown lines that say what the matched-bytes tables support: ``tests`` (:func:`matched_tests` with
+    ``p_holm`` over its rows), ``best`` (:func:`best_sigmas`), ``front`` (:func:`frontiers`), the deviation bound
+    per row width and the largest clipped fraction per k (over seeds)."""
+    widths = ", ".join(f"{b:.3f} in {n}-wide rows" for n, b in bounds.items())
+    silent = [f"{k:g}" for k, v in clipped_max.items() if v == 0]
+    lines = [f"- **Rate–distortion at matched bytes** (the embedding int8, quantile clip, round to nearest in every "
+             f"setting; its own Holm family of {int(tests['p'].notna().sum())} tests at α = {alpha}). No entry lies "
+             f"further from its row mean than (n − 1)/√n standard deviations ({widths}); the k that clipped no "
+             f"entry of these matrices in any seed: {', '.join(silent) or 'none'} (above the bound, k only widens "
+             "the grid)."]
+    for quantizer, g in tests.groupby("quantizer", sort=False):
+        tested = g[g["p"].notna()]
+        sig = tested[tested["p_holm"] < alpha]
+        lower, higher = sig[sig["diff"] < 0], sig[sig["diff"] > 0]
+        outside = g[g["p"].isna()]
+        text = (f"- `{quantizer}`: {len(tested)} of {len(g)} SD-clip settings have at least 2 seeds inside the "
+                f"quantile curve's byte range. At equal bytes SD-clip's bpb is lower in {len(lower)}"
+                + (f" ({_settings_text(lower)})" if len(lower) else "")
+                + f", higher in {len(higher)}" + (f" ({_settings_text(higher)})" if len(higher) else "")
+                + f" and not significantly different in {len(tested) - len(sig)} (Holm-adjusted p ≥ {alpha}).")
+        if len(outside):
+            below = int((outside["n_below"] > outside["n_above"]).sum())
+            text += (f" {len(outside)} {'setting lies' if len(outside) == 1 else 'settings lie'} outside the range in "
+                     f"most seeds ({below} with fewer bytes than the quantile clip's smallest export): no equal-bytes "
+                     "reference, so no test either way.")
+        sd = front[(front["quantizer"] == quantizer) & (front["clip"] != REFERENCE_CLIP)]
+        inside = sd[sd["position"] == "inside"]
+        n_below = int(sum(bool(v) for v in inside["below_curve"]))
+        text += (f" SD-clip's Pareto front (means over seeds) has {len(sd)} settings: of the {len(inside)} inside the "
+                 f"curve's range, {n_below} lie below the quantile curve and {len(inside) - n_below} above it")
+        if len(inside) and n_below == len(inside):
+            text += ", so wherever both exist SD-clip's front lies below the quantile clip's (in the means)"
+        lines.append(text + ".")
+        b = best[best["quantizer"] == quantizer]
+        lines.append(f"  Best k per bit width (`{quantizer}`): " + "; ".join(
+            f"int{int(r['bits'])}: lowest bpb at k = {r['k_lowest_bpb']:g}"
+            + (f", lowest against the curve at k = {r['k_best_matched']:g} ({r['best_matched_diff']:+.4f})"
+               if math.isfinite(r["k_best_matched"]) else ", no k inside the curve's range in every seed")
+            for r in b.to_dict("records")) + ".")
+    return lines
