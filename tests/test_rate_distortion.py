@@ -210,3 +210,19 @@ def test_conclusion_counts_what_was_tested_and_what_lay_outside():
         in text
     assert "1 setting lies outside the range in most seeds (1 with fewer bytes" in text
     assert "int4: lowest bpb at k = 3, no k inside the curve's range in every seed" in text
+
+
+def test_committed_table_shows_the_records_k_never_clipping_at_micro():
+    """The committed table (runs/frontier/analysis/rate_distortion.json): k = 12.85 clipped no entry of any micro
+    control model's matrices (their rows are 64 and 128 wide: bounds 7.9 and 11.2), and every seed's quantile
+    curve grows in bytes with its bits (the matched-bytes reading needs it)."""
+    from pathlib import Path
+    stored = rd.TABLE.read(Path(__file__).resolve().parents[1] / "runs")
+    if stored is None:
+        pytest.skip("no committed rate_distortion table in this checkout")
+    t = stored[1]
+    assert t["seed"].nunique() == 10
+    assert (t[(t["clip"] == "sdclip") & (t["sigmas"] == 12.85)]["clipped_frac"] == 0).all()
+    assert (t[(t["clip"] == "sdclip") & (t["sigmas"] == 2.5)]["clipped_frac"] > 0).all()  # a k that binds does clip
+    for _, g in t[t["clip"] == "quantile"].groupby(["quantizer", "seed"]):
+        assert g.sort_values("bits")["artifact_bytes"].is_monotonic_increasing
