@@ -271,3 +271,17 @@ def test_gptq_sweep_compares_quantizers_and_clips_on_the_same_weights(tmp_path, 
     assert sorted(gptq_sweep.labelled(table)["arm"]) == ["gptq quantile", "gptq sdclip", "rtn quantile", "rtn sdclip"]
     assert table["val_bpb_fp"].nunique() == 1 and table["q_val_bpb"].nunique() == 4  # four different exports
     assert (table["tokens_scored"] == N_TOKENS).all()
+
+
+def test_rate_distortion_scores_every_setting_of_the_same_weights(tmp_path, micro, small_dataset):
+    from pgolf.research import rate_distortion
+    run_dir = _run(tmp_path, "micro", "control", 0, micro(**QUANTIZE_ALL))
+    grid = rate_distortion.settings(quantizers=["rtn", "gptq"], quantile_bits=[4, 5], sdclip_bits=[4], sigmas=[3.0])
+    table = rate_distortion.rate_distortion(run_dirs=[run_dir], dataset=small_dataset, grid=grid,
+                                            eval_tokens=N_TOKENS, calibration_batches=2)
+    assert list(table.columns) == rate_distortion.TABLE.columns and len(table) == 6
+    assert table["val_bpb_fp"].nunique() == 1 and table["q_val_bpb"].nunique() == 6
+    assert (table["tokens_scored"] == N_TOKENS).all() and (table["matrix_bytes"] < table["artifact_bytes"]).all()
+    assert (table["gap_bpb"] == table["q_val_bpb"] - table["val_bpb_fp"]).all()
+    sd = table[table["clip"] == "sdclip"]
+    assert (sd["clipped_frac"] > 0).all()  # k = 3 clips the tails of random rows
