@@ -204,7 +204,8 @@ def test_conclusion_counts_what_was_tested_and_what_lay_outside():
     lines = rd.conclusion(tests, rd.best_sigmas(table, tests), rd.frontiers(table), {64: 7.875}, clipped)
     text = "\n".join(lines)
     assert "its own Holm family of 2 tests" in text and "(7.875 in 64-wide rows)" in text
-    assert "clipped no entry of these matrices in any seed: 8 " in text
+    assert "so k = 8 can clip a row only through its mean" in text
+    assert "clipped no entry of these matrices in any seed: 8;" in text
     assert "2 of 3 SD-clip settings have at least 2 seeds inside" in text
     assert "lower in 2 (int6 k=3 (-0.1010), int6 k=8 (-0.0970)), higher in 0 and not significantly different in 0" \
         in text

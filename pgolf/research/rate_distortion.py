@@ -309,11 +309,13 @@ def conclusion(tests: pd.DataFrame, best: pd.DataFrame, front: pd.DataFrame, bou
     per row width and the largest clipped fraction per k (over seeds)."""
     widths = ", ".join(f"{b:.3f} in {n}-wide rows" for n, b in bounds.items())
     silent = [f"{k:g}" for k, v in clipped_max.items() if v == 0]
+    above = [f"{k:g}" for k in clipped_max.index if k > max(bounds.values())]
     lines = [f"- **Rate–distortion at matched bytes** (the embedding int8, quantile clip, round to nearest in every "
              f"setting; its own Holm family of {int(tests['p'].notna().sum())} tests at α = {alpha}). No entry lies "
-             f"further from its row mean than (n − 1)/√n standard deviations ({widths}); the k that clipped no "
-             f"entry of these matrices in any seed: {', '.join(silent) or 'none'} (above the bound, k only widens "
-             "the grid)."]
+             f"further from its row mean than (n − 1)/√n standard deviations ({widths}), so k = "
+             f"{', '.join(above) or '(none of these)'} can clip a row only through its mean. Measured, the k that "
+             f"clipped no entry of these matrices in any seed: {', '.join(silent) or 'none'}; such a k only widens "
+             "the grid (fewer bytes, coarser steps)."]
     for quantizer, g in tests.groupby("quantizer", sort=False):
         tested = g[g["p"].notna()]
         sig = tested[tested["p_holm"] < alpha]
