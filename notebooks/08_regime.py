@@ -217,12 +217,13 @@ for path in paths:
 
 # %%
 gap6 = pairs[pairs["technique"] == "int6 gap without QAT"].groupby("scale")["diff"].agg(["mean", "std", "count"])
-timed = seconds["timed_s"]
+timed = seconds.loc[seconds["arm"] == protocol.CONTROL, "timed_s"]
 lines = [f"- Regime: {reg['tokens_per_non_embedding_param']:.0f} training tokens per non-embedding parameter "
-         f"({reg['tokens_per_param']:.1f} per parameter, {reg['params']:,} parameters), {len(seeds)} seeds. A run's "
-         f"timed parts (training loop + round-trip evaluation, one thread, wall clock on the shared 2-vCPU machine) "
-         f"took {timed.mean():.0f} s on average ({timed.min():.0f}–{timed.max():.0f} s); an untimed second evaluation, "
-         "start-up and export come on top (one run measured alone: 123 CPU-s, `pgolf.research.scales`)."]
+         f"({reg['tokens_per_param']:.1f} per parameter, {reg['params']:,} parameters), {len(seeds)} seeds. A control "
+         f"run's timed parts (training loop + round-trip evaluation, one thread, wall clock on the shared 2-vCPU "
+         f"machine under other load) took {timed.mean():.0f} s on average ({timed.min():.0f}–{timed.max():.0f} s); "
+         "an untimed second evaluation, start-up and export come on top (one run measured alone: 123 CPU-s, "
+         "`pgolf.research.scales`); the arms' are in the table above."]
 for arm in ARMS:
     name = f"{arm} vs control"
     st = steps.loc[arm]
@@ -231,9 +232,11 @@ for arm in ARMS:
     low, high = (st["on_min"], st["on_max"]) if pd.notna(st["on_mean"]) else (st["min"], st["max"])
     noisy = (" The spread over seeds crosses 1×: the load of the shared machine, not the technique, decides these "
              "wall-clock ratios." if low < 1 < high or high < 1 else "")
-    lines.append(f"- `{arm}`: {verdict(with_p(name, arm_tests.loc[arm]), arm, 'control', 'q_val_bpb')} "
-                 f"Step time {st['mean']:.2f}× the control's over the whole run ({st['min']:.2f}–{st['max']:.2f}× "
-                 f"over {int(st['n'])} seeds){on}.{noisy}")
+    timing = (f"Step time {st['mean']:.2f}× the control's over the whole run ({st['min']:.2f}–{st['max']:.2f}× over "
+              f"{int(st['n'])} seeds){on}.{noisy}" if st["same_code"] else
+              "Its runs were trained by other code than the control's (`environment.json`: another commit, e.g. a "
+              "faster training loop), so their step times are not compared.")
+    lines.append(f"- `{arm}`: {verdict(with_p(name, arm_tests.loc[arm]), arm, 'control', 'q_val_bpb')} {timing}")
 if scale in gap6.index:
     g = gap6.loc[scale]
     full = "inside" if 0.007 <= g["mean"] <= 0.012 else ("below" if g["mean"] < 0.007 else "above")

@@ -56,6 +56,8 @@ def _write_run(root, scale, arm, seed, shift, overrides):
     ms = [100.0 * (slow if on is not None and step > on else 1.0 if on is not None else slow) for step in range(1, 751)]
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "train_loss": 3.0, "train_time_ms": t}) + "\n"
                                                for i, t in enumerate(np.cumsum(ms))))
+    sha = "b" * 40 if arm == rs.SKIP else "a" * 40  # the skip-gate runs: trained by later code
+    (run / "environment.json").write_text(json.dumps({"git_sha": sha, "git_dirty": False}))
     (run / "train.log").write_text(f"final_int8_zlib_roundtrip val_loss:1 val_bpb:{q:.4f} eval_time:{5000 + seed}ms\n")
 
 
@@ -186,6 +188,7 @@ def test_costs_step_time_ratios_by_seed_and_the_timed_seconds(root, tmp_path):
     assert steps.loc[rs.LOOP, "on_mean"] == pytest.approx(1.4) and steps.loc[rs.QAT, "on_min"] == pytest.approx(1.2)
     assert (steps.loc[rs.LOOP, "from_step"], steps.loc[rs.QAT, "from_step"]) == (375, 640)
     assert np.isnan(steps.loc[rs.SKIP, "on_mean"])  # on from the start: the whole-run ratio is its cost
+    assert steps.loc[rs.LOOP, "same_code"] and not steps.loc[rs.SKIP, "same_code"]  # other code: not comparable
     seconds = rs.run_seconds(runs)
     control = seconds[seconds["arm"] == "control"].sort_values("seed")
     assert control["timed_s"].to_numpy() == pytest.approx(75.0 + 5.0 + 0.001 * np.arange(5))

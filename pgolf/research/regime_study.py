@@ -104,13 +104,25 @@ def gap_closed(runs: pd.DataFrame, bits_table: pd.DataFrame, gptq_table: pd.Data
 
 # ---- costs ------------------------------------------------------------------------------------------
 
+def code_sha(run_dir: str | Path) -> str | None:
+    """The git commit of the code that trained a run (its ``environment.json``), or None if not recorded."""
+    path = Path(run_dir) / "environment.json"
+    try:
+        return json.loads(path.read_text()).get("git_sha")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def step_time_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
     """Per arm and seed: the arm's mean step time over the control's (``step_avg_ms``, same seed); wall-clock
-    times on a shared machine, so only their spread over seeds says how far to trust one ratio."""
-    base = runs[runs["arm"] == control].set_index("seed")["step_avg_ms"]
+    times on a shared machine, so only their spread over seeds says how far to trust one ratio. ``same_code``:
+    whether the same commit trained both (a faster training loop between them makes the ratio meaningless)."""
+    ctrl = runs[runs["arm"] == control].set_index("seed")
     others = runs[runs["arm"] != control]
-    ratios = others.assign(ratio=others["step_avg_ms"] / others["seed"].map(base))
-    return ratios[["arm", "seed", "step_avg_ms", "ratio"]].reset_index(drop=True)
+    ratios = others.assign(ratio=others["step_avg_ms"] / others["seed"].map(ctrl["step_avg_ms"]),
+                           same_code=[code_sha(p) is not None and code_sha(p) == code_sha(ctrl.loc[s, "path"])
+                                      for p, s in zip(others["path"], others["seed"])])
+    return ratios[["arm", "seed", "step_avg_ms", "ratio", "same_code"]].reset_index(drop=True)
 
 
 SWITCHES = ("loop_step", "qat_step")  # summary fields: the step at which an arm's technique switched on
@@ -147,10 +159,11 @@ def switched_on_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> p
 
 
 def step_time_summary(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
-    """:func:`step_time_ratios` per arm: n, the mean ratio, the smallest and the largest; and for arms that switch
-    on mid-run, the mean, smallest and largest ratio while on (:func:`switched_on_ratios`; NaN for the others)."""
+    """:func:`step_time_ratios` per arm: n, the mean ratio, the smallest and the largest, whether the same code
+    trained every pair (``same_code``); and for arms that switch on mid-run, the mean, smallest and largest ratio while on (:func:`switched_on_ratios`; NaN for the others)."""
     ratios = step_time_ratios(runs, control)
     table = ratios.groupby("arm", sort=False)["ratio"].agg(n="count", mean="mean", min="min", max="max")
+    table["same_code"] = ratios.groupby("arm", sort=False)["same_code"].all()
     on = switched_on_ratios(runs, control).groupby("arm", sort=False)
     table["from_step"] = on["from_step"].min().reindex(table.index)
     for stat in ("mean", "min", "max"):
