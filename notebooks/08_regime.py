@@ -199,7 +199,7 @@ if closed is not None:
                                  "closed_share": "{:.0%}"}))
 steps = rs.step_time_summary(runs)
 display(steps.style.format({c: "{:.2f}×" for c in ("mean", "min", "max", "on_mean", "on_min", "on_max")}
-                           | {"from_step": "{:.0f}"}))
+                           | {"from_step": "{:.0f}"}, na_rep="–"))
 seconds = rs.run_seconds(runs)
 display(seconds.groupby("arm", sort=False)[["train_s", "eval_s", "timed_s"]].agg(["mean", "min", "max"]).round(1))
 
@@ -230,10 +230,13 @@ for arm in ARMS:
     on = (f"; {st['on_mean']:.2f}× ({st['on_min']:.2f}–{st['on_max']:.2f}×) from step {int(st['from_step'])} on, "
           "where it is switched on" if pd.notna(st["on_mean"]) else "")
     low, high = (st["on_min"], st["on_max"]) if pd.notna(st["on_mean"]) else (st["min"], st["max"])
+    low, high = (1.0, 1.0) if pd.isna(low) else (low, high)  # no comparable seed: nothing to call noisy
     noisy = (" The spread over seeds crosses 1×: the load of the shared machine, not the technique, decides these "
              "wall-clock ratios." if low < 1 < high or high < 1 else "")
+    fewer = (f" (only these of its {int(st['n_all'])} seeds were trained by the control's code; the others' step "
+             "times are not compared)" if st["n"] < st["n_all"] else "")
     timing = (f"Step time {st['mean']:.2f}× the control's over the whole run ({st['min']:.2f}–{st['max']:.2f}× over "
-              f"{int(st['n'])} seeds){on}.{noisy}" if st["same_code"] else
+              f"{int(st['n'])} seeds{fewer}){on}.{noisy}" if st["n"] > 0 else
               "Its runs were trained by other code than the control's (`environment.json`: another commit, e.g. a "
               "faster training loop), so their step times are not compared.")
     lines.append(f"- `{arm}`: {verdict(with_p(name, arm_tests.loc[arm]), arm, 'control', 'q_val_bpb')} {timing}")

@@ -187,8 +187,9 @@ def test_costs_step_time_ratios_by_seed_and_the_timed_seconds(root, tmp_path):
     assert steps.loc[rs.LOOP, "mean"] == pytest.approx(1.4) and int(steps.loc[rs.LOOP, "n"]) == 5
     assert steps.loc[rs.LOOP, "on_mean"] == pytest.approx(1.4) and steps.loc[rs.QAT, "on_min"] == pytest.approx(1.2)
     assert (steps.loc[rs.LOOP, "from_step"], steps.loc[rs.QAT, "from_step"]) == (375, 640)
-    assert np.isnan(steps.loc[rs.SKIP, "on_mean"])  # on from the start: the whole-run ratio is its cost
-    assert steps.loc[rs.LOOP, "same_code"] and not steps.loc[rs.SKIP, "same_code"]  # other code: not comparable
+    assert np.isnan(steps.loc[rs.SKIP, "on_mean"])  # on from the start (and other code)
+    assert (steps.loc[rs.LOOP, "n"], steps.loc[rs.SKIP, "n"], steps.loc[rs.SKIP, "n_all"]) == (5, 0, 5)
+    assert np.isnan(steps.loc[rs.SKIP, "mean"])  # trained by other code than the control: not compared
     seconds = rs.run_seconds(runs)
     control = seconds[seconds["arm"] == "control"].sort_values("seed")
     assert control["timed_s"].to_numpy() == pytest.approx(75.0 + 5.0 + 0.001 * np.arange(5))

@@ -159,12 +159,17 @@ def switched_on_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> p
 
 
 def step_time_summary(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:
-    """:func:`step_time_ratios` per arm: n, the mean ratio, the smallest and the largest, whether the same code
-    trained every pair (``same_code``); and for arms that switch on mid-run, the mean, smallest and largest ratio while on (:func:`switched_on_ratios`; NaN for the others)."""
+    """:func:`step_time_ratios` per arm, over the seeds whose arm and control runs the same code trained (``n`` of
+    ``n_all``; a faster training loop between them would decide the ratio): the mean ratio, the smallest and the
+    largest; and for arms that switch on mid-run, the same over the steps where it is on (:func:`switched_on_ratios`;
+    NaN for the others and where no seed's pair shares its code)."""
     ratios = step_time_ratios(runs, control)
-    table = ratios.groupby("arm", sort=False)["ratio"].agg(n="count", mean="mean", min="min", max="max")
-    table["same_code"] = ratios.groupby("arm", sort=False)["same_code"].all()
-    on = switched_on_ratios(runs, control).groupby("arm", sort=False)
+    arms = list(dict.fromkeys(ratios["arm"]))
+    same = ratios[ratios["same_code"]]
+    table = same.groupby("arm", sort=False)["ratio"].agg(n="count", mean="mean", min="min", max="max").reindex(arms)
+    table["n"] = table["n"].fillna(0).astype(int)
+    table["n_all"] = ratios.groupby("arm", sort=False).size().reindex(arms)
+    on = switched_on_ratios(runs, control).merge(same[["arm", "seed"]], on=["arm", "seed"]).groupby("arm", sort=False)
     table["from_step"] = on["from_step"].min().reindex(table.index)
     for stat in ("mean", "min", "max"):
         table[f"on_{stat}"] = on["ratio_on"].agg(stat).reindex(table.index)
