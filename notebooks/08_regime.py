@@ -233,8 +233,8 @@ for arm in ARMS:
     low, high = (1.0, 1.0) if pd.isna(low) else (low, high)  # no comparable seed: nothing to call noisy
     noisy = (" The spread over seeds crosses 1×: the load of the shared machine, not the technique, decides these "
              "wall-clock ratios." if low < 1 < high or high < 1 else "")
-    fewer = (f" (only these of its {int(st['n_all'])} seeds were trained by the control's code; the others' step "
-             "times are not compared)" if st["n"] < st["n_all"] else "")
+    fewer = (f"; only these of its {int(st['n_all'])} seeds were trained by the control's code, the others' step "
+             "times are not compared" if st["n"] < st["n_all"] else "")
     timing = (f"Step time {st['mean']:.2f}× the control's over the whole run ({st['min']:.2f}–{st['max']:.2f}× over "
               f"{int(st['n'])} seeds{fewer}){on}.{noisy}" if st["n"] > 0 else
               "Its runs were trained by other code than the control's (`environment.json`: another commit, e.g. a "
