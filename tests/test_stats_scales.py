@@ -59,3 +59,17 @@ def test_too_few_pairs_gives_nan_and_a_missing_arm_or_bad_scales_an_error():
         scale_difference(no_arm_at_small, "gate", "control", "q_val_bpb", ["micro", "small"])
     with pytest.raises(ValueError, match="two different scales"):
         scale_difference(runs, "gate", "control", "q_val_bpb", ["micro", "micro"])
+
+
+def test_scale_verdict_claims_a_difference_only_when_the_adjusted_p_is_below_alpha():
+    from pgolf.research.report import scale_verdict
+    runs = _two_scales({"micro": [0.01, 0.02, 0.03], "small": [0.04, 0.06, 0.08]},
+                       {"micro": [0, 0, 0], "small": [0, 0, 0]})
+    row = scale_difference(runs, "gate", "control", "q_val_bpb", ["micro", "small"])
+    regimes = {"micro": "6.6 tokens/param", "small": "1.0 tokens/param"}
+    text = scale_verdict(pd.concat([row, pd.Series({"p_holm": 0.001})]),
+                         "gate", "q_val_bpb", regimes)
+    assert "they differ" in text and "micro (6.6 tokens/param)" in text and "larger" not in text
+    text = scale_verdict(pd.concat([row, pd.Series({"p_holm": 0.2})]), "gate", "q_val_bpb", regimes)
+    assert "no difference between the two is detected" in text and "Holm-adjusted 0.2" in text
+    assert "they differ" not in text and "grows" not in text and "shrinks" not in text
