@@ -181,8 +181,8 @@ for arm, row in scale_tests.iterrows():
                  "so neither scale predicts the effect at the records' 100+ tokens per parameter.")
 if len(gates):
     moved = gates.groupby("arm")["mean"].mean()
-    lines.append("- Mean learned gate " + ", ".join(f"`{a}` {v:.3f}" for a, v in moved.items())
-                 + f" (start {INIT_G:.3f}).")
+    lines.append("- Mean learned gate " + ", ".join(f"`{a}` {v:.3f} (start {INIT_G[a]:.3f})" for a, v in moved.items())
+                 + ".")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
