@@ -135,3 +135,23 @@ if ARMS:
     row = loop_tests.loc[(scale, "loop_last_layer")]
     lines.append(f"- Depth recurrence at `{scale}`: {verdict(row, 'loop_last_layer', 'control', 'q_val_bpb')}")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## What transfers
+#
+# pgolf's CPU effects beside the records' full-scale evidence (`pgolf.research.transfer`): a direction is compared
+# only where both sides give a clean test (a significant Holm-adjusted effect here; a same-weights or isolated record
+# number). The 2026-04-05 record publishes no per-component ablation; the loop here is the last of 2 layers, not the
+# records' loop at the U-Net middle (notebook 08 tests that in the challenge's regime).
+
+# %%
+from pgolf.research.transfer import SAME_WEIGHTS_NOTE, Effect, regime_text, transfer_markdown  # noqa: E402
+
+regime_note = regime_text(scale, protocol.control_config(scale, overrides),
+                          int(runs.loc[runs["arm"] == protocol.CONTROL, "steps"].iloc[0]))
+technique = {"gptq quantile": "gptq", "rtn sdclip": "sdclip"}
+effects = [Effect(technique[arm], f"{arm} vs {REFERENCE}, int{b}", row, f"{regime_note}; {eval_tokens:,} scored targets")
+           for (b, arm), row in tests.iterrows() if arm in technique]
+effects += [Effect("depth_recurrence", f"{arm} vs control, {sc}", row, regime_note)
+            for (sc, arm), row in loop_tests.iterrows()]
+display(Markdown(transfer_markdown(effects) + "\n\n" + SAME_WEIGHTS_NOTE))
