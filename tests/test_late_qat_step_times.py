@@ -39,3 +39,5 @@ def test_a_run_without_steps_after_the_switch_is_left_out(tmp_path):
         {"scale": "micro", "arm": "qat_int4", "seed": 0, "qat_step": 2, "path": _run(tmp_path, "q0", 10.0, steps=2)},
     ])
     assert late_qat.step_times(runs, {4: "qat_int4"}).empty
+    never = runs.assign(qat_step=None)  # QAT never switched on: nothing to split at
+    assert late_qat.step_times(never, {4: "qat_int4"}).empty

@@ -102,15 +102,15 @@ def step_times(runs: pd.DataFrame, qat_arms: Mapping[int, str], control: str = "
     trained at different times) cancels as far as it is steady within a run: ms per step before and after the
     step where fake quantization switched on (``qat_step``), and their ratio. The control, which never switches,
     is split at the same step as its scale's QAT arms, so its ratio is what the schedule alone does. One row per
-    run (scale, arm, seed, split_step, ms_before, ms_after, after_over_before); a run with no step after the split
-    (a smoke run of a few steps) is left out."""
+    run (scale, arm, seed, split_step, ms_before, ms_after, after_over_before); a QAT run that never switched on,
+    or any run with no step after the split (a smoke run of a few steps), is left out."""
     rows = []
     for scale, group in runs.groupby("scale", sort=False):
-        qat = group[group["arm"].isin(list(qat_arms.values()))]
+        qat = group[group["arm"].isin(list(qat_arms.values())) & group["qat_step"].notna()]  # QAT switched on
         if qat.empty:
             continue
-        split = int(qat["qat_step"].dropna().median())
-        for r in group[group["arm"].isin([control, *qat["arm"].unique()])].to_dict("records"):
+        split = int(qat["qat_step"].median())
+        for r in pd.concat([group[group["arm"] == control], qat]).to_dict("records"):
             step = split if r["arm"] == control else int(r["qat_step"])
             split_times = _ms_per_step(r["path"], step)
             if split_times is None:
