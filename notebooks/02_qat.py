@@ -209,9 +209,10 @@ for (sc, arm), row in cost.iterrows():
                     "QAT's steps are faster by this measure, which load, not QAT, would explain." if row["ci_high"] < 0
                     else "these runs do not resolve QAT's step-time cost."))
 lines.append("- The records: int6 STE QAT from step 0 took 72 ms per step vs 69 ms without it on 8×H100 (the "
-             "2026-03-19 Seq2048 record, 4%), and from 2026-04-01 on the records dropped QAT (\"little or no "
-             "benefit\") for GPTQ, which quantizes once after training (its Hessians take a few seconds reserved from the "
-             "training budget); notebook 06 compares GPTQ with round-to-nearest on the control's own weights.")
+             "2026-03-19 Seq2048 record, 4%); the 2026-04-01 record removed QAT (\"little or no benefit\") when "
+             "it added GPTQ, and the later records quantize with GPTQ, which runs once after training (its "
+             "Hessians take a few seconds reserved from the training budget); notebook 06 compares GPTQ with "
+             "round-to-nearest on the control's own weights.")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

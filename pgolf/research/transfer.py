@@ -79,8 +79,8 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
                  "int6 STE QAT from step 0: quantization gap 0.0000 (no run without QAT); step time 72 ms vs 69 ms "
                  "without QAT (its README calls this '~28%' overhead; the numbers give 4%)"),
         Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
-                 "QAT removed ('appeared to provide little or no benefit') in the change that added GPTQ; every "
-                 "later record quantizes with GPTQ"),
+                 "QAT removed ('appeared to provide little or no benefit') in the change that added GPTQ; the "
+                 "later records quantize with GPTQ (2026-04-03's README still lists a soft-round QAT)"),
     ),
     "smeargate": (
         Evidence("2026-03-19_smeargate_orthoinit_muonwd", None, "not stated", "none",
