@@ -107,7 +107,7 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
                  "layers 4-5 looped at the U-Net middle: '0.002-0.003 BPB' in its text; position mattered"),
         Evidence("2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6", -0.003, "not stated", "bundled",
                  "'~0.003 BPB' from recurrence, with MuonEq-R, WD 0.090 and all-int6"),
-        Evidence("2026-03-31_ParallelResiduals_MiniDepthRecurrence", -0.0010, "1 run each", "sweep row",
+        Evidence("2026-03-31_ParallelResiduals_MiniDepthRecurrence", -0.0010, "seeds not stated", "sweep row",
                  "recurrence switched on at step 3000 vs always on: about 1.1163 → 1.1153 post-TTT, older base"),
     ),
     "skip_gates": (
