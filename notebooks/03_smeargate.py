@@ -173,7 +173,7 @@ for sc in scales:
             tests.loc[("g095 vs g0.5", sc, "smear_per_dim_g095")], "smear_per_dim_g095", "smear_per_dim", "q_val_bpb"))
 no_scalar = [sc for sc in scales if sc not in both]
 if both and no_scalar:
-    lines.append(f"- Per-dim vs scalar was confirmed at {', '.join(both)} (d = 64) after a 3-seed pilot at d = 128 "
+    lines.append(f"- The per-dim vs scalar test above ran at {', '.join(both)} (d = 64) after a 3-seed pilot at d = 128 "
                  f"(−0.012); {', '.join(no_scalar)} ran no scalar arm, so that comparison has no test at d = 128.")
 for arm, row in scale_tests.iterrows():
     lines.append("- Between the scales: " + scale_verdict(row, arm, "q_val_bpb", tokens_per_param) + " Both regimes "
