@@ -39,6 +39,13 @@
 #   GPTQ's Hessians from `calibration_batches` training micro-batches of the run's own loader
 #   (`pgolf.research.gptq_sweep`). Each setting is compared with round-to-nearest + quantile clip at the same
 #   bits, paired by seed: round-trip bpb and artifact bytes.
+# - *SD-clip at matched bytes*: the record tuned k so that the artifact is close to 16 MB, so its claim is a score at
+#   a byte budget, and at equal bits every SD-clip export is smaller than every quantile export (no equal-bytes
+#   point). The same control weights are exported with the attention and MLP matrices under the quantile clip at
+#   `rd_quantile_bits` (a curve of round-trip bpb against artifact bytes) and under SD-clip at `rd_sdclip_bits` ×
+#   `rd_sigmas`, with the embedding's treatment fixed in every setting (int8, quantile clip, round to nearest);
+#   each SD-clip point is compared, per seed, with the quantile curve interpolated at its bytes
+#   (`pgolf.research.rate_distortion`).
 # - *Depth recurrence* is a training arm at `micro`: the last layer runs twice with shared weights from 50% of
 #   the steps on, against the shared control, paired by seed (the micro model has 2 layers; the record loops 2 of
 #   11).
@@ -49,6 +56,10 @@ seeds: list = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # replicates (init + data-order se
 bits: list = [6, 5, 4]  # export bits of the attention and MLP matrices in the GPTQ / SD-clip sweep
 eval_tokens: int = 60000  # validation targets scored per export (the first N of the val stream)
 calibration_batches: int = 16  # training micro-batches whose activations make GPTQ's Hessians
+rd_quantizers: list = ["rtn", "gptq"]  # quantizers of the rate-distortion section
+rd_quantile_bits: list = [4, 5, 6, 7, 8]  # quantile-clip bit widths: the reference curve of bpb against bytes
+rd_sdclip_bits: list = [4, 5, 6]  # SD-clip bit widths of the rate-distortion section
+rd_sigmas: list = [2.5, 3, 4, 5, 6, 8, 12.85]  # SD-clip k (clip = k row standard deviations); 12.85 is the record's
 loop_arm: dict = {"model.loop_layers": [1], "model.loop_count": 1, "model.loop_start_frac": 0.5}  # {}: no loop arm
 overrides: dict = {}  # applied to every arm on top of the scale (none for the study; smoke tests shrink it)
 rerun: bool = False  # True: retrain and recompute even if results exist
@@ -58,14 +69,17 @@ slurm: dict = {}  # SLURM settings: partition, account, qos, max_parallel, extra
 plan_only: bool = False  # True: print the plan (runs to train and reused, GPU-hours, command or batch script) and stop
 
 # %%
+from pathlib import Path
+
 import pandas as pd
 from IPython.display import SVG, Markdown, display
 
+from pgolf.core.config import Config
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.data.build import build_dataset
-from pgolf.research import figures, gptq_sweep, protocol
+from pgolf.research import figures, gptq_sweep, protocol, rate_distortion
 from pgolf.research.report import verdict
-from pgolf.research.stats import compare, holm
+from pgolf.research.stats import compare, holm, with_holm
 
 STUDY = "frontier"
 DATASET = build_dataset(None, None)
@@ -111,8 +125,71 @@ for path in paths:
 # %% [markdown]
 # *Per bit width: each seed's round-trip bpb under GPTQ and/or SD-clip minus round-to-nearest with the quantile
 # clip on the same weights (grey), the mean and 95% CI (black). With a loop arm: its paired difference from the
-# shared control after the round trip.*
+# shared control after the round trip.* In this equal-bits sweep `export.clip=sdclip` clips the embedding too
+# (k = 20, as the record does), so its byte savings mix the matrices' with the embedding's; the next section
+# holds the embedding fixed.
 #
+# ## Rate–distortion at matched bytes
+#
+# The same control weights, the attention and MLP matrices exported under the quantile clip at each of
+# `rd_quantile_bits` and under SD-clip at each of `rd_sdclip_bits` × `rd_sigmas`, by each quantizer; the embedding
+# is int8 with the quantile clip and rounded to nearest in every setting (`rate_distortion.FIXED`), so every
+# difference in bytes or bpb comes from the matrices. For each seed and SD-clip point, the quantile clip's curve
+# (bpb against log artifact bytes, linear between adjacent bit widths) is read at the point's bytes; a point
+# outside the curve's byte range (fewer bytes than quantile int4, more than int8) has no reference and is counted
+# as such, never extrapolated. Each SD-clip setting is then a paired test over the seeds inside the range:
+# SD-clip's bpb minus the quantile clip's at equal bytes. **Holm family:** these tests form their own family,
+# separate from the equal-bits family above: they answer another question (equal bytes, not equal bits), and the
+# number of k values tried here should not change the equal-bits verdicts. Each family holds α = 0.01.
+
+# %%
+rd_grid = rate_distortion.settings(quantizers=rd_quantizers, quantile_bits=rd_quantile_bits,
+                                   sdclip_bits=rd_sdclip_bits, sigmas=rd_sigmas)
+rd = rate_distortion.rate_distortion_table(runs_root=runs_dir(), run_dirs=list(controls["path"]), dataset=DATASET,
+                                           grid=rd_grid, eval_tokens=eval_tokens,
+                                           calibration_batches=calibration_batches, rerun=rerun)
+rd_means = rd.groupby(["quantizer", "clip", "bits", "sigmas"], sort=False)[
+    ["artifact_bytes", "matrix_bytes", "gap_bpb", "clipped_frac"]].mean()
+display(rd_means.style.format({"artifact_bytes": "{:,.0f}", "matrix_bytes": "{:,.0f}", "gap_bpb": "{:+.4f}",
+                               "clipped_frac": "{:.2%}"}))
+rd_tests = with_holm(rate_distortion.matched_tests(rate_distortion.matched_points(rd)))
+display(rd_tests.set_index(["quantizer", "bits", "sigmas"])[
+    ["n_inside", "n_below", "n_above", "bytes", "diff", "ci_low", "ci_high", "p", "p_holm", "note"]].style.format(
+    {c: "{:+.4f}" for c in ("diff", "ci_low", "ci_high")} | {"bytes": "{:,.0f}", "p": "{:.2g}", "p_holm": "{:.2g}"},
+    na_rep="–"))
+
+# %% [markdown]
+# *Per SD-clip setting: seeds inside / below / above the quantile curve's byte range, the mean artifact bytes, and
+# SD-clip's bpb minus the quantile curve's at those bytes (mean over the seeds inside, 95% CI, raw and
+# Holm-adjusted p).* The best k per bit width (lowest mean bpb; lowest bpb against the curve among the k inside the
+# range in every seed), and each clip rule's Pareto front of mean bytes against mean bpb:
+
+# %%
+rd_best = rate_distortion.best_sigmas(rd, rd_tests)
+display(rd_best)
+rd_front = rate_distortion.frontiers(rd)
+display(rd_front.style.format({"artifact_bytes": "{:,.0f}", "q_val_bpb": "{:.4f}", "curve_bpb": "{:.4f}"},
+                              na_rep="–"))
+for path in figures.rate_distortion_figure(runs_dir(), figures_dir()):
+    display(SVG(filename=str(path)))
+
+# %% [markdown]
+# *Round-trip bpb loss (log scale) against artifact bytes, mean over seeds, per quantizer: the quantile clip at
+# each bit width (black) and SD-clip per bit width across k (colours, k labelled at the ends).*
+#
+# **Where k binds.** In a row of n entries no entry lies further from the row mean than (n − 1)/√n standard
+# deviations (the unbiased std that SD-clip uses; √(n − 1) with the population std), so a k above that bound clips
+# a row only through its mean. The bound for this model's row widths, and the measured share of the matrices'
+# entries that each k clips:
+
+# %%
+widths = rate_distortion.row_widths(Config.from_json(Path(controls["path"].iloc[0]) / "config.json"))
+bounds = {n: rate_distortion.max_row_deviation(n) for n in widths}
+display(pd.Series(bounds, name="largest |x − mean| / std").rename_axis("row width n").to_frame())
+clipped = rd[rd["clip"] == "sdclip"].groupby("sigmas")["clipped_frac"].agg(["mean", "max"])
+display(clipped.style.format("{:.3%}"))
+
+# %% [markdown]
 # ## Depth recurrence
 
 # %%
@@ -131,6 +208,7 @@ lines = ["- SD-clip runs at the record's k (12.85 σ for matrices, 20 σ for the
 for (b, arm), row in tests.iterrows():
     lines.append(f"- int{b}, `{arm}`: {verdict(row, arm, REFERENCE, 'q_val_bpb')} "
                  f"Artifact {row['bytes_diff']:+,.0f} B.")
+lines += rate_distortion.conclusion(rd_tests, rd_best, rd_front, bounds, clipped["max"])
 if ARMS:
     row = loop_tests.loc[(scale, "loop_last_layer")]
     lines.append(f"- Depth recurrence at `{scale}`: {verdict(row, 'loop_last_layer', 'control', 'q_val_bpb')}")

@@ -180,6 +180,11 @@ def test_compression_grid_and_tables(tmp_path, micro, small_dataset):
     assert trained["run"].iloc[-1] == f"micro/{run_dirs[1].name}"
     assert (trained["trained_over_fresh"] == trained["artifact_bytes"] / trained["fresh_init_bytes"]).all()
     assert trained["artifact_bytes"].iloc[1] < trained["artifact_bytes"].iloc[0]  # 6/4 bits < 8/8 bits
+    # the matrices alone: fewer bytes than the artifact, and a larger share of what the bits save
+    assert (trained["matrix_bytes"] < trained["artifact_bytes"]).all()
+    saved = trained[["artifact_bytes", "matrix_bytes"]].iloc[0] - trained[["artifact_bytes", "matrix_bytes"]].iloc[1]
+    assert 0 < saved["matrix_bytes"] and saved["matrix_bytes"] / trained["matrix_bytes"].iloc[0] \
+        > saved["artifact_bytes"] / trained["artifact_bytes"].iloc[0]
     rng = torch.get_rng_state()
     real = compression.real_scale_table(presets=["tiny"], grid=small, compressors=["zlib"], code_bytes=100)
     assert torch.equal(torch.get_rng_state(), rng)  # the fresh init leaves the caller's RNG alone
@@ -282,3 +287,17 @@ def test_gptq_sweep_compares_quantizers_and_clips_on_the_same_weights(tmp_path, 
     assert sorted(gptq_sweep.labelled(table)["arm"]) == ["gptq quantile", "gptq sdclip", "rtn quantile", "rtn sdclip"]
     assert table["val_bpb_fp"].nunique() == 1 and table["q_val_bpb"].nunique() == 4  # four different exports
     assert (table["tokens_scored"] == N_TOKENS).all()
+
+
+def test_rate_distortion_scores_every_setting_of_the_same_weights(tmp_path, micro, small_dataset):
+    from pgolf.research import rate_distortion
+    run_dir = _run(tmp_path, "micro", "control", 0, micro(**QUANTIZE_ALL))
+    grid = rate_distortion.settings(quantizers=["rtn", "gptq"], quantile_bits=[4, 5], sdclip_bits=[4], sigmas=[3.0])
+    table = rate_distortion.rate_distortion(run_dirs=[run_dir], dataset=small_dataset, grid=grid,
+                                            eval_tokens=N_TOKENS, calibration_batches=2)
+    assert list(table.columns) == rate_distortion.TABLE.columns and len(table) == 6
+    assert table["val_bpb_fp"].nunique() == 1 and table["q_val_bpb"].nunique() == 6
+    assert (table["tokens_scored"] == N_TOKENS).all() and (table["matrix_bytes"] < table["artifact_bytes"]).all()
+    assert (table["gap_bpb"] == table["q_val_bpb"] - table["val_bpb_fp"]).all()
+    sd = table[table["clip"] == "sdclip"]
+    assert (sd["clipped_frac"] > 0).all()  # k = 3 clips the tails of random rows

@@ -46,3 +46,16 @@ def test_swa_min_snapshots():
     assert _average(AveragingConfig(mode="swa", swa_every=1), one)[0] is not None
     assert _average(AveragingConfig(mode="swa", swa_every=1, swa_min_snapshots=2), one)[0] is None
     assert _average(AveragingConfig(mode="swa", swa_every=1, swa_min_snapshots=2), _snapshots(2))[0] is not None
+
+
+def test_a_step_that_takes_no_sample_reads_no_state_dict() -> None:
+    """mode=none, and SWA outside its sampling steps, do not build the model's state dict every step."""
+    from pgolf.core.averaging import WeightAverager
+    m = _Holder()
+    calls = []
+    m.state_dict = lambda *a, **k: calls.append(1) or nn.Module.state_dict(m, *a, **k)
+    assert not WeightAverager(m, AveragingConfig(mode="none")).update(m, 1, 0.0)
+    swa = WeightAverager(m, AveragingConfig(mode="swa", swa_start_lr_scale=0.5, swa_every=2))
+    assert not swa.update(m, 1, 1.0) and not swa.update(m, 3, 0.1)
+    assert calls == []
+    assert swa.update(m, 2, 0.1) and calls == [1]

@@ -246,3 +246,50 @@ def test_horizontal_deltas_put_n_in_the_tick_labels_not_over_them():
     ax = plots.plot_paired_deltas(pairs, metric="val_bpb", reference="L=128", horizontal=True).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a (n=3)", "b (n=2)"]
     assert not ax.texts
+
+
+# ---- rate-distortion (issue 22, finding 1) --------------------------------------------------------------------
+
+def _rate_distortion_table(root):
+    """A stored rate_distortion table: two seeds, the quantile curve at 4..8 bits and SD-clip at 4/6 bits x 3 k."""
+    import pandas as pd
+    from pgolf.research import rate_distortion
+    from pgolf.research.tables import write_table
+    rows = []
+    for seed in (0, 1):
+        for quantizer in ("rtn", "gptq"):
+            for s in rate_distortion.settings(quantizers=[quantizer], quantile_bits=[4, 5, 6, 7, 8],
+                                              sdclip_bits=[4, 6], sigmas=[3, 5, 12.85]):
+                nbytes = 60_000 + 12_000 * (s.bits - 4) - 1_500 * s.sigmas
+                gap = 0.4 / 2 ** (1.5 * (s.bits - 3)) * (1 + s.sigmas / 4) + 0.001 * seed
+                rows.append({**s.__dict__, "run": f"micro/control-s{seed}-x", "seed": seed, "clipped_frac": 0.0,
+                             "val_bpb_fp": 2.1, "q_val_bpb": 2.1 + gap, "gap_bpb": gap, "artifact_bytes": nbytes,
+                             "matrix_bytes": nbytes - 50_000, "tokens_scored": 100})
+    write_table(rate_distortion.TABLE.path(root), {}, pd.DataFrame(rows))
+
+
+def test_rate_distortion_figure_plots_bpb_against_bytes_per_clip_rule(tmp_path, monkeypatch):
+    """Registered for ``pgolf figures``; one panel per quantizer with bytes on x, drawn from the stored table alone,
+    a page wide at most, with no title, label or legend clipped or overlapping."""
+    assert "rate_distortion" in figures.FIGURES
+    root = tmp_path / "runs"
+    assert figures.regenerate(["rate_distortion"], runs_root=root, out_dir=tmp_path / "f") == []  # no table yet
+    _rate_distortion_table(root)
+    seen = _captured(monkeypatch)
+    paths = figures.regenerate(["rate_distortion"], runs_root=root, out_dir=tmp_path / "f")
+    assert [p.name for p in paths] == ["rate_distortion.svg"]
+    (stem, fig), = seen
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["round to nearest (n = 2 seeds)", "GPTQ (n = 2 seeds)"]
+    assert all("bytes" in ax.get_xlabel() for ax in axes) and fig.get_figwidth() <= 7.0
+    # per panel: the quantile curve (5 bit widths) and one SD-clip line per bit width (3 k each)
+    assert [len(line.get_xdata()) for line in axes[0].get_lines()] == [5, 3, 3]
+    texts, box = _texts(fig)
+    renderer = fig._get_renderer()
+    texts += [("legend", legend.get_window_extent(renderer)) for legend in fig.legends]
+    for i, (a, ea) in enumerate(texts):
+        assert box.x0 - 1 <= ea.x0 and ea.x1 <= box.x1 + 1 and box.y0 - 1 <= ea.y0 and ea.y1 <= box.y1 + 1, a
+        for b, eb in texts[i + 1:]:
+            assert not ea.overlaps(eb), f"{a!r} overlaps {b!r}"
+    assert figures.regenerate(["rate_distortion"], runs_root=root, out_dir=tmp_path / "f")[0].read_bytes() \
+        == paths[0].read_bytes()

@@ -50,6 +50,14 @@ def test_an_added_module_leaves_the_other_tensors_alone_only_with_per_name(arm):
         assert all(equal) if same else not all(equal), (seeding, equal)
 
 
+def test_skip_gates_take_no_draw_under_per_name():
+    """The U-Net skip gates are constant (zero logits): per_name builds them and shares every other tensor."""
+    control, _ = _build()
+    treated, _ = _build(**{"model.skip_gates": True})
+    assert torch.equal(treated["skip_gates"], torch.zeros_like(treated["skip_gates"]))
+    assert all(torch.equal(control[n], treated[n]) for n in control)
+
+
 def test_smear_gate_alone_shifts_nothing_either_way():
     """SmearGate's gate is a constant: it takes no random draw, so both seedings share every tensor."""
     for seeding in ("per_name", "global"):

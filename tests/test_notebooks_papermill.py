@@ -34,7 +34,8 @@ PARAMS = {
     "05_compression": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048, "bit_grid": [[8, 8], [6, 4]],
                        "compressors": ["zlib", "zstd"], "prune_fracs": [0.0, 0.03], "calibrate": False},
     "06_frontier": {"overrides": {**SMOKE, "train.iterations": 4}, "seeds": [0, 1], "bits": [4], "eval_tokens": 2048,
-                    "calibration_batches": 2},
+                    "calibration_batches": 2, "rd_quantile_bits": [4, 5], "rd_sdclip_bits": [4],
+                    "rd_sigmas": [3, 12.85]},
     "07_test_time_training": {"overrides": SMOKE, "seeds": [0, 1], "eval_tokens": 2048},
 }
 FIGURES = {
@@ -44,7 +45,7 @@ FIGURES = {
     "03_smeargate": ["smeargate.svg"],
     "04_eval": ["eval.svg"],
     "05_compression": ["compression.svg"],
-    "06_frontier": ["frontier.svg"],
+    "06_frontier": ["frontier.svg", "rate_distortion.svg"],
     "07_test_time_training": [],  # a scratch study: tables only, nothing published under runs/ or figures/
 }
 

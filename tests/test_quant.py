@@ -225,6 +225,23 @@ def test_sdclip_sigmas_per_class_fall_back_to_the_matrix_value():
         ExportConfig(sdclip_sigmas_mlp=-1.0)
 
 
+def test_clip_embed_sets_the_embeddings_clip_alone():
+    """export.clip_embed holds the embedding's clip while export.clip varies the matrices' (rate-distortion)."""
+    from pgolf.core.config import ConfigError
+    from pgolf.core.quant import spec_for
+    held = ExportConfig(clip="sdclip", scale_floor=False, clip_embed="quantile")
+    assert (spec_for("embed", held).clip, spec_for("embed", held).clip_sigmas) == ("quantile", 0.0)
+    assert (spec_for("mlp", held).clip, spec_for("attn", held).clip_sigmas) == ("sdclip", 12.85)
+    same = ExportConfig(clip="sdclip", scale_floor=False)  # the default "same": the embedding follows export.clip
+    assert (same.clip_embed, spec_for("embed", same).clip, spec_for("embed", same).clip_sigmas) == \
+        ("same", "sdclip", 20.0)
+    assert spec_for("embed", ExportConfig(clip_embed="amax")).clip == "amax"
+    with pytest.raises(ConfigError, match="export.scale_floor: export.clip_embed=sdclip needs"):
+        ExportConfig(clip_embed="sdclip")
+    with pytest.raises(ConfigError, match="export.clip_embed"):
+        apply_overrides(Config(), {"export.clip_embed": "sd"})
+
+
 @pytest.mark.parametrize("bitpack", [False, True])
 def test_int7_codes_round_trip_through_the_artifact(bitpack):
     from pgolf.core.export import export_artifact, load_artifact

@@ -28,8 +28,8 @@ class WeightAverager:
         SWA samples when the LR multiplier of that step was below ``swa_start_lr_scale`` and the step
         number (``swa_step``: finished steps, or PR #194's 0-based index ``step - 1``) divides by
         ``swa_every``."""
-        sd = model.state_dict()
         if self.cfg.mode == "ema":
+            sd = model.state_dict()
             d = self.cfg.ema_decay
             for k, v in self.avg.items():
                 v.mul_(d).add_(sd[k].detach().float(), alpha=1 - d)
@@ -37,6 +37,7 @@ class WeightAverager:
             return True
         number = step if self.cfg.swa_step == "done" else step - 1
         if self.cfg.mode == "swa" and lr_scale < self.cfg.swa_start_lr_scale and number % self.cfg.swa_every == 0:
+            sd = model.state_dict()  # only when sampling: building it costs ~0.7 ms a step at micro scale
             if not self.avg:
                 # swa_dtype="param" sums in each tensor's own dtype (bf16 embeddings on GPU), as the records do
                 self.avg = {k: v.detach().clone() if self.cfg.swa_dtype == "param" else v.detach().float().clone()

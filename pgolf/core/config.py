@@ -357,6 +357,9 @@ class ExportConfig:
     embed_fp16: bool = False  # keep the tied embedding as fp16 passthrough
     # per-row clip value: a quantile of |w|, max |w|, or sdclip (PR #1394): k * the row's standard deviation
     clip: Literal["quantile", "amax", "sdclip"] = "quantile"
+    # the embedding / head class's clip: "same" = export.clip; else this rule for that class alone, so a study can
+    # vary the matrices' clip with the embedding's held fixed (pgolf.research.rate_distortion)
+    clip_embed: Literal["same", "quantile", "amax", "sdclip"] = "same"
     clip_quantile: float = 0.9999984  # official INT8_CLIP_PERCENTILE / 100
     sdclip_sigmas_matrix: float = 12.85  # clip=sdclip: k for every int matrix but the embedding (PR #1394's)
     sdclip_sigmas_embed: float = 20.0  # clip=sdclip: k for the embedding / head class (PR #1394's)
@@ -419,6 +422,9 @@ class ExportConfig:
         _check(self.clip != "sdclip" or not self.scale_floor, "export.scale_floor",
                "export.clip=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma clip "
                "of every row whose std is below 1/sigmas)")
+        _check(self.clip_embed != "sdclip" or not self.scale_floor, "export.scale_floor",
+               "export.clip_embed=sdclip needs export.scale_floor=false (the 1/qmax floor overrides the sigma "
+               "clip of every row whose std is below 1/sigmas)")
         _check(not (self.scale_subnormal and self.scale_floor), "export.scale_subnormal",
                "export.scale_subnormal=true needs export.scale_floor=false (the 1/qmax floor is far above it)")
         for k in ("lqer_rank", "lqer_top_k", "lqer_asym_group"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -293,8 +294,17 @@ def serialize(obj: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def subset_bytes(obj: dict[str, Any], names: Iterable[str], cfg: ExportConfig) -> int:
+    """Compressed bytes (``export.compressor`` at ``export.level``, as the artifact) of the artifact object ``obj``
+    cut to the tensors ``names``: their codes, scales and metadata, with the format tag, and nothing else."""
+    keep = set(names)
+    sub = {k: (v if not isinstance(v, dict) else {n: x for n, x in v.items() if n in keep}) for k, v in obj.items()}
+    return len(compress(serialize(sub), cfg.compressor, cfg.level, checked=True))
+
+
 def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[str, ...],
-                    hessians: dict[str, Tensor] | None = None, detail: bool = False) -> tuple[bytes, dict[str, Any]]:
+                    hessians: dict[str, Tensor] | None = None, detail: bool = False,
+                    groups: Mapping[str, Sequence[str]] | None = None) -> tuple[bytes, dict[str, Any]]:
     """prune -> quantize -> serialize -> compress. Returns the blob and a size report.
 
     A pure function of the state, the export config and ``control``, the model's control patterns
@@ -306,6 +316,9 @@ def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[
 
     With ``detail`` the report also compresses each tensor class on its own (an estimate of where
     the bytes go: classes compressed apart do not add up exactly to the artifact).
+
+    ``groups`` (label -> tensor classes, e.g. ``{"matrices": ("attn", "mlp")}``): the report's ``group_bytes``
+    gives, per label, the compressed bytes of those classes' tensors alone (:func:`subset_bytes`).
     """
     check_hessians(sd, cfg, hessians)
     pruned = prune_state_dict(sd, cfg, control=control)
@@ -319,10 +332,12 @@ def export_artifact(sd: dict[str, Tensor], cfg: ExportConfig, *, control: tuple[
         report["gptq_tensors"] = [r["name"] for r in plan["tensors"] if r.get("quantizer") == "gptq"]
     if detail:
         for cls, entry in report["classes"].items():
-            names = [r["name"] for r in plan["tensors"] if r["class"] == cls]
-            sub = {k: (v if not isinstance(v, dict) else {n: x for n, x in v.items() if n in names})
-                   for k, v in obj.items()}
-            entry["compressed_bytes"] = len(compress(serialize(sub), cfg.compressor, cfg.level, checked=True))
+            entry["compressed_bytes"] = subset_bytes(obj, [r["name"] for r in plan["tensors"] if r["class"] == cls],
+                                                     cfg)
+    if groups is not None:
+        report["group_bytes"] = {label: subset_bytes(obj, [r["name"] for r in plan["tensors"] if r["class"] in classes],
+                                                     cfg)
+                                 for label, classes in groups.items()}
     return blob, report
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pgolf.core import eager_optim
 from pgolf.core.config import Config, ScheduleConfig
 from pgolf.core.precision import at_least_fp32
 
@@ -137,6 +138,11 @@ class Muon(torch.optim.Optimizer):
         return None
 
 
+class EagerMuon(eager_optim.DynamoFree, Muon):
+    """:class:`Muon` without torch.optim's dynamo wrappers, for a model that is not compiled
+    (:mod:`pgolf.core.eager_optim`)."""
+
+
 def split_params(model: nn.Module, control_patterns: tuple[str, ...]) -> dict[str, list[nn.Parameter]]:
     """Route every parameter to exactly one optimizer group (official rules, plus the options)."""
     groups: dict[str, list[nn.Parameter]] = {"embed": [], "head": [], "matrix": [], "scalar": []}
@@ -160,7 +166,12 @@ def ns_dtype(cfg: Config, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[torch.optim.Optimizer], Muon]:
+def build_optimizers(model: nn.Module, cfg: Config, fused: bool,
+                     eager: bool = False) -> tuple[list[torch.optim.Optimizer], Muon]:
+    """The optimizers in the official order (token Adam, [head Adam,] Muon, scalar Adam[, SmearGate Adam]) and
+    the Muon among them. ``fused``: torch's fused Adam (CUDA). ``eager``: the classes of
+    :mod:`pgolf.core.eager_optim` (the same updates, no ``torch._dynamo`` import), for a model that is not
+    compiled."""
     o = cfg.optim
     device = next(model.parameters()).device
     groups = split_params(model, cfg.model.control_patterns)
@@ -170,17 +181,19 @@ def build_optimizers(model: nn.Module, cfg: Config, fused: bool) -> tuple[list[t
              wd: float = o.adam_weight_decay) -> torch.optim.Optimizer:
         kw = dict(betas=(o.beta1, beta2), eps=o.adam_eps, fused=fused)
         group = [{"params": params, "lr": lr, "base_lr": lr}]
+        adam_cls, adamw_cls = (eager_optim.Adam, eager_optim.AdamW) if eager else (torch.optim.Adam, torch.optim.AdamW)
         if wd:
-            return torch.optim.AdamW(group, weight_decay=wd, **kw)
-        return torch.optim.Adam(group, **kw)
+            return adamw_cls(group, weight_decay=wd, **kw)
+        return adam_cls(group, **kw)
 
     smear = [p for n, p in model.named_parameters() if n.startswith("smear.")] if o.smear_beta2 > 0 else []
     groups["scalar"] = [p for p in groups["scalar"] if all(p is not q for q in smear)]
     embed_wd = o.adam_weight_decay if o.embed_weight_decay < 0 else o.embed_weight_decay
     opt_tok = adam(groups["embed"], token_lr, wd=embed_wd)
-    muon = Muon(groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
-                weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize,
-                ns_coeffs=o.muon_ns_coeffs, momentum_dtype=o.muon_momentum_dtype)
+    muon = (EagerMuon if eager else Muon)(
+        groups["matrix"], lr=o.matrix_lr, momentum=o.muon_momentum, backend_steps=o.muon_backend_steps,
+        weight_decay=o.muon_weight_decay, ns_dtype=ns_dtype(cfg, device), row_normalize=o.muon_row_normalize,
+        ns_coeffs=o.muon_ns_coeffs, momentum_dtype=o.muon_momentum_dtype)
     for g in muon.param_groups:
         g["base_lr"] = o.matrix_lr
     opt_scalar = adam(groups["scalar"], o.scalar_lr)

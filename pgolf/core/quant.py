@@ -74,10 +74,16 @@ def sdclip_sigmas(cls: str, cfg: ExportConfig) -> float:
     return per_class or cfg.sdclip_sigmas_matrix
 
 
+def clip_rule(cls: str, cfg: ExportConfig) -> str:
+    """The clip rule of a tensor class: ``export.clip``, or ``export.clip_embed`` for the embedding when set."""
+    return cfg.clip_embed if cls == "embed" and cfg.clip_embed != "same" else cfg.clip
+
+
 def spec_for(cls: str, cfg: ExportConfig) -> QuantSpec:
     bits = {"attn": cfg.bits_attn, "mlp": cfg.bits_mlp}.get(cls, cfg.bits_other)
-    sigmas = sdclip_sigmas(cls, cfg) if cfg.clip == "sdclip" else 0.0
-    return QuantSpec(bits, cfg.clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas,
+    clip = clip_rule(cls, cfg)
+    sigmas = sdclip_sigmas(cls, cfg) if clip == "sdclip" else 0.0
+    return QuantSpec(bits, clip, cfg.clip_quantile, cfg.scale_floor, cfg.scale_dtype, clip_sigmas=sigmas,
                      subnormal=cfg.scale_subnormal)
 
 

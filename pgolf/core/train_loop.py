@@ -365,7 +365,8 @@ class TrainLoop:
         self.base = prepare_model(cfg, d.device)
         self.model = self._wrap()
         self.eval_model = compile_for_eval(self.base) if self.compiled else self.base  # window evaluation's forward
-        self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda")
+        self.optimizers, self.muon = optim.build_optimizers(self.base, cfg, fused=d.device.type == "cuda",
+                                                            eager=not self.compiled)
         if self.compiled:
             self.muon.orthogonalize = torch.compile(optim.zeropower_via_newtonschulz5)
         self.averager = WeightAverager(self.base, cfg.averaging)

@@ -12,7 +12,8 @@ Two small on-disk contracts connect notebooks and builders (both plain JSON unde
 - ``analysis/<name>.json``: a table computed from saved weights without training (e.g. the bpb of one model
   at several evaluation strides), stored with its inputs (:mod:`pgolf.research.tables`). Builders read it
   through the ``AnalysisTable`` of the module that computes it (``bits_sweep``, ``eval_sweep``,
-  ``compression``, ``smear_gates``), whose row dataclass is the table's schema, and never load weights.
+  ``compression``, ``smear_gates``, ``gptq_sweep``, ``rate_distortion``), whose row dataclass is the table's
+  schema, and never load weights.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker as mpl_ticker
 
 from pgolf.core.paths import figures_dir, runs_dir
 from pgolf.core.records import RunRecordError
 from pgolf.core.runs import atomic_write_json
-from pgolf.research import bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol, smear_gates
+from pgolf.research import (bits_sweep, compression, eval_sweep, gptq_sweep, late_qat, plots, protocol,
+                            rate_distortion, smear_gates)
 from pgolf.research.results import load_metrics, load_runs, read_run, runs_frame
 
 Builder = Callable[..., list[Path]]
@@ -432,6 +435,52 @@ def frontier_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = (
     plots.suptitle(fig, "The 2026-04-05 record's parts at int6/5/4: round-trip bpb and artifact bytes")
     plots.caption(fig, PAIRED_KEY)
     return plots.save(fig, out_dir, "frontier", formats)
+
+
+@figure("rate_distortion")
+def rate_distortion_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = ("svg",)) -> list[Path]:
+    """Notebook 06: round-trip bpb loss against artifact bytes per clip rule, mean over the seeds, one panel per
+    quantizer: the quantile clip at each bit width (the reference curve) and SD-clip per bit width across k (the
+    embedding int8 with the quantile clip in every setting)."""
+    stored = rate_distortion.TABLE.read(runs_root)
+    if stored is None or stored[1].empty:
+        return []
+    t = stored[1]
+    means = (t.groupby(["quantizer", "clip", "bits", "sigmas"], sort=False)
+             .agg(artifact_bytes=("artifact_bytes", "mean"), gap_bpb=("gap_bpb", "mean"), seeds=("seed", "nunique"))
+             .reset_index())
+    quantizers = list(dict.fromkeys(means["quantizer"]))
+    names = {"rtn": "round to nearest", "gptq": "GPTQ"}
+    sd_bits = sorted(set(means.loc[means["clip"] != rate_distortion.REFERENCE_CLIP, "bits"]))
+    fig, axes = plots.new_figure(ncols=len(quantizers), height_in=3.4)
+    log_y = bool((means["gap_bpb"] > 0).all())  # the losses span three decades: log when every mean is positive
+    for ax, quantizer in zip(axes, quantizers):
+        m = means[means["quantizer"] == quantizer]
+        ref = m[m["clip"] == rate_distortion.REFERENCE_CLIP].sort_values("bits")
+        ax.plot(ref["artifact_bytes"], ref["gap_bpb"], color="k", marker="o", markersize=3, linewidth=1)
+        for x, y, b in zip(ref["artifact_bytes"], ref["gap_bpb"], ref["bits"]):
+            ax.annotate(f"int{b}", (x, y), xytext=(2, 3), textcoords="offset points", fontsize=6)
+        for i, b in enumerate(sd_bits):
+            line = m[(m["clip"] != rate_distortion.REFERENCE_CLIP) & (m["bits"] == b)].sort_values("sigmas")
+            ax.plot(line["artifact_bytes"], line["gap_bpb"], color=f"C{i}", marker="s", markersize=2.5, linewidth=0.8)
+            for j in (0, len(line) - 1) if len(line) else ():
+                r = line.iloc[j]
+                ax.annotate(f"k={r['sigmas']:g}", (r["artifact_bytes"], r["gap_bpb"]), xytext=(2, -7 if j else 3),
+                            textcoords="offset points", fontsize=5.5, color=f"C{i}")
+        if log_y:
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(mpl_ticker.MaxNLocator(4))  # 6-digit labels: few enough not to touch
+        ax.xaxis.set_major_formatter(mpl_ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.set_xlabel("artifact bytes (mean over seeds)")
+        ax.set_ylabel("round-trip bpb loss (bpb, mean)")
+        ax.set_title(f"{names.get(quantizer, quantizer)} (n = {int(m['seeds'].min())} seeds)")
+    handles = [plots.legend_proxy(marker="o", color="k", label="quantile clip, int4–int8")]
+    handles += [plots.legend_proxy(marker="s", color=f"C{i}", label=f"SD-clip int{b}, k varies")
+                for i, b in enumerate(sd_bits)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=6.5)
+    plots.suptitle(fig, "Clip rules at matched bytes: attention and MLP matrices vary, embedding int8 + quantile "
+                        "clip in every setting")
+    return plots.save(fig, out_dir, "rate_distortion", formats)
 
 
 @figure("compression")

@@ -9,7 +9,8 @@ environment, so a change to either (an allocator setting, a lighter entry point)
 bench's own ``MALLOC_*`` and ``PYTHONPATH`` are not passed on; both variants read the same dataset
 (:func:`pgolf.core.paths.data_root`). The plan also fills the cache of the packed code's size
 (:func:`pgolf.core.accounting.code_bytes`, computed once per code and config), so no timed run pays for packing,
-as in a study where only an arm's first run does.
+as in a study where only an arm's first run does; both trees' modules are byte-compiled first, so the
+baseline's fresh worktree does not pay for that in its first timed run either.
 
 Rounds alternate the order (baseline first, then the new code first, ...), so a change of load on a shared
 machine falls on both. Each run's CPU time is its user + system time from ``wait4`` (its own process and the
@@ -149,6 +150,9 @@ def bench_loop(baseline_rev: str, scale: str = "micro", seed: int = 0, rounds: i
                    check=True, capture_output=True)
     try:
         variants = [Variant("baseline", sha[:10], base_tree), Variant("new", "working tree", repo)]
+        for v in variants:  # a fresh worktree has no bytecode yet: no timed run pays for compiling it
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(v.tree / "pgolf")], check=True,
+                           capture_output=True)
         plans = {v.name: plan(v, scale, seed, work) for v in variants}
         for v in variants:
             log(f"{v.name} ({v.label}): adds env {plans[v.name][1] or '{}'}")

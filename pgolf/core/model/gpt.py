@@ -16,7 +16,7 @@ from pgolf.core.config import ModelConfig
 from pgolf.core.model.embed import BigramHash, InputSmearGate, SmearGate
 from pgolf.core.model.layers import CastedLinear, CausalSelfAttention, RMSNorm
 from pgolf.core.model.mlp import build_mlp
-from pgolf.core.precision import at_least_fp32
+from pgolf.core.model.softcap_ce import softcap_cross_entropy
 
 
 def loop_schedule(cfg: ModelConfig) -> tuple[list[int], list[int]]:
@@ -204,8 +204,12 @@ class GPT(nn.Module):
             return torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(dtype=x.dtype))[None, None, :])
         return x + skip
 
+    def head(self, h: Tensor) -> Tensor:
+        """The logits before the softcap: the tied embedding's or the head's projection."""
+        return F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+
     def logits(self, h: Tensor) -> Tensor:
-        z = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+        z = self.head(h)
         return self.logit_softcap * torch.tanh(z / self.logit_softcap)
 
     def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, reduction: str = "mean",
@@ -215,5 +219,5 @@ class GPT(nn.Module):
         h = self.hidden(input_ids, cu_seqlens, max_seqlen)
         if target_ids is None:
             return self.logits(h)
-        logits = self.logits(h.reshape(-1, h.size(-1)))
-        return F.cross_entropy(at_least_fp32(logits), target_ids.reshape(-1), reduction=reduction)
+        return softcap_cross_entropy(self.head(h.reshape(-1, h.size(-1))), target_ids.reshape(-1), self.logit_softcap,
+                                     reduction)

@@ -97,7 +97,7 @@ def _constant(*names: str):
 
 
 def _gpt_rule(name: str, m: nn.Module, cfg: ModelConfig) -> dict[str, Draw | None]:
-    return dict.fromkeys(n for n, _ in m.named_parameters(recurse=False) if n == "skip_weights")
+    return dict.fromkeys(n for n, _ in m.named_parameters(recurse=False) if n in ("skip_weights", "skip_gates"))
 
 
 def _block_rule(name: str, m: nn.Module, cfg: ModelConfig) -> dict[str, Draw | None]:
