@@ -223,6 +223,8 @@ display(Markdown("\n".join(lines)))
 # records' loop at the U-Net middle (notebook 08 tests that in the challenge's regime).
 
 # %%
+import numpy as np  # noqa: E402
+
 from pgolf.research.transfer import SAME_WEIGHTS_NOTE, Effect, regime_text, transfer_markdown  # noqa: E402
 
 regime_note = regime_text(scale, protocol.control_config(scale, overrides),
@@ -230,6 +232,10 @@ regime_note = regime_text(scale, protocol.control_config(scale, overrides),
 technique = {"gptq quantile": "gptq", "rtn sdclip": "sdclip"}
 effects = [Effect(technique[arm], f"{arm} vs {REFERENCE}, int{b}", row, f"{regime_note}; {eval_tokens:,} scored targets")
            for (b, arm), row in tests.iterrows() if arm in technique]
+record_k = protocol.control_config(scale, overrides).export.sdclip_sigmas_matrix  # the record's k for matrices
+effects += [Effect("sdclip", f"{r['quantizer']} sdclip k = {r['sigmas']:g} vs the quantile curve at equal bytes, "
+                   f"int{r['bits']}", pd.Series(r), f"{regime_note}; {eval_tokens:,} scored targets")
+            for r in rd_tests.to_dict("records") if r["sigmas"] == record_k and np.isfinite(r["p"])]
 effects += [Effect("depth_recurrence", f"{arm} vs control, {sc}", row, regime_note)
             for (sc, arm), row in loop_tests.iterrows()]
 display(Markdown(transfer_markdown(effects) + "\n\n" + SAME_WEIGHTS_NOTE))
