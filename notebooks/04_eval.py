@@ -62,6 +62,7 @@ from pgolf.data.build import build_dataset
 from pgolf.research import eval_sweep, figures, protocol
 from pgolf.research.report import verdict
 from pgolf.research.stats import compare, with_holm
+from pgolf.research.transfer import EVIDENCE, SAME_WEIGHTS_NOTE, Effect, agreement, regime_text, transfer_markdown
 
 DATASET = build_dataset(None, None)
 
@@ -114,4 +115,29 @@ if len(significant):
     lines.append(f"- The lowest significant setting is `{best}` ({significant.loc[best, 'diff']:+.4f}, 95% CI "
                  f"[{significant.loc[best, 'ci_low']:+.4f}, {significant.loc[best, 'ci_high']:+.4f}]); settings whose "
                  "CIs overlap it are not ranked against it here.")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## What transfers
+#
+# pgolf's CPU effects beside the records' full-scale evidence (`pgolf.research.transfer`): a direction is compared
+# only where both sides give a clean test (a significant Holm-adjusted effect here; a same-weights record number).
+# Sliding-window evaluation is the one technique of notebooks 01–06 whose records give such a number.
+
+# %%
+regime_note = (regime_text(scale, protocol.control_config(scale, overrides), int(runs["steps"].iloc[0]))
+               + f"; {eval_tokens:,} scored targets")
+sliding = [a for a in tests.index if a.startswith(f"{REFERENCE.split()[0]} stride")]  # at the training length
+longer = [a for a in tests.index if "NTK" in a and "no NTK" not in a and a.endswith("no overlap")]
+effects = [Effect("sliding_eval", f"{a} vs {REFERENCE}", tests.loc[a], regime_note) for a in sliding]
+effects += [Effect("ntk_long_eval", f"{a} vs {REFERENCE}", tests.loc[a], regime_note) for a in longer]
+record = next(e for e in EVIDENCE["sliding_eval"] if e.kind == "same-weights")
+lines = [transfer_markdown(effects), "", SAME_WEIGHTS_NOTE]
+for e in effects[:len(sliding)]:
+    agree = agreement(e, EVIDENCE["sliding_eval"])
+    lines.append(f"\n`{e.label}`: {e.test['diff']:+.4f} here, {e.test['diff'] / record.delta_bpb:.2f}× the record's "
+                 f"same-weights {record.delta_bpb:+.4f} (stride 64 vs non-overlapping windows of 1024 tokens); "
+                 + ("the directions agree. " if agree == "yes" else f"directions: {agree}. ")
+                 + "The size depends on the context length and the model: this one is far smaller, earlier in "
+                 "training and scored on a few documents.")
 display(Markdown("\n".join(lines)))

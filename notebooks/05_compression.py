@@ -71,6 +71,7 @@ from pgolf.data.build import build_dataset
 from pgolf.research import compression, figures, protocol
 from pgolf.research.compression import compression_grid, setting_label
 from pgolf.research.stats import compare, with_holm
+from pgolf.research.transfer import SAME_WEIGHTS_NOTE, Effect, regime_text, transfer_markdown
 
 DATASET = build_dataset(None, None)
 GRID = compression_grid(bit_grid=bit_grid, compressors=compressors, prune_fracs=prune_fracs, bitpack_bits=bitpack_bits)
@@ -161,3 +162,17 @@ if calibrate:
                  "size is off by that much for this one setting and by an unknown amount for others, so no setting is "
                  "said to fit from fresh weights here.")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## What transfers
+#
+# pgolf's CPU effects on the round-trip bpb (against `8/8 zlib` on the same weights) beside the records' full-scale
+# evidence (`pgolf.research.transfer`). The records state these knobs in bytes and in whole-stack scores, never as a
+# same-weights bpb difference, so no direction can be compared. Compressors are lossless (the same bpb, fewer bytes:
+# the byte ratios above) and not in the table; no record exported the MLP at int4 (seed 002 proposed it, unrun).
+
+# %%
+regime_note = regime_text(scale, protocol.control_config(scale, overrides), int(runs["steps"].iloc[0]))
+techniques = {"6/6 zlib": "int6_export", "6/5 zlib": "int5_mlp", f"{REFERENCE} prune 0.03": "pruning"}
+display(Markdown(transfer_markdown([Effect(t, f"{a} vs {REFERENCE}", tests.loc[a], regime_note)
+                                    for a, t in techniques.items() if a in tests.index]) + "\n\n" + SAME_WEIGHTS_NOTE))

@@ -213,3 +213,38 @@ if ARMS:
     row = loop_tests.loc[(scale, "loop_last_layer")]
     lines.append(f"- Depth recurrence at `{scale}`: {verdict(row, 'loop_last_layer', 'control', 'q_val_bpb')}")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## What transfers
+#
+# pgolf's CPU effects beside the records' full-scale evidence (`pgolf.research.transfer`): a direction is compared
+# only where both sides give a clean test (a significant Holm-adjusted effect here; a same-weights or isolated record
+# number). The 2026-04-05 record publishes no per-component ablation; the loop here is the last of 2 layers, not the
+# records' loop at the U-Net middle (notebook 08 tests that in the challenge's regime).
+
+# %%
+import numpy as np  # noqa: E402
+
+from pgolf.research.transfer import SAME_WEIGHTS_NOTE, Effect, regime_text, transfer_markdown  # noqa: E402
+
+regime_note = regime_text(scale, protocol.control_config(scale, overrides),
+                          int(runs.loc[runs["arm"] == protocol.CONTROL, "steps"].iloc[0]))
+effects = [Effect("gptq", f"{arm} vs {REFERENCE}, int{b}", row, f"{regime_note}; {eval_tokens:,} scored targets")
+           for (b, arm), row in tests.iterrows() if arm == "gptq quantile"]
+# SD-clip's claim is score at a byte budget: its matched-bytes tests at int6 (the records' width), at the largest k
+# that has one (at the record's k no SD-clip export lies inside the quantile curve's byte range)
+record_k = protocol.control_config(scale, overrides).export.sdclip_sigmas_matrix  # the record's k for matrices
+finite = rd_tests.empty or np.isfinite(rd_tests["p"].astype(float))
+tested = rd_tests[finite & (rd_tests["bits"] == 6)] if not rd_tests.empty else rd_tests
+for quantizer, g in (tested.groupby("quantizer", sort=False) if not tested.empty else []):
+    r = g.loc[g["sigmas"].idxmax()]
+    effects.append(Effect("sdclip", f"{quantizer} sdclip k = {r['sigmas']:g} vs the quantile curve at equal bytes, "
+                                    f"int6", r, f"{regime_note}; {eval_tokens:,} scored targets"))
+effects += [Effect("depth_recurrence", f"{arm} vs control, {sc}", row, regime_note)
+            for (sc, arm), row in loop_tests.iterrows()]
+at_record_k = rd_tests[rd_tests["sigmas"] == record_k] if not rd_tests.empty else rd_tests
+untested = int((~np.isfinite(at_record_k["p"].astype(float))).sum()) if not at_record_k.empty else 0
+note = (f"At the record's k = {record_k:g}, {untested} of {len(at_record_k)} SD-clip settings have no export inside "
+        "the quantile curve's byte range, hence no equal-bytes test; the table shows, per quantizer, the largest k "
+        "with one at int6." if untested else "")
+display(Markdown(transfer_markdown(effects) + "\n\n" + note + ("\n\n" if note else "") + SAME_WEIGHTS_NOTE))

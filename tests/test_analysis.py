@@ -220,6 +220,22 @@ def test_gate_table_reads_the_gates_and_skips_models_without_one(tmp_path, micro
     assert table["share_from_previous"].iloc[0] == pytest.approx(1 - expected.mean().item())
 
 
+def test_gate_table_adds_a_new_arm_reading_only_the_new_runs_weights(tmp_path, micro):
+    """Notebook 03 adds an arm to runs whose weights are gone: the stored rows are kept, the new run is read."""
+    root = tmp_path / "runs"
+    old = _run(root, "micro", "smear_per_dim", 0, micro(**{"model.smear_gate": "per_dim"}))
+    first = smear_gates.gate_table_cached(runs_root=root, runs=_table([old]))
+    (old / "final_model.pt").unlink()
+    new = _run(root, "micro", "smear_per_dim_g095", 0, micro(**{"model.smear_gate": "per_dim",
+                                                                   "model.smear_init": "identity"}))
+    table = smear_gates.gate_table_cached(runs_root=root, runs=_table([old, new]))
+    assert table["run"].tolist() == [old.name, new.name]
+    assert table["values"].iloc[0] == pytest.approx(first["values"].iloc[0])
+    expected = torch.sigmoid(load_final_state(new)["smear.gate"].float())
+    assert table["values"].iloc[1] == pytest.approx(expected.tolist())
+    assert smear_gates.TABLE.read(root)[0] == {"runs": [old.name, new.name]}
+
+
 def test_gate_values_are_the_weight_on_the_current_token_in_either_form(tmp_path, micro):
     """The records' form (smear_gated=previous) weights x_{t-1} by sigmoid(gate); the table reports x_t's share."""
     records = _run(tmp_path, "smeargate", "scalar", 0, micro(**{"model.smear_gate": "scalar",

@@ -48,3 +48,18 @@ def test_markdown_table_has_one_row_per_effect_and_escapes_pipes():
     lines = text.splitlines()
     assert lines[0].startswith("| technique | pgolf (CPU) |") and lines[1] == "|---|---|---|---|---|"
     assert len(lines) == 4 and "a \\| b" in lines[2]
+
+
+def test_regime_text_states_tokens_per_parameter_of_the_scale():
+    from pgolf.research.scales import SCALES
+    from pgolf.research.transfer import regime_text
+    text = regime_text("micro", SCALES["micro"].config(), steps=400)
+    assert text.startswith("micro: 6.6 training tokens per parameter (")  # 400 x 2,048 tokens / 123,460 parameters
+    assert regime_text("micro", SCALES["micro"].config(), steps=200).startswith("micro: 3.3 training tokens")
+
+
+def test_evidence_covers_the_techniques_of_notebooks_02_05_and_the_regime_study():
+    """Notebooks 02-06 and 08 (regime scale: loop at the U-Net middle, skip gates, late QAT int6) cite these."""
+    assert {"late_qat", "smeargate", "sliding_eval", "int6_export", "int5_mlp", "pruning", "skip_gates",
+            "depth_recurrence", "gptq", "sdclip"} <= set(EVIDENCE)
+    assert [e.record for e in EVIDENCE["skip_gates"]] == ["2026-04-01_Vocab4096_MLPMult4_WD085"]

@@ -329,12 +329,15 @@ def smeargate_figure(runs_root: Path, out_dir: Path, formats: tuple[str, ...] = 
     folder_of = {Path(p).name: Path(p) for p in runs["path"]}
     gates = gates[gates["run"].isin(order)].sort_values("run", key=lambda s: s.map(order))
     styles = {sc: ls for sc, ls in zip(scales, ["-", "--", ":", "-."])}
+    colors = {"smear_scalar": "C0", "smear_per_dim": "C1"}  # any other arm (e.g. another init): the next colours
+    for arm in dict.fromkeys(gates["arm"]):
+        colors.setdefault(arm, f"C{len(colors) + 2}")  # from C4 on: C3 is the rule's red in the other panels
     seen: set[tuple[str, str]] = set()
     for r in gates.to_dict("records"):
         g = np.asarray(r["values"], dtype=float)
         scale = scale_of[r["run"]]
         key = (r["arm"], scale)
-        color = "C1" if g.size > 1 else "C0"
+        color = colors[r["arm"]]
         label = None if key in seen else f"{r['arm']}, {scale} (d = {_model_dim(folder_of[r['run']])})"
         seen.add(key)
         if g.size == 1:

@@ -13,7 +13,9 @@ the QAT arm that trains with fake quantization at ``b`` bits over the last part 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -75,3 +77,46 @@ def differences(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, 
             pairs["bits"], pairs["measure"], pairs["threshold"] = bits, measure, threshold
             frames.append(pairs)
     return pd.concat(frames, ignore_index=True)
+
+
+def _ms_per_step(run_dir: str | Path, split_step: int) -> tuple[float, float] | None:
+    """Mean training ms per step of a run up to ``split_step`` and after it, from the cumulative ``train_time_ms``
+    of its ``metrics.jsonl`` training rows; None when the run has no training step after ``split_step``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    times = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if "train_loss" in row and "train_time_ms" in row:
+                times[int(row["step"])] = float(row["train_time_ms"])
+    last = max(times, default=0)
+    if not 0 < split_step < last:
+        return None
+    if split_step not in times:
+        raise ValueError(f"{path}: no training row at step {split_step}, where the run is split (last step {last})")
+    return times[split_step] / split_step, (times[last] - times[split_step]) / (last - split_step)
+
+
+def step_times(runs: pd.DataFrame, qat_arms: Mapping[int, str], control: str = "control") -> pd.DataFrame:
+    """QAT's step-time cost measured inside each run, so that the machine's load (which differs between runs
+    trained at different times) cancels as far as it is steady within a run: ms per step before and after the
+    step where fake quantization switched on (``qat_step``), and their ratio. The control, which never switches,
+    is split at the same step as its scale's QAT arms, so its ratio is what the schedule alone does. One row per
+    run (scale, arm, seed, split_step, ms_before, ms_after, after_over_before); a QAT run that never switched on,
+    or any run with no step after the split (a smoke run of a few steps), is left out."""
+    rows = []
+    for scale, group in runs.groupby("scale", sort=False):
+        qat = group[group["arm"].isin(list(qat_arms.values())) & group["qat_step"].notna()]  # QAT switched on
+        if qat.empty:
+            continue
+        split = int(qat["qat_step"].median())
+        for r in pd.concat([group[group["arm"] == control], qat]).to_dict("records"):
+            step = split if r["arm"] == control else int(r["qat_step"])
+            split_times = _ms_per_step(r["path"], step)
+            if split_times is None:
+                continue
+            before, after = split_times
+            rows.append({"scale": scale, "arm": r["arm"], "seed": r["seed"], "split_step": step,
+                         "ms_before": before, "ms_after": after, "after_over_before": after / before})
+    return pd.DataFrame(rows, columns=["scale", "arm", "seed", "split_step", "ms_before", "ms_after",
+                                       "after_over_before"])

@@ -49,3 +49,26 @@ def verdict(row: pd.Series, arm: str, control: str, metric: str) -> str:
         return found + "."  # the record rule is about improvements of the score
     rule = "clears" if row["clears_rule"] else "does not clear"
     return f"{found}; it {rule} the 0.005-nat rule ({row['threshold']:.4f}, one-sided p = {row['p_rule']:.2g})."
+
+
+def scale_verdict(row: pd.Series, arm: str, metric: str, regimes: dict[str, str] | None = None) -> str:
+    """One sentence on a :func:`pgolf.research.stats.scale_difference` row: the effect at each scale, their
+    difference with its 95% CI and Welch p (Holm-adjusted where the row has ``p_holm``), and only the claim the
+    test supports: the effects differ between these two regimes, or no difference was detected. ``regimes``:
+    scale -> how it trains (e.g. "6.6 training tokens per parameter"), named instead of calling a scale larger."""
+    regimes = regimes or {}
+    name = {sc: f"{sc}" + (f" ({regimes[sc]})" if sc in regimes else "") for sc in (row["scale_ref"], row["scale"])}
+    effects = (f"`{arm}`'s effect on {metric} is {row['diff_ref']:+.4f} at {name[row['scale_ref']]}, "
+               f"{int(row['n_pairs_ref'])} seeds, and {row['diff']:+.4f} at {name[row['scale']]}, "
+               f"{int(row['n_pairs'])} seeds")
+    if not np.isfinite(row["p"]):
+        return f"{effects}; {row['note'] or 'no test possible'}."
+    adjusted = "p_holm" in row.index and np.isfinite(row["p_holm"])
+    p_used = row["p_holm"] if adjusted else row["p"]
+    p_text = f"Welch p = {row['p']:.2g}" + (f", Holm-adjusted {p_used:.2g}" if adjusted else "")
+    diff = (f"{row['scale']} − {row['scale_ref']} = {row['diff_of_diffs']:+.4f}, 95% CI "
+            f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], {p_text}")
+    if p_used < RULE_ALPHA:
+        return f"{effects}; they differ ({diff}): the effect depends on the regime, by this test."
+    return (f"{effects}; no difference between the two is detected at α = {RULE_ALPHA} ({diff}), which does not "
+            "show that they are equal.")

@@ -66,7 +66,17 @@ def gate_table(*, runs: pd.DataFrame) -> pd.DataFrame:
 
 def gate_table_cached(*, runs_root: Path, runs: pd.DataFrame, rerun: bool = False,
                       log: Callable[[str], None] = print) -> pd.DataFrame:
-    """:func:`gate_table`, stored under ``runs_root/smeargate/analysis`` while its runs are unchanged."""
+    """:func:`gate_table`, stored under ``runs_root/smeargate/analysis`` while its runs are unchanged.
+
+    A run's gate depends on that run alone, so when runs are added (a new arm) the stored rows of the others are
+    kept and only the new runs' weights are read."""
     inputs = {"runs": [Path(p).name for p in runs["path"]]}
-    return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log,
-                        compute=lambda: gate_table(runs=runs))
+    stored = None if rerun else TABLE.read(runs_root)
+    known = stored[1] if stored is not None else TABLE.frame([])
+
+    def compute() -> pd.DataFrame:
+        new = runs[~runs["path"].map(lambda p: Path(p).name).isin(set(known["run"]))]
+        table = pd.concat([known[known["run"].isin(inputs["runs"])], gate_table(runs=new)], ignore_index=True)
+        order = {name: i for i, name in enumerate(inputs["runs"])}
+        return table.sort_values("run", key=lambda s: s.map(order)).reset_index(drop=True)
+    return TABLE.cached(runs_root=runs_root, inputs=inputs, rerun=rerun, log=log, compute=compute)

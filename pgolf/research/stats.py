@@ -253,3 +253,56 @@ def compare(df: pd.DataFrame, control: str, metric: str, pair_on: str = "seed", 
         rows.append({"arm": arm, "n": len(runs), "n_control": len(control_runs), **result,
                      "threshold": threshold, "clears_rule": clears})
     return pd.DataFrame(rows, columns=COLUMNS).set_index("arm")
+
+
+# ---- the same arm at two scales ----
+
+SCALE_COLUMNS = ["scale", "n_pairs", "diff", "scale_ref", "n_pairs_ref", "diff_ref", "diff_of_diffs", "ci_low",
+                 "ci_high", "t", "df", "p", "note"]
+
+
+def scale_difference(runs: pd.DataFrame, arm: str, control: str, metric: str, scales: tuple[str, str] | list[str],
+                     *, pair_on: str = "seed", arm_col: str = "arm", scale_col: str = "scale",
+                     ci_level: float = CI_LEVEL) -> pd.Series:
+    """Whether ``arm``'s paired effect against ``control`` differs between two scales.
+
+    At each scale the effect is the per-seed paired difference arm - control on ``metric``
+    (:func:`paired_differences`); the two scales' differences are independent samples (other models, other
+    runs), so Welch's t-test compares their means: ``diff_of_diffs`` = mean effect at ``scales[1]`` - mean
+    effect at ``scales[0]`` (the reference, ``*_ref``), its ``ci_level`` CI with the Welch-Satterthwaite ``df``,
+    and the two-sided ``p`` (the same as ``scipy.stats.ttest_ind(b, a, equal_var=False)``). With fewer than 2
+    pairs at a scale, or no spread at either, the test is NaN and ``note`` says why.
+    """
+    if not 0 < ci_level < 1:
+        raise ValueError(f"ci_level must be in (0, 1), got {ci_level}")
+    if len(scales) != 2 or scales[0] == scales[1]:
+        raise ValueError(f"scale_difference compares two different scales, got {list(scales)}")
+    if scale_col not in runs.columns:
+        raise ValueError(f"scale_difference needs a {scale_col!r} column; columns: {sorted(runs.columns)}")
+    effects = []
+    for scale in scales:
+        group = runs[(runs[scale_col] == scale) & runs[arm_col].isin([arm, control])]
+        if not (group[arm_col] == arm).any():
+            raise ValueError(f"scale {scale!r} has no runs of arm {arm!r}; arms there: "
+                             f"{sorted(set(runs.loc[runs[scale_col] == scale, arm_col]))}")
+        pairs = paired_differences(group, control, metric, pair_on=pair_on, arm_col=arm_col)
+        effects.append(pairs.loc[pairs["arm"] == arm, "diff"].to_numpy(float))
+    ref, other = effects
+    row = {"scale": scales[1], "n_pairs": len(other), "diff": float(other.mean()) if len(other) else np.nan,
+           "scale_ref": scales[0], "n_pairs_ref": len(ref), "diff_ref": float(ref.mean()) if len(ref) else np.nan}
+    row["diff_of_diffs"] = row["diff"] - row["diff_ref"]
+    undefined = {"ci_low": np.nan, "ci_high": np.nan, "t": np.nan, "df": np.nan, "p": np.nan}
+    if len(ref) < 2 or len(other) < 2:
+        return pd.Series({**row, **undefined, "note": "fewer than 2 seed pairs at a scale: no test possible"},
+                         index=SCALE_COLUMNS)
+    v_other, v_ref = other.var(ddof=1) / len(other), ref.var(ddof=1) / len(ref)
+    if not v_other + v_ref > 0:
+        return pd.Series({**row, **undefined, "note": "zero variance at both scales: p-value undefined"},
+                         index=SCALE_COLUMNS)
+    se = float(np.sqrt(v_other + v_ref))
+    df = (v_other + v_ref) ** 2 / (v_other**2 / (len(other) - 1) + v_ref**2 / (len(ref) - 1))  # Welch-Satterthwaite
+    half = float(sps.t.ppf(0.5 + ci_level / 2, df)) * se
+    test = sps.ttest_ind(other, ref, equal_var=False)
+    return pd.Series({**row, "ci_low": row["diff_of_diffs"] - half, "ci_high": row["diff_of_diffs"] + half,
+                      "t": float(test.statistic), "df": float(df), "p": float(test.pvalue), "note": ""},
+                     index=SCALE_COLUMNS)

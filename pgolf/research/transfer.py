@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from pgolf.core.config import Config
+from pgolf.research.scales import regime
 from pgolf.research.stats import RULE_ALPHA
 
 RECORDS_URL = "https://github.com/openai/parameter-golf/tree/main/records/track_10min_16mb/"
@@ -73,12 +75,22 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
                  "seeds not stated", "bundled", "late-QAT threshold 0.1 → 0.15, one row of a stacked table"),
         Evidence("2026-03-19_MixedQuant_Int6Int8_SlidingWindow", 0.0015, "1 run", "bundled",
                  "int6 matrices trained with QAT + int8 embedding: the round trip's whole penalty"),
+        Evidence("2026-03-19_Seq2048_FP16Emb_TunedLR", None, "3 seeds", "none",
+                 "int6 STE QAT from step 0: quantization gap 0.0000 (no run without QAT); step time 72 ms vs 69 ms "
+                 "without QAT (its README calls this '~28%' overhead; the numbers give 4%)"),
+        Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
+                 "QAT removed ('appeared to provide little or no benefit') in the change that added GPTQ; the "
+                 "later records quantize with GPTQ (2026-04-03's README still lists a soft-round QAT)"),
     ),
     "smeargate": (
         Evidence("2026-03-19_smeargate_orthoinit_muonwd", None, "not stated", "none",
-                 "static per-dimension SmearGate adopted with orthogonal init and Muon WD; no isolated number"),
+                 "static per-dimension SmearGate, init sigmoid(3.0) ≈ 0.95, adopted with orthogonal init and Muon "
+                 "WD; no isolated number"),
         Evidence("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", -0.0012, "1 run each", "sweep row",
                  "Smear in 100-1500-step ternary development runs, 22% slower"),
+        Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
+                 "SmearGate removed with the move to a 4096 vocabulary ('less necessary after increasing the vocab "
+                 "size'); no number"),
     ),
     "gptq": (
         Evidence("2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233", -0.0006, "3-seed means, per-change "
@@ -95,6 +107,28 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
                  "layers 4-5 looped at the U-Net middle: '0.002-0.003 BPB' in its text; position mattered"),
         Evidence("2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6", -0.003, "not stated", "bundled",
                  "'~0.003 BPB' from recurrence, with MuonEq-R, WD 0.090 and all-int6"),
+        Evidence("2026-03-31_ParallelResiduals_MiniDepthRecurrence", -0.0010, "seeds not stated", "sweep row",
+                 "recurrence switched on at step 3000 vs always on: about 1.1163 → 1.1153 post-TTT, older base"),
+    ),
+    "skip_gates": (
+        Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", -0.0216, "3 seeds", "bundled",
+                 "sigmoid-gated U-Net skips (from PR #1089) added with SP4096, MLP 4x, WD 0.085, GPTQ, brotli and "
+                 "QK-gain 4: the whole change vs the 2026-03-23 record it builds on (1.1194 → 1.09785)"),
+    ),
+    "int6_export": (
+        Evidence("2026-03-19_10L_MixedPrecision", None, "1 run", "none",
+                 "int6 on layers 3-6 of 10: 17.6 MB → 15.9 MB at int8 + zlib; the round trip's whole gap 0.0018 bpb "
+                 "(the baseline's int8 gap: 0.0093); no same-weights int8 vs int6 number"),
+        Evidence("2026-03-19_MixedQuant_Int6Int8_SlidingWindow", 0.0015, "1 run", "bundled",
+                 "int6 matrices trained with QAT + int8 embedding: the round trip's whole penalty, not int6 vs int8"),
+    ),
+    "int5_mlp": (
+        Evidence("2026-03-20_10L_Int5MLP_MuonWD04_SWA50", -0.003, "seeds not stated", "bundled",
+                 "int5 MLP / int6 attention, 'saves ~1.86MB vs uniform int6', spent on a 10th layer: the two together"),
+    ),
+    "pruning": (
+        Evidence("2026-03-20_10L_Int5MLP_MuonWD04_SWA50", None, "not stated", "none",
+                 "3% magnitude pruning in the stack; no number"),
     ),
     "skip_gates": (
         Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
@@ -115,6 +149,21 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
                  "score-first TTT vs sliding evaluation of the same model"),
     ),
 }
+
+
+SAME_WEIGHTS_NOTE = ("Of the techniques in notebooks 01-06, sliding-window evaluation is the only one with a clean "
+                     "same-weights ablation at full scale (-0.0335 bpb, one run, the 2026-03-19 MixedQuant record); "
+                     "every other record number here is a single-seed sweep row or a bundled change, so it can neither "
+                     "confirm nor contradict pgolf's direction.")
+
+
+def regime_text(scale: str, cfg: Config, steps: int | None = None) -> str:
+    """The regime column of a scale: training tokens per parameter and per non-embedding parameter
+    (:func:`pgolf.research.scales.regime`; ``steps``: the steps the runs took), beside the records'."""
+    r = regime(cfg, steps)
+    return (f"{scale}: {r['tokens_per_param']:.1f} training tokens per parameter "
+            f"({r['tokens_per_non_embedding_param']:.1f} per non-embedding parameter); the records: about 109 "
+            "(PR #1394) to 423 (the baseline) per parameter")
 
 
 @dataclass(frozen=True)
