@@ -133,7 +133,7 @@ def test_scale_difference_is_welchs_test_with_its_interval():
     assert got["diff"] == pytest.approx(a.mean() - b.mean()) and got["ci_low"] < got["diff"] < got["ci_high"]
     ci = ref.confidence_interval(0.95)
     assert (got["ci_low"], got["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
-    with pytest.raises(ValueError, match="at least 2 values per scale"):
+    with pytest.raises(ValueError, match="at least 2 values per sample"):
         rs.scale_difference(a, b[:1])
 
 

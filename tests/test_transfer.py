@@ -62,4 +62,5 @@ def test_evidence_covers_the_techniques_of_notebooks_02_05_and_the_regime_study(
     """Notebooks 02-06 and 08 (regime scale: loop at the U-Net middle, skip gates, late QAT int6) cite these."""
     assert {"late_qat", "smeargate", "sliding_eval", "int6_export", "int5_mlp", "pruning", "skip_gates",
             "depth_recurrence", "gptq", "sdclip"} <= set(EVIDENCE)
-    assert [e.record for e in EVIDENCE["skip_gates"]] == ["2026-04-01_Vocab4096_MLPMult4_WD085"]
+    assert [e.record for e in EVIDENCE["skip_gates"]] == ["2026-04-01_Vocab4096_MLPMult4_WD085",
+                                                         "2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2"]

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from pgolf.core.config import Config
 from pgolf.research import bits_sweep, gptq_sweep, late_qat, protocol
-from pgolf.research.stats import CI_LEVEL, compare
+from pgolf.research.stats import CI_LEVEL, compare, welch
 from pgolf.research.tables import AnalysisTable
 
 STUDY = "regime_study"  # the study's folder under runs/ (selection.json, analysis/); its runs live in runs/regime/
@@ -200,21 +199,11 @@ def run_seconds(runs: pd.DataFrame) -> pd.DataFrame:
 # ---- regime against micro ---------------------------------------------------------------------------
 
 def scale_difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, level: float = CI_LEVEL) -> dict[str, float]:
-    """Whether an effect differs between two scales: Welch's t-test of the per-seed paired differences ``a``
-    (one scale) against ``b`` (another; independent seeds and models). Returns n_a, n_b, mean_a, mean_b,
-    diff = mean_a - mean_b, its ``level`` CI (Welch-Satterthwaite df), t, df and the two-sided p."""
+    """Whether an effect differs between two scales: :func:`pgolf.research.stats.welch` of the per-seed paired
+    differences ``a`` (one scale) against ``b`` (another; independent seeds and models), with n_a, n_b, mean_a
+    and mean_b beside diff = mean_a - mean_b, its ``level`` CI, t, df and the two-sided p."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"scale_difference needs at least 2 values per scale, got {len(a)} and {len(b)}")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = float(np.sqrt(va + vb))
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    diff = float(a.mean() - b.mean())
-    half = float(sps.t.ppf(0.5 + level / 2, df)) * se
-    test = sps.ttest_ind(a, b, equal_var=False)
-    return {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": diff,
-            "ci_low": diff - half, "ci_high": diff + half, "t": float(test.statistic), "df": float(df),
-            "p": float(test.pvalue)}
+    return {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()), **welch(a, b, level)}
 
 
 def _at(table: pd.DataFrame | None, scale: str) -> pd.DataFrame:

@@ -295,14 +295,27 @@ def scale_difference(runs: pd.DataFrame, arm: str, control: str, metric: str, sc
     if len(ref) < 2 or len(other) < 2:
         return pd.Series({**row, **undefined, "note": "fewer than 2 seed pairs at a scale: no test possible"},
                          index=SCALE_COLUMNS)
-    v_other, v_ref = other.var(ddof=1) / len(other), ref.var(ddof=1) / len(ref)
-    if not v_other + v_ref > 0:
+    test = welch(other, ref, ci_level)
+    if not np.isfinite(test["p"]):
         return pd.Series({**row, **undefined, "note": "zero variance at both scales: p-value undefined"},
                          index=SCALE_COLUMNS)
-    se = float(np.sqrt(v_other + v_ref))
-    df = (v_other + v_ref) ** 2 / (v_other**2 / (len(other) - 1) + v_ref**2 / (len(ref) - 1))  # Welch-Satterthwaite
-    half = float(sps.t.ppf(0.5 + ci_level / 2, df)) * se
-    test = sps.ttest_ind(other, ref, equal_var=False)
-    return pd.Series({**row, "ci_low": row["diff_of_diffs"] - half, "ci_high": row["diff_of_diffs"] + half,
-                      "t": float(test.statistic), "df": float(df), "p": float(test.pvalue), "note": ""},
+    return pd.Series({**row, **{k: test[k] for k in ("ci_low", "ci_high", "t", "df", "p")}, "note": ""},
                      index=SCALE_COLUMNS)
+
+
+def welch(a, b, ci_level: float = CI_LEVEL) -> dict[str, float]:
+    """Welch's t-test of two independent samples: ``diff`` = mean(a) - mean(b), its ``ci_level`` CI with the
+    Welch-Satterthwaite ``df``, ``t`` and the two-sided ``p`` (those of ``scipy.stats.ttest_ind(a, b,
+    equal_var=False)``). Needs at least 2 values in each; with no spread in either the test is NaN."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"welch needs at least 2 values per sample, got {len(a)} and {len(b)}")
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if not va + vb > 0:
+        return {"diff": diff, "ci_low": np.nan, "ci_high": np.nan, "t": np.nan, "df": np.nan, "p": np.nan}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = float(sps.t.ppf(0.5 + ci_level / 2, df)) * float(np.sqrt(va + vb))
+    test = sps.ttest_ind(a, b, equal_var=False)
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "t": float(test.statistic), "df": float(df),
+            "p": float(test.pvalue)}

@@ -114,6 +114,8 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", -0.0216, "3 seeds", "bundled",
                  "sigmoid-gated U-Net skips (from PR #1089) added with SP4096, MLP 4x, WD 0.085, GPTQ, brotli and "
                  "QK-gain 4: the whole change vs the 2026-03-23 record it builds on (1.1194 → 1.09785)"),
+        Evidence("2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2", None, "not stated", "none",
+                 "kept in the stack (SKIP_GATES_ENABLED=1 by default, trained as control tensors); no ablation"),
     ),
     "int6_export": (
         Evidence("2026-03-19_10L_MixedPrecision", None, "1 run", "none",
@@ -129,13 +131,6 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "pruning": (
         Evidence("2026-03-20_10L_Int5MLP_MuonWD04_SWA50", None, "not stated", "none",
                  "3% magnitude pruning in the stack; no number"),
-    ),
-    "skip_gates": (
-        Evidence("2026-04-01_Vocab4096_MLPMult4_WD085", None, "not stated", "none",
-                 "sigmoid-gated U-Net skips (from PR #1089) added together with about ten other changes; no number "
-                 "for the gates"),
-        Evidence("2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2", None, "not stated", "none",
-                 "kept in the stack (SKIP_GATES_ENABLED=1 by default, trained as control tensors); no ablation"),
     ),
     "ttt_vs_plain": (
         Evidence("2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611", -0.0127, "3 seeds (42, 0, 1234)",
