@@ -152,9 +152,10 @@ for arm, row in tests.iterrows():
         lines.append(f"- `{arm}`: {size}; the same round-trip bpb in every run "
                      "(the same quantized codes; compression is lossless).")
         continue
-    sig = "significant" if row["p"] < 0.01 else "not significant"
+    sig = "significant" if row["p_holm"] < 0.01 else "not significant"
     lines.append(f"- `{arm}`: {size}; round-trip bpb {row['diff']:+.4f} vs the "
-                 f"reference, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], p = {row['p']:.2g} ({sig} at 0.01).")
+                 f"reference, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], p = {row['p']:.2g}, "
+                 f"Holm-adjusted over the notebook's {len(tests)} tests {row['p_holm']:.2g} ({sig} at α = 0.01).")
 if calibrate:
     lines.append(f"- Real size: the official baseline's fresh init exports to {calibration['fresh_init_bytes']:,} B at "
                  f"int8 + zlib, its trained artifact was {calibration['official_trained_bytes']:,} B: trained weights "
