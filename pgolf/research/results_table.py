@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pgolf.core.paths import runs_dir
-from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol, regime_study
+from pgolf.research import bits_sweep, eval_sweep, gptq_sweep, late_qat, protocol, rate_distortion, regime_study
 from pgolf.research.figures import declarations, selected_runs, with_control
 from pgolf.research.stats import RULE_ALPHA, compare, holm
 
@@ -180,10 +180,37 @@ def _frontier_rows(root: Path, skip_broken: bool) -> list[TableRow]:
             for arm, row in tests.iterrows():
                 lines.append(table_row(f"06 frontier (int{bits} export, first {int(group['tokens_scored'].iloc[0]):,} "
                                        "val targets)", scale, arm, "rtn quantile", means[arm], row))
+    lines += _matched_bytes_rows(root)
     runs = with_control(selected_runs(root, "frontier", skip_broken=skip_broken))
     if not runs.empty and runs["arm"].nunique() > 1:
         lines += paired_rows(root, "frontier", "06 frontier", skip_broken=skip_broken)
     return lines
+
+
+MATCHED_BITS = 6  # 06's matched-bytes tests in the table: at the records' width (the notebook shows every width)
+
+
+def _matched_bytes_rows(root: Path) -> list[TableRow]:
+    """06: SD-clip at each k against the quantile clip's curve at equal artifact bytes, int6 matrices, the
+    embedding held fixed; only the settings whose points lie inside the curve's byte range have a test."""
+    stored = rate_distortion.TABLE.read(root)
+    if stored is None or stored[1].empty:
+        return []
+    table = stored[1]
+    tests = rate_distortion.matched_tests(rate_distortion.matched_points(table))
+    tests = tests[(tests["bits"] == MATCHED_BITS) & tests["p"].notna()]
+    scale = table["run"].iloc[0].split("/")[0]
+    label = (f"06 frontier (int{MATCHED_BITS} at matched bytes, embedding fixed, first "
+             f"{int(table['tokens_scored'].iloc[0]):,} val targets)")
+    rows = []
+    for _, t in tests.iterrows():
+        sd = table[(table["quantizer"] == t["quantizer"]) & (table["bits"] == t["bits"])
+                   & (table["sigmas"] == t["sigmas"]) & (table["clip"] != rate_distortion.REFERENCE_CLIP)]
+        test = t.reindex(["n_pairs", "diff", "ci_low", "ci_high", "p", "mde"]).astype(float)
+        test["n"], test["p_rule"], test["threshold"], test["clears_rule"] = t["n_pairs"], float("nan"), float("nan"), False
+        rows.append(table_row(label, scale, f"{t['quantizer']} sdclip k={t['sigmas']:g}",
+                              f"{t['quantizer']} quantile, same bytes", float(sd["q_val_bpb"].mean()), test))
+    return rows
 
 
 def _regime_rows(root: Path, skip_broken: bool) -> list[TableRow]:
@@ -208,7 +235,8 @@ def _regime_rows(root: Path, skip_broken: bool) -> list[TableRow]:
 
 
 register_study("swiglu_vs_relu2", "01")
-register_study("smeargate", "03", references=[("smear_per_dim", "smear_scalar")])
+register_study("smeargate", "03", references=[("smear_per_dim", "smear_scalar"),
+                                               ("smear_per_dim_g095", "smear_per_dim")])
 register_study("qat", "02", _qat_rows)
 register_study("eval", "04", _eval_rows)
 register_study("frontier", "06", _frontier_rows)
