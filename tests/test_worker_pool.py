@@ -1,0 +1,50 @@
+"""The local launcher's persistent workers: runs back to back in one worker train the bits of their own processes."""
+
+import hashlib
+import json
+import subprocess
+
+from pgolf.research import worker_pool
+from pgolf.research.ablate import PlannedRun, command, execute
+
+
+def _record(run_dir):
+    """What a bit-identical run repeats: every metrics line but its times, the scores and the artifact's hash."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = [{k: v for k, v in json.loads(line).items() if "time" not in k and not k.endswith("_ms")}
+               for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    artifact = hashlib.sha256((run_dir / summary["artifact_file"]).read_bytes()).hexdigest()
+    return metrics, {k: summary[k] for k in ("val_loss", "val_bpb", "q_val_loss", "q_val_bpb", "artifact_bytes")}, artifact
+
+
+def test_runs_back_to_back_in_one_worker_equal_their_own_processes_and_a_failure_poisons_nothing(
+        micro, tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(worker_pool.Worker, "__init__", _counting(worker_pool.Worker.__init__, started))
+    a = micro(**{"train.iterations": 3, "train.seed": 1})
+    b = micro(**{"train.iterations": 2, "train.seed": 2, "model.mlp": "swiglu", "data.order_seed": 5})
+    bad = micro(**{"train.iterations": 2, "data.path": str(tmp_path / "no-such-dataset")})
+    root = tmp_path / "pool"
+    runs = [PlannedRun("a", 1, a, root / "a-s1-k1"), PlannedRun("bad", 0, bad, root / "bad-s0-k2"),
+            PlannedRun("b", 2, b, root / "b-s2-k3")]
+    logs = []
+    failures = execute(runs, "pool", [{}], log=logs.append)
+    assert len(started) == 1  # one worker trained all three
+    stdout = root / ".bad-s0-k2.stdout"
+    assert failures == [f"bad-s0-k2 (exit 1; see {stdout})"]
+    assert "Traceback" in stdout.read_text() and "no-such-dataset" in stdout.read_text()
+    assert "a-s1-k1: done" in logs[1] and "bad-s0-k2: FAILED exit 1" in logs[2] and "b-s2-k3: done" in logs[3]
+    alone = tmp_path / "alone"
+    for r in (runs[2], runs[0]):  # each in its own process, as before the workers
+        own = PlannedRun(r.arm, r.seed, r.cfg, alone / r.path.name)
+        cmd, env = command(own, "alone", 1)
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        assert _record(own.path) == _record(r.path), r.path.name
+    assert (root / "b-s2-k3" / "behaviour.json").exists()
+
+
+def _counting(init, started):
+    def wrapped(self, env):
+        started.append(env)
+        init(self, env)
+    return wrapped
