@@ -28,7 +28,8 @@ boundary.
 Before training, the plan is printed (:meth:`pgolf.research.launchers.StudyPlan.describe`: runs cached and to
 train per arm, GPU-hours, the command or batch script); ``plan_only=True`` stops there (:class:`PlanOnly`).
 The runs to train go to a launcher (:mod:`pgolf.research.launchers`): ``local`` (on CPU, independent runs in
-parallel processes with one thread each: on the 2-vCPU development machine two 1-thread processes trained
+parallel processes with one thread each, each a fresh fork of a persistent worker per slot,
+:mod:`pgolf.research.worker_server`: on the 2-vCPU development machine two 1-thread processes trained
 more tokens per second in total than one 2-thread process; multi-process runs, ``nproc_per_node > 1``,
 through the torchrun launcher; on GPUs, slots of ``CUDA_VISIBLE_DEVICES``) or ``slurm`` (one job array,
 :mod:`pgolf.research.slurm`).
