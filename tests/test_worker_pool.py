@@ -3,6 +3,7 @@
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 from pgolf.research import worker_pool
 from pgolf.research.ablate import PlannedRun, command, execute
@@ -48,3 +49,29 @@ def _counting(init, started):
         started.append(env)
         init(self, env)
     return wrapped
+
+
+def test_sigterm_to_the_worker_reaches_its_run_which_stops_as_in_its_own_process(micro, tmp_path):
+    """The run is marked interrupted and ends with the status its own process has (1: Python's for an uncaught
+    StopRequested, a KeyboardInterrupt subclass); the worker takes no other run and ends."""
+    import os
+    import signal
+    import time
+
+    from pgolf.core.runs import read_status
+    run = PlannedRun("a", 0, micro(**{"train.iterations": 10_000}), tmp_path / "a-s0-k")
+    cmd, env = command(run, "t", 1)
+    worker = worker_pool.Worker(env)
+    out = tmp_path / ".a-s0-k.stdout"
+    assert worker.submit(Path(cmd[3]), run.path, cmd[5], out)
+    deadline = time.time() + 120
+    while "step:2/" not in (out.read_text() if out.exists() else "") and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(worker.proc.pid, signal.SIGTERM)
+    code = None
+    while code is None and time.time() < deadline:
+        code = worker.poll(timeout=1.0)
+    assert code == 1 and "StopRequested: SIGTERM" in out.read_text()
+    assert read_status(run.path)["status"] == "interrupted"
+    worker.close()
+    assert worker.proc.returncode == 0

@@ -15,9 +15,9 @@ with it, so a run trains the same bits as in its own process (``tests/test_worke
 computes nothing with torch: a fork after torch has started its thread pools would not be safe.
 
 A run's output (stdout and stderr) goes to its ``stdout`` file and its exit status is the one its own process
-would have: 0, 1 after an exception (its traceback in the file), and for Ctrl-C or SIGTERM (both
-``KeyboardInterrupt`` in the trainer, which marks the run ``interrupted``) the status of a Python process killed
-by SIGINT (-2), as an uncaught ``KeyboardInterrupt`` gives. The server ignores SIGINT (a terminal's Ctrl-C reaches
+would have: 0, 1 after an exception (its traceback in the file), and after Ctrl-C or SIGTERM (both mark the run
+``interrupted``) what Python gives for the uncaught exception: killed by SIGINT (-2) for ``KeyboardInterrupt``,
+1 for SIGTERM's ``StopRequested`` (a subclass). The server ignores SIGINT (a terminal's Ctrl-C reaches
 the run, in the same process group); a SIGTERM sent to the server is passed on to the running run, and the server
 ends after it.
 """
@@ -71,9 +71,9 @@ def _child(request: dict[str, Any]) -> None:
         code = ablate_worker.main([request["config"], request["run_dir"], request["labels"]])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (StopRequested): end as Python ends on an uncaught one
+    except KeyboardInterrupt as e:  # as Python ends on an uncaught one: killed by SIGINT, but 1 for a subclass
         traceback.print_exc()
-        code = -signal.SIGINT
+        code = -signal.SIGINT if type(e) is KeyboardInterrupt else 1  # (SIGTERM's StopRequested)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -120,6 +120,8 @@ def serve(requests: IO[str], replies: IO[str]) -> int:
         replies.write(json.dumps({"run_dir": request["run_dir"], "returncode": os.waitstatus_to_exitcode(status),
                                   "cpu_s": usage.ru_utime + usage.ru_stime}) + "\n")
         replies.flush()
+        if stop:  # SIGTERM: the run it reached has ended; take no other
+            break
     return 0
 
 
