@@ -29,7 +29,7 @@ Before training, the plan is printed (:meth:`pgolf.research.launchers.StudyPlan.
 train per arm, GPU-hours, the command or batch script); ``plan_only=True`` stops there (:class:`PlanOnly`).
 The runs to train go to a launcher (:mod:`pgolf.research.launchers`): ``local`` (on CPU, independent runs in
 parallel processes with one thread each, each a fresh fork of a persistent worker per slot,
-:mod:`pgolf.research.worker_server`: on the 2-vCPU development machine two 1-thread processes trained
+:mod:`pgolf.research.worker_server`; on the 2-vCPU development machine two 1-thread processes trained
 more tokens per second in total than one 2-thread process; multi-process runs, ``nproc_per_node > 1``,
 through the torchrun launcher; on GPUs, slots of ``CUDA_VISIBLE_DEVICES``) or ``slurm`` (one job array,
 :mod:`pgolf.research.slurm`).
@@ -181,9 +181,9 @@ def labels_json(run: PlannedRun, ablation: str) -> str:
 def execute(todo: list[PlannedRun], ablation: str, slots: list[dict[str, str]], nproc_per_node: int = 1,
             log=print) -> list[str]:
     """Train ``todo`` on this machine, at most one run per slot at a time (a slot: the environment a run gets on
-    top of this one, e.g. its ``CUDA_VISIBLE_DEVICES``); returns the failures. One-process runs go to a
+    top of this one, e.g. its ``CUDA_VISIBLE_DEVICES``); returns the failures. One-process CPU runs go to a
     persistent worker per slot (:mod:`pgolf.research.worker_pool`: imports paid once per slot, each run in a fresh
-    fork); multi-process runs each get their own torchrun launcher."""
+    fork); a CUDA run gets its own process, a multi-process run its own torchrun launcher."""
     from pgolf.core.runs import prepare_run_dir
     from pgolf.research.worker_pool import Worker, needs_new_worker
     log(f"ablation {ablation}: training {len(todo)} run(s), {len(slots)} at a time")
@@ -201,7 +201,7 @@ def execute(todo: list[PlannedRun], ablation: str, slots: list[dict[str, str]], 
                 cmd, env = command(r, ablation, nproc_per_node)
                 env = {**env, **slots[slot]}
                 out = r.path.parent / f".{r.path.name}.stdout"
-                if nproc_per_node > 1:
+                if nproc_per_node > 1 or r.cfg.train.device == "cuda":  # GPU runs: CUDA is not used across a fork
                     with open(out, "w") as f:
                         runner: Any = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
                 else:

@@ -1,9 +1,8 @@
 """The launcher's side of a persistent run worker (:mod:`pgolf.research.worker_server`): start one, hand it a
 run, see whether the run has ended.
 
-One :class:`Worker` per parallel slot of the local launcher, started with the environment the slot's runs need
-(:func:`pgolf.research.ablate.command`'s: one thread, unbuffered output, the malloc settings, the slot's
-``CUDA_VISIBLE_DEVICES``); a run that needs another environment gets a new worker. A worker that dies (killed,
+One :class:`Worker` per parallel slot of the local launcher (CPU runs), started with the environment the slot's
+runs need (:func:`pgolf.research.ablate.command`'s: one thread, unbuffered output, the malloc settings); a run that needs another environment gets a new worker. A worker that dies (killed,
 or it could not start) fails the run it had with its exit status, and its own error output is added to that
 run's output file; the next run starts a new worker.
 """
