@@ -15,7 +15,8 @@ def _record(run_dir):
     metrics = [{k: v for k, v in json.loads(line).items() if "time" not in k and not k.endswith("_ms")}
                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     artifact = hashlib.sha256((run_dir / summary["artifact_file"]).read_bytes()).hexdigest()
-    return metrics, {k: summary[k] for k in ("val_loss", "val_bpb", "q_val_loss", "q_val_bpb", "artifact_bytes")}, artifact
+    scores = {k: summary[k] for k in ("val_loss", "val_bpb", "q_val_loss", "q_val_bpb", "artifact_bytes")}
+    return metrics, scores, artifact
 
 
 def test_runs_back_to_back_in_one_worker_equal_their_own_processes_and_a_failure_poisons_nothing(

@@ -3,8 +3,8 @@
 - ``local``: this machine. On CPU as before (independent one-process runs in parallel, one thread each;
   multi-process runs one at a time through torchrun). One-process CPU runs go through a persistent worker per
   parallel slot (:mod:`pgolf.research.worker_server`): it imports torch and pgolf once and trains each run in a
-  fresh fork of itself, so a run trains the bits it would in its own process at a few CPU-s less. On GPUs, a run that needs fewer GPUs than the machine
-  has shares it: the visible GPUs are cut into slots of the run's size and each running run gets its own
+  fresh fork of itself, so a run trains the bits it would in its own process at a few CPU-s less. On GPUs, a
+  run that needs fewer GPUs than the machine has shares it: the visible GPUs are cut into slots of the run's size and each running run gets its own
   ``CUDA_VISIBLE_DEVICES`` (8 one-GPU runs at once on an 8-GPU node); a run that needs all of them goes
   through torchrun with the scale's processes per node, one at a time.
 - ``slurm``: the runs to train become one job array (:mod:`pgolf.research.slurm`).

@@ -2,9 +2,10 @@
 run, see whether the run has ended.
 
 One :class:`Worker` per parallel slot of the local launcher (CPU runs), started with the environment the slot's
-runs need (:func:`pgolf.research.ablate.command`'s: one thread, unbuffered output, the malloc settings); a run that needs another environment gets a new worker. A worker that dies (killed,
-or it could not start) fails the run it had with its exit status, and its own error output is added to that
-run's output file; the next run starts a new worker.
+runs need (:func:`pgolf.research.ablate.command`'s: one thread, unbuffered output, the malloc settings); a run
+that needs another environment gets a new worker. A worker that dies (killed, or it could not start) fails the
+run it had with its exit status, and its own error output is added to that run's output file; the next run
+starts a new worker.
 """
 
 from __future__ import annotations
