@@ -256,7 +256,8 @@ def format_loop_report(r: dict[str, Any]) -> str:
     lines = [f"bench_loop: scale:{r['scale']} seed:{r['seed']}{batch} cpu:{r['cpu_model']} cpus:{r['cpus']} "
              f"load_average_end:{' '.join(f'{x:.2f}' for x in r['load_average_end'])}"]
     for name, v in r["variants"].items():
-        lines.append(f"  {name:<8} ({v['label']}): runs:{v['runs']} cpu_mean:{v['cpu_s_mean']:.1f}s "
+        count = f"batches:{v['runs']} of {study} runs" if study else f"runs:{v['runs']}"
+        lines.append(f"  {name:<8} ({v['label']}): {count} cpu_mean:{v['cpu_s_mean']:.1f}s "
                      f"[{' '.join(f'{x:.1f}' for x in v['cpu_s'])}] sys_mean:{v['sys_s_mean']:.1f}s wall_mean:{v['wall_s_mean']:.1f}s "
                      f"[{' '.join(f'{x:.1f}' for x in v['wall_s'])}] peak_rss:{v['max_rss_mib']:.0f}MiB")
     lines.append(f"  cpu_ratio (baseline / new): {r['cpu_ratio']:.3f}x  wall_ratio: {r['wall_ratio']:.3f}x")
