@@ -1,8 +1,8 @@
 """A persistent run worker: ``python -m pgolf.research.worker_server`` trains one-process runs one after another.
 
 The local launcher (:mod:`pgolf.research.worker_pool`) starts one per parallel slot, so ``import torch``, pgolf
-and the trainer's modules are paid once per slot instead of once per run (about 2-3.6 CPU-s, 7-10% of a
-``micro`` run). It reads one JSON request a line from stdin, ``{"config": FILE, "run_dir": DIR, "labels": JSON,
+and the trainer's modules are paid once per slot instead of once per run (measured: about 1 CPU-s, 3% of a
+``micro`` run; docs/cli.md). It reads one JSON request a line from stdin, ``{"config": FILE, "run_dir": DIR, "labels": JSON,
 "stdout": FILE}`` (the arguments of :func:`pgolf.research.ablate_worker.main` and the file the run's output goes
 to), and answers each with one JSON line on stdout, ``{"run_dir": DIR, "returncode": N, "cpu_s": S}``, once the
 run has ended; at the end of stdin it exits.
