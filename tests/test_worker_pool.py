@@ -32,6 +32,8 @@ def test_runs_back_to_back_in_one_worker_equal_their_own_processes_and_a_failure
     logs = []
     failures = execute(runs, "pool", [{}], log=logs.append)
     assert len(started) == 1  # one worker trained all three
+    assert "MALLOC_MMAP_MAX_" in started[0] and started[0]["OMP_NUM_THREADS"] == "1"  # the runs' own environment
+    assert "step:3/3" in (root / ".a-s1-k1.stdout").read_text()  # each run's output in its own file
     stdout = root / ".bad-s0-k2.stdout"
     assert failures == [f"bad-s0-k2 (exit 1; see {stdout})"]
     assert "Traceback" in stdout.read_text() and "no-such-dataset" in stdout.read_text()
