@@ -115,3 +115,34 @@ def test_bench_loop_report_says_whether_the_scores_agree(tmp_path):
 def test_bench_loop_refuses_an_unknown_revision(capsys):
     assert cli_main(["bench", "loop", "--baseline-rev", "no-such-rev-h22f"]) == 2
     assert "--baseline-rev 'no-such-rev-h22f'" in capsys.readouterr().err
+
+
+def test_bench_loop_times_a_batch_in_one_persistent_worker_and_names_a_failed_run(micro, tmp_path):
+    """--study-runs: the new code's batch goes through one worker server, whose wait4 usage covers its runs."""
+    from pgolf.research.ablate import PlannedRun, command
+    from pgolf.running.bench_loop import run_scores, timed_server
+    cfgs = [micro(**{"train.iterations": 2, "train.seed": s}) for s in (0, 1)]
+    cmds = [command(PlannedRun("c", i, c, tmp_path / "plan" / f"c-s{i}-k"), "b", 1)[0] for i, c in enumerate(cfgs)]
+    env = command(PlannedRun("c", 0, cfgs[0], tmp_path / "plan" / "c-s0-k"), "b", 1)[1]
+    dirs = [tmp_path / "r-s0", tmp_path / "r-s1"]
+    cpu, sys_s, wall, rss = timed_server(cmds, env, tmp_path, dirs, tmp_path / "new-r0.log")
+    assert cpu > 2 and 0 <= sys_s < cpu and wall > 0 and rss > 100  # the runs' CPU time, not only the server's
+    assert run_scores(dirs[0])["val_bpb"] != run_scores(dirs[1])["val_bpb"]  # each run its own seed
+    bad = [cmds[0][:3] + [str(tmp_path / "missing.json")] + cmds[0][4:]]
+    with pytest.raises(RuntimeError, match=r"run r-s9 in the persistent worker failed \(1\); see .*new-r1-r-s9.log"):
+        timed_server(bad, env, tmp_path, [tmp_path / "r-s9"], tmp_path / "new-r1.log")
+
+
+def test_bench_loop_study_report_compares_each_seed_across_batches(tmp_path):
+    from pgolf.running.bench_loop import Timing, format_loop_report, summarize
+    one = {"val_loss": 3.8, "val_bpb": 2.1, "q_val_loss": 3.9, "q_val_bpb": 2.2, "artifact_bytes": 5,
+           "artifact_sha256": "ab" * 32}
+    batch = {f"s{s}.{k}": (v + s if k == "val_bpb" else v) for s in (3, 4) for k, v in one.items()}
+    ts = [Timing("baseline", 0, 48.0, 13.0, 60.0, 1400.0, 1.0, 1.0, batch),
+          Timing("new", 0, 30.0, 0.3, 31.0, 500.0, 1.0, 1.0, batch)]
+    text = format_loop_report(summarize(ts, {"baseline": "d82e96a", "new": "working tree"}, "micro", 3, tmp_path, 2))
+    assert "study_runs:2" in text and "batches:1 of 2 runs cpu_mean:48.0s" in text
+    assert "scores identical in every run: seed 3 val_bpb:5.1 " in text and "(and 1 more seeds" in text
+    ts[1] = Timing("new", 0, 30.0, 0.3, 31.0, 500.0, 1.0, 1.0, {**batch, "s4.val_bpb": 6.0})
+    r = summarize(ts, {"baseline": "d82e96a", "new": "working tree"}, "micro", 3, tmp_path, 2)
+    assert r["score_differences"] == ["new round 0: s4.val_bpb 6.0 != 6.1"]

@@ -28,7 +28,8 @@ boundary.
 Before training, the plan is printed (:meth:`pgolf.research.launchers.StudyPlan.describe`: runs cached and to
 train per arm, GPU-hours, the command or batch script); ``plan_only=True`` stops there (:class:`PlanOnly`).
 The runs to train go to a launcher (:mod:`pgolf.research.launchers`): ``local`` (on CPU, independent runs in
-parallel processes with one thread each: on the 2-vCPU development machine two 1-thread processes trained
+parallel processes with one thread each, each a fresh fork of a persistent worker per slot,
+:mod:`pgolf.research.worker_server`; on the 2-vCPU development machine two 1-thread processes trained
 more tokens per second in total than one 2-thread process; multi-process runs, ``nproc_per_node > 1``,
 through the torchrun launcher; on GPUs, slots of ``CUDA_VISIBLE_DEVICES``) or ``slurm`` (one job array,
 :mod:`pgolf.research.slurm`).
@@ -180,39 +181,60 @@ def labels_json(run: PlannedRun, ablation: str) -> str:
 def execute(todo: list[PlannedRun], ablation: str, slots: list[dict[str, str]], nproc_per_node: int = 1,
             log=print) -> list[str]:
     """Train ``todo`` on this machine, at most one run per slot at a time (a slot: the environment a run gets on
-    top of this one, e.g. its ``CUDA_VISIBLE_DEVICES``); returns the failures."""
+    top of this one, e.g. its ``CUDA_VISIBLE_DEVICES``); returns the failures. One-process CPU runs go to a
+    persistent worker per slot (:mod:`pgolf.research.worker_pool`: imports paid once per slot, each run in a fresh
+    fork); a CUDA run gets its own process, a multi-process run its own torchrun launcher."""
     from pgolf.core.runs import prepare_run_dir
+    from pgolf.research.worker_pool import Worker, needs_new_worker
     log(f"ablation {ablation}: training {len(todo)} run(s), {len(slots)} at a time")
     pending = list(todo)
     free = list(range(len(slots)))
-    active: list[tuple[PlannedRun, subprocess.Popen, float, Any, int]] = []
+    workers: dict[int, Worker] = {}
+    active: list[tuple[PlannedRun, Any, float, Path, int]] = []  # (run, Popen or Worker, start, output, slot)
     failures = []
     finished, t_start = 0, time.time()
-    while pending or active:
-        while pending and free:
-            r, slot = pending.pop(0), free.pop(0)
-            prepare_run_dir(r.path, overwrite=r.path.exists())
-            cmd, env = command(r, ablation, nproc_per_node)
-            out = open(r.path.parent / f".{r.path.name}.stdout", "w")
-            proc = subprocess.Popen(cmd, env={**env, **slots[slot]}, stdout=out, stderr=subprocess.STDOUT)
-            active.append((r, proc, time.time(), out, slot))
-        time.sleep(0.5)
-        for item in list(active):
-            r, proc, t0, out, slot = item
-            if proc.poll() is None:
-                continue
-            out.close()
-            active.remove(item)
-            free.append(slot)
-            finished += 1
-            where = f"[{finished}/{len(todo)}] {r.path.name}"
-            if proc.returncode == 0:
-                if not (r.path / BEHAVIOUR).exists():  # the torchrun launcher's runs: recorded here, same code
-                    write_behaviour(r.path, r.cfg)
-                log(f"  {where}: done in {time.time() - t0:.0f}s (elapsed {time.time() - t_start:.0f}s)")
-            else:
-                failures.append(f"{r.path.name} (exit {proc.returncode}; see {out.name})")
-                log(f"  {where}: FAILED exit {proc.returncode}; output in {out.name}")
+    try:
+        while pending or active:
+            while pending and free:
+                r, slot = pending.pop(0), free.pop(0)
+                prepare_run_dir(r.path, overwrite=r.path.exists())
+                cmd, env = command(r, ablation, nproc_per_node)
+                env = {**env, **slots[slot]}
+                out = r.path.parent / f".{r.path.name}.stdout"
+                if nproc_per_node > 1 or r.cfg.train.device == "cuda":  # GPU runs: CUDA is not used across a fork
+                    with open(out, "w") as f:
+                        runner: Any = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+                else:
+                    if needs_new_worker(workers.get(slot), env):
+                        if slot in workers:
+                            workers[slot].close(wait=False)
+                        workers[slot] = Worker(env)
+                    runner = workers[slot]
+                    if not runner.submit(Path(cmd[3]), r.path, cmd[5], out):
+                        runner.close(wait=False)
+                        runner = workers[slot] = Worker(env)
+                        runner.submit(Path(cmd[3]), r.path, cmd[5], out)
+                active.append((r, runner, time.time(), out, slot))
+            time.sleep(0.5)
+            for item in list(active):
+                r, runner, t0, out, slot = item
+                code = runner.poll()
+                if code is None:
+                    continue
+                active.remove(item)
+                free.append(slot)
+                finished += 1
+                where = f"[{finished}/{len(todo)}] {r.path.name}"
+                if code == 0:
+                    if not (r.path / BEHAVIOUR).exists():  # the torchrun launcher's runs: recorded here, same code
+                        write_behaviour(r.path, r.cfg)
+                    log(f"  {where}: done in {time.time() - t0:.0f}s (elapsed {time.time() - t_start:.0f}s)")
+                else:
+                    failures.append(f"{r.path.name} (exit {code}; see {out})")
+                    log(f"  {where}: FAILED exit {code}; output in {out}")
+    finally:  # no new run starts; a run in progress ends on its own, as a run's own process would
+        for w in workers.values():
+            w.close(wait=not active)
     return failures
 
 

@@ -1,7 +1,8 @@
 """One single-process run of an ablation: ``python -m pgolf.research.ablate_worker CONFIG RUN_DIR LABELS_JSON``.
 
-The process :func:`pgolf.research.ablate.command` starts for each run: it trains at one thread and records the
-current code's behaviour fingerprint in the run folder (``behaviour.json``). Kept apart from
+The process :func:`pgolf.research.ablate.command` gives for each run: it trains at one thread and records the
+current code's behaviour fingerprint in the run folder (``behaviour.json``). The local launcher runs :func:`main`
+in a fork of a persistent worker (:mod:`pgolf.research.worker_server`), which has imported all this once. Kept apart from
 :mod:`pgolf.research.ablate` so that a run's process imports the trainer and the fingerprint only, not the
 ablation engine's tables (pandas): about 0.3 CPU-s of each run.
 """

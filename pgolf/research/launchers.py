@@ -1,8 +1,10 @@
 """Where a study's runs train: a small registry of launchers, and the plan printed before anything starts.
 
 - ``local``: this machine. On CPU as before (independent one-process runs in parallel, one thread each;
-  multi-process runs one at a time through torchrun). On GPUs, a run that needs fewer GPUs than the machine
-  has shares it: the visible GPUs are cut into slots of the run's size and each running run gets its own
+  multi-process runs one at a time through torchrun). One-process CPU runs go through a persistent worker per
+  parallel slot (:mod:`pgolf.research.worker_server`): it imports torch and pgolf once and trains each run in a
+  fresh fork of itself, so a run trains the bits it would in its own process at a few CPU-s less. On GPUs, a
+  run that needs fewer GPUs than the machine has shares it: the visible GPUs are cut into slots of the run's size and each running run gets its own
   ``CUDA_VISIBLE_DEVICES`` (8 one-GPU runs at once on an 8-GPU node); a run that needs all of them goes
   through torchrun with the scale's processes per node, one at a time.
 - ``slurm``: the runs to train become one job array (:mod:`pgolf.research.slurm`).
@@ -168,13 +170,16 @@ class LocalLauncher:
                 where = f"cannot run here: {e}"
         else:
             where = f"{len(self.slots(plan))} parallel process(es)"
-        via = "torchrun" if res.nproc_per_node > 1 else "one process per run"
+        via = ("torchrun" if res.nproc_per_node > 1 else "one process per run" if res.device == "cuda"
+               else "a persistent worker per slot, each run in a fresh fork")
         return f"local ({via}, {where})"
 
     def describe(self, plan: StudyPlan) -> str:
         from pgolf.research.ablate import command
         cmd, _ = command(plan.todo[0], plan.ablation, plan.resources.nproc_per_node, write=False)
-        return f"  command (first run to train; the others alike):\n    {shlex.join(cmd)}"
+        how = ("" if plan.resources.nproc_per_node > 1 or plan.resources.device == "cuda" else
+               "; each trains as this command would, in a fork of a `python -m pgolf.research.worker_server`")
+        return f"  command (first run to train; the others alike{how}):\n    {shlex.join(cmd)}"
 
     def run(self, plan: StudyPlan, log) -> list[str]:
         from pgolf.research.ablate import execute

@@ -410,5 +410,8 @@ def register(subparsers) -> None:
     loop.add_argument("--scale", default="micro", help="the research scale whose control run is timed (default micro)")
     loop.add_argument("--seed", type=int, default=0, help="its replicate (train.seed and data.order_seed)")
     loop.add_argument("--rounds", type=int, default=2, help="runs of each variant, order alternating (default 2)")
+    loop.add_argument("--study-runs", type=int, default=0, metavar="N",
+                      help="time batches of N runs (seeds --seed..--seed+N-1) instead of one: the baseline one "
+                           "process per run, the new code one persistent worker; CPU-s per run and the ratio")
     loop.add_argument("--keep", type=Path, help="keep the runs and logs in this folder (default: a temporary one)")
     b.set_defaults(func=cmd_bench)

@@ -17,6 +17,12 @@ machine falls on both. Each run's CPU time is its user + system time from ``wait
 ones it waited for), the headline on a machine that other jobs load; wall time and peak RSS are printed beside
 it, with the load average before and after each run. The command also checks that every run scored the same:
 val_loss, val_bpb, q_val_loss, q_val_bpb and the artifact's bytes and SHA-256 from each ``summary.json``.
+
+With ``study_runs=N`` each variant trains, per round, a study-like batch of N control runs (seeds ``seed`` to
+``seed + N - 1``) instead of one: the baseline one process per run, as its ablation engine started them, the new
+code through one persistent worker (:mod:`pgolf.research.worker_server`, as its local launcher trains a slot's
+runs), which pays ``import torch`` and pgolf once for the batch. Times are per run (the batch's divided by N); the
+scores of each seed must agree across every batch.
 """
 
 from __future__ import annotations
@@ -132,11 +138,40 @@ def timed_run(cmd: list[str], env: dict[str, str], cwd: Path, run_dir: Path,
     return usage.ru_utime + usage.ru_stime, usage.ru_stime, wall, usage.ru_maxrss / 1024
 
 
+def timed_server(cmds: list[list[str]], env: dict[str, str], cwd: Path, run_dirs: list[Path],
+                 log: Path) -> tuple[float, float, float, float]:
+    """(CPU seconds, of them system seconds, wall seconds, peak RSS MiB) of a persistent worker that trains the runs
+    of ``cmds`` (ablate_worker commands: their config, run folder replaced by ``run_dirs``, labels) one after
+    another; raises if one fails."""
+    from pgolf.research.worker_server import server_command
+    outs = [log.with_name(f"{log.stem}-{d.name}.log") for d in run_dirs]
+    requests = "".join(json.dumps({"config": c[3], "run_dir": str(d), "labels": c[5], "stdout": str(o)}) + "\n"
+                       for c, d, o in zip(cmds, run_dirs, outs))
+    with open(log, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(server_command(), env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+        proc.stdin.write(requests)
+        proc.stdin.close()  # the worker ends after the last request
+        replies = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # not Popen.wait: wait4 gives the worker's and its runs' usage
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    codes = [json.loads(line)["returncode"] for line in replies.splitlines()]
+    for code, d, o in zip(codes + [None] * (len(run_dirs) - len(codes)), run_dirs, outs):
+        if code != 0:
+            raise RuntimeError(f"bench loop: run {d.name} in the persistent worker failed ({code}); see {o} and {log}")
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime, wall, usage.ru_maxrss / 1024
+
+
 def bench_loop(baseline_rev: str, scale: str = "micro", seed: int = 0, rounds: int = 2,
-               keep: Path | None = None, log=print) -> dict[str, Any]:
-    """Time ``rounds`` runs of each variant, interleaved; the numbers and whether every run scored the same."""
+               keep: Path | None = None, log=print, study_runs: int = 0) -> dict[str, Any]:
+    """Time ``rounds`` runs (``study_runs``: batches of that many runs) of each variant, interleaved; the numbers
+    and whether every run scored the same."""
     if rounds < 1:
         raise ConfigError(f"--rounds {rounds}: expected >= 1")
+    if study_runs < 0:
+        raise ConfigError(f"--study-runs {study_runs}: expected >= 1 (or 0: one run per round)")
     repo = Path(__file__).resolve().parents[2]
     rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{baseline_rev}^{{commit}}"],
                          capture_output=True, text=True)
@@ -153,28 +188,48 @@ def bench_loop(baseline_rev: str, scale: str = "micro", seed: int = 0, rounds: i
         for v in variants:  # a fresh worktree has no bytecode yet: no timed run pays for compiling it
             subprocess.run([sys.executable, "-m", "compileall", "-q", str(v.tree / "pgolf")], check=True,
                            capture_output=True)
-        plans = {v.name: plan(v, scale, seed, work) for v in variants}
+        seeds = list(range(seed, seed + study_runs)) if study_runs else [seed]
+        plans = {v.name: [plan(v, scale, s, work if not study_runs else _mkdir(work / f"plan-s{s}")) for s in seeds]
+                 for v in variants}
         for v in variants:
-            log(f"{v.name} ({v.label}): adds env {plans[v.name][1] or '{}'}")
+            log(f"{v.name} ({v.label}): adds env {plans[v.name][0][1] or '{}'}")
         timings: list[Timing] = []
         for r in range(rounds):
             for v in variants if r % 2 == 0 else variants[::-1]:
-                cmd, extra = plans[v.name]
-                run_dir = work / f"{v.name}-r{r}"
-                cmd = [str(run_dir) if a == str(work / f"{v.name}-probe") else a for a in cmd]  # plan's run folder
+                cmds, dirs = [], []
+                for s, (cmd, extra) in zip(seeds, plans[v.name]):
+                    run_dir = work / (f"{v.name}-r{r}" + (f"-s{s}" if study_runs else ""))
+                    probe = str((work if not study_runs else work / f"plan-s{s}") / f"{v.name}-probe")
+                    cmds.append([str(run_dir) if a == probe else a for a in cmd])  # the plan's run folder
+                    dirs.append(run_dir)
+                env = child_env(v.tree, plans[v.name][0][1])
                 load_before = os.getloadavg()[0]
-                cpu, sys_s, wall, rss = timed_run(cmd, child_env(v.tree, extra), v.tree, run_dir,
-                                                  work / f"{v.name}-r{r}.log")
-                t = Timing(v.name, r, cpu, sys_s, wall, rss, load_before, os.getloadavg()[0], run_scores(run_dir))
+                if study_runs and v.name == "new":
+                    cpu, sys_s, wall, rss = timed_server(cmds, env, v.tree, dirs, work / f"{v.name}-r{r}.log")
+                else:
+                    totals = [timed_run(c, env, v.tree, d, work / f"{d.name}.log") for c, d in zip(cmds, dirs)]
+                    cpu, sys_s, wall = (sum(t[i] for t in totals) for i in range(3))
+                    rss = max(t[3] for t in totals)
+                n = len(dirs)
+                scores = (run_scores(dirs[0]) if not study_runs else
+                          {f"s{s}.{k}": x for s, d in zip(seeds, dirs) for k, x in run_scores(d).items()})
+                t = Timing(v.name, r, cpu / n, sys_s / n, wall / n, rss, load_before, os.getloadavg()[0], scores)
                 timings.append(t)
-                log(f"round {r} {v.name:<8} cpu:{cpu:.1f}s (sys {sys_s:.1f}s) wall:{wall:.1f}s peak_rss:{rss:.0f}MiB "
-                    f"load:{t.load_before:.2f}->{t.load_after:.2f}")
+                per = f" per run of {n}" if study_runs else ""
+                log(f"round {r} {v.name:<8} cpu:{t.cpu_s:.1f}s (sys {t.sys_s:.1f}s) wall:{t.wall_s:.1f}s{per} "
+                    f"peak_rss:{rss:.0f}MiB load:{t.load_before:.2f}->{t.load_after:.2f}")
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(base_tree)], capture_output=True)
-    return summarize(timings, {v.name: v.label for v in variants}, scale, seed, work)
+    return summarize(timings, {v.name: v.label for v in variants}, scale, seed, work, study_runs)
 
 
-def summarize(timings: list[Timing], labels: dict[str, str], scale: str, seed: int, work: Path) -> dict[str, Any]:
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def summarize(timings: list[Timing], labels: dict[str, str], scale: str, seed: int, work: Path,
+              study_runs: int = 0) -> dict[str, Any]:
     per: dict[str, Any] = {}
     for name, label in labels.items():
         ts = [t for t in timings if t.variant == name]
@@ -187,6 +242,7 @@ def summarize(timings: list[Timing], labels: dict[str, str], scale: str, seed: i
     differ = [f"{t.variant} round {t.round}: {k} {t.scores[k]!r} != {first[k]!r}"
               for t in timings for k in first if t.scores[k] != first[k]]
     return {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "scale": scale, "seed": seed, "work_dir": str(work),
+            "study_runs": study_runs,
             "variants": per, "runs": [t.__dict__ for t in timings],
             "cpu_ratio": per["baseline"]["cpu_s_mean"] / per["new"]["cpu_s_mean"],
             "wall_ratio": per["baseline"]["wall_s_mean"] / per["new"]["wall_s_mean"],
@@ -195,17 +251,23 @@ def summarize(timings: list[Timing], labels: dict[str, str], scale: str, seed: i
 
 
 def format_loop_report(r: dict[str, Any]) -> str:
-    lines = [f"bench_loop: scale:{r['scale']} seed:{r['seed']} cpu:{r['cpu_model']} cpus:{r['cpus']} "
+    study = r.get("study_runs") or 0
+    batch = f" study_runs:{study} (per-run times: a batch's / {study}; new: one persistent worker)" if study else ""
+    lines = [f"bench_loop: scale:{r['scale']} seed:{r['seed']}{batch} cpu:{r['cpu_model']} cpus:{r['cpus']} "
              f"load_average_end:{' '.join(f'{x:.2f}' for x in r['load_average_end'])}"]
     for name, v in r["variants"].items():
-        lines.append(f"  {name:<8} ({v['label']}): runs:{v['runs']} cpu_mean:{v['cpu_s_mean']:.1f}s "
+        count = f"batches:{v['runs']} of {study} runs" if study else f"runs:{v['runs']}"
+        lines.append(f"  {name:<8} ({v['label']}): {count} cpu_mean:{v['cpu_s_mean']:.1f}s "
                      f"[{' '.join(f'{x:.1f}' for x in v['cpu_s'])}] sys_mean:{v['sys_s_mean']:.1f}s wall_mean:{v['wall_s_mean']:.1f}s "
                      f"[{' '.join(f'{x:.1f}' for x in v['wall_s'])}] peak_rss:{v['max_rss_mib']:.0f}MiB")
     lines.append(f"  cpu_ratio (baseline / new): {r['cpu_ratio']:.3f}x  wall_ratio: {r['wall_ratio']:.3f}x")
     if r["scores_identical"]:
-        s = r["scores"]
-        lines.append(f"  scores identical in every run: val_bpb:{s['val_bpb']!r} q_val_bpb:{s['q_val_bpb']!r} "
-                     f"artifact_bytes:{s['artifact_bytes']} sha256:{s['artifact_sha256'][:16]}")
+        first = f"s{r['seed']}." if study else ""
+        s = {k[len(first):]: v for k, v in r["scores"].items() if k.startswith(first)}
+        lines.append(f"  scores identical in every run: {'seed ' + str(r['seed']) + ' ' if study else ''}"
+                     f"val_bpb:{s['val_bpb']!r} q_val_bpb:{s['q_val_bpb']!r} "
+                     f"artifact_bytes:{s['artifact_bytes']} sha256:{s['artifact_sha256'][:16]}"
+                     + (f" (and {study - 1} more seeds, each the same in every batch)" if study > 1 else ""))
     else:
         lines.append("  SCORES DIFFER: " + "; ".join(r["score_differences"]))
     return "\n".join(lines)
@@ -213,6 +275,7 @@ def format_loop_report(r: dict[str, Any]) -> str:
 
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     r = bench_loop(args.baseline_rev, args.scale, args.seed, args.rounds, args.keep,
-                   log=(lambda *_: None) if args.json else (lambda m: print(m, flush=True)))
+                   log=(lambda *_: None) if args.json else (lambda m: print(m, flush=True)),
+                   study_runs=args.study_runs)
     print(json.dumps(r, indent=2, default=str) if args.json else format_loop_report(r))
     return 0 if r["scores_identical"] else 1
