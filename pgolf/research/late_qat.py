@@ -13,12 +13,12 @@ the QAT arm that trains with fake quantization at ``b`` bits over the last part 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from pgolf.research.results import train_times
 from pgolf.research.stats import compare, paired_differences, rule_threshold
 
 MEASURES = {"score": "q_val_bpb", "gap": "gap_bpb", "pre_quant": "val_bpb"}
@@ -82,18 +82,13 @@ def differences(runs: pd.DataFrame, sweep: pd.DataFrame, qat_arms: Mapping[int, 
 def _ms_per_step(run_dir: str | Path, split_step: int) -> tuple[float, float] | None:
     """Mean training ms per step of a run up to ``split_step`` and after it, from the cumulative ``train_time_ms``
     of its ``metrics.jsonl`` training rows; None when the run has no training step after ``split_step``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    times = {}
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if "train_loss" in row and "train_time_ms" in row:
-                times[int(row["step"])] = float(row["train_time_ms"])
-    last = max(times, default=0)
+    times = train_times(run_dir)
+    last = int(times.index.max()) if len(times) else 0
     if not 0 < split_step < last:
         return None
     if split_step not in times:
-        raise ValueError(f"{path}: no training row at step {split_step}, where the run is split (last step {last})")
+        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'}: no training row at step {split_step}, where the run is "
+                         f"split (last step {last})")
     return times[split_step] / split_step, (times[last] - times[split_step]) / (last - split_step)
 
 

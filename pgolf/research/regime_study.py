@@ -26,6 +26,7 @@ import pandas as pd
 
 from pgolf.core.config import Config
 from pgolf.research import bits_sweep, gptq_sweep, late_qat, protocol
+from pgolf.research.results import train_times
 from pgolf.research.stats import CI_LEVEL, compare, welch
 from pgolf.research.tables import AnalysisTable
 
@@ -128,13 +129,12 @@ SWITCHES = ("loop_step", "qat_step")  # summary fields: the step at which an arm
 
 
 def _train_ms(run_dir: str | Path) -> pd.Series:
-    """step -> training time (ms) at the end of that step, from a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    times = {int(r["step"]): float(r["train_time_ms"]) for r in rows if "train_loss" in r and "train_time_ms" in r}
-    if not times:
-        raise ValueError(f"{path}: no training rows with train_time_ms")
-    return pd.Series(times).sort_index()
+    """step -> training time (ms) at the end of that step (:func:`pgolf.research.results.train_times`); an error
+    naming the file when the run has no training rows."""
+    times = train_times(run_dir)
+    if times.empty:
+        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'}: no training rows with train_time_ms")
+    return times
 
 
 def switched_on_ratios(runs: pd.DataFrame, control: str = protocol.CONTROL) -> pd.DataFrame:

@@ -93,3 +93,13 @@ def load_metrics(root: str | Path, status: str | None = "finished", *, skip_brok
     if not frames:
         return pd.DataFrame(columns=[*RUN_KEYS, "step"])
     return pd.concat(frames, ignore_index=True)
+
+
+def train_times(run_dir: str | Path) -> pd.Series:
+    """step -> cumulative training time (ms) at the end of that step, from the training rows (``train_loss`` and
+    ``train_time_ms``) of a run's ``metrics.jsonl``, sorted by step; empty when it has none."""
+    path = Path(run_dir) / "metrics.jsonl"
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    times = {int(r["step"]): float(r["train_time_ms"]) for r in rows if "train_loss" in r and "train_time_ms" in r}
+    return pd.Series(times, dtype=float).sort_index()
